@@ -1,0 +1,65 @@
+// Package netnstest gives integration tests an instance prefix of their own
+// and checks, when the test ends, that nothing carrying it was left behind:
+// no namespace, no host veth, no process inside. It removes what it finds,
+// so a failing test does not poison the next one, and fails the test.
+package netnstest
+
+import (
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"testing"
+
+	"github.com/envgate/envgate/netns"
+)
+
+// RequireRoot skips the test when not running as root; CI runs as root.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates network namespaces and veth pairs (CI runs as root)")
+	}
+}
+
+// Prefix returns a fresh random instance prefix and registers a cleanup,
+// to run after the test's own cleanups, that fails the test if anything
+// carrying the prefix remains, and removes it.
+func Prefix(t testing.TB) string {
+	t.Helper()
+	RequireRoot(t)
+	const letters = "abcdefghijklmnopqrstuvwxyz0123456789"
+	b := []byte{'t', 0, 0, 0, 0, 0}
+	for i := 1; i < len(b); i++ {
+		b[i] = letters[rand.IntN(len(letters))]
+	}
+	prefix := string(b)
+	// t.Cleanup runs last-registered first, so registering now means this
+	// runs after every cleanup the test registers later.
+	t.Cleanup(func() { CheckClean(t, prefix) })
+	return prefix
+}
+
+// CheckClean fails t if any namespace, veth or process of prefix remains,
+// then removes them.
+func CheckClean(t testing.TB, prefix string) {
+	t.Helper()
+	m, err := netns.New(netns.Config{Prefix: prefix})
+	if err != nil {
+		t.Errorf("leak check: %v", err)
+		return
+	}
+	left, err := m.GC(nil)
+	if err != nil {
+		t.Errorf("leak check: gc: %v", err)
+	}
+	if !left.Empty() {
+		t.Errorf("leaked: namespaces %v, links %v, %d processes", left.Namespaces, left.Links, left.Processes)
+	}
+}
+
+// Pool returns the test address pool for a package: tests of different
+// packages run in parallel processes, so each package takes its own block
+// of 10.214.0.0/16 (block 0-15, a /20 each).
+func Pool(block int) netip.Prefix {
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 214, byte(block * 16), 0}), 20)
+}

@@ -1,0 +1,242 @@
+package netns
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Config says which names and addresses a Manager may use.
+type Config struct {
+	// Prefix marks everything this instance creates (namespaces
+	// "<prefix>-<id>", host links "<prefix>-<slot>"). Required; see
+	// ValidatePrefix. Two gateways on one machine need distinct prefixes.
+	Prefix string
+	// Pool is the IPv4 prefix carved into one /30 per sandbox.
+	// Default DefaultPool (10.213.0.0/16).
+	Pool netip.Prefix
+}
+
+// Manager creates and destroys sandboxes for one instance prefix.
+type Manager struct {
+	prefix string
+	pool   *Pool
+}
+
+// New returns a Manager. It does not touch the kernel; call GC at start-up
+// to remove what a crashed run left behind.
+func New(cfg Config) (*Manager, error) {
+	if err := ValidatePrefix(cfg.Prefix); err != nil {
+		return nil, err
+	}
+	if !cfg.Pool.IsValid() {
+		cfg.Pool = DefaultPool
+	}
+	pool, err := NewPool(cfg.Pool)
+	if err != nil {
+		return nil, err
+	}
+	return &Manager{prefix: cfg.Prefix, pool: pool}, nil
+}
+
+// Prefix is the instance prefix.
+func (m *Manager) Prefix() string { return m.prefix }
+
+// Pool is the manager's address pool.
+func (m *Manager) Pool() *Pool { return m.pool }
+
+// Sandbox is one network namespace with a veth pair to the root namespace.
+type Sandbox struct {
+	ID     string // caller's identifier, part of the namespace name
+	Name   string // namespace name under RunDir
+	HostIf string // root-namespace end of the veth pair
+	Slot   Slot   // addresses: Slot.Host on HostIf, Slot.Peer on PeerIfName
+
+	handle netns.NsHandle
+}
+
+// Path is the namespace's bind mount, usable with setns(2) and nsenter.
+func (s *Sandbox) Path() string { return filepath.Join(RunDir, s.Name) }
+
+// Addr is the address processes inside listen on, as seen from the host.
+func (s *Sandbox) Addr() netip.Addr { return s.Slot.Peer }
+
+// Create makes the sandbox for id: a named namespace with lo up, and a veth
+// pair with addresses from the pool, both ends up. On failure nothing it
+// made is left behind.
+func (m *Manager) Create(ctx context.Context, id string) (_ *Sandbox, err error) {
+	if err := validateID(id); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	slot, err := m.pool.Allocate(m.addrTaken)
+	if err != nil {
+		return nil, err
+	}
+	sb := &Sandbox{
+		ID:     id,
+		Name:   nsName(m.prefix, id),
+		HostIf: hostIfName(m.prefix, slot.Index),
+		Slot:   slot,
+		handle: netns.None(),
+	}
+	success := false
+	defer func() {
+		if !success {
+			m.Destroy(sb) // best effort; the original error is what matters
+		}
+	}()
+
+	sb.handle, err = createNamed(sb.Name)
+	if err != nil {
+		return nil, err
+	}
+	inner, err := netlink.NewHandleAt(sb.handle)
+	if err != nil {
+		return nil, fmt.Errorf("netns: %s: netlink handle: %w", sb.Name, err)
+	}
+	defer inner.Close()
+
+	lo, err := inner.LinkByName("lo")
+	if err == nil {
+		err = inner.LinkSetUp(lo)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("netns: %s: lo up: %w", sb.Name, err)
+	}
+
+	veth := &netlink.Veth{
+		LinkAttrs:     netlink.LinkAttrs{Name: sb.HostIf},
+		PeerName:      PeerIfName,
+		PeerNamespace: netlink.NsFd(int(sb.handle)),
+	}
+	if err := netlink.LinkAdd(veth); err != nil {
+		return nil, fmt.Errorf("netns: %s: add veth %s: %w", sb.Name, sb.HostIf, err)
+	}
+	host, err := netlink.LinkByName(sb.HostIf)
+	if err != nil {
+		return nil, fmt.Errorf("netns: %s: find %s: %w", sb.Name, sb.HostIf, err)
+	}
+	if err := netlink.AddrAdd(host, addr30(slot.Host)); err != nil {
+		return nil, fmt.Errorf("netns: %s: address %s: %w", sb.Name, slot.Host, err)
+	}
+	if err := netlink.LinkSetUp(host); err != nil {
+		return nil, fmt.Errorf("netns: %s: %s up: %w", sb.Name, sb.HostIf, err)
+	}
+	peer, err := inner.LinkByName(PeerIfName)
+	if err != nil {
+		return nil, fmt.Errorf("netns: %s: find %s: %w", sb.Name, PeerIfName, err)
+	}
+	if err := inner.AddrAdd(peer, addr30(slot.Peer)); err != nil {
+		return nil, fmt.Errorf("netns: %s: address %s: %w", sb.Name, slot.Peer, err)
+	}
+	if err := inner.LinkSetUp(peer); err != nil {
+		return nil, fmt.Errorf("netns: %s: %s up: %w", sb.Name, PeerIfName, err)
+	}
+	success = true
+	return sb, nil
+}
+
+func addr30(a netip.Addr) *netlink.Addr {
+	return &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(30, 32)}}
+}
+
+// addrTaken reports whether any root-namespace interface carries an address
+// inside slot's /30 (another instance's pool, or the administrator's).
+func (m *Manager) addrTaken(s Slot) bool {
+	addrs, err := addrList()
+	if err != nil {
+		return false // the kernel rejects a real clash at AddrAdd anyway
+	}
+	p := s.Prefix()
+	for _, a := range addrs {
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if !ok {
+			continue
+		}
+		ip = ip.Unmap()
+		if p.Contains(ip) {
+			return true
+		}
+		// Our /30 inside someone's larger subnet is a clash too.
+		if ones, _ := a.Mask.Size(); ones < 30 && netip.PrefixFrom(ip, ones).Masked().Contains(s.Host) {
+			return true
+		}
+	}
+	return false
+}
+
+// Destroy kills what still runs in the sandbox, deletes the namespace (its
+// veth end goes with it, taking the pair), deletes the host end if it
+// survived, and returns the addresses to the pool. Every step runs even if
+// an earlier one failed; a step whose object is already gone succeeds, so
+// Destroy is idempotent.
+func (m *Manager) Destroy(sb *Sandbox) error {
+	var errs []error
+	if err := killNamespace(sb.Path(), 5*time.Second); err != nil {
+		errs = append(errs, err)
+	}
+	sb.Close()
+	if err := deleteNamed(sb.Name); err != nil {
+		errs = append(errs, err)
+	}
+	if err := deleteLink(sb.HostIf); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		m.pool.Release(sb.Slot.Index)
+	}
+	return errors.Join(errs...)
+}
+
+// deleteLink removes a root-namespace link; a link already gone is success.
+func deleteLink(name string) error {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) || errors.Is(err, unix.ENODEV) {
+			return nil
+		}
+		return fmt.Errorf("netns: find link %s: %w", name, err)
+	}
+	if err := netlink.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("netns: delete link %s: %w", name, err)
+	}
+	return nil
+}
+
+// Start starts cmd with its network namespace set to the sandbox's. Only
+// the network namespace changes; mounts, pids and users are the host's.
+//
+// Prefer *os.File values for cmd.Stdout and cmd.Stderr: then Start starts no
+// copying goroutines of its own.
+func (s *Sandbox) Start(cmd *exec.Cmd) error {
+	if !s.handle.IsOpen() {
+		return fmt.Errorf("netns: start in %s: sandbox destroyed", s.Name)
+	}
+	if err := onThreadIn(s.handle, cmd.Start); err != nil {
+		return fmt.Errorf("netns: start %s in %s: %w", cmd.Path, s.Name, err)
+	}
+	return nil
+}
+
+// Do runs fn on a thread inside the sandbox's namespace (for tests and
+// diagnostics: dialing from inside, listing links). fn must not start
+// goroutines that need to run inside.
+func (s *Sandbox) Do(fn func() error) error {
+	if !s.handle.IsOpen() {
+		return fmt.Errorf("netns: %s: sandbox destroyed", s.Name)
+	}
+	return onThreadIn(s.handle, fn)
+}

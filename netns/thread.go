@@ -1,0 +1,104 @@
+package netns
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// onThreadIn runs fn on a fresh goroutine locked to its OS thread, with that
+// thread switched into target. It switches back afterwards; if that fails,
+// the goroutine exits still locked, and the runtime discards the thread
+// rather than reuse it in the wrong namespace. fn must not start goroutines
+// that expect to run in target: they run on other threads.
+func onThreadIn(target netns.NsHandle, fn func() error) error {
+	return onLockedThread(func() error {
+		if err := netns.Set(target); err != nil {
+			return fmt.Errorf("netns: setns: %w", err)
+		}
+		return fn()
+	})
+}
+
+// onLockedThread runs fn on a locked thread and restores the thread's
+// network namespace afterwards (fn may switch it, as unshare does).
+func onLockedThread(fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("netns: get current namespace: %w", err)
+			return
+		}
+		defer orig.Close()
+		ferr := fn()
+		if err := netns.Set(orig); err != nil {
+			// Stay locked: the thread dies with this goroutine.
+			errc <- errors.Join(ferr, fmt.Errorf("netns: restore namespace: %w", err))
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// createNamed makes a new network namespace bind-mounted at RunDir/name and
+// returns a handle to it. The calling thread is never switched: the unshare
+// happens on a locked helper thread that switches back.
+func createNamed(name string) (netns.NsHandle, error) {
+	if err := os.MkdirAll(RunDir, 0o755); err != nil {
+		return netns.None(), fmt.Errorf("netns: %w", err)
+	}
+	path := filepath.Join(RunDir, name)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
+	if err != nil {
+		return netns.None(), fmt.Errorf("netns: create %s: %w", name, err)
+	}
+	f.Close()
+	err = onLockedThread(func() error {
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			return fmt.Errorf("unshare: %w", err)
+		}
+		self := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
+		if err := unix.Mount(self, path, "none", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("bind mount: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		os.Remove(path)
+		return netns.None(), fmt.Errorf("netns: create %s: %w", name, err)
+	}
+	h, err := netns.GetFromPath(path)
+	if err != nil {
+		deleteNamed(name)
+		return netns.None(), fmt.Errorf("netns: open %s: %w", name, err)
+	}
+	return h, nil
+}
+
+// deleteNamed unmounts and removes RunDir/name. Either step finding its
+// object already gone counts as success; a failed unmount does not stop the
+// removal attempt.
+func deleteNamed(name string) error {
+	path := filepath.Join(RunDir, name)
+	var errs []error
+	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		errs = append(errs, fmt.Errorf("unmount: %w", err))
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("netns: delete %s: %w", name, err)
+	}
+	return nil
+}
