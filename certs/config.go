@@ -1,0 +1,264 @@
+package certs
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+	"github.com/miekg/dns"
+)
+
+// Config says where certificates come from. Its zero value plus Domains and
+// StateDir is usable: the mode then follows DefaultMode. Field comments give
+// the default and the YAML key under `tls:` the gateway maps to them.
+type Config struct {
+	// Mode is acme, internal, files or off (tls.mode). Default: DefaultMode(Domains).
+	Mode Mode
+	// Domains are the parent domains of env hostnames: env "x" under
+	// "dev.example.com" is x.dev.example.com (top-level `domains`).
+	Domains []string
+	// StateDir holds certmagic's storage (StateDir/certs: certificates and
+	// ACME accounts) and the internal CA (StateDir/ca). Required in acme and
+	// internal modes (top-level `state_dir`).
+	StateDir string
+
+	// Email is the ACME account's contact address (tls.email). Optional.
+	Email string
+	// CA is the ACME directory URL (tls.ca). Default: Let's Encrypt production.
+	CA string
+	// CARoot is a PEM file with the ACME server's root, for private ACME
+	// servers such as Pebble or step-ca (tls.ca_root). Default: system roots.
+	CARoot string
+	// EAB is the external account binding some CAs require (tls.eab).
+	EAB *EAB
+	// MaxIssuancesPerHour caps new ACME orders in any sliding hour
+	// (tls.max_issuances_per_hour). Renewals do not count. Default 10, since
+	// Let's Encrypt allows 50 certificates per registered domain per week;
+	// -1 removes the cap.
+	MaxIssuancesPerHour int
+	// Wildcard, when set in acme mode, obtains one *.<domain> certificate
+	// per domain through DNS-01 instead of one certificate per env
+	// (tls.wildcard).
+	Wildcard *WildcardConfig
+
+	// CertFile and KeyFile are the PEM certificate chain and key of files
+	// mode (tls.cert_file, tls.key_file); both are watched and reloaded.
+	CertFile, KeyFile string
+
+	// DisableTLSALPN and DisableHTTP01 turn off one ACME challenge type
+	// (tls.disable_tls_alpn, tls.disable_http01). Default: both enabled.
+	DisableTLSALPN, DisableHTTP01 bool
+	// AltHTTPPort and AltTLSALPNPort are where certmagic would open its own
+	// challenge listener when the gateway does not serve that port
+	// (tls.alt_http_port, tls.alt_tls_alpn_port). Default 80 and 443.
+	AltHTTPPort, AltTLSALPNPort int
+
+	// RedirectHTTP sends plain-HTTP requests to https with a 308
+	// (tls.redirect_http). Default true; ignored in off mode.
+	RedirectHTTP *bool
+	// HTTPSPort is the public port of the HTTPS listener, used in redirect
+	// URLs (from listen.https). Default 443, which is left out of URLs.
+	HTTPSPort int
+}
+
+// EAB is an ACME external account binding (tls.eab.key_id, tls.eab.mac_key).
+type EAB struct {
+	KeyID  string
+	MACKey string // base64url, as the CA hands it out
+}
+
+// WildcardConfig obtains *.<domain> through DNS-01. The built-in provider
+// speaks RFC 2136 dynamic updates (BIND, Knot, PowerDNS, Windows DNS). To use
+// another DNS host, set Provider to any libdns provider (github.com/libdns/*
+// implements AppendRecords and DeleteRecords for most of them) and map a
+// config key to it in cmd/envgate.
+type WildcardConfig struct {
+	// Nameserver is the primary accepting updates, host:port (tls.wildcard.nameserver).
+	Nameserver string
+	// TSIGKeyName, TSIGAlgorithm and TSIGSecret (base64) sign the updates
+	// (tls.wildcard.tsig_key_name, .tsig_algorithm, .tsig_secret). Algorithm
+	// default hmac-sha256; no key means unsigned updates.
+	TSIGKeyName, TSIGAlgorithm, TSIGSecret string
+	// Resolvers answer the zone and propagation lookups, host:port
+	// (tls.wildcard.resolvers). Default: the system's.
+	Resolvers []string
+	// PropagationTimeout bounds the wait for the TXT record to show on the
+	// authoritative servers (tls.wildcard.propagation_timeout). Default 2m;
+	// -1 skips the check.
+	PropagationTimeout time.Duration
+	// Provider, when set, replaces the RFC 2136 provider (programmatic only).
+	Provider certmagic.DNSProvider
+}
+
+const defaultMaxIssuancesPerHour = 10
+
+// DefaultMode is the mode an empty Config.Mode means: internal when every
+// domain is localhost or under it (no public CA will sign those), acme
+// otherwise.
+func DefaultMode(domains []string) Mode {
+	if len(domains) == 0 {
+		return ModeInternal
+	}
+	for _, d := range domains {
+		d = strings.TrimSuffix(strings.ToLower(d), ".")
+		if d != "localhost" && !strings.HasSuffix(d, ".localhost") {
+			return ModeACME
+		}
+	}
+	return ModeInternal
+}
+
+func (c *Config) applyDefaults() {
+	domains := make([]string, 0, len(c.Domains))
+	for _, d := range c.Domains {
+		domains = append(domains, strings.TrimSuffix(strings.ToLower(strings.TrimSpace(d)), "."))
+	}
+	c.Domains = domains
+	if c.Mode == "" {
+		c.Mode = DefaultMode(c.Domains)
+	}
+	if c.CA == "" {
+		c.CA = certmagic.LetsEncryptProductionCA
+	}
+	if c.MaxIssuancesPerHour == 0 {
+		c.MaxIssuancesPerHour = defaultMaxIssuancesPerHour
+	}
+	if c.RedirectHTTP == nil {
+		t := true
+		c.RedirectHTTP = &t
+	}
+	if c.HTTPSPort == 0 {
+		c.HTTPSPort = 443
+	}
+	if c.Wildcard != nil {
+		w := *c.Wildcard
+		if w.TSIGAlgorithm == "" {
+			w.TSIGAlgorithm = dns.HmacSHA256
+		}
+		w.TSIGAlgorithm = dns.Fqdn(strings.ToLower(w.TSIGAlgorithm))
+		if w.TSIGKeyName != "" {
+			w.TSIGKeyName = dns.Fqdn(strings.ToLower(w.TSIGKeyName))
+		}
+		c.Wildcard = &w
+	}
+}
+
+// Validate reports the first problem with c, naming the config key
+// ("tls.email: ..."). Unset fields are checked as their defaults.
+func (c *Config) Validate() error {
+	v := *c
+	v.applyDefaults()
+	return v.validate()
+}
+
+func (c *Config) validate() error {
+	switch c.Mode {
+	case ModeACME, ModeInternal, ModeFiles, ModeOff:
+	default:
+		return fmt.Errorf("tls.mode: %q is not one of acme, internal, files, off", c.Mode)
+	}
+	if c.Mode == ModeOff {
+		return nil
+	}
+	if len(c.Domains) == 0 && c.Mode != ModeFiles {
+		return errors.New("domains: at least one domain is needed for tls.mode " + string(c.Mode))
+	}
+	for _, d := range c.Domains {
+		if _, ok := dns.IsDomainName(d); !ok || d == "" || strings.Contains(d, "*") || strings.Contains(d, "..") {
+			return fmt.Errorf("domains: %q is not a domain name", d)
+		}
+	}
+	if c.HTTPSPort < 1 || c.HTTPSPort > 65535 {
+		return fmt.Errorf("listen.https: port %d out of range", c.HTTPSPort)
+	}
+	switch c.Mode {
+	case ModeInternal:
+		if c.StateDir == "" {
+			return errors.New("state_dir: required for tls.mode internal (the CA's root lives there)")
+		}
+	case ModeFiles:
+		if c.CertFile == "" {
+			return errors.New("tls.cert_file: required for tls.mode files")
+		}
+		if c.KeyFile == "" {
+			return errors.New("tls.key_file: required for tls.mode files")
+		}
+	case ModeACME:
+		return c.validateACME()
+	}
+	return nil
+}
+
+func (c *Config) validateACME() error {
+	if c.StateDir == "" {
+		return errors.New("state_dir: required for tls.mode acme (certificates and accounts are stored there)")
+	}
+	for _, d := range c.Domains {
+		if d == "localhost" || strings.HasSuffix(d, ".localhost") {
+			return fmt.Errorf("tls.mode: no ACME CA signs %q; use tls.mode internal", d)
+		}
+	}
+	if c.Email != "" && (!strings.Contains(c.Email, "@") || strings.ContainsAny(c.Email, " \t\r\n")) {
+		return fmt.Errorf("tls.email: %q is not an email address", c.Email)
+	}
+	u, err := url.Parse(c.CA)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return fmt.Errorf("tls.ca: %q is not an https URL of an ACME directory", c.CA)
+	}
+	if c.EAB != nil {
+		if c.EAB.KeyID == "" || c.EAB.MACKey == "" {
+			return errors.New("tls.eab: key_id and mac_key are both required")
+		}
+		if _, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(c.EAB.MACKey, "=")); err != nil {
+			return fmt.Errorf("tls.eab.mac_key: not base64url: %w", err)
+		}
+	}
+	if c.MaxIssuancesPerHour < -1 {
+		return fmt.Errorf("tls.max_issuances_per_hour: %d; use a positive number, or -1 for no cap", c.MaxIssuancesPerHour)
+	}
+	for name, p := range map[string]int{"tls.alt_http_port": c.AltHTTPPort, "tls.alt_tls_alpn_port": c.AltTLSALPNPort} {
+		if p < 0 || p > 65535 {
+			return fmt.Errorf("%s: port %d out of range", name, p)
+		}
+	}
+	if c.Wildcard == nil {
+		if c.DisableHTTP01 && c.DisableTLSALPN {
+			return errors.New("tls.disable_http01: with tls.disable_tls_alpn too no challenge is left; enable one or set tls.wildcard")
+		}
+		return nil
+	}
+	return c.Wildcard.validate()
+}
+
+func (w *WildcardConfig) validate() error {
+	if w.Provider != nil {
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(w.Nameserver); err != nil {
+		return fmt.Errorf("tls.wildcard.nameserver: %q is not host:port: %w", w.Nameserver, err)
+	}
+	if (w.TSIGKeyName == "") != (w.TSIGSecret == "") {
+		return errors.New("tls.wildcard.tsig_key_name: tsig_key_name and tsig_secret go together")
+	}
+	if w.TSIGSecret != "" {
+		if _, err := base64.StdEncoding.DecodeString(w.TSIGSecret); err != nil {
+			return fmt.Errorf("tls.wildcard.tsig_secret: not base64: %w", err)
+		}
+	}
+	switch w.TSIGAlgorithm {
+	case dns.HmacSHA1, dns.HmacSHA224, dns.HmacSHA256, dns.HmacSHA384, dns.HmacSHA512:
+	default:
+		return fmt.Errorf("tls.wildcard.tsig_algorithm: %q unsupported; use hmac-sha256 (or hmac-sha1/224/384/512)", w.TSIGAlgorithm)
+	}
+	for _, r := range w.Resolvers {
+		if _, _, err := net.SplitHostPort(r); err != nil {
+			return fmt.Errorf("tls.wildcard.resolvers: %q is not host:port", r)
+		}
+	}
+	return nil
+}

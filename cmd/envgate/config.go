@@ -1,0 +1,374 @@
+package main
+
+import (
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/envgate/envgate/certs"
+	"github.com/envgate/envgate/gateway"
+	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/netns"
+	"go.yaml.in/yaml/v3"
+)
+
+//go:embed default.yaml
+var defaultConfig []byte
+
+// Config is envgate's YAML configuration (see DESIGN.md, "Configuration").
+// Every key has a default; unknown keys are errors.
+type Config struct {
+	// Instance prefixes every namespace and link this gateway creates
+	// (1-8 of [a-z0-9], starting with a letter). Default "envgate". Two
+	// gateways on one machine need different instances.
+	Instance string `yaml:"instance"`
+	// Domains envs live under: env x of domain d is x.d. Default [localhost].
+	Domains []string `yaml:"domains"`
+	Listen  struct {
+		// HTTP listen address. Default "localhost:8080" (127.0.0.1 and ::1).
+		HTTP string `yaml:"http"`
+		// HTTPS listen address, used when tls.mode is not off. Default ":443".
+		HTTPS string `yaml:"https"`
+	} `yaml:"listen"`
+	// StateDir holds env data dirs, certificates and the local CA.
+	// Default /var/lib/envgate.
+	StateDir string    `yaml:"state_dir"`
+	TLS      TLSConfig `yaml:"tls"`
+	Network  struct {
+		// Pool is carved into one /30 per env. Default 10.213.0.0/16.
+		Pool string `yaml:"pool"`
+	} `yaml:"network"`
+	// ShutdownTimeout bounds the drain of in-flight requests on SIGTERM.
+	// Default 10s.
+	ShutdownTimeout Duration         `yaml:"shutdown_timeout"`
+	Templates       []TemplateConfig `yaml:"templates"`
+
+	file string     // where it came from, for messages
+	root *yaml.Node // for line numbers in validation errors
+}
+
+// TLSConfig is the tls: section; see certs.Config for each field.
+type TLSConfig struct {
+	Mode                string `yaml:"mode"`
+	Email               string `yaml:"email"`
+	CA                  string `yaml:"ca"`
+	CARoot              string `yaml:"ca_root"`
+	MaxIssuancesPerHour int    `yaml:"max_issuances_per_hour"`
+	CertFile            string `yaml:"cert_file"`
+	KeyFile             string `yaml:"key_file"`
+	RedirectHTTP        *bool  `yaml:"redirect_http"`
+	DisableHTTP01       bool   `yaml:"disable_http01"`
+	DisableTLSALPN      bool   `yaml:"disable_tls_alpn"`
+	EAB                 *struct {
+		KeyID  string `yaml:"key_id"`
+		MACKey string `yaml:"mac_key"`
+	} `yaml:"eab"`
+}
+
+// TemplateConfig is one entry of templates:.
+type TemplateConfig struct {
+	Name    string            `yaml:"name"`
+	Match   string            `yaml:"match"`
+	Command []string          `yaml:"command"`
+	Dir     string            `yaml:"dir"`
+	Env     map[string]string `yaml:"env"`
+	Port    int               `yaml:"port"`
+	Ready   struct {
+		HTTP    string   `yaml:"http"`
+		TCP     bool     `yaml:"tcp"`
+		Timeout Duration `yaml:"timeout"`
+	} `yaml:"ready"`
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	StopGrace   Duration `yaml:"stop_grace"`
+}
+
+// Duration is a time.Duration written as "30s", "15m".
+type Duration time.Duration
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil || v < 0 {
+		return fmt.Errorf("line %d: %q is not a duration (write e.g. 500ms, 30s, 15m)", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// ConfigError is a configuration problem at a place in a file.
+type ConfigError struct {
+	File  string
+	Line  int    // 0 if unknown
+	Field string // dotted path, e.g. templates[0].port
+	Msg   string
+}
+
+func (e *ConfigError) Error() string {
+	loc := e.File
+	if e.Line > 0 {
+		loc += ":" + strconv.Itoa(e.Line)
+	}
+	if e.Field != "" {
+		return fmt.Sprintf("%s: %s: %s", loc, e.Field, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s", loc, e.Msg)
+}
+
+// LoadConfig reads path, or the embedded default when path is "".
+func LoadConfig(path string) (*Config, error) {
+	if path == "" {
+		return parseConfig("(embedded default)", defaultConfig)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return parseConfig(path, b)
+}
+
+var (
+	lineRE    = regexp.MustCompile(`^line (\d+): (.*)$`)
+	unknownRE = regexp.MustCompile(`field (\S+) not found in type \S+`)
+)
+
+func parseConfig(file string, b []byte) (*Config, error) {
+	c := &Config{file: file}
+	var root yaml.Node
+	if err := yaml.Unmarshal(b, &root); err != nil {
+		return nil, yamlError(file, err)
+	}
+	c.root = &root
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, yamlError(file, err)
+	}
+	c.setDefaults()
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// yamlError turns yaml's messages ("yaml: line 3: field x not found in
+// type main.Config") into ConfigErrors naming the file, line and field.
+func yamlError(file string, err error) error {
+	var msgs []string
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		msgs = te.Errors
+	} else {
+		msgs = []string{strings.TrimPrefix(err.Error(), "yaml: ")}
+	}
+	var errs []error
+	for _, m := range msgs {
+		ce := &ConfigError{File: file, Msg: m}
+		if g := lineRE.FindStringSubmatch(m); g != nil {
+			ce.Line, _ = strconv.Atoi(g[1])
+			ce.Msg = g[2]
+		}
+		if g := unknownRE.FindStringSubmatch(ce.Msg); g != nil {
+			ce.Field = g[1]
+			ce.Msg = "unknown key (check its spelling and section against the documented keys)"
+		}
+		errs = append(errs, ce)
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) setDefaults() {
+	if c.Instance == "" {
+		c.Instance = "envgate"
+	}
+	if len(c.Domains) == 0 {
+		c.Domains = []string{"localhost"}
+	}
+	for i, d := range c.Domains {
+		c.Domains[i] = strings.TrimSuffix(strings.ToLower(d), ".")
+	}
+	if c.Listen.HTTP == "" {
+		c.Listen.HTTP = "localhost:8080"
+	}
+	if c.Listen.HTTPS == "" {
+		c.Listen.HTTPS = ":443"
+	}
+	if c.StateDir == "" {
+		c.StateDir = "/var/lib/envgate"
+	}
+	if c.Network.Pool == "" {
+		c.Network.Pool = netns.DefaultPool.String()
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = Duration(10 * time.Second)
+	}
+	if len(c.Templates) == 0 {
+		// No templates: run the demo dev server, as the embedded default does.
+		var d Config
+		if err := yaml.Unmarshal(defaultConfig, &d); err == nil {
+			c.Templates = d.Templates
+		}
+	}
+	if c.TLS.Mode == "" {
+		c.TLS.Mode = string(certs.DefaultMode(c.Domains))
+	}
+}
+
+// errAt builds a ConfigError for the key at path (e.g. "templates.0.port").
+func (c *Config) errAt(path, msg string, args ...any) *ConfigError {
+	return &ConfigError{File: c.file, Line: lineOf(c.root, path), Field: displayPath(path), Msg: fmt.Sprintf(msg, args...)}
+}
+
+// displayPath turns "templates.0.port" into "templates[0].port".
+func displayPath(p string) string {
+	parts := strings.Split(p, ".")
+	var b strings.Builder
+	for _, s := range parts {
+		if _, err := strconv.Atoi(s); err == nil {
+			b.WriteString("[" + s + "]")
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte('.')
+		}
+		b.WriteString(s)
+	}
+	return b.String()
+}
+
+// lineOf finds the line of the value at a dotted path in the YAML tree, or
+// of its nearest ancestor that exists.
+func lineOf(root *yaml.Node, path string) int {
+	if root == nil || len(root.Content) == 0 {
+		return 0
+	}
+	n := root.Content[0]
+	line := 0
+	for _, key := range strings.Split(path, ".") {
+		var next *yaml.Node
+		switch n.Kind {
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if n.Content[i].Value == key {
+					next = n.Content[i+1]
+					line = n.Content[i].Line
+				}
+			}
+		case yaml.SequenceNode:
+			if i, err := strconv.Atoi(key); err == nil && i < len(n.Content) {
+				next = n.Content[i]
+				line = next.Line
+			}
+		}
+		if next == nil {
+			return line
+		}
+		n = next
+	}
+	return line
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	add := func(e *ConfigError) { errs = append(errs, e) }
+	if err := netns.ValidatePrefix(c.Instance); err != nil {
+		add(c.errAt("instance", "%q: want 1-8 characters of a-z and 0-9, starting with a letter", c.Instance))
+	}
+	for i, d := range c.Domains {
+		labels := strings.Split(d, ".")
+		ok := len(d) > 0 && len(d) < 200
+		for _, l := range labels {
+			ok = ok && gateway.ValidLabel(l)
+		}
+		if !ok {
+			add(c.errAt(fmt.Sprintf("domains.%d", i), "%q is not a domain name", d))
+		}
+	}
+	if _, _, err := net.SplitHostPort(c.Listen.HTTP); err != nil {
+		add(c.errAt("listen.http", "%q: want host:port, e.g. :80 or localhost:8080", c.Listen.HTTP))
+	}
+	if _, _, err := net.SplitHostPort(c.Listen.HTTPS); err != nil {
+		add(c.errAt("listen.https", "%q: want host:port, e.g. :443", c.Listen.HTTPS))
+	}
+	if p, err := netip.ParsePrefix(c.Network.Pool); err != nil || !p.Addr().Is4() || p.Bits() > 30 {
+		add(c.errAt("network.pool", "%q: want an IPv4 prefix of /30 or larger, e.g. 10.213.0.0/16", c.Network.Pool))
+	}
+	switch certs.Mode(c.TLS.Mode) {
+	case certs.ModeACME, certs.ModeInternal, certs.ModeFiles, certs.ModeOff:
+	default:
+		add(c.errAt("tls.mode", "%q: want acme, internal, files or off", c.TLS.Mode))
+	}
+	if len(c.Templates) == 0 {
+		add(c.errAt("templates", "at least one template is required"))
+	}
+	names := map[string]bool{}
+	for i, tc := range c.Templates {
+		p := fmt.Sprintf("templates.%d", i)
+		if names[tc.Name] && tc.Name != "" {
+			add(c.errAt(p+".name", "%q used twice", tc.Name))
+		}
+		names[tc.Name] = true
+		if tc.Ready.HTTP != "" && tc.Ready.TCP {
+			add(c.errAt(p+".ready", "set http or tcp, not both"))
+		}
+		if _, err := c.template(i); err != nil {
+			field, msg, ok := strings.Cut(err.Error(), ": ")
+			if !ok {
+				field, msg = "", err.Error()
+			}
+			add(c.errAt(p+"."+strings.NewReplacer("[", ".", "]", "").Replace(field), "%s", msg))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// template builds lifecycle template i, prepared.
+func (c *Config) template(i int) (*lifecycle.Template, error) {
+	tc := c.Templates[i]
+	self, err := os.Executable()
+	if err != nil {
+		self = "envgate"
+	}
+	// {{.Self}} is the envgate binary, so templates can run its demo
+	// server; it is resolved here, before lifecycle sees the template.
+	cmd := make([]string, len(tc.Command))
+	for j, a := range tc.Command {
+		cmd[j] = strings.ReplaceAll(a, "{{.Self}}", self)
+	}
+	t := &lifecycle.Template{
+		Name:        tc.Name,
+		Match:       tc.Match,
+		Command:     cmd,
+		Dir:         tc.Dir,
+		Env:         tc.Env,
+		Port:        tc.Port,
+		Ready:       lifecycle.Probe{HTTPPath: tc.Ready.HTTP, Timeout: time.Duration(tc.Ready.Timeout)},
+		IdleTimeout: time.Duration(tc.IdleTimeout),
+		StopGrace:   time.Duration(tc.StopGrace),
+	}
+	if err := t.Prepare(); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// Templates returns the prepared lifecycle templates.
+func (c *Config) lifecycleTemplates() ([]*lifecycle.Template, error) {
+	out := make([]*lifecycle.Template, len(c.Templates))
+	for i := range c.Templates {
+		t, err := c.template(i)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = t
+	}
+	return out, nil
+}

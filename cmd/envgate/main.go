@@ -1,0 +1,95 @@
+// Command envgate is a reverse-proxy gateway with on-demand development
+// environments: a request for <env>.<domain> starts env's dev server in a
+// network namespace of its own, waits until it answers, and proxies to it.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	root := newRootCmd()
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "envgate:", err)
+		os.Exit(1)
+	}
+}
+
+type globalFlags struct {
+	config    string
+	logFormat string
+	logLevel  string
+}
+
+func newRootCmd() *cobra.Command {
+	g := &globalFlags{}
+	root := &cobra.Command{
+		Use:   "envgate",
+		Short: "Reverse-proxy gateway with on-demand development environments",
+		Long: `envgate routes <env>.<domain> to env's dev server, starting it on first use in
+a Linux network namespace of its own (veth pair to the host) and stopping it
+when idle. With no --config it serves the embedded default: <env>.localhost on
+http://localhost:8080, each env running the built-in demo dev server.
+
+Try:  sudo envgate serve   then   curl http://feature-x.localhost:8080/`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVarP(&g.config, "config", "c", "", "YAML config file (default: the embedded default; see 'envgate config')")
+	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "auto", "log format: json, console, or auto (console when stderr is a terminal)")
+	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug (every request), info, warn, error")
+	root.AddCommand(
+		newServeCmd(g),
+		newGCCmd(g),
+		newDemoCmd(),
+		newConfigCmd(g),
+		newTrustCmd(g),
+		newLoadtestCmd(),
+	)
+	return root
+}
+
+// logger builds the process logger from the global flags.
+func (g *globalFlags) logger() (zerolog.Logger, error) {
+	lvl, err := zerolog.ParseLevel(g.logLevel)
+	if err != nil || g.logLevel == "" {
+		return zerolog.Nop(), fmt.Errorf("--log-level %q: want debug, info, warn or error", g.logLevel)
+	}
+	var w io.Writer = os.Stderr
+	switch g.logFormat {
+	case "json":
+	case "console":
+		w = zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.TimeOnly}
+	case "auto":
+		if term.IsTerminal(int(os.Stderr.Fd())) {
+			w = zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.TimeOnly}
+		}
+	default:
+		return zerolog.Nop(), fmt.Errorf("--log-format %q: want json, console or auto", g.logFormat)
+	}
+	zerolog.DurationFieldUnit = time.Millisecond
+	zerolog.DurationFieldInteger = false
+	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
+}
+
+// requireRoot explains, rather than failing deep inside netlink, that
+// namespaces need privileges.
+func requireRoot(what string) error {
+	if os.Geteuid() != 0 {
+		return errors.New(what + " needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) to manage network namespaces; run it with sudo")
+	}
+	return nil
+}

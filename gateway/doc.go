@@ -1,0 +1,9 @@
+// Package gateway is envgate's front door: it maps each request's Host to
+// an env name, acquires the env from the lifecycle manager (starting it if
+// needed), and reverse-proxies the request to the env's dev server. It owns
+// the listeners, the host parser, the proxy and the error pages.
+//
+// It rejects anything that is not exactly one valid DNS label in front of
+// a configured domain before doing any other work, so a bad or hostile
+// Host never creates a namespace.
+package gateway

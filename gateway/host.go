@@ -1,0 +1,102 @@
+package gateway
+
+import (
+	"net"
+	"net/http"
+	"strings"
+
+	"golang.org/x/net/idna"
+)
+
+// HostError says why a Host header names no env. Status is the HTTP status
+// to answer with.
+type HostError struct {
+	Host   string
+	Status int
+	Reason string
+}
+
+func (e *HostError) Error() string { return "gateway: host " + quote(e.Host) + ": " + e.Reason }
+
+func quote(s string) string {
+	if len(s) > 80 {
+		s = s[:80] + "…"
+	}
+	return `"` + strings.ToValidUTF8(s, "?") + `"`
+}
+
+// ParseHost returns the env named by host, which must be exactly one DNS
+// label ([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?, case-folded) in front of one
+// of domains. A port and one trailing dot are stripped first. Domains must
+// be lowercase without a trailing dot.
+func ParseHost(host string, domains []string) (string, error) {
+	bad := func(status int, reason string) (string, error) {
+		return "", &HostError{Host: host, Status: status, Reason: reason}
+	}
+	if host == "" {
+		return bad(http.StatusBadRequest, "missing Host header")
+	}
+	if len(host) > 300 {
+		return bad(http.StatusBadRequest, "too long")
+	}
+	h := host
+	if strings.HasPrefix(h, "[") || net.ParseIP(h) != nil {
+		return bad(http.StatusBadRequest, "an IP address names no environment; use <env>."+domains[0])
+	}
+	if i := strings.LastIndexByte(h, ':'); i >= 0 {
+		port := h[i+1:]
+		if port == "" || len(port) > 5 || strings.Trim(port, "0123456789") != "" {
+			return bad(http.StatusBadRequest, "malformed port")
+		}
+		h = h[:i]
+	}
+	h = strings.TrimSuffix(h, ".")
+	h = strings.ToLower(h)
+	if net.ParseIP(h) != nil {
+		return bad(http.StatusBadRequest, "an IP address names no environment; use <env>."+domains[0])
+	}
+	for _, d := range domains {
+		label, ok := strings.CutSuffix(h, "."+d)
+		if !ok {
+			continue
+		}
+		if label == "" || strings.Contains(label, ".") {
+			return bad(http.StatusNotFound, "want exactly one label before ."+d)
+		}
+		if !ValidLabel(label) {
+			return bad(http.StatusBadRequest, "env names are 1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'")
+		}
+		return label, nil
+	}
+	if len(domains) == 1 {
+		return bad(http.StatusNotFound, "not under the gateway's domain "+domains[0])
+	}
+	return bad(http.StatusNotFound, "not under any of the gateway's domains "+strings.Join(domains, ", "))
+}
+
+// ValidLabel reports whether s is a lowercase LDH DNS label, and, if it is
+// an IDNA A-label (xn--), that it decodes.
+func ValidLabel(s string) bool {
+	if len(s) == 0 || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	if strings.HasPrefix(s, "xn--") {
+		// A valid A-label decodes, and encodes back to itself under the
+		// registration profile.
+		u, err := idna.Punycode.ToUnicode(s)
+		if err != nil || u == s {
+			return false
+		}
+		a, err := idna.Registration.ToASCII(u)
+		if err != nil || a != s {
+			return false
+		}
+	}
+	return true
+}

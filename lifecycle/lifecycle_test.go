@@ -1,0 +1,370 @@
+package lifecycle_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/lifecycle/lifecycletest"
+	"github.com/envgate/envgate/netns"
+	"github.com/envgate/envgate/netns/netnstest"
+	"github.com/rs/zerolog"
+)
+
+func TestMain(m *testing.M) {
+	lifecycletest.RunDemoIfChild()
+	os.Exit(m.Run())
+}
+
+// countingNetwork counts sandbox creations on top of real namespaces.
+type countingNetwork struct {
+	lifecycle.NetnsNetwork
+	creates atomic.Int64
+}
+
+func (c *countingNetwork) Create(ctx context.Context, name string) (lifecycle.Sandbox, error) {
+	c.creates.Add(1)
+	return c.NetnsNetwork.Create(ctx, name)
+}
+
+type fixture struct {
+	m       *lifecycle.Manager
+	net     *countingNetwork
+	nsm     *netns.Manager
+	dataDir string
+}
+
+func newFixture(t *testing.T, cfg lifecycle.Config) *fixture {
+	t.Helper()
+	nsm, err := netns.New(netns.Config{Prefix: netnstest.Prefix(t), Pool: netnstest.Pool(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{net: &countingNetwork{NetnsNetwork: lifecycle.NetnsNetwork{M: nsm}}, nsm: nsm, dataDir: t.TempDir()}
+	cfg.Network = f.net
+	cfg.DataRoot = f.dataDir
+	cfg.Log = zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
+	f.m, err = lifecycle.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := f.m.Close(ctx); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	return f
+}
+
+func acquire(t *testing.T, m *lifecycle.Manager, name string) *lifecycle.Lease {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	l, err := m.Acquire(ctx, name)
+	if err != nil {
+		t.Fatalf("acquire %s: %v", name, err)
+	}
+	return l
+}
+
+type page struct {
+	Env    string `json:"env"`
+	Visits int    `json:"visits"`
+	PID    int    `json:"pid"`
+}
+
+func getPage(t *testing.T, l *lifecycle.Lease) page {
+	t.Helper()
+	req, _ := http.NewRequest("GET", "http://"+l.Addr.String()+"/", nil)
+	req.Header.Set("Accept", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", l.Addr, err)
+	}
+	defer resp.Body.Close()
+	var p page
+	if err := json.NewDecoder(resp.Body).Decode(&p); err != nil {
+		t.Fatalf("decode page: %v", err)
+	}
+	return p
+}
+
+func TestAcquireStartsEnvInItsOwnNamespace(t *testing.T) {
+	f := newFixture(t, lifecycle.Config{Templates: []*lifecycle.Template{lifecycletest.Demo(lifecycletest.DemoOptions{})}})
+	l := acquire(t, f.m, "feature-x")
+	defer l.Release()
+	if l.Cold <= 0 {
+		t.Errorf("first acquire reported Cold = %v, want > 0", l.Cold)
+	}
+	p := getPage(t, l)
+	if p.Env != "feature-x" || p.Visits != 1 {
+		t.Fatalf("page = %+v, want env feature-x, 1 visit", p)
+	}
+	theirs, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", p.PID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours, _ := os.Readlink("/proc/self/ns/net")
+	if theirs == ours {
+		t.Fatalf("dev server shares the gateway's namespace %s", ours)
+	}
+	l2 := acquire(t, f.m, "feature-x")
+	defer l2.Release()
+	if l2.Cold != 0 || l2.Addr != l.Addr {
+		t.Fatalf("second acquire: cold %v addr %v, want warm at %v", l2.Cold, l2.Addr, l.Addr)
+	}
+}
+
+func TestConcurrentFirstAcquiresShareOneStart(t *testing.T) {
+	f := newFixture(t, lifecycle.Config{Templates: []*lifecycle.Template{lifecycletest.Demo(lifecycletest.DemoOptions{BootDelay: 200 * time.Millisecond})}})
+	const n = 200
+	var wg sync.WaitGroup
+	leases := make([]*lifecycle.Lease, n)
+	errs := make([]error, n)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := range n {
+		wg.Go(func() { leases[i], errs[i] = f.m.Acquire(ctx, "herd") })
+	}
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("acquire %d: %v", i, errs[i])
+		}
+		if leases[i].Addr != leases[0].Addr {
+			t.Fatalf("lease %d at %v, lease 0 at %v", i, leases[i].Addr, leases[0].Addr)
+		}
+		leases[i].Release()
+	}
+	if c := f.net.creates.Load(); c != 1 {
+		t.Fatalf("%d sandboxes created for one env, want 1", c)
+	}
+	pids, err := netns.PidsIn(filepath.Join(netns.RunDir, f.nsm.Prefix()+"-herd"))
+	if err != nil || len(pids) != 1 {
+		t.Fatalf("processes in the namespace: %v (%v), want exactly one dev server", pids, err)
+	}
+}
+
+func TestStartFailures(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		tmpl     *lifecycle.Template
+		timeout  bool
+		reason   string
+		tailHas  string
+		maxTotal time.Duration
+	}{
+		{
+			name:    "exits at once",
+			tmpl:    lifecycletest.Shell(`echo "boom: missing config" >&2; exit 3`, 10*time.Second),
+			reason:  "exit status 3",
+			tailHas: "boom: missing config",
+		},
+		{
+			name:    "never listens",
+			tmpl:    lifecycletest.Shell(`echo "thinking..."; exec sleep 1000`, 1500*time.Millisecond),
+			timeout: true,
+			reason:  "not ready within 1.5s",
+			tailHas: "thinking...",
+		},
+		{
+			name:    "wrong port",
+			tmpl:    withTimeout(lifecycletest.Demo(lifecycletest.DemoOptions{ListenPort: 3001}), 1500*time.Millisecond),
+			timeout: true,
+			reason:  "port 3000",
+			tailHas: "listening on [::]:3001",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			good := lifecycletest.Demo(lifecycletest.DemoOptions{})
+			good.Name, good.Match = "good", "good-*"
+			good.Prepare()
+			tc.tmpl.Match = "bad-*"
+			tc.tmpl.Prepare()
+			f := newFixture(t, lifecycle.Config{Templates: []*lifecycle.Template{good, tc.tmpl}})
+			ok := acquire(t, f.m, "good-one")
+			defer ok.Release()
+
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_, err := f.m.Acquire(ctx, "bad-one")
+			var se *lifecycle.StartError
+			if !errors.As(err, &se) {
+				t.Fatalf("err = %v, want *StartError", err)
+			}
+			if se.Timeout != tc.timeout || !strings.Contains(se.Reason, tc.reason) {
+				t.Fatalf("StartError{Timeout:%v Reason:%q}, want timeout=%v reason containing %q", se.Timeout, se.Reason, tc.timeout, tc.reason)
+			}
+			if !strings.Contains(strings.Join(se.Tail, "\n"), tc.tailHas) {
+				t.Fatalf("tail %q lacks %q", se.Tail, tc.tailHas)
+			}
+			// The failed env left nothing running, and the good one still answers.
+			if ids, _ := f.nsm.List(); len(ids) != 1 || ids[0] != "good-one" {
+				t.Fatalf("namespaces after failure: %v, want only good-one", ids)
+			}
+			if p := getPage(t, ok); p.Env != "good-one" {
+				t.Fatalf("good env answered %+v", p)
+			}
+		})
+	}
+}
+
+func withTimeout(t *lifecycle.Template, d time.Duration) *lifecycle.Template {
+	t.Ready.Timeout = d
+	if err := t.Prepare(); err != nil {
+		panic(err)
+	}
+	return t
+}
+
+func TestIdleReapKeepsDataDir(t *testing.T) {
+	f := newFixture(t, lifecycle.Config{
+		Templates:    []*lifecycle.Template{lifecycletest.Demo(lifecycletest.DemoOptions{Idle: 300 * time.Millisecond})},
+		ReapInterval: 50 * time.Millisecond,
+	})
+	l := acquire(t, f.m, "sleepy")
+	if p := getPage(t, l); p.Visits != 1 {
+		t.Fatalf("visits = %d, want 1", p.Visits)
+	}
+	l.Release()
+	waitState(t, f.m, "sleepy", lifecycle.Stopped, 20*time.Second)
+	if ids, _ := f.nsm.List(); len(ids) != 0 {
+		t.Fatalf("namespaces after reap: %v", ids)
+	}
+	if _, err := os.Stat(filepath.Join(f.dataDir, "sleepy", "visits")); err != nil {
+		t.Fatalf("data dir lost by reap: %v", err)
+	}
+	l = acquire(t, f.m, "sleepy")
+	defer l.Release()
+	if p := getPage(t, l); p.Visits != 2 {
+		t.Fatalf("visits after restart = %d, want 2 (counter kept in data dir)", p.Visits)
+	}
+}
+
+func TestBusyEnvIsNotReaped(t *testing.T) {
+	f := newFixture(t, lifecycle.Config{
+		Templates:    []*lifecycle.Template{lifecycletest.Demo(lifecycletest.DemoOptions{Idle: 100 * time.Millisecond})},
+		ReapInterval: 20 * time.Millisecond,
+	})
+	l := acquire(t, f.m, "busy")
+	defer l.Release()
+	time.Sleep(600 * time.Millisecond) // many reaper passes
+	if s := stateOf(f.m, "busy"); s != lifecycle.Ready {
+		t.Fatalf("env with a lease held is %v, want ready", s)
+	}
+	getPage(t, l)
+}
+
+func TestCrashedEnvRestartsOnNextAcquire(t *testing.T) {
+	f := newFixture(t, lifecycle.Config{Templates: []*lifecycle.Template{lifecycletest.Demo(lifecycletest.DemoOptions{})}})
+	l := acquire(t, f.m, "crashy")
+	pid := getPage(t, l).PID
+	l.Release()
+	syscall.Kill(pid, syscall.SIGKILL)
+	waitState(t, f.m, "crashy", lifecycle.Failed, 20*time.Second)
+	l = acquire(t, f.m, "crashy")
+	defer l.Release()
+	if p := getPage(t, l); p.PID == pid {
+		t.Fatal("still the old process")
+	}
+}
+
+func TestStopKillsWholeTree(t *testing.T) {
+	script := `sleep 1000 & setsid sleep 1000 & trap "" TERM; exec "$DEMO"`
+	f := newFixture(t, lifecycle.Config{Templates: []*lifecycle.Template{lifecycletest.Shell(script, 20*time.Second)}})
+	l := acquire(t, f.m, "tree")
+	path := filepath.Join(netns.RunDir, f.nsm.Prefix()+"-tree")
+	pids, err := netns.PidsIn(path)
+	if err != nil || len(pids) < 3 {
+		t.Fatalf("processes in env: %v %v, want the server and two sleeps", pids, err)
+	}
+	l.Release()
+	if !f.m.Stop("tree", "test") {
+		t.Fatal("Stop found nothing to stop")
+	}
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, 0); err == nil && !zombie(pid) {
+			t.Errorf("process %d survived stop", pid)
+		}
+	}
+}
+
+func zombie(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i > 0 && i+2 < len(s) && s[i+2] == 'Z'
+}
+
+func TestCloseAbortsSlowStart(t *testing.T) {
+	f := newFixture(t, lifecycle.Config{Templates: []*lifecycle.Template{lifecycletest.Demo(lifecycletest.DemoOptions{BootDelay: time.Hour, Timeout: time.Hour})}})
+	errc := make(chan error, 1)
+	go func() {
+		_, err := f.m.Acquire(context.Background(), "forever")
+		errc <- err
+	}()
+	waitState(t, f.m, "forever", lifecycle.Starting, 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := f.m.Close(ctx); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	if err := <-errc; err == nil {
+		t.Fatal("acquire of an env aborted by close succeeded")
+	}
+	if _, err := f.m.Acquire(context.Background(), "late"); !errors.Is(err, lifecycle.ErrClosed) {
+		t.Fatalf("acquire after close: %v, want ErrClosed", err)
+	}
+}
+
+func TestWaiterLeavesOnItsOwnContext(t *testing.T) {
+	f := newFixture(t, lifecycle.Config{Templates: []*lifecycle.Template{lifecycletest.Demo(lifecycletest.DemoOptions{BootDelay: 500 * time.Millisecond})}})
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := f.m.Acquire(ctx, "patient"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want the caller's deadline", err)
+	}
+	// The start went on without the caller.
+	l := acquire(t, f.m, "patient")
+	l.Release()
+	if c := f.net.creates.Load(); c != 1 {
+		t.Fatalf("%d starts, want 1: the abandoned start must carry on", c)
+	}
+}
+
+func stateOf(m *lifecycle.Manager, name string) lifecycle.State {
+	for _, in := range m.List() {
+		if in.Name == name {
+			return in.State
+		}
+	}
+	return lifecycle.Stopped
+}
+
+func waitState(t *testing.T, m *lifecycle.Manager, name string, want lifecycle.State, limit time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for stateOf(m, name) != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("env %s is %v after %v, want %v", name, stateOf(m, name), limit, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+

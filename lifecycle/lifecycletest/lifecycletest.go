@@ -1,0 +1,110 @@
+// Package lifecycletest runs the demo dev server out of a test binary, so
+// integration tests of lifecycle and gateway spawn real processes in real
+// namespaces without building the envgate binary first.
+//
+// A test package calls RunDemoIfChild first thing in TestMain; templates
+// made by Demo re-execute the test binary, which then serves the demo
+// instead of running tests.
+package lifecycletest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/envgate/envgate/cmd/envgate/demo"
+	"github.com/envgate/envgate/lifecycle"
+)
+
+const childVar = "ENVGATE_TEST_DEMO"
+
+// RunDemoIfChild serves the demo and exits when the process was started by
+// a Demo template; otherwise it returns at once.
+func RunDemoIfChild() {
+	spec := os.Getenv(childVar)
+	if spec == "" {
+		return
+	}
+	// spec: listen|bootDelay
+	listen, delay, _ := strings.Cut(spec, "|")
+	d, _ := time.ParseDuration(delay)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	err := demo.Run(ctx, demo.Options{
+		Listen:    listen,
+		Name:      os.Getenv("ENVGATE_ENV"),
+		DataDir:   os.Getenv("ENVGATE_DATA_DIR"),
+		BootDelay: d,
+		Log:       os.Stdout,
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// DemoOptions tune a Demo template.
+type DemoOptions struct {
+	Port       int           // the template's port; default 3000
+	ListenPort int           // where the demo really listens; default Port
+	BootDelay  time.Duration // sleep before listening
+	Timeout    time.Duration // start timeout; default 20s
+	Idle       time.Duration // idle timeout; default lifecycle's
+}
+
+// Demo returns a prepared template that runs the demo dev server from the
+// test binary.
+func Demo(o DemoOptions) *lifecycle.Template {
+	if o.Port == 0 {
+		o.Port = 3000
+	}
+	if o.ListenPort == 0 {
+		o.ListenPort = o.Port
+	}
+	if o.Timeout == 0 {
+		o.Timeout = 20 * time.Second
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		panic(err)
+	}
+	t := &lifecycle.Template{
+		Name:        "demo",
+		Command:     []string{exe},
+		Env:         map[string]string{childVar: fmt.Sprintf(":%d|%s", o.ListenPort, o.BootDelay), "GORACE": "atexit_sleep_ms=0"},
+		Port:        o.Port,
+		Ready:       lifecycle.Probe{HTTPPath: "/healthz", Timeout: o.Timeout},
+		IdleTimeout: o.Idle,
+		StopGrace:   5 * time.Second,
+	}
+	if err := t.Prepare(); err != nil {
+		panic(err)
+	}
+	return t
+}
+
+// Shell returns a prepared template running script with sh -c. The
+// script can run the demo on port 3000 with `exec "$DEMO"`.
+func Shell(script string, timeout time.Duration) *lifecycle.Template {
+	exe, err := os.Executable()
+	if err != nil {
+		panic(err)
+	}
+	t := &lifecycle.Template{
+		Name:      "shell",
+		Command:   []string{"sh", "-c", script},
+		Env:       map[string]string{"DEMO": exe, childVar: ":3000|0s", "GORACE": "atexit_sleep_ms=0"},
+		Port:      3000,
+		Ready:     lifecycle.Probe{Timeout: timeout},
+		StopGrace: 2 * time.Second,
+	}
+	if err := t.Prepare(); err != nil {
+		panic(err)
+	}
+	return t
+}

@@ -1,0 +1,271 @@
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/singleflight"
+)
+
+// Config configures a Manager.
+type Config struct {
+	// Templates, in order; the first whose Match fits an env name runs it.
+	// Each must have been Prepared.
+	Templates []*Template
+	// DataRoot holds one data dir per env (DataRoot/<name>), which
+	// survives stops and restarts. Required.
+	DataRoot string
+	// Network makes the sandboxes. Required.
+	Network Network
+	// Allow, if set, is asked before an env is started for the first time;
+	// a non-nil error refuses the env (wrapped in ErrNotAllowed).
+	Allow func(name string) error
+	// ReapInterval is how often idle envs are looked for; default 1s.
+	ReapInterval time.Duration
+	// Log receives lifecycle events and dev servers' output.
+	Log zerolog.Logger
+}
+
+// Manager runs envs. Its methods are safe for concurrent use.
+type Manager struct {
+	cfg    Config
+	log    zerolog.Logger
+	starts singleflight.Group
+	ctx    context.Context // cancelled by Close: aborts starts
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // starts and the reaper
+	supWG  sync.WaitGroup // supervisors: they end when their process does
+
+	mu     sync.Mutex
+	envs   map[string]*env // guarded by mu
+	closed bool            // guarded by mu
+}
+
+// New returns a Manager and starts its reaper. Call Close to stop it and
+// every env.
+func New(cfg Config) (*Manager, error) {
+	if cfg.Network == nil {
+		return nil, errors.New("lifecycle: Config.Network is required")
+	}
+	if cfg.DataRoot == "" {
+		return nil, errors.New("lifecycle: Config.DataRoot is required")
+	}
+	if len(cfg.Templates) == 0 {
+		return nil, errors.New("lifecycle: at least one template is required")
+	}
+	for _, t := range cfg.Templates {
+		if len(t.parsed) == 0 {
+			return nil, fmt.Errorf("lifecycle: template %q was not prepared", t.Name)
+		}
+	}
+	if cfg.ReapInterval <= 0 {
+		cfg.ReapInterval = time.Second
+	}
+	if err := os.MkdirAll(cfg.DataRoot, 0o755); err != nil {
+		return nil, fmt.Errorf("lifecycle: data root: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &Manager{cfg: cfg, log: cfg.Log, ctx: ctx, cancel: cancel, envs: make(map[string]*env)}
+	m.wg.Go(m.reapLoop)
+	return m, nil
+}
+
+// env is one environment. Its state is an atomic so the request path can
+// read it without a lock; it is only written with mu held.
+type env struct {
+	name    string
+	tmpl    *Template
+	dataDir string
+	out     *outputBuffer
+	log     zerolog.Logger
+
+	state      atomic.Int32 // State
+	inflight   atomic.Int64
+	lastActive atomic.Int64 // unix nanoseconds
+	addr       atomic.Pointer[netip.AddrPort]
+
+	mu        sync.Mutex
+	sb        Sandbox       // guarded by mu; set while Ready or Stopping
+	proc      *process      // guarded by mu; set while Ready or Stopping
+	stopped   chan struct{} // guarded by mu; closed when the running stop ends
+	failure   *StartError   // guarded by mu; the last failure
+	failures  int           // guarded by mu; consecutive failed starts
+	startedAt time.Time     // guarded by mu
+	readyAt   time.Time     // guarded by mu
+}
+
+func (e *env) State() State { return State(e.state.Load()) }
+
+// setStateLocked changes state; e.mu must be held.
+func (e *env) setStateLocked(s State) { e.state.Store(int32(s)) }
+
+// Lease is a caller's hold on a ready env: while any lease is held the env
+// is busy and is not reaped. Release it when the request (or connection)
+// ends.
+type Lease struct {
+	// Addr is where the env's dev server answers.
+	Addr netip.AddrPort
+	// Cold is how long this Acquire waited for a start; zero when the env
+	// was already ready.
+	Cold time.Duration
+
+	e    *env
+	done atomic.Bool
+}
+
+// Env is the leased env's name.
+func (l *Lease) Env() string { return l.e.name }
+
+// Release ends the lease. Calling it more than once is harmless.
+func (l *Lease) Release() {
+	if l.done.CompareAndSwap(false, true) {
+		l.e.lastActive.Store(time.Now().UnixNano())
+		l.e.inflight.Add(-1)
+	}
+}
+
+// tryLease takes a lease if the env is ready. The increment comes before
+// the state check, and the reaper moves state before it checks inflight,
+// so one of the two always sees the other.
+func (e *env) tryLease() *Lease {
+	e.inflight.Add(1)
+	if e.State() != Ready {
+		e.inflight.Add(-1)
+		return nil
+	}
+	e.lastActive.Store(time.Now().UnixNano())
+	return &Lease{Addr: *e.addr.Load(), e: e}
+}
+
+// Acquire returns a lease on env name, starting the env first if needed.
+// Concurrent calls for one env share one start. The start runs detached
+// from ctx with the template's own timeout; ctx bounds only this caller's
+// wait. Errors: ErrNoTemplate, ErrNotAllowed, ErrClosed, *StartError, or
+// ctx's error.
+func (m *Manager) Acquire(ctx context.Context, name string) (*Lease, error) {
+	e, err := m.lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	if l := e.tryLease(); l != nil {
+		return l, nil
+	}
+	began := time.Now()
+	for {
+		if l := e.tryLease(); l != nil {
+			l.Cold = time.Since(began)
+			return l, nil
+		}
+		ch := m.starts.DoChan(name, func() (any, error) { return nil, m.start(e) })
+		select {
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		case r := <-ch:
+			if r.Err != nil {
+				return nil, r.Err
+			}
+		}
+	}
+}
+
+// lookup finds or makes the env entry for name.
+func (m *Manager) lookup(name string) (*env, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, ErrClosed
+	}
+	if e, ok := m.envs[name]; ok {
+		return e, nil
+	}
+	var tmpl *Template
+	for _, t := range m.cfg.Templates {
+		if t.Matches(name) {
+			tmpl = t
+			break
+		}
+	}
+	if tmpl == nil {
+		return nil, fmt.Errorf("%w: %s", ErrNoTemplate, name)
+	}
+	if m.cfg.Allow != nil {
+		if err := m.cfg.Allow(name); err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrNotAllowed, name, err)
+		}
+	}
+	e := &env{
+		name:    name,
+		tmpl:    tmpl,
+		dataDir: filepath.Join(m.cfg.DataRoot, name),
+		out:     newOutputBuffer(),
+		log:     m.log.With().Str("env", name).Logger(),
+	}
+	m.envs[name] = e
+	return e, nil
+}
+
+// Info describes an env for listings.
+type Info struct {
+	Name       string
+	Template   string
+	State      State
+	Addr       netip.AddrPort
+	Pid        int
+	InFlight   int64
+	LastActive time.Time
+	StartedAt  time.Time
+	Failure    string
+}
+
+// List describes every env the manager knows of.
+func (m *Manager) List() []Info {
+	m.mu.Lock()
+	envs := make([]*env, 0, len(m.envs))
+	for _, e := range m.envs {
+		envs = append(envs, e)
+	}
+	m.mu.Unlock()
+	out := make([]Info, 0, len(envs))
+	for _, e := range envs {
+		e.mu.Lock()
+		in := Info{
+			Name:       e.name,
+			Template:   e.tmpl.Name,
+			State:      e.State(),
+			InFlight:   e.inflight.Load(),
+			LastActive: time.Unix(0, e.lastActive.Load()),
+			StartedAt:  e.startedAt,
+		}
+		if a := e.addr.Load(); a != nil && in.State == Ready {
+			in.Addr = *a
+		}
+		if e.proc != nil {
+			in.Pid = e.proc.Pid()
+		}
+		if e.failure != nil && in.State == Failed {
+			in.Failure = e.failure.Reason
+		}
+		e.mu.Unlock()
+		out = append(out, in)
+	}
+	return out
+}
+
+// Tail returns up to n of the newest output lines of env name.
+func (m *Manager) Tail(name string, n int) []string {
+	m.mu.Lock()
+	e := m.envs[name]
+	m.mu.Unlock()
+	if e == nil {
+		return nil
+	}
+	return e.out.Tail(n)
+}

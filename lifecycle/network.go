@@ -1,0 +1,41 @@
+package lifecycle
+
+import (
+	"context"
+	"net/netip"
+	"os/exec"
+
+	"github.com/envgate/envgate/netns"
+)
+
+// Network makes and removes the sandboxes envs run in.
+type Network interface {
+	// Create makes the sandbox for env name.
+	Create(ctx context.Context, name string) (Sandbox, error)
+	// Destroy kills what runs in sb and removes it; idempotent.
+	Destroy(sb Sandbox) error
+}
+
+// Sandbox is where one env's dev server runs.
+type Sandbox interface {
+	// Addr is the address the dev server's port is reached at from the
+	// gateway.
+	Addr() netip.Addr
+	// Start starts cmd inside the sandbox.
+	Start(cmd *exec.Cmd) error
+}
+
+// NetnsNetwork runs envs in network namespaces of a netns.Manager.
+type NetnsNetwork struct{ M *netns.Manager }
+
+// Create implements Network.
+func (n NetnsNetwork) Create(ctx context.Context, name string) (Sandbox, error) {
+	sb, err := n.M.Create(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return sb, nil
+}
+
+// Destroy implements Network.
+func (n NetnsNetwork) Destroy(sb Sandbox) error { return n.M.Destroy(sb.(*netns.Sandbox)) }

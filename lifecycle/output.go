@@ -1,0 +1,121 @@
+package lifecycle
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Output limits.
+const (
+	outputBufferBytes = 64 << 10 // per-env tail kept for error pages
+	maxLineBytes      = 4 << 10  // longer lines are cut
+	logLinesPerSecond = 200      // beyond this, lines are counted, not logged
+)
+
+// outputBuffer keeps the last outputBufferBytes of a dev server's output.
+// Memory stays bounded however much the server writes.
+type outputBuffer struct {
+	mu  sync.Mutex
+	buf []byte // guarded by mu; ring of the newest bytes
+	pos int    // guarded by mu; next write position once full
+	all bool   // guarded by mu; buf has wrapped
+	seq uint64 // guarded by mu; lines written, for waiters
+}
+
+func newOutputBuffer() *outputBuffer {
+	return &outputBuffer{buf: make([]byte, 0, outputBufferBytes)}
+}
+
+func (b *outputBuffer) writeLine(line []byte) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.seq++
+	for _, p := range [][]byte{line, {'\n'}} {
+		for len(p) > 0 {
+			if !b.all {
+				n := min(len(p), cap(b.buf)-len(b.buf))
+				b.buf = append(b.buf, p[:n]...)
+				p = p[n:]
+				if len(b.buf) == cap(b.buf) {
+					b.all = true
+					b.pos = 0
+				}
+				continue
+			}
+			n := copy(b.buf[b.pos:], p)
+			p = p[n:]
+			b.pos = (b.pos + n) % len(b.buf)
+		}
+	}
+}
+
+// Tail returns up to n of the newest complete lines.
+func (b *outputBuffer) Tail(n int) []string {
+	b.mu.Lock()
+	var data []byte
+	if b.all {
+		data = append(append(data, b.buf[b.pos:]...), b.buf[:b.pos]...)
+		// The oldest line is probably cut: drop it.
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			data = data[i+1:]
+		}
+	} else {
+		data = append(data, b.buf...)
+	}
+	b.mu.Unlock()
+	lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+	if len(lines) == 1 && lines[0] == "" {
+		return nil
+	}
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return lines
+}
+
+// pump reads r line by line into buf and the log until r ends. Lines
+// beyond logLinesPerSecond are kept in buf but not logged; a count of the
+// suppressed lines is logged once the rate drops.
+func pump(r io.Reader, buf *outputBuffer, log zerolog.Logger) {
+	br := bufio.NewReaderSize(r, maxLineBytes)
+	var (
+		windowStart = time.Now()
+		inWindow    int
+		suppressed  int
+	)
+	for {
+		line, isPrefix, err := br.ReadLine()
+		if len(line) > 0 || (err == nil && !isPrefix) {
+			buf.writeLine(line)
+			now := time.Now()
+			if now.Sub(windowStart) >= time.Second {
+				if suppressed > 0 {
+					log.Warn().Int("lines", suppressed).Msg("dev server output suppressed (too fast to log)")
+				}
+				windowStart, inWindow, suppressed = now, 0, 0
+			}
+			inWindow++
+			if inWindow <= logLinesPerSecond {
+				log.Info().Str("line", string(line)).Msg("output")
+			} else {
+				suppressed++
+			}
+		}
+		// Skip the rest of an over-long line.
+		for isPrefix && err == nil {
+			_, isPrefix, err = br.ReadLine()
+		}
+		if err != nil {
+			if suppressed > 0 {
+				log.Warn().Int("lines", suppressed).Msg("dev server output suppressed (too fast to log)")
+			}
+			return
+		}
+	}
+}

@@ -1,0 +1,104 @@
+package lifecycle
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// process is one running dev server.
+type process struct {
+	cmd    *exec.Cmd
+	out    *os.File      // read end of the output pipe; closed after stop
+	pumped chan struct{} // closed when the output pump has finished
+	exited chan struct{} // closed once Wait has returned
+	state  *os.ProcessState
+	err    error // from Wait; read after exited is closed
+}
+
+// spawn starts x inside sb with its stdout and stderr in one pipe (so the
+// order of lines is kept) pumped into buf and the log. The dev server
+// leads a process group of its own so stop can signal all of it.
+func spawn(sb Sandbox, x expanded, baseEnv []string, buf *outputBuffer, log zerolog.Logger) (*process, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("output pipe: %w", err)
+	}
+	cmd := exec.Command(x.argv[0], x.argv[1:]...)
+	cmd.Dir = x.dir
+	cmd.Env = baseEnv
+	for k, v := range x.env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	cmd.Stdin = nil // /dev/null
+	cmd.Stdout = w  // *os.File: no copying goroutine, no hang on
+	cmd.Stderr = w  // grandchildren that keep the pipe open
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := sb.Start(cmd); err != nil {
+		r.Close()
+		w.Close()
+		return nil, err
+	}
+	w.Close() // the child has its copy; EOF comes when all holders exit
+	p := &process{cmd: cmd, out: r, pumped: make(chan struct{}), exited: make(chan struct{})}
+	go func() {
+		defer close(p.pumped)
+		pump(r, buf, log)
+	}()
+	go func() {
+		p.err = cmd.Wait()
+		p.state = cmd.ProcessState
+		close(p.exited)
+	}()
+	return p, nil
+}
+
+// Pid is the dev server's process ID (and process group ID).
+func (p *process) Pid() int { return p.cmd.Process.Pid }
+
+// exitDescription says how the process ended, for errors and logs.
+func (p *process) exitDescription() string {
+	if p.state == nil {
+		return "not exited"
+	}
+	if ws, ok := p.state.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return "killed by signal " + ws.Signal().String()
+	}
+	return "exit status " + strconv.Itoa(p.state.ExitCode())
+}
+
+// stop sends SIGTERM to the process group, waits up to grace for the
+// leader to exit, then SIGKILLs the group. Processes that left the group
+// (setsid) are the sandbox's business: its Destroy kills everything inside.
+func (p *process) stop(grace time.Duration) {
+	pgid := p.Pid()
+	signalGroup(pgid, syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(grace):
+	}
+	// The group may outlive its leader: kill it either way.
+	signalGroup(pgid, syscall.SIGKILL)
+	<-p.exited
+}
+
+// release closes the output pipe once the sandbox is gone. The pump gets
+// EOF when the last writer dies; if a writer escaped, closing the read end
+// ends the pump anyway.
+func (p *process) release() {
+	select {
+	case <-p.pumped:
+	case <-time.After(time.Second):
+	}
+	p.out.Close()
+	<-p.pumped
+}
+
+// signalGroup signals every process in group pgid. ESRCH (all gone) is
+// the expected outcome of a second signal and is not an error.
+func signalGroup(pgid int, sig syscall.Signal) { _ = syscall.Kill(-pgid, sig) }

@@ -1,0 +1,247 @@
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"runtime/debug"
+	"strconv"
+	"time"
+)
+
+// Probe pacing: the first check comes about a millisecond after spawn and
+// the gap grows by half each time up to probeMaxGap, so a dev server that
+// boots in 20 ms is seen within a few ms, not a polling interval.
+const (
+	probeFirstGap = time.Millisecond
+	probeMaxGap   = 50 * time.Millisecond
+	tailLines     = 40
+)
+
+var probeClient = &http.Client{
+	Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil},
+	// A probe must not follow a redirect off to somewhere else.
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+}
+
+// start brings e to Ready, or to Failed with a *StartError. It runs once
+// per env at a time (singleflight) on a context detached from any request.
+func (m *Manager) start(e *env) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			e.log.Error().Interface("panic", r).Bytes("stack", debug.Stack()).Msg("start panicked")
+			err = &StartError{Env: e.name, Reason: fmt.Sprintf("internal error: %v", r)}
+			e.mu.Lock()
+			if e.State() == Starting {
+				e.failure = err.(*StartError)
+				e.setStateLocked(Failed)
+			}
+			e.mu.Unlock()
+		}
+	}()
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return ErrClosed
+	}
+	m.wg.Add(1)
+	m.mu.Unlock()
+	defer m.wg.Done()
+
+	for {
+		e.mu.Lock()
+		switch e.State() {
+		case Ready:
+			e.mu.Unlock()
+			return nil
+		case Stopping:
+			ch := e.stopped
+			e.mu.Unlock()
+			<-ch
+			continue
+		case Failed:
+			if f := e.failure; f != nil && time.Now().Before(f.RetryAt) {
+				e.mu.Unlock()
+				cp := *f
+				cp.Tail = e.out.Tail(tailLines)
+				return &cp
+			}
+		}
+		break
+	}
+	e.setStateLocked(Starting)
+	e.startedAt = time.Now()
+	e.mu.Unlock()
+
+	ctx, cancel := context.WithTimeoutCause(m.ctx, e.tmpl.Ready.Timeout, errStartTimeout)
+	defer cancel()
+	sb, proc, err := m.launch(ctx, e)
+	if err != nil {
+		return m.failStart(e, sb, proc, err)
+	}
+	addr := netip.AddrPortFrom(sb.Addr(), uint16(e.tmpl.Port))
+	if err := probe(ctx, addr, e.tmpl.Ready.HTTPPath, proc.exited); err != nil {
+		return m.failStart(e, sb, proc, err)
+	}
+
+	e.mu.Lock()
+	e.sb, e.proc = sb, proc
+	e.addr.Store(&addr)
+	e.failures = 0
+	e.failure = nil
+	e.readyAt = time.Now()
+	e.lastActive.Store(e.readyAt.UnixNano())
+	took := e.readyAt.Sub(e.startedAt)
+	e.setStateLocked(Ready)
+	e.mu.Unlock()
+	e.log.Info().Str("addr", addr.String()).Int("pid", proc.Pid()).Dur("took", took).Msg("env ready")
+	m.supWG.Go(func() { m.supervise(e, proc) })
+	return nil
+}
+
+var (
+	errStartTimeout = errors.New("start timed out")
+	errExited       = errors.New("dev server exited before it was ready")
+)
+
+// launch makes the sandbox and spawns the dev server in it. On error it
+// returns what it made so far, for failStart to remove.
+func (m *Manager) launch(ctx context.Context, e *env) (Sandbox, *process, error) {
+	sb, err := m.cfg.Network.Create(ctx, e.name)
+	if err != nil {
+		return nil, nil, fmt.Errorf("create sandbox: %w", err)
+	}
+	if err := os.MkdirAll(e.dataDir, 0o755); err != nil {
+		return sb, nil, fmt.Errorf("data dir: %w", err)
+	}
+	x, err := e.tmpl.expand(Vars{Name: e.name, Port: e.tmpl.Port, DataDir: e.dataDir})
+	if err != nil {
+		return sb, nil, fmt.Errorf("template %s: %w", e.tmpl.Name, err)
+	}
+	if x.dir == "" {
+		x.dir = e.dataDir
+	}
+	path := os.Getenv("PATH")
+	if path == "" {
+		path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	}
+	base := []string{
+		"PATH=" + path,
+		"HOME=" + e.dataDir,
+		"PORT=" + strconv.Itoa(e.tmpl.Port),
+		"ENVGATE_ENV=" + e.name,
+		"ENVGATE_DATA_DIR=" + e.dataDir,
+	}
+	proc, err := spawn(sb, x, base, e.out, e.log.With().Str("stream", "output").Logger())
+	if err != nil {
+		return sb, nil, fmt.Errorf("spawn %s: %w", x.argv[0], err)
+	}
+	e.log.Debug().Int("pid", proc.Pid()).Strs("argv", x.argv).Str("addr", sb.Addr().String()).Msg("dev server spawned")
+	return sb, proc, nil
+}
+
+// failStart removes what a failed start made, records the failure with
+// its backoff, and returns it.
+func (m *Manager) failStart(e *env, sb Sandbox, proc *process, cause error) error {
+	if proc != nil {
+		proc.stop(e.tmpl.StopGrace)
+	}
+	if sb != nil {
+		if err := m.cfg.Network.Destroy(sb); err != nil {
+			e.log.Error().Err(err).Msg("destroy sandbox after failed start")
+		}
+	}
+	if proc != nil {
+		proc.release()
+	}
+	se := &StartError{Env: e.name, Err: cause}
+	switch {
+	case errors.Is(cause, errStartTimeout):
+		se.Timeout = true
+		se.Err = nil
+		se.Reason = fmt.Sprintf("not ready within %s (is it listening on port %d?)", e.tmpl.Ready.Timeout, e.tmpl.Port)
+	case errors.Is(cause, errExited):
+		se.Err = nil
+		se.Reason = "dev server " + proc.exitDescription() + " before it was ready"
+	case errors.Is(cause, context.Canceled):
+		se.Reason = "gateway shutting down"
+	default:
+		se.Reason = "could not start"
+	}
+	se.Tail = e.out.Tail(tailLines)
+
+	e.mu.Lock()
+	e.failures++
+	if e.failures > 1 {
+		se.RetryAt = time.Now().Add(backoff(e.failures))
+	}
+	e.failure = se
+	e.setStateLocked(Failed)
+	e.mu.Unlock()
+	e.log.Warn().Str("reason", se.Reason).AnErr("cause", se.Err).Int("failures", e.failures).Msg("env start failed")
+	return se
+}
+
+// backoff is the wait after the n-th consecutive failure (n >= 2): 1s,
+// 2s, 4s, ... up to a minute. The first failure may be retried at once.
+func backoff(n int) time.Duration {
+	d := time.Second << min(n-2, 6)
+	return min(d, time.Minute)
+}
+
+// probe polls addr until the dev server answers, it exits, or ctx ends.
+func probe(ctx context.Context, addr netip.AddrPort, httpPath string, exited <-chan struct{}) error {
+	gap := probeFirstGap
+	for {
+		select {
+		case <-exited:
+			return errExited
+		default:
+		}
+		if probeOnce(ctx, addr, httpPath) == nil {
+			return nil
+		}
+		t := time.NewTimer(gap)
+		select {
+		case <-exited:
+			t.Stop()
+			return errExited
+		case <-ctx.Done():
+			t.Stop()
+			return context.Cause(ctx)
+		case <-t.C:
+		}
+		gap = min(gap*3/2, probeMaxGap)
+	}
+}
+
+func probeOnce(ctx context.Context, addr netip.AddrPort, httpPath string) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if httpPath == "" {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", addr.String())
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr.String()+httpPath, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("User-Agent", "envgate-probe")
+	resp, err := probeClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode >= 500 {
+		return fmt.Errorf("probe: status %d", resp.StatusCode)
+	}
+	return nil
+}

@@ -1,0 +1,158 @@
+package lifecycle
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// supervise waits for proc to exit. An exit while the env is Ready (not
+// one we asked for) marks the env Failed; the next Acquire restarts it.
+func (m *Manager) supervise(e *env, proc *process) {
+	<-proc.exited
+	e.mu.Lock()
+	if e.proc != proc || e.State() != Ready {
+		e.mu.Unlock()
+		return // a stop of ours
+	}
+	sb := e.sb
+	e.sb, e.proc = nil, nil
+	e.stopped = make(chan struct{})
+	e.setStateLocked(Stopping)
+	e.mu.Unlock()
+
+	e.log.Warn().Str("exit", proc.exitDescription()).Msg("dev server exited on its own")
+	if err := m.cfg.Network.Destroy(sb); err != nil {
+		e.log.Error().Err(err).Msg("destroy sandbox")
+	}
+	proc.release()
+
+	e.mu.Lock()
+	e.failures++
+	se := &StartError{Env: e.name, Reason: "dev server " + proc.exitDescription(), Tail: e.out.Tail(tailLines)}
+	if e.failures > 1 {
+		se.RetryAt = time.Now().Add(backoff(e.failures))
+	}
+	e.failure = se
+	close(e.stopped)
+	e.setStateLocked(Failed)
+	e.mu.Unlock()
+}
+
+// Stop stops env name if it runs, whatever its activity, and waits for it.
+// It reports whether there was something to stop.
+func (m *Manager) Stop(name, reason string) bool {
+	m.mu.Lock()
+	e := m.envs[name]
+	m.mu.Unlock()
+	if e == nil {
+		return false
+	}
+	return m.stop(e, reason, true)
+}
+
+// stop takes e from Ready to Stopped. Unless force, it gives up when
+// anything is in flight. It returns whether it stopped e.
+func (m *Manager) stop(e *env, reason string, force bool) bool {
+	e.mu.Lock()
+	if e.State() != Ready {
+		e.mu.Unlock()
+		return false
+	}
+	e.setStateLocked(Stopping)
+	// tryLease increments before it checks the state; we check inflight
+	// after we changed the state, so a lease in the making is seen here.
+	if !force && e.inflight.Load() > 0 {
+		e.setStateLocked(Ready)
+		e.mu.Unlock()
+		return false
+	}
+	sb, proc := e.sb, e.proc
+	e.sb, e.proc = nil, nil
+	e.stopped = make(chan struct{})
+	e.mu.Unlock()
+
+	began := time.Now()
+	proc.stop(e.tmpl.StopGrace)
+	if err := m.cfg.Network.Destroy(sb); err != nil {
+		e.log.Error().Err(err).Msg("destroy sandbox")
+	}
+	proc.release()
+
+	e.mu.Lock()
+	e.setStateLocked(Stopped)
+	close(e.stopped)
+	e.mu.Unlock()
+	e.log.Info().Str("reason", reason).Str("exit", proc.exitDescription()).Dur("took", time.Since(began)).Msg("env stopped")
+	return true
+}
+
+// reapLoop stops envs idle past their template's IdleTimeout.
+func (m *Manager) reapLoop() {
+	t := time.NewTicker(m.cfg.ReapInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-t.C:
+		}
+		m.reapIdle(time.Now())
+	}
+}
+
+// reapIdle stops, in parallel, every ready env with nothing in flight and
+// no activity for longer than its idle timeout.
+func (m *Manager) reapIdle(now time.Time) {
+	var idle []*env
+	m.mu.Lock()
+	for _, e := range m.envs {
+		if e.State() == Ready && e.inflight.Load() == 0 &&
+			now.Sub(time.Unix(0, e.lastActive.Load())) > e.tmpl.IdleTimeout {
+			idle = append(idle, e)
+		}
+	}
+	m.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, e := range idle {
+		wg.Go(func() { m.stop(e, "idle", false) })
+	}
+	wg.Wait()
+}
+
+// Close refuses new work, aborts starts in progress, stops every env and
+// waits for all of it, or until ctx ends.
+func (m *Manager) Close(ctx context.Context) error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	envs := make([]*env, 0, len(m.envs))
+	for _, e := range m.envs {
+		envs = append(envs, e)
+	}
+	m.mu.Unlock()
+	m.cancel()
+
+	done := make(chan struct{})
+	go func() {
+		// Starts end quickly once m.ctx is cancelled; then every env is
+		// Ready, Failed or Stopped and can be stopped.
+		m.wg.Wait()
+		var wg sync.WaitGroup
+		for _, e := range envs {
+			wg.Go(func() { m.stop(e, "shutdown", true) })
+		}
+		wg.Wait()
+		m.supWG.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}

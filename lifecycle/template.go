@@ -1,0 +1,178 @@
+package lifecycle
+
+import (
+	"bytes"
+	"fmt"
+	"path"
+	"slices"
+	"strings"
+	"text/template"
+	"time"
+)
+
+// Defaults for template fields left zero.
+const (
+	DefaultStartTimeout = 60 * time.Second
+	DefaultIdleTimeout  = 15 * time.Minute
+	DefaultStopGrace    = 5 * time.Second
+)
+
+// Template says how to run the envs whose names it matches.
+type Template struct {
+	// Name identifies the template in logs and errors.
+	Name string
+	// Match is a glob (path.Match syntax) over env names; "" or "*"
+	// matches every name. The first matching template wins.
+	Match string
+	// Command is the dev server's argv. Each element, like Dir and Env's
+	// values, may use {{.Name}}, {{.Port}} and {{.DataDir}}.
+	Command []string
+	// Dir is the working directory; default the env's data dir.
+	Dir string
+	// Env is added to the dev server's environment, which otherwise holds
+	// only PATH, HOME (the data dir), PORT, ENVGATE_ENV and
+	// ENVGATE_DATA_DIR: the gateway's own environment is not passed on.
+	Env map[string]string
+	// Port is where the dev server listens inside its sandbox. Every env
+	// may use the same port.
+	Port int
+	// Ready is the readiness probe.
+	Ready Probe
+	// IdleTimeout stops an env with no activity for this long; default
+	// DefaultIdleTimeout.
+	IdleTimeout time.Duration
+	// StopGrace is how long a dev server has between SIGTERM and SIGKILL;
+	// default DefaultStopGrace.
+	StopGrace time.Duration
+
+	parsed []*template.Template // Command, then Dir, then Env in key order
+}
+
+// Probe says when a dev server is ready.
+type Probe struct {
+	// HTTPPath, when set, is fetched with GET; any status below 500 means
+	// ready. When empty, a TCP connect to the port means ready.
+	HTTPPath string
+	// Timeout bounds the whole start, from sandbox creation to ready;
+	// default DefaultStartTimeout.
+	Timeout time.Duration
+}
+
+// Vars are the values template placeholders expand to.
+type Vars struct {
+	Name    string
+	Port    int
+	DataDir string
+}
+
+// Prepare checks t and fills in defaults. Errors name the field.
+func (t *Template) Prepare() error {
+	if t.Name == "" {
+		return fmt.Errorf("name: required")
+	}
+	if len(t.Command) == 0 {
+		return fmt.Errorf("command: required")
+	}
+	if t.Port < 1 || t.Port > 65535 {
+		return fmt.Errorf("port: %d is not a TCP port (1-65535)", t.Port)
+	}
+	if t.Match == "" {
+		t.Match = "*"
+	}
+	if _, err := path.Match(t.Match, "x"); err != nil {
+		return fmt.Errorf("match: %q: %w", t.Match, err)
+	}
+	if t.Ready.HTTPPath != "" && !strings.HasPrefix(t.Ready.HTTPPath, "/") {
+		return fmt.Errorf("ready.http: %q must start with /", t.Ready.HTTPPath)
+	}
+	if t.Ready.Timeout <= 0 {
+		t.Ready.Timeout = DefaultStartTimeout
+	}
+	if t.IdleTimeout <= 0 {
+		t.IdleTimeout = DefaultIdleTimeout
+	}
+	if t.StopGrace <= 0 {
+		t.StopGrace = DefaultStopGrace
+	}
+	t.parsed = t.parsed[:0]
+	parse := func(field, s string) error {
+		tp, err := template.New(field).Option("missingkey=error").Parse(s)
+		if err != nil {
+			return fmt.Errorf("%s: %w", field, err)
+		}
+		// Execute once with sample values so a bad field ({{.Nmae}}) fails
+		// now, not at the first request.
+		if err := tp.Execute(&bytes.Buffer{}, Vars{Name: "x", Port: 1, DataDir: "/x"}); err != nil {
+			return fmt.Errorf("%s: %w", field, err)
+		}
+		t.parsed = append(t.parsed, tp)
+		return nil
+	}
+	for i, a := range t.Command {
+		if err := parse(fmt.Sprintf("command[%d]", i), a); err != nil {
+			return err
+		}
+	}
+	if err := parse("dir", t.Dir); err != nil {
+		return err
+	}
+	for _, k := range t.envKeys() {
+		if err := parse("env."+k, t.Env[k]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *Template) envKeys() []string {
+	keys := make([]string, 0, len(t.Env))
+	for k := range t.Env {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// Matches reports whether the template applies to env name.
+func (t *Template) Matches(name string) bool {
+	ok, _ := path.Match(t.Match, name)
+	return ok
+}
+
+// expanded is a template with its placeholders filled in for one env.
+type expanded struct {
+	argv []string
+	dir  string
+	env  map[string]string
+}
+
+func (t *Template) expand(v Vars) (expanded, error) {
+	var out expanded
+	exec := func(i int) (string, error) {
+		var b strings.Builder
+		err := t.parsed[i].Execute(&b, v)
+		return b.String(), err
+	}
+	n := len(t.Command)
+	for i := range n {
+		s, err := exec(i)
+		if err != nil {
+			return out, err
+		}
+		out.argv = append(out.argv, s)
+	}
+	dir, err := exec(n)
+	if err != nil {
+		return out, err
+	}
+	out.dir = dir
+	out.env = make(map[string]string, len(t.Env))
+	for j, k := range t.envKeys() {
+		s, err := exec(n + 1 + j)
+		if err != nil {
+			return out, err
+		}
+		out.env[k] = s
+	}
+	return out, nil
+}
