@@ -367,4 +367,3 @@ func waitState(t *testing.T, m *lifecycle.Manager, name string, want lifecycle.S
 		time.Sleep(10 * time.Millisecond)
 	}
 }
-

@@ -1,0 +1,39 @@
+# envgate: see README.md. Tests and `run` need root (network namespaces).
+GO      ?= go
+BIN     := bin/envgate
+PKGS    := ./...
+
+.PHONY: all build run test test-short lint vuln bench fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/envgate
+
+# Start the gateway on its embedded default: <env>.localhost on http://localhost:8080.
+run: build
+	./$(BIN) serve
+
+# The whole suite, as root, against the real kernel, with the race detector.
+# Fuzz targets' seed corpora run as ordinary tests.
+test:
+	$(GO) test -race -count=1 -timeout 40m $(PKGS)
+
+lint:
+	$(GO) vet $(PKGS)
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) tool staticcheck $(PKGS)
+
+vuln:
+	$(GO) tool govulncheck $(PKGS)
+
+# Benchmarks: Go micro-benchmarks plus the side-by-side scripts in loadtest/bench.
+bench: build
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+	./loadtest/bench/run.sh
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzParseHost -fuzztime 60s ./gateway/
+
+clean:
+	rm -rf bin
