@@ -88,7 +88,9 @@ func startGateway(t *testing.T, o gwOptions) *gw {
 	g.Addr = ln.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
-	go func() { served <- gateway.Serve(ctx, gateway.NewHTTPServer(g.Handler, log), []net.Listener{ln}, 5*time.Second) }()
+	go func() {
+		served <- gateway.Serve(ctx, gateway.NewHTTPServer(g.Handler, log), []net.Listener{ln}, 5*time.Second)
+	}()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-served; err != nil {
