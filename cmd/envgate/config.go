@@ -144,13 +144,13 @@ func parseConfig(file string, b []byte) (*Config, error) {
 	c := &Config{file: file}
 	var root yaml.Node
 	if err := yaml.Unmarshal(b, &root); err != nil {
-		return nil, yamlError(file, err)
+		return nil, yamlError(file, nil, err)
 	}
 	c.root = &root
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
-		return nil, yamlError(file, err)
+		return nil, yamlError(file, &root, err)
 	}
 	c.setDefaults()
 	if err := c.validate(); err != nil {
@@ -161,7 +161,7 @@ func parseConfig(file string, b []byte) (*Config, error) {
 
 // yamlError turns yaml's messages ("yaml: line 3: field x not found in
 // type main.Config") into ConfigErrors naming the file, line and field.
-func yamlError(file string, err error) error {
+func yamlError(file string, root *yaml.Node, err error) error {
 	var msgs []string
 	var te *yaml.TypeError
 	if errors.As(err, &te) {
@@ -179,6 +179,8 @@ func yamlError(file string, err error) error {
 		if g := unknownRE.FindStringSubmatch(ce.Msg); g != nil {
 			ce.Field = g[1]
 			ce.Msg = "unknown key (check its spelling and section against the documented keys)"
+		} else if ce.Line > 0 && root != nil && len(root.Content) > 0 {
+			ce.Field = displayPath(pathAtLine(root.Content[0], ce.Line, ""))
 		}
 		errs = append(errs, ce)
 	}
@@ -274,6 +276,35 @@ func lineOf(root *yaml.Node, path string) int {
 		n = next
 	}
 	return line
+}
+
+// pathAtLine finds the dotted path of the key or item that starts at line.
+func pathAtLine(n *yaml.Node, line int, prefix string) string {
+	join := func(k string) string {
+		if prefix == "" {
+			return k
+		}
+		return prefix + "." + k
+	}
+	switch n.Kind {
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if p := pathAtLine(v, line, join(k.Value)); p != "" {
+				return p
+			}
+			if k.Line == line {
+				return join(k.Value)
+			}
+		}
+	case yaml.SequenceNode:
+		for i, v := range n.Content {
+			if p := pathAtLine(v, line, join(strconv.Itoa(i))); p != "" {
+				return p
+			}
+		}
+	}
+	return ""
 }
 
 func (c *Config) validate() error {
