@@ -27,10 +27,11 @@ lint:
 vuln:
 	$(GO) tool govulncheck $(PKGS)
 
-# Benchmarks: Go micro-benchmarks plus the side-by-side scripts in loadtest/bench.
+# Benchmarks (root, 2+ cores, < 10 min): Go micro-benchmarks, then loadtest/bench/run.sh,
+# which compares envgate with direct, Caddy and nginx side by side and writes BENCHMARKS.md.
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
-	./loadtest/bench/run.sh
+	GO=$(GO) ./loadtest/bench/run.sh
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseHost -fuzztime 60s ./gateway/

@@ -147,6 +147,10 @@ func TestStartFailurePages(t *testing.T) {
 	wrong.Match = "wrong"
 	for _, tm := range []*lifecycle.Template{exits, never, wrong} {
 		tm.Name = tm.Match
+		// Browsers, too, wait for the start and get the error page; with
+		// the default (page) they would follow the retried start on the
+		// waiting page instead (see waiting_test.go).
+		tm.Waiting = lifecycle.WaitBlock
 		if err := tm.Prepare(); err != nil {
 			t.Fatal(err)
 		}

@@ -1,9 +1,12 @@
 package gateway_test
 
 import (
+	"cmp"
 	"context"
+	"crypto/tls"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"sync/atomic"
 	"testing"
@@ -43,12 +46,20 @@ type gw struct {
 	Handler *gateway.Handler
 	Client  *http.Client // dials Addr whatever the URL's host
 	DataDir string
+	// Stop shuts the gateway down as the test's end would, but leaves
+	// the envs running; idempotent.
+	Stop func()
 }
 
 type gwOptions struct {
 	Templates    []*lifecycle.Template // default: the demo
 	Domains      []string              // default: localhost
 	ReapInterval time.Duration
+	Limits       lifecycle.Limits
+	Config       func(*gateway.Config) // adjusts the handler's config
+	Server       func(*http.Server)    // adjusts the server (timeouts, protocols)
+	TLS          *tls.Config           // serve TLS with this config
+	Drain        time.Duration         // shutdown grace; default 5s
 }
 
 // startGateway runs a gateway until the test ends, then stops it and
@@ -67,20 +78,33 @@ func startGateway(t *testing.T, o gwOptions) *gw {
 	}
 	g := &gw{NS: nsm, Net: &countingNetwork{NetnsNetwork: lifecycle.NetnsNetwork{M: nsm}}, DataDir: t.TempDir()}
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
+	var handler atomic.Pointer[gateway.Handler]
 	g.Envs, err = lifecycle.New(lifecycle.Config{
 		Templates:    o.Templates,
 		DataRoot:     g.DataDir,
 		Network:      g.Net,
 		ReapInterval: o.ReapInterval,
-		Log:          log,
+		Limits:       o.Limits,
+		// The handler exists only later; until then no env can stop.
+		BeforeStop: func(env string, addr netip.AddrPort) {
+			if h := handler.Load(); h != nil {
+				h.CloseEnvConns(env, addr)
+			}
+		},
+		Log: log,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	g.Handler, err = gateway.NewHandler(gateway.Config{Domains: o.Domains, Envs: g.Envs, Log: log})
+	hcfg := gateway.Config{Domains: o.Domains, Envs: g.Envs, Log: log}
+	if o.Config != nil {
+		o.Config(&hcfg)
+	}
+	g.Handler, err = gateway.NewHandler(hcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	handler.Store(g.Handler)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -88,14 +112,41 @@ func startGateway(t *testing.T, o gwOptions) *gw {
 	g.Addr = ln.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
+	srv := gateway.NewHTTPServer(g.Handler, log)
+	if o.Server != nil {
+		o.Server(srv)
+	}
+	var sln net.Listener = ln
+	if o.TLS != nil {
+		srv.TLSConfig = o.TLS
+		sln = tls.NewListener(ln, o.TLS)
+	}
+	drain := cmp.Or(o.Drain, 5*time.Second)
 	go func() {
-		served <- gateway.Serve(ctx, gateway.NewHTTPServer(g.Handler, log), []net.Listener{ln}, 5*time.Second)
+		served <- gateway.Serve(ctx, srv, []net.Listener{sln}, drain)
 	}()
-	t.Cleanup(func() {
+	// Upgraded connections get the same grace, ended by the handler.
+	upgradesDone := make(chan struct{})
+	go func() {
+		defer close(upgradesDone)
+		<-ctx.Done()
+		sctx, scancel := context.WithTimeout(context.Background(), drain)
+		defer scancel()
+		g.Handler.Shutdown(sctx)
+	}()
+	var stopped atomic.Bool
+	g.Stop = func() {
+		if stopped.Swap(true) {
+			return
+		}
 		cancel()
 		if err := <-served; err != nil {
 			t.Errorf("serve: %v", err)
 		}
+		<-upgradesDone
+	}
+	t.Cleanup(func() {
+		g.Stop()
 		cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer ccancel()
 		if err := g.Envs.Close(cctx); err != nil {

@@ -38,16 +38,28 @@ pre{background:#111;color:#ddd;padding:1rem;overflow:auto;font-size:.85rem;borde
 </body></html>
 `))
 
-// wantsJSON reports whether the client asked for JSON rather than HTML.
+// wantsJSON reports whether the client gets JSON rather than HTML: every
+// client but a browser, which always names text/html in Accept. curl,
+// API clients and load-test tools get something they can parse.
 func wantsJSON(r *http.Request) bool {
-	accept := r.Header.Get("Accept")
-	return strings.Contains(accept, "application/json") && !strings.Contains(accept, "text/html")
+	for _, v := range r.Header.Values("Accept") {
+		if strings.Contains(v, "text/html") || strings.Contains(v, "application/xhtml+xml") {
+			return false
+		}
+	}
+	return true
 }
 
 func (p *errorPage) write(w http.ResponseWriter, r *http.Request) {
+	if p.RequestID == "" {
+		p.RequestID = r.Header.Get(RequestIDHeader)
+	}
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
+	if p.RequestID != "" {
+		h.Set(RequestIDHeader, p.RequestID)
+	}
 	if p.RetryAfter > 0 {
 		h.Set("Retry-After", strconv.Itoa(p.RetryAfter))
 	}

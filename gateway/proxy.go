@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
@@ -33,6 +34,25 @@ type Config struct {
 	Envs Envs
 	// Log receives request logs (debug) and proxy failures (warn).
 	Log zerolog.Logger
+	// PortSeparator joins a port name to an env name in a host label
+	// (api--feature-x); see SplitPort. Default DefaultPortSeparator. Named
+	// ports work when Envs also implements PortNamer.
+	PortSeparator string
+	// TrustedProxies are the networks of proxies in front of the gateway
+	// whose X-Forwarded-*, Forwarded, X-Real-Ip and X-Request-Id headers
+	// are kept (and appended to). Default none: every client's are
+	// replaced by the gateway's own.
+	TrustedProxies []netip.Prefix
+	// Conns tracks upgraded (hijacked) connections such as WebSockets,
+	// which Handler.Shutdown ends; default a private set. Share one with
+	// a TCPProxy to end both at once.
+	Conns *Conns
+	// WaitingPageAfter is how long a browser navigation to an env that is
+	// not ready waits before it gets the waiting page instead: a start
+	// quicker than this shows no page at all. Default 250ms. The page
+	// needs Envs to implement ProgressReporter; without it browsers wait
+	// like every other client.
+	WaitingPageAfter time.Duration
 }
 
 // Handler routes each request by Host to its env and proxies it there.
@@ -43,9 +63,17 @@ type Handler struct {
 	debug     bool
 	proxy     *httputil.ReverseProxy
 	transport *http.Transport
+	sep       string    // Config.PortSeparator
+	ports     PortNamer // Config.Envs, if it names ports
+	envConns  envConns  // the transports' connections, by env address
+	protocolState
 }
 
 type leaseKey struct{}
+
+// targetKey holds the netip.AddrPort a request goes to: the leased env's
+// port named in the Host, or its default port.
+type targetKey struct{}
 
 // NewHandler returns the gateway's HTTP handler.
 func NewHandler(cfg Config) (*Handler, error) {
@@ -55,7 +83,11 @@ func NewHandler(cfg Config) (*Handler, error) {
 	if cfg.Envs == nil {
 		return nil, errors.New("gateway: Config.Envs is required")
 	}
+	if cfg.PortSeparator == "" {
+		cfg.PortSeparator = DefaultPortSeparator
+	}
 	h := &Handler{
+		sep:     cfg.PortSeparator,
 		domains: cfg.Domains,
 		envs:    cfg.Envs,
 		log:     cfg.Log,
@@ -75,12 +107,16 @@ func NewHandler(cfg Config) (*Handler, error) {
 			ReadBufferSize:        32 << 10,
 		},
 	}
+	h.transport.DialContext = h.envConns.track(h.transport.DialContext)
+	h.ports, _ = cfg.Envs.(PortNamer)
+	h.initProtocols(cfg)
 	h.proxy = &httputil.ReverseProxy{
-		Rewrite:      rewrite,
-		Transport:    h.transport,
-		BufferPool:   bufferPool{},
-		ErrorHandler: h.proxyError,
-		ErrorLog:     newStdLogger(cfg.Log, "proxy"),
+		Rewrite:        h.rewrite,
+		Transport:      upstreams{h1: h.transport, h2c: h.h2c},
+		ModifyResponse: modifyResponse,
+		BufferPool:     bufferPool{},
+		ErrorHandler:   h.proxyError,
+		ErrorLog:       newStdLogger(cfg.Log, "proxy"),
 	}
 	return h, nil
 }
@@ -88,19 +124,23 @@ func NewHandler(cfg Config) (*Handler, error) {
 // rewrite points the outbound request at the leased env. The Host header
 // stays the client's, so dev servers see the name they were reached by.
 // Rewrite mode has already dropped any X-Forwarded-* the client sent;
-// SetXForwarded sets the gateway's own.
-func rewrite(pr *httputil.ProxyRequest) {
+// setForwarded sets the gateway's own (see forwarded.go).
+func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	l := pr.In.Context().Value(leaseKey{}).(*lifecycle.Lease)
 	pr.Out.URL.Scheme = "http"
 	pr.Out.URL.Host = l.Addr.String()
+	if a, ok := pr.In.Context().Value(targetKey{}).(netip.AddrPort); ok {
+		pr.Out.URL.Host = a.String()
+	}
 	pr.Out.Host = pr.In.Host
-	pr.SetXForwarded()
+	h.setForwarded(pr)
 }
 
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	began := time.Now()
-	env, err := ParseHost(r.Host, h.domains)
+	h.setRequestID(r)
+	label, err := ParseHost(r.Host, h.domains)
 	if err != nil {
 		var he *HostError
 		errors.As(err, &he)
@@ -108,17 +148,37 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.logRequest(r, "", he.Status, began)
 		return
 	}
-	lease, err := h.envs.Acquire(r.Context(), env)
+	env, port := SplitPort(label, h.sep, h.ports)
+	if r.URL.Path == StatusPath {
+		h.serveStatus(w, r, env)
+		return
+	}
+	lease, err := h.acquire(w, r, env)
+	if errors.Is(err, errPageShown) {
+		h.logRequest(r, env, http.StatusServiceUnavailable, began)
+		return
+	}
 	if err != nil {
 		status := h.acquireError(w, r, env, err)
 		h.logRequest(r, env, status, began)
 		return
 	}
 	defer lease.Release()
+	w, untrack, ok := h.trackUpgrade(w, r)
+	if !ok {
+		h.logRequest(r, env, http.StatusServiceUnavailable, began)
+		return
+	}
+	defer untrack()
 	if lease.Cold > 0 {
 		w.Header().Set(ColdStartHeader, formatMillis(lease.Cold))
 	}
 	ctx := context.WithValue(r.Context(), leaseKey{}, lease)
+	if port != "" {
+		if a, ok := lease.Port(port); ok {
+			ctx = context.WithValue(ctx, targetKey{}, a)
+		}
+	}
 	if !h.debug {
 		h.proxy.ServeHTTP(w, r.WithContext(ctx))
 		return
@@ -132,6 +192,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) acquireError(w http.ResponseWriter, r *http.Request, env string, err error) int {
 	p := &errorPage{Env: env}
 	var se *lifecycle.StartError
+	var ce *lifecycle.CapacityError
 	switch {
 	case errors.As(err, &se):
 		p.Status, p.Error = http.StatusBadGateway, "start_failed"
@@ -144,6 +205,10 @@ func (h *Handler) acquireError(w http.ResponseWriter, r *http.Request, env strin
 			p.RetryAfter = int(d.Seconds()) + 1
 			p.Message += fmt.Sprintf(" It failed repeatedly; the next attempt is in %ds.", p.RetryAfter)
 		}
+	case errors.As(err, &ce):
+		p.Status, p.Error = http.StatusServiceUnavailable, "at_capacity"
+		p.RetryAfter = max(int(ce.RetryAfter.Seconds()), 1)
+		p.Message = "The gateway is at capacity (" + ce.Limit + ") and cannot start environment " + env + " now; try again in a moment."
 	case errors.Is(err, lifecycle.ErrNoTemplate):
 		p.Status, p.Error = http.StatusNotFound, "unknown_env"
 		p.Message = "No template runs an environment named " + env + "."
@@ -171,7 +236,7 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		return // client gone
 	}
 	l := r.Context().Value(leaseKey{}).(*lifecycle.Lease)
-	h.log.Warn().Err(err).Str("env", l.Env()).Str("path", r.URL.Path).Msg("proxy error")
+	h.log.Warn().Err(err).Str("env", l.Env()).Str("path", r.URL.Path).Str("request_id", r.Header.Get(RequestIDHeader)).Msg("proxy error")
 	(&errorPage{
 		Status:  http.StatusBadGateway,
 		Error:   "upstream_error",
@@ -185,7 +250,8 @@ func (h *Handler) logRequest(r *http.Request, env string, status int, began time
 		return
 	}
 	h.log.Debug().Str("env", env).Str("method", r.Method).Str("host", r.Host).Str("path", r.URL.Path).
-		Int("status", status).Dur("took", time.Since(began)).Str("remote", r.RemoteAddr).Msg("request")
+		Int("status", status).Dur("took", time.Since(began)).Str("remote", r.RemoteAddr).
+		Str("request_id", r.Header.Get(RequestIDHeader)).Msg("request")
 }
 
 // formatMillis renders d as whole milliseconds with a unit, e.g. "412ms".
@@ -194,7 +260,10 @@ func formatMillis(d time.Duration) string {
 }
 
 // CloseIdleConnections drops kept-alive connections to envs.
-func (h *Handler) CloseIdleConnections() { h.transport.CloseIdleConnections() }
+func (h *Handler) CloseIdleConnections() {
+	h.transport.CloseIdleConnections()
+	h.h2c.CloseIdleConnections()
+}
 
 // statusWriter records the status for the request log. Unwrap lets
 // http.ResponseController (used by ReverseProxy for flushing and upgrades)

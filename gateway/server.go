@@ -92,6 +92,13 @@ func newStdLogger(lg zerolog.Logger, component string) *log.Logger {
 type stdWriter struct{ lg zerolog.Logger }
 
 func (w stdWriter) Write(p []byte) (int, error) {
-	w.lg.Warn().Msg(strings.TrimSpace(string(p)))
+	msg := strings.TrimSpace(string(p))
+	// Refused and garbled handshakes are what scanners produce all day;
+	// at warn they would drown the log.
+	if strings.Contains(msg, "TLS handshake error") {
+		w.lg.Debug().Msg(msg)
+		return len(p), nil
+	}
+	w.lg.Warn().Msg(msg)
 	return len(p), nil
 }

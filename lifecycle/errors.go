@@ -14,7 +14,27 @@ var (
 	ErrNotAllowed = errors.New("lifecycle: env not allowed")
 	// ErrClosed means the manager is shutting down.
 	ErrClosed = errors.New("lifecycle: shutting down")
+	// ErrAtCapacity means a start would pass a limit and nothing could be
+	// evicted to make room. The error is a *CapacityError.
+	ErrAtCapacity = errors.New("lifecycle: at capacity")
 )
+
+// CapacityError refuses a start because a limit is reached and no idle
+// env could be evicted. It answers at once: the gateway turns it into 503
+// with Retry-After, never a wait. errors.Is(err, ErrAtCapacity) holds.
+type CapacityError struct {
+	Env        string
+	Limit      string        // the limit's config key: max_envs, max_starting, min_available_memory
+	Detail     string        // one line, for people
+	RetryAfter time.Duration // a hint for clients
+}
+
+func (e *CapacityError) Error() string {
+	return fmt.Sprintf("lifecycle: env %s: at capacity (%s): %s", e.Env, e.Limit, e.Detail)
+}
+
+// Is makes errors.Is(err, ErrAtCapacity) true.
+func (e *CapacityError) Is(target error) bool { return target == ErrAtCapacity }
 
 // StartError says why an env failed to start (or crashed). The gateway
 // shows it on its 502/504 page.

@@ -30,6 +30,28 @@ type Config struct {
 	Allow func(name string) error
 	// ReapInterval is how often idle envs are looked for; default 1s.
 	ReapInterval time.Duration
+	// Limits bound how many envs run and start at once, and how much
+	// memory must stay available.
+	Limits Limits
+	// AvailableMemory reports available memory in bytes for
+	// Limits.MinAvailableMemory; default SystemAvailableMemory.
+	AvailableMemory func() (int64, error)
+	// BeforeStop, if set, is called when a running env is about to be
+	// stopped, before its dev server gets SIGTERM, with the address it
+	// was reached at. Unless the stop is forced (Stop, Close) nothing is
+	// in flight then: the gateway closes its idle connections to addr,
+	// so a dev server that drains keep-alive connections stops at once.
+	BeforeStop func(env string, addr netip.AddrPort)
+	// CgroupParent, if set, is the cgroup (a path below the hierarchy
+	// roots, such as "envgate/prod") under which each env gets a cgroup
+	// of its own, with its template's Resources as limits; its memory use
+	// then picks eviction victims. Required by templates with Resources.
+	CgroupParent string
+	// StateFile, if set, is where the manager records its running envs
+	// (name, namespace, address, pid), rewritten atomically at every
+	// start and stop, so that Recover in the next gateway process can
+	// adopt them after a crash.
+	StateFile string
 	// Log receives lifecycle events and dev servers' output.
 	Log zerolog.Logger
 }
@@ -47,6 +69,15 @@ type Manager struct {
 	mu     sync.Mutex
 	envs   map[string]*env // guarded by mu
 	closed bool            // guarded by mu
+	// handed are the envs given to another process by Handoff, out of
+	// envs so that nothing here stops them; they stay leasable. Guarded
+	// by mu.
+	handed map[string]*env
+
+	startTurns chan struct{} // one token per start in progress (MaxStarting)
+	admitMu    sync.Mutex
+	stateMu    sync.Mutex // serialises state file writes
+	running    int        // guarded by admitMu; envs holding a MaxEnvs slot
 }
 
 // New returns a Manager and starts its reaper. Call Close to stop it and
@@ -66,14 +97,24 @@ func New(cfg Config) (*Manager, error) {
 			return nil, fmt.Errorf("lifecycle: template %q was not prepared", t.Name)
 		}
 	}
+	for _, t := range cfg.Templates {
+		if t.Resources.any() && cfg.CgroupParent == "" {
+			return nil, fmt.Errorf("lifecycle: template %q sets resources, which need Config.CgroupParent", t.Name)
+		}
+	}
 	if cfg.ReapInterval <= 0 {
 		cfg.ReapInterval = time.Second
+	}
+	cfg.Limits.setDefaults()
+	if cfg.AvailableMemory == nil {
+		cfg.AvailableMemory = SystemAvailableMemory
 	}
 	if err := os.MkdirAll(cfg.DataRoot, 0o755); err != nil {
 		return nil, fmt.Errorf("lifecycle: data root: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	m := &Manager{cfg: cfg, log: cfg.Log, ctx: ctx, cancel: cancel, envs: make(map[string]*env)}
+	m := &Manager{cfg: cfg, log: cfg.Log, ctx: ctx, cancel: cancel, envs: make(map[string]*env),
+		startTurns: make(chan struct{}, cfg.Limits.MaxStarting)}
 	m.wg.Go(m.reapLoop)
 	return m, nil
 }
@@ -91,6 +132,7 @@ type env struct {
 	inflight   atomic.Int64
 	lastActive atomic.Int64 // unix nanoseconds
 	addr       atomic.Pointer[netip.AddrPort]
+	holdsSlot  atomic.Bool // admitted: counts against Limits.MaxEnvs
 
 	mu        sync.Mutex
 	sb        Sandbox       // guarded by mu; set while Ready or Stopping
@@ -148,8 +190,8 @@ func (e *env) tryLease() *Lease {
 // Acquire returns a lease on env name, starting the env first if needed.
 // Concurrent calls for one env share one start. The start runs detached
 // from ctx with the template's own timeout; ctx bounds only this caller's
-// wait. Errors: ErrNoTemplate, ErrNotAllowed, ErrClosed, *StartError, or
-// ctx's error.
+// wait. Errors: ErrNoTemplate, ErrNotAllowed, ErrClosed, *StartError,
+// *CapacityError (errors.Is ErrAtCapacity), or ctx's error.
 func (m *Manager) Acquire(ctx context.Context, name string) (*Lease, error) {
 	e, err := m.lookup(name)
 	if err != nil {
@@ -181,6 +223,9 @@ func (m *Manager) lookup(name string) (*env, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
+		if e, ok := m.handed[name]; ok {
+			return e, nil
+		}
 		return nil, ErrClosed
 	}
 	if e, ok := m.envs[name]; ok {

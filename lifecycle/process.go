@@ -18,13 +18,14 @@ type process struct {
 	pumped chan struct{} // closed when the output pump has finished
 	exited chan struct{} // closed once Wait has returned
 	state  *os.ProcessState
-	err    error // from Wait; read after exited is closed
+	err    error     // from Wait; read after exited is closed
+	cg     envCgroup // the env's cgroup; nil without cgroups
 }
 
 // spawn starts x inside sb with its stdout and stderr in one pipe (so the
 // order of lines is kept) pumped into buf and the log. The dev server
 // leads a process group of its own so stop can signal all of it.
-func spawn(sb Sandbox, x expanded, baseEnv []string, buf *outputBuffer, log zerolog.Logger) (*process, error) {
+func spawn(sb Sandbox, x expanded, baseEnv []string, cg envCgroup, buf *outputBuffer, log zerolog.Logger) (*process, error) {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("output pipe: %w", err)
@@ -35,17 +36,47 @@ func spawn(sb Sandbox, x expanded, baseEnv []string, buf *outputBuffer, log zero
 	for k, v := range x.env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
+	// The child keeps a read end of its own output pipe at outputFD, so
+	// the pipe outlives a gateway that dies: no SIGPIPE for the dev server,
+	// and the next gateway reopens it (Recover). It is a separate open of
+	// the pipe, so that exec's switching it to blocking mode leaves r,
+	// which the pump reads through the poller, alone.
+	keep, err := reopenOwn(r)
+	if err != nil {
+		r.Close()
+		w.Close()
+		return nil, fmt.Errorf("output pipe: %w", err)
+	}
 	cmd.Stdin = nil // /dev/null
 	cmd.Stdout = w  // *os.File: no copying goroutine, no hang on
 	cmd.Stderr = w  // grandchildren that keep the pipe open
+	cmd.ExtraFiles = []*os.File{keep}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := sb.Start(cmd); err != nil {
+	nnp := dropPrivileges(cmd, x.cred)
+	var join []string
+	if cg != nil && cg.dirFD() >= 0 {
+		// cgroup v2: the child starts inside its cgroup, before it can fork.
+		cmd.SysProcAttr.UseCgroupFD = true
+		cmd.SysProcAttr.CgroupFD = cg.dirFD()
+	} else if cg != nil {
+		// cgroup v1: the trampoline joins it before the dev server runs.
+		if join, err = cg.procsFiles(x.cred); err != nil {
+			r.Close()
+			w.Close()
+			keep.Close()
+			return nil, fmt.Errorf("cgroup %s: %w", cg.path(), err)
+		}
+	}
+	viaTrampoline(cmd, nnp, join)
+	err = sb.Start(cmd)
+	keep.Close()
+	if err != nil {
 		r.Close()
 		w.Close()
 		return nil, err
 	}
 	w.Close() // the child has its copy; EOF comes when all holders exit
-	p := &process{cmd: cmd, out: r, pumped: make(chan struct{}), exited: make(chan struct{})}
+	p := &process{cmd: cmd, out: r, pumped: make(chan struct{}), exited: make(chan struct{}), cg: cg}
 	go func() {
 		defer close(p.pumped)
 		pump(r, buf, log)
@@ -87,10 +118,16 @@ func (p *process) stop(grace time.Duration) {
 	<-p.exited
 }
 
-// release closes the output pipe once the sandbox is gone. The pump gets
-// EOF when the last writer dies; if a writer escaped, closing the read end
-// ends the pump anyway.
-func (p *process) release() {
+// release removes the cgroup (killing anything left in it) and closes the
+// output pipe, once the sandbox is gone. The pump gets EOF when the last
+// writer dies; if a writer escaped, closing the read end ends the pump
+// anyway.
+func (p *process) release(log zerolog.Logger) {
+	if p.cg != nil {
+		if err := p.cg.remove(); err != nil {
+			log.Error().Err(err).Str("cgroup", p.cg.path()).Msg("remove cgroup")
+		}
+	}
 	select {
 	case <-p.pumped:
 	case <-time.After(time.Second):
@@ -102,3 +139,16 @@ func (p *process) release() {
 // signalGroup signals every process in group pgid. ESRCH (all gone) is
 // the expected outcome of a second signal and is not an error.
 func signalGroup(pgid int, sig syscall.Signal) { _ = syscall.Kill(-pgid, sig) }
+
+// reopenOwn opens f's pipe again, as a new open file description.
+func reopenOwn(f *os.File) (*os.File, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var path string
+	if err := rc.Control(func(fd uintptr) { path = "/proc/self/fd/" + strconv.Itoa(int(fd)) }); err != nil {
+		return nil, err
+	}
+	return os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+}

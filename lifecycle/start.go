@@ -36,11 +36,15 @@ func (m *Manager) start(e *env) (err error) {
 			e.log.Error().Interface("panic", r).Bytes("stack", debug.Stack()).Msg("start panicked")
 			err = &StartError{Env: e.name, Reason: fmt.Sprintf("internal error: %v", r)}
 			e.mu.Lock()
-			if e.State() == Starting {
+			starting := e.State() == Starting
+			if starting {
 				e.failure = err.(*StartError)
 				e.setStateLocked(Failed)
 			}
 			e.mu.Unlock()
+			if starting {
+				m.releaseSlot(e)
+			}
 		}
 	}()
 	m.mu.Lock()
@@ -73,9 +77,25 @@ func (m *Manager) start(e *env) (err error) {
 		}
 		break
 	}
+	prev := e.State()
+	e.mu.Unlock()
+
+	if err := m.admit(e); err != nil {
+		return err
+	}
+	e.mu.Lock()
 	e.setStateLocked(Starting)
 	e.startedAt = time.Now()
 	e.mu.Unlock()
+	endTurn, err := m.waitStartTurn(e)
+	if err != nil {
+		m.releaseSlot(e)
+		e.mu.Lock()
+		e.setStateLocked(prev)
+		e.mu.Unlock()
+		return err
+	}
+	defer endTurn()
 
 	ctx, cancel := context.WithTimeoutCause(m.ctx, e.tmpl.Ready.Timeout, errStartTimeout)
 	defer cancel()
@@ -99,6 +119,7 @@ func (m *Manager) start(e *env) (err error) {
 	e.setStateLocked(Ready)
 	e.mu.Unlock()
 	e.log.Info().Str("addr", addr.String()).Int("pid", proc.Pid()).Dur("took", took).Msg("env ready")
+	m.saveState()
 	m.supWG.Go(func() { m.supervise(e, proc) })
 	return nil
 }
@@ -118,6 +139,12 @@ func (m *Manager) launch(ctx context.Context, e *env) (Sandbox, *process, error)
 	if err := os.MkdirAll(e.dataDir, 0o755); err != nil {
 		return sb, nil, fmt.Errorf("data dir: %w", err)
 	}
+	if c := e.tmpl.cred; c != nil {
+		// The data dir is the env's: its user must be able to write it.
+		if err := os.Chown(e.dataDir, int(c.uid), int(c.gid)); err != nil {
+			return sb, nil, fmt.Errorf("data dir: %w", err)
+		}
+	}
 	x, err := e.tmpl.expand(Vars{Name: e.name, Port: e.tmpl.Port, DataDir: e.dataDir})
 	if err != nil {
 		return sb, nil, fmt.Errorf("template %s: %w", e.tmpl.Name, err)
@@ -136,8 +163,21 @@ func (m *Manager) launch(ctx context.Context, e *env) (Sandbox, *process, error)
 		"ENVGATE_ENV=" + e.name,
 		"ENVGATE_DATA_DIR=" + e.dataDir,
 	}
-	proc, err := spawn(sb, x, base, e.out, e.log.With().Str("stream", "output").Logger())
+	var cg envCgroup
+	if m.cfg.CgroupParent != "" {
+		if cg, err = newCgroup(m.cfg.CgroupParent, e.name, e.tmpl.Resources); err != nil {
+			if e.tmpl.Resources.any() {
+				return sb, nil, err // its limits cannot be enforced
+			}
+			e.log.Warn().Err(err).Msg("no cgroup for the env: its memory use is unknown to eviction")
+			cg = nil
+		}
+	}
+	proc, err := spawn(sb, x, base, cg, e.out, e.log.With().Str("stream", "output").Logger())
 	if err != nil {
+		if cg != nil {
+			cg.remove()
+		}
 		return sb, nil, fmt.Errorf("spawn %s: %w", x.argv[0], err)
 	}
 	e.log.Debug().Int("pid", proc.Pid()).Strs("argv", x.argv).Str("addr", sb.Addr().String()).Msg("dev server spawned")
@@ -156,8 +196,9 @@ func (m *Manager) failStart(e *env, sb Sandbox, proc *process, cause error) erro
 		}
 	}
 	if proc != nil {
-		proc.release()
+		proc.release(e.log)
 	}
+	m.releaseSlot(e)
 	se := &StartError{Env: e.name, Err: cause}
 	switch {
 	case errors.Is(cause, errStartTimeout):

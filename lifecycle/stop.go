@@ -25,7 +25,8 @@ func (m *Manager) supervise(e *env, proc *process) {
 	if err := m.cfg.Network.Destroy(sb); err != nil {
 		e.log.Error().Err(err).Msg("destroy sandbox")
 	}
-	proc.release()
+	proc.release(e.log)
+	m.releaseSlot(e)
 
 	e.mu.Lock()
 	e.failures++
@@ -37,6 +38,7 @@ func (m *Manager) supervise(e *env, proc *process) {
 	close(e.stopped)
 	e.setStateLocked(Failed)
 	e.mu.Unlock()
+	m.saveState()
 }
 
 // Stop stops env name if it runs, whatever its activity, and waits for it.
@@ -73,21 +75,27 @@ func (m *Manager) stop(e *env, reason string, force bool) bool {
 	e.mu.Unlock()
 
 	began := time.Now()
+	if m.cfg.BeforeStop != nil {
+		m.cfg.BeforeStop(e.name, *e.addr.Load())
+	}
 	proc.stop(e.tmpl.StopGrace)
 	if err := m.cfg.Network.Destroy(sb); err != nil {
 		e.log.Error().Err(err).Msg("destroy sandbox")
 	}
-	proc.release()
+	proc.release(e.log)
+	m.releaseSlot(e)
 
 	e.mu.Lock()
 	e.setStateLocked(Stopped)
 	close(e.stopped)
 	e.mu.Unlock()
 	e.log.Info().Str("reason", reason).Str("exit", proc.exitDescription()).Dur("took", time.Since(began)).Msg("env stopped")
+	m.saveState()
 	return true
 }
 
-// reapLoop stops envs idle past their template's IdleTimeout.
+// reapLoop stops envs idle past their template's IdleTimeout or older
+// than its MaxLifetime, and evicts idle envs while memory is short.
 func (m *Manager) reapLoop() {
 	t := time.NewTicker(m.cfg.ReapInterval)
 	defer t.Stop()
@@ -98,24 +106,39 @@ func (m *Manager) reapLoop() {
 		case <-t.C:
 		}
 		m.reapIdle(time.Now())
+		m.relieveMemory(4)
 	}
 }
 
 // reapIdle stops, in parallel, every ready env with nothing in flight and
-// no activity for longer than its idle timeout.
+// either no activity for longer than its idle timeout or a life longer
+// than its max lifetime.
 func (m *Manager) reapIdle(now time.Time) {
-	var idle []*env
-	m.mu.Lock()
-	for _, e := range m.envs {
-		if e.State() == Ready && e.inflight.Load() == 0 &&
-			now.Sub(time.Unix(0, e.lastActive.Load())) > e.tmpl.IdleTimeout {
-			idle = append(idle, e)
+	type reap struct {
+		e      *env
+		reason string
+	}
+	var due []reap
+	for _, e := range m.snapshot() {
+		if e.State() != Ready || e.inflight.Load() > 0 {
+			continue
+		}
+		if idle := now.Sub(time.Unix(0, e.lastActive.Load())); idle > e.tmpl.IdleTimeout {
+			due = append(due, reap{e, "idle for " + idle.Round(time.Millisecond).String()})
+			continue
+		}
+		if max := e.tmpl.MaxLifetime; max > 0 {
+			e.mu.Lock()
+			age := now.Sub(e.readyAt)
+			e.mu.Unlock()
+			if age > max {
+				due = append(due, reap{e, "max_lifetime: up for " + age.Round(time.Second).String()})
+			}
 		}
 	}
-	m.mu.Unlock()
 	var wg sync.WaitGroup
-	for _, e := range idle {
-		wg.Go(func() { m.stop(e, "idle", false) })
+	for _, r := range due {
+		wg.Go(func() { m.stop(r.e, r.reason, false) })
 	}
 	wg.Wait()
 }
@@ -147,6 +170,7 @@ func (m *Manager) Close(ctx context.Context) error {
 		}
 		wg.Wait()
 		m.supWG.Wait()
+		m.removeCgroupParent()
 		close(done)
 	}()
 	select {

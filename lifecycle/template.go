@@ -34,18 +34,50 @@ type Template struct {
 	// ENVGATE_DATA_DIR: the gateway's own environment is not passed on.
 	Env map[string]string
 	// Port is where the dev server listens inside its sandbox. Every env
-	// may use the same port.
+	// may use the same port. With Ports set, Prepare sets it to the
+	// default port's number.
 	Port int
+	// Ports, when set, names every port the dev server listens on (web:
+	// 3000, api: 8080); <name>--<env>.<domain> reaches a named one (see
+	// gateway.SplitPort). Names are DNS labels without "--". Optional.
+	Ports map[string]int
+	// DefaultPort names the port in Ports that plain <env>.<domain> and
+	// the readiness probe use; default the only port, or the one numbered
+	// Port.
+	DefaultPort string
 	// Ready is the readiness probe.
 	Ready Probe
 	// IdleTimeout stops an env with no activity for this long; default
 	// DefaultIdleTimeout.
 	IdleTimeout time.Duration
+	// User runs the dev server as this user: a name, a uid or uid:gid,
+	// with no supplementary groups, no capabilities and no_new_privs; its
+	// data dir is made its own. Default "": the gateway's own user. The
+	// gateway's config refuses to leave it unset when the gateway runs
+	// as root unless AllowRoot is set.
+	User string
+	// AllowRoot allows User to be root (uid 0). Default false.
+	AllowRoot bool
+	// Resources limit each env's memory, CPU and processes (through its
+	// cgroup; see Config.CgroupParent). Default: no limits.
+	Resources Resources
+	// MaxLifetime, when set, stops an env that has run this long the
+	// next time nothing is in flight, however active it is (the next
+	// request starts it afresh). Default 0: no limit.
+	MaxLifetime time.Duration
 	// StopGrace is how long a dev server has between SIGTERM and SIGKILL;
 	// default DefaultStopGrace.
 	StopGrace time.Duration
+	// Waiting is what a browser navigation sees while the env starts:
+	// WaitPage (default, "") or WaitBlock. Read by the gateway.
+	Waiting string
+	// Upstream is the protocol the gateway speaks to the dev server:
+	// UpstreamHTTP (default, "") or UpstreamH2C (gRPC). Read by the
+	// gateway.
+	Upstream string
 
 	parsed []*template.Template // Command, then Dir, then Env in key order
+	cred   *credential          // from User; nil: the gateway's own
 }
 
 // Probe says when a dev server is ready.
@@ -63,6 +95,7 @@ type Vars struct {
 	Name    string
 	Port    int
 	DataDir string
+	Ports   map[string]int // the template's named ports: {{.Ports.api}}
 }
 
 // Prepare checks t and fills in defaults. Errors name the field.
@@ -73,8 +106,8 @@ func (t *Template) Prepare() error {
 	if len(t.Command) == 0 {
 		return fmt.Errorf("command: required")
 	}
-	if t.Port < 1 || t.Port > 65535 {
-		return fmt.Errorf("port: %d is not a TCP port (1-65535)", t.Port)
+	if err := t.preparePorts(); err != nil {
+		return err
 	}
 	if t.Match == "" {
 		t.Match = "*"
@@ -94,6 +127,9 @@ func (t *Template) Prepare() error {
 	if t.StopGrace <= 0 {
 		t.StopGrace = DefaultStopGrace
 	}
+	if err := t.prepareUser(); err != nil {
+		return err
+	}
 	t.parsed = t.parsed[:0]
 	parse := func(field, s string) error {
 		tp, err := template.New(field).Option("missingkey=error").Parse(s)
@@ -102,7 +138,7 @@ func (t *Template) Prepare() error {
 		}
 		// Execute once with sample values so a bad field ({{.Nmae}}) fails
 		// now, not at the first request.
-		if err := tp.Execute(&bytes.Buffer{}, Vars{Name: "x", Port: 1, DataDir: "/x"}); err != nil {
+		if err := tp.Execute(&bytes.Buffer{}, Vars{Name: "x", Port: 1, DataDir: "/x", Ports: t.Ports}); err != nil {
 			return fmt.Errorf("%s: %w", field, err)
 		}
 		t.parsed = append(t.parsed, tp)
@@ -144,10 +180,12 @@ type expanded struct {
 	argv []string
 	dir  string
 	env  map[string]string
+	cred *credential // nil: the gateway's own user
 }
 
 func (t *Template) expand(v Vars) (expanded, error) {
-	var out expanded
+	out := expanded{cred: t.cred}
+	v.Ports = t.Ports
 	exec := func(i int) (string, error) {
 		var b strings.Builder
 		err := t.parsed[i].Execute(&b, v)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -25,6 +24,14 @@ var (
 	builtPath string
 	buildErr  error
 )
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if builtPath != "" {
+		os.RemoveAll(filepath.Dir(builtPath))
+	}
+	os.Exit(code)
+}
 
 // envgateBinary builds bin/envgate once per test run (without -race: it
 // is the system under test, run as a separate process).
@@ -197,5 +204,3 @@ func instanceState(t *testing.T, instance string) (namespaces, links []string) {
 	}
 	return namespaces, links
 }
-
-func randomEnv() string { return fmt.Sprintf("env-%d", rand.IntN(1e6)) }

@@ -38,7 +38,14 @@ type Config struct {
 		HTTP string `yaml:"http"`
 		// HTTPS listen address, used when tls.mode is not off. Default ":443".
 		HTTPS string `yaml:"https"`
+		// H2C lets clients speak HTTP/2 without TLS (prior knowledge, as
+		// gRPC clients do) on listen.http. Default false.
+		H2C bool `yaml:"h2c"`
 	} `yaml:"listen"`
+	// TrustedProxies lists the proxies in front of the gateway (CIDRs or
+	// addresses) whose X-Forwarded-*, Forwarded and X-Request-Id headers
+	// are kept and appended to. Default none: every client's are replaced.
+	TrustedProxies []string `yaml:"trusted_proxies"`
 	// StateDir holds env data dirs, certificates and the local CA.
 	// Default /var/lib/envgate.
 	StateDir string    `yaml:"state_dir"`
@@ -47,6 +54,18 @@ type Config struct {
 		// Pool is carved into one /30 per env. Default 10.213.0.0/16.
 		Pool string `yaml:"pool"`
 	} `yaml:"network"`
+	Limits LimitsConfig `yaml:"limits"`
+	// OnRestart says what a gateway starting after a crash does with the
+	// envs the previous process left running (recorded in
+	// state_dir/run/<instance>.state.json): adopt (default) keeps those
+	// still alive, clean stops them all.
+	OnRestart string `yaml:"on_restart"`
+	// PortSeparator joins a template's port name to an env name in one
+	// DNS label: api--feature-x.<domain>. Default "--".
+	PortSeparator string `yaml:"port_separator"`
+	// TCP lists the TLS-over-TCP listeners routed by SNI; see
+	// TCPListenerConfig. Default none.
+	TCP []TCPListenerConfig `yaml:"tcp"`
 	// ShutdownTimeout bounds the drain of in-flight requests on SIGTERM.
 	// Default 10s.
 	ShutdownTimeout Duration         `yaml:"shutdown_timeout"`
@@ -68,10 +87,53 @@ type TLSConfig struct {
 	RedirectHTTP        *bool  `yaml:"redirect_http"`
 	DisableHTTP01       bool   `yaml:"disable_http01"`
 	DisableTLSALPN      bool   `yaml:"disable_tls_alpn"`
-	EAB                 *struct {
+	// AltHTTPPort and AltTLSALPNPort are where certmagic opens its own
+	// challenge listener if nothing serves that port. Default: the ports of
+	// listen.http and listen.https, which the gateway already answers
+	// challenges on, so certmagic opens nothing.
+	AltHTTPPort    int `yaml:"alt_http_port"`
+	AltTLSALPNPort int `yaml:"alt_tls_alpn_port"`
+	EAB            *struct {
 		KeyID  string `yaml:"key_id"`
 		MACKey string `yaml:"mac_key"`
 	} `yaml:"eab"`
+	// Wildcard, in acme mode, obtains one *.<domain> certificate per
+	// domain through DNS-01 (RFC 2136 updates) instead of one per env.
+	Wildcard *WildcardConfig `yaml:"wildcard"`
+}
+
+// WildcardConfig is tls.wildcard; see certs.WildcardConfig.
+type WildcardConfig struct {
+	// Nameserver is the primary accepting dynamic updates, host:port.
+	Nameserver string `yaml:"nameserver"`
+	// TSIGKeyName, TSIGAlgorithm (default hmac-sha256) and TSIGSecret
+	// (base64) sign the updates; no key means unsigned updates.
+	TSIGKeyName   string `yaml:"tsig_key_name"`
+	TSIGAlgorithm string `yaml:"tsig_algorithm"`
+	TSIGSecret    string `yaml:"tsig_secret"`
+	// Resolvers answer zone and propagation lookups, host:port each.
+	// Default: the system's.
+	Resolvers []string `yaml:"resolvers"`
+	// PropagationTimeout bounds the wait for the TXT record to show on the
+	// authoritative servers: a duration (default 2m), or "off" to skip the
+	// check.
+	PropagationTimeout string `yaml:"propagation_timeout"`
+}
+
+// propagationTimeout parses tls.wildcard.propagation_timeout into
+// certs.WildcardConfig's convention: 0 default, -1 no check.
+func (w *WildcardConfig) propagationTimeout() (time.Duration, error) {
+	switch w.PropagationTimeout {
+	case "":
+		return 0, nil
+	case "off", "-1":
+		return -1, nil
+	}
+	d, err := time.ParseDuration(w.PropagationTimeout)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%q: want a duration such as 2m, or off", w.PropagationTimeout)
+	}
+	return d, nil
 }
 
 // TemplateConfig is one entry of templates:.
@@ -82,13 +144,33 @@ type TemplateConfig struct {
 	Dir     string            `yaml:"dir"`
 	Env     map[string]string `yaml:"env"`
 	Port    int               `yaml:"port"`
-	Ready   struct {
+	// Ports names several ports (web: 3000, api: 8080); DefaultPort picks
+	// the one <env>.<domain> and the readiness probe use.
+	Ports       map[string]int `yaml:"ports"`
+	DefaultPort string         `yaml:"default_port"`
+	Ready       struct {
 		HTTP    string   `yaml:"http"`
 		TCP     bool     `yaml:"tcp"`
 		Timeout Duration `yaml:"timeout"`
 	} `yaml:"ready"`
 	IdleTimeout Duration `yaml:"idle_timeout"`
-	StopGrace   Duration `yaml:"stop_grace"`
+	MaxLifetime Duration `yaml:"max_lifetime"`
+	// User runs the dev servers as this user (name, uid or uid:gid), with
+	// no capabilities and no_new_privs. Default: the gateway's user, root,
+	// which serve warns about unless allow_root is true.
+	User string `yaml:"user"`
+	// AllowRoot says dev servers may run as root. Default false.
+	AllowRoot bool `yaml:"allow_root"`
+	// Resources limit each env of the template through its cgroup.
+	Resources ResourcesConfig `yaml:"resources"`
+	StopGrace Duration        `yaml:"stop_grace"`
+	// Waiting is what a browser sees while the env starts: page (default:
+	// a page that follows the start and reloads when ready) or block
+	// (wait, like every other client).
+	Waiting string `yaml:"waiting"`
+	// Upstream is how the gateway talks to the dev server: http (default)
+	// or h2c (HTTP/2 without TLS, for gRPC servers).
+	Upstream string `yaml:"upstream"`
 }
 
 // Duration is a time.Duration written as "30s", "15m".
@@ -209,6 +291,7 @@ func (c *Config) setDefaults() {
 	if c.Network.Pool == "" {
 		c.Network.Pool = netns.DefaultPool.String()
 	}
+	c.setPortDefaults()
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = Duration(10 * time.Second)
 	}
@@ -334,9 +417,17 @@ func (c *Config) validate() error {
 	}
 	switch certs.Mode(c.TLS.Mode) {
 	case certs.ModeACME, certs.ModeInternal, certs.ModeFiles, certs.ModeOff:
+		for _, e := range c.validateTLS() {
+			if !reported(errs, e.Field) {
+				add(e)
+			}
+		}
 	default:
 		add(c.errAt("tls.mode", "%q: want acme, internal, files or off", c.TLS.Mode))
 	}
+	errs = append(errs, c.validateLimits()...)
+	errs = append(errs, c.validatePorts()...)
+	errs = append(errs, c.validateProxying()...)
 	if len(c.Templates) == 0 {
 		add(c.errAt("templates", "at least one template is required"))
 	}
@@ -381,9 +472,17 @@ func (c *Config) template(i int) (*lifecycle.Template, error) {
 		Dir:         tc.Dir,
 		Env:         tc.Env,
 		Port:        tc.Port,
+		Ports:       tc.Ports,
+		DefaultPort: tc.DefaultPort,
 		Ready:       lifecycle.Probe{HTTPPath: tc.Ready.HTTP, Timeout: time.Duration(tc.Ready.Timeout)},
 		IdleTimeout: time.Duration(tc.IdleTimeout),
+		MaxLifetime: time.Duration(tc.MaxLifetime),
+		User:        tc.User,
+		AllowRoot:   tc.AllowRoot,
+		Resources:   tc.Resources.lifecycle(),
 		StopGrace:   time.Duration(tc.StopGrace),
+		Waiting:     tc.Waiting,
+		Upstream:    tc.Upstream,
 	}
 	if err := t.Prepare(); err != nil {
 		return nil, err

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 
+	"github.com/envgate/envgate/lifecycle"
 	"github.com/envgate/envgate/netns"
 	"github.com/spf13/cobra"
 )
@@ -35,7 +37,12 @@ since those would be its live envs. 'envgate serve' does the same at start-up.`,
 				return err
 			}
 			left, err := m.GC(nil)
+			cgs, cerr := lifecycle.RemoveCgroups(cfg.cgroupParent())
+			err = errors.Join(err, cerr)
 			out := cmd.OutOrStdout()
+			for _, c := range cgs {
+				fmt.Fprintln(out, "removed cgroup", c)
+			}
 			for _, n := range left.Namespaces {
 				fmt.Fprintln(out, "removed namespace", n)
 			}
@@ -45,7 +52,7 @@ since those would be its live envs. 'envgate serve' does the same at start-up.`,
 			if left.Processes > 0 {
 				fmt.Fprintln(out, "killed", left.Processes, "processes")
 			}
-			if left.Empty() && err == nil {
+			if left.Empty() && len(cgs) == 0 && err == nil {
 				fmt.Fprintf(out, "nothing left behind by instance %q\n", cfg.Instance)
 			}
 			return err

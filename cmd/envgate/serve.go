@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -53,17 +54,32 @@ are kept.`,
 
 // serve runs the gateway described by cfg until ctx ends.
 func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
-	unlock, err := lockInstance(cfg)
+	// A restart's successor (or a socket-activated gateway) inherits its
+	// listening sockets; see handoff.go.
+	pred, lset, err := inheritListeners(log)
+	if err != nil {
+		return err
+	}
+	lock := lockInstance
+	if pred != nil {
+		lock = pred.lockInstance
+	}
+	unlock, err := lock(cfg)
 	if err != nil {
 		return err
 	}
 	defer unlock()
+	handedOff := false // envs given to a successor: do not stop them
+	defer startPprof(log)()
 
 	nsm, err := netns.New(netns.Config{Prefix: cfg.Instance, Pool: netip.MustParsePrefix(cfg.Network.Pool)})
 	if err != nil {
 		return err
 	}
-	if left, err := nsm.GC(nil); err != nil {
+	if pred != nil || cfg.OnRestart == onRestartAdopt {
+		// The predecessor's envs (handed over, or recorded in the state
+		// file after a crash) are adopted, and the rest removed, below.
+	} else if left, err := nsm.GC(nil); err != nil {
 		log.Error().Err(err).Msg("cleaning up after an earlier run")
 	} else if !left.Empty() {
 		log.Warn().Strs("namespaces", left.Namespaces).Strs("links", left.Links).Int("processes", left.Processes).
@@ -74,16 +90,35 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
+	var handler atomic.Pointer[gateway.Handler]
 	envs, err := lifecycle.New(lifecycle.Config{
 		Templates: tmpls,
 		DataRoot:  filepath.Join(cfg.StateDir, "envs"),
 		Network:   lifecycle.NetnsNetwork{M: nsm},
-		Log:       log.With().Str("component", "lifecycle").Logger(),
+		Limits:    cfg.lifecycleLimits(),
+		StateFile: cfg.stateFile(),
+		// Each env gets a cgroup here (limits, memory for eviction).
+		CgroupParent: cfg.cgroupParent(),
+		// The handler is made below; no env runs, so none stops, before.
+		BeforeStop: func(env string, addr netip.AddrPort) {
+			if h := handler.Load(); h != nil {
+				h.CloseEnvConns(env, addr)
+			}
+		},
+		Log: log.With().Str("component", "lifecycle").Logger(),
 	})
 	if err != nil {
 		return err
 	}
+	if pred == nil {
+		recoverEnvs(cfg, envs, nsm, log)
+	}
+	warnRootTemplates(cfg, log)
 	defer func() {
+		if handedOff {
+			log.Info().Msg("stopped; envs left running for the new gateway process")
+			return
+		}
 		// Stop every env, then make sure no namespace of ours is left.
 		sctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
@@ -100,10 +135,14 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 		Domains: cfg.Domains,
 		Envs:    envs,
 		Log:     log.With().Str("component", "gateway").Logger(),
+		// Named ports: <port><sep><env>.<domain>.
+		PortSeparator:  cfg.PortSeparator,
+		TrustedProxies: cfg.trustedProxies(),
 	})
 	if err != nil {
 		return err
 	}
+	handler.Store(h)
 
 	var httpHandler http.Handler = h
 	type server struct {
@@ -119,14 +158,20 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 		}
 	}()
 
+	var tcpTLS *tls.Config // for tcp: listeners that terminate TLS
 	if certs.Mode(cfg.TLS.Mode) != certs.ModeOff {
-		cm, err := certs.New(cfg.certsConfig(), nil, log.With().Str("component", "certs").Logger())
+		// Certificates only for envs the lifecycle would run: the same
+		// template match and allow check as Acquire, asked before any ACME
+		// order.
+		allow := func(_ context.Context, env string) error { return envs.Allowed(env) }
+		cm, err := certs.New(cfg.certsConfig(), allow, log.With().Str("component", "certs").Logger())
 		if err != nil {
 			return err
 		}
 		defer cm.Close()
 		httpHandler = cm.HTTPHandler(h)
-		lns, err := gateway.Listen(cfg.Listen.HTTPS, log)
+		tcpTLS = cm.TLSConfig()
+		lns, err := lset.listen(cfg.Listen.HTTPS)
 		if err != nil {
 			return err
 		}
@@ -137,11 +182,25 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 		}
 		servers = append(servers, server{srv, lns})
 	}
-	lns, err := gateway.Listen(cfg.Listen.HTTP, log)
+	lns, err := lset.listen(cfg.Listen.HTTP)
 	if err != nil {
 		return err
 	}
-	servers = append(servers, server{gateway.NewHTTPServer(httpHandler, log.With().Str("component", "http").Logger()), lns})
+	tcps, err := newTCPListeners(cfg, envs, tcpTLS, lset, log)
+	if err != nil {
+		return err
+	}
+	lset.closeUnclaimed()
+	if pred != nil {
+		if err := pred.takeOver(envs, nsm); err != nil {
+			return err
+		}
+	}
+	plain := gateway.NewHTTPServer(httpHandler, log.With().Str("component", "http").Logger())
+	if cfg.Listen.H2C {
+		gateway.EnableH2C(plain)
+	}
+	servers = append(servers, server{plain, lns})
 
 	var addrs []string
 	for _, s := range servers {
@@ -162,35 +221,24 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 			cancel() // one listener failing stops the gateway
 		})
 	}
-	<-ctx.Done()
+	var tcpErr error
+	wg.Go(func() { tcpErr = tcps.serve(ctx, time.Duration(cfg.ShutdownTimeout)) })
+	wg.Go(func() {
+		// Upgraded connections (WebSockets) get the same grace as requests,
+		// on a stop and on a restart alike: http.Server.Shutdown does not
+		// wait for them.
+		<-ctx.Done()
+		sctx, scancel := context.WithTimeout(context.Background(), time.Duration(cfg.ShutdownTimeout))
+		defer scancel()
+		h.Shutdown(sctx)
+	})
+	handedOff = runUntilStop(ctx, cancel, pred, lset, envs, cfg, log)
 	log.Info().Msg("shutting down: draining requests")
 	wg.Wait()
-	return errors.Join(errs...)
-}
-
-// certsConfig maps the tls: section to certs.Config.
-func (c *Config) certsConfig() certs.Config {
-	cc := certs.Config{
-		Mode:                certs.Mode(c.TLS.Mode),
-		Domains:             c.Domains,
-		StateDir:            c.StateDir,
-		Email:               c.TLS.Email,
-		CA:                  c.TLS.CA,
-		CARoot:              c.TLS.CARoot,
-		MaxIssuancesPerHour: c.TLS.MaxIssuancesPerHour,
-		CertFile:            c.TLS.CertFile,
-		KeyFile:             c.TLS.KeyFile,
-		RedirectHTTP:        c.TLS.RedirectHTTP,
-		DisableHTTP01:       c.TLS.DisableHTTP01,
-		DisableTLSALPN:      c.TLS.DisableTLSALPN,
+	if !handedOff {
+		removePidFile(cfg)
 	}
-	if c.TLS.EAB != nil {
-		cc.EAB = &certs.EAB{KeyID: c.TLS.EAB.KeyID, MACKey: c.TLS.EAB.MACKey}
-	}
-	if _, port, err := net.SplitHostPort(c.Listen.HTTPS); err == nil {
-		fmt.Sscan(port, &cc.HTTPSPort)
-	}
-	return cc
+	return errors.Join(append(errs, tcpErr)...)
 }
 
 // lockInstance takes an exclusive lock on the instance, so that two

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// demoPage fetches env's demo page as JSON through the gateway process and
+// reports the dev server's pid and whether the gateway had to start it.
+func demoPage(t *testing.T, g *gatewayProc, env string) (pid int, cold bool) {
+	t.Helper()
+	tr := &http.Transport{DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, g.addr)
+	}}
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest("GET", "http://"+env+".localhost/", nil)
+	req.Header.Set("Accept", "application/json")
+	resp, err := (&http.Client{Transport: tr, Timeout: 60 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", env, err)
+	}
+	defer resp.Body.Close()
+	var page struct {
+		PID int `json:"pid"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&page); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET %s: status %d, %v", env, resp.StatusCode, err)
+	}
+	return page.PID, resp.Header.Get("Envgate-Cold-Start") != ""
+}
+
+// running reports whether pid is a live (not zombie) process.
+func running(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i > 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
+}
+
+func TestRestartAfterKill(t *testing.T) {
+	envs := []string{"alpha", "beta", "gamma"}
+	for _, tc := range []struct {
+		onRestart string
+		adopt     bool
+	}{
+		{"adopt", true},
+		{"clean", false},
+	} {
+		t.Run(tc.onRestart, func(t *testing.T) {
+			instance, cfg, addr := testInstance(t, 3, "on_restart: "+tc.onRestart+"\n")
+			g := startServe(t, cfg, addr)
+			pids := map[string]int{}
+			for _, env := range envs {
+				pids[env], _ = demoPage(t, g, env)
+			}
+			g.stop(t, syscall.SIGKILL)
+			for _, env := range envs {
+				if !running(pids[env]) {
+					t.Fatalf("dev server of %s died with the gateway", env)
+				}
+			}
+
+			g = startServe(t, cfg, addr)
+			defer g.stop(t, syscall.SIGTERM) // stops the envs; Prefix checks for leaks
+			if !tc.adopt {
+				ns, links := instanceState(t, instance)
+				if len(ns)+len(links) != 0 {
+					t.Fatalf("on_restart clean left namespaces %v links %v", ns, links)
+				}
+				for _, env := range envs {
+					if running(pids[env]) {
+						t.Fatalf("on_restart clean left %s's dev server %d running", env, pids[env])
+					}
+				}
+				return
+			}
+			for _, env := range envs {
+				pid, cold := demoPage(t, g, env)
+				if cold || pid != pids[env] {
+					t.Fatalf("%s after restart: pid %d (was %d), cold start %v; want the adopted server, warm", env, pid, pids[env], cold)
+				}
+			}
+			if !strings.Contains(g.log.String(), "adopted envs left running by the earlier run") {
+				t.Fatalf("no adoption logged:\n%s", g.log.String())
+			}
+		})
+	}
+}

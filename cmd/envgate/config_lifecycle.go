@@ -1,0 +1,186 @@
+package main
+
+import (
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/netns"
+	"github.com/rs/zerolog"
+	"go.yaml.in/yaml/v3"
+)
+
+// LimitsConfig is the limits: section: what the gateway runs at once.
+type LimitsConfig struct {
+	// MaxEnvs caps envs running (and starting or stopping). A start past
+	// it stops the least recently used idle env first; with none idle the
+	// request gets 503 with Retry-After. Default 0: no cap.
+	MaxEnvs int `yaml:"max_envs"`
+	// MaxStarting caps starts in progress at once; more wait their turn.
+	// Default 2 × CPUs.
+	MaxStarting int `yaml:"max_starting"`
+	// MinAvailableMemory is the floor of available memory (MemAvailable,
+	// or the gateway's cgroup limit minus its use if lower): below it
+	// idle envs are evicted and starts refused. Sizes like 512MiB, 1GiB.
+	// Default 0: no floor.
+	MinAvailableMemory Size `yaml:"min_available_memory"`
+}
+
+// Size is a byte count written as 512MiB, 1GiB, 100MB or 4096.
+type Size int64
+
+var sizeUnits = []struct {
+	suffix string
+	mult   int64
+}{
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
+	{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40},
+	{"B", 1}, {"", 1},
+}
+
+// ParseSize parses a Size.
+func ParseSize(s string) (Size, error) {
+	t := strings.TrimSpace(s)
+	for _, u := range sizeUnits {
+		num, ok := strings.CutSuffix(t, u.suffix)
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
+		if err != nil || n < 0 || n*float64(u.mult) > 1<<62 {
+			break
+		}
+		return Size(n * float64(u.mult)), nil
+	}
+	return 0, fmt.Errorf("%q is not a size (write e.g. 512MiB, 1GiB)", s)
+}
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (z *Size) UnmarshalYAML(n *yaml.Node) error {
+	v, err := ParseSize(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*z = v
+	return nil
+}
+
+// validateLimits checks the limits: section.
+func (c *Config) validateLimits() []error {
+	var errs []error
+	if c.Limits.MaxEnvs < 0 {
+		errs = append(errs, c.errAt("limits.max_envs", "%d: want 0 (no cap) or more", c.Limits.MaxEnvs))
+	}
+	if c.Limits.MaxStarting < 0 {
+		errs = append(errs, c.errAt("limits.max_starting", "%d: want 0 (default, 2 × CPUs) or more", c.Limits.MaxStarting))
+	}
+	errs = append(errs, c.validateResources()...)
+	return append(errs, c.validateOnRestart()...)
+}
+
+// lifecycleLimits maps the limits: section to lifecycle.Limits.
+func (c *Config) lifecycleLimits() lifecycle.Limits {
+	return lifecycle.Limits{
+		MaxEnvs:            c.Limits.MaxEnvs,
+		MaxStarting:        c.Limits.MaxStarting,
+		MinAvailableMemory: int64(c.Limits.MinAvailableMemory),
+	}
+}
+
+// on_restart values.
+const (
+	onRestartAdopt = "adopt"
+	onRestartClean = "clean"
+)
+
+// validateOnRestart checks on_restart, defaulting it to adopt.
+func (c *Config) validateOnRestart() []error {
+	switch c.OnRestart {
+	case "":
+		c.OnRestart = onRestartAdopt
+	case onRestartAdopt, onRestartClean:
+	default:
+		return []error{c.errAt("on_restart", "%q: want adopt or clean", c.OnRestart)}
+	}
+	return nil
+}
+
+// warnRootTemplates logs each template that runs dev servers as root
+// without saying so (no user, no allow_root).
+func warnRootTemplates(cfg *Config, log zerolog.Logger) {
+	for _, tc := range cfg.Templates {
+		if tc.User == "" && !tc.AllowRoot {
+			log.Warn().Str("template", tc.Name).
+				Msg("dev servers of this template run as root: set user: (e.g. nobody) to drop privileges, or allow_root: true to say root is intended")
+		}
+	}
+}
+
+// cgroupParent is the cgroup under which each env gets its own.
+func (c *Config) cgroupParent() string { return "envgate/" + c.Instance }
+
+// stateFile is where the gateway records its running envs.
+func (c *Config) stateFile() string {
+	return filepath.Join(c.StateDir, "run", c.Instance+".state.json")
+}
+
+// recoverEnvs deals with what a crashed earlier run left: with on_restart
+// adopt, envs still alive are adopted; everything else of this instance
+// (namespaces, veths, processes) is removed.
+func recoverEnvs(cfg *Config, envs *lifecycle.Manager, nsm *netns.Manager, log zerolog.Logger) {
+	adopted, err := envs.Recover(cfg.OnRestart == onRestartAdopt)
+	if err != nil {
+		log.Warn().Err(err).Msg("some envs of the earlier run could not be adopted")
+	}
+	if len(adopted) > 0 {
+		log.Info().Strs("envs", adopted).Msg("adopted envs left running by the earlier run")
+	}
+	keep := make(map[string]bool, len(adopted))
+	for _, n := range adopted {
+		keep[n] = true
+	}
+	if left, err := nsm.GC(keep); err != nil {
+		log.Error().Err(err).Msg("cleaning up after an earlier run")
+	} else if !left.Empty() {
+		log.Warn().Strs("namespaces", left.Namespaces).Strs("links", left.Links).Int("processes", left.Processes).
+			Msg("removed what an earlier run left behind")
+	}
+}
+
+// ResourcesConfig is a template's resources: section: limits on each env,
+// enforced through a cgroup of its own (v2 where the host has it, else
+// v1). Zero or absent means no limit.
+type ResourcesConfig struct {
+	// Memory the env's processes may use together, e.g. 512MiB; past it
+	// the kernel OOM-kills inside the env only.
+	Memory Size `yaml:"memory"`
+	// CPUs is the CPU time the env may use, in CPUs, e.g. 1 or 0.5.
+	CPUs float64 `yaml:"cpus"`
+	// Pids caps the env's processes and threads, e.g. 512.
+	Pids int64 `yaml:"pids"`
+}
+
+func (r ResourcesConfig) lifecycle() lifecycle.Resources {
+	return lifecycle.Resources{Memory: int64(r.Memory), CPUs: r.CPUs, Pids: r.Pids}
+}
+
+// validateResources checks every template's resources: section.
+func (c *Config) validateResources() []error {
+	var errs []error
+	for i, tc := range c.Templates {
+		p := fmt.Sprintf("templates.%d.resources.", i)
+		if tc.Resources.CPUs < 0 {
+			errs = append(errs, c.errAt(p+"cpus", "%v: want a positive number of CPUs, e.g. 0.5", tc.Resources.CPUs))
+		}
+		if tc.Resources.Pids < 0 {
+			errs = append(errs, c.errAt(p+"pids", "%d: want a positive count", tc.Resources.Pids))
+		}
+		if m := tc.Resources.Memory; m > 0 && m < 4<<20 {
+			errs = append(errs, c.errAt(p+"memory", "%d bytes: too small for any dev server (write e.g. 512MiB)", m))
+		}
+	}
+	return errs
+}

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/envgate/envgate/lifecycle"
+)
+
+func TestProxyingKeys(t *testing.T) {
+	c := load(t, `
+listen: {http: ":80", h2c: true}
+trusted_proxies: [10.0.0.0/8, "192.0.2.7", "2001:db8::/32"]
+templates:
+  - name: api
+    match: "grpc-*"
+    command: [server]
+    port: 50051
+    upstream: h2c
+    waiting: block
+  - name: web
+    command: [npm, run, dev]
+    port: 3000
+`)
+	if !c.Listen.H2C {
+		t.Error("listen.h2c not read")
+	}
+	want := []netip.Prefix{
+		netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.7/32"), netip.MustParsePrefix("2001:db8::/32"),
+	}
+	if got := c.trustedProxies(); !slices.Equal(got, want) {
+		t.Errorf("trusted proxies %v, want %v", got, want)
+	}
+	tm, err := c.lifecycleTemplates()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tm[0].Upstream != lifecycle.UpstreamH2C || tm[0].Waiting != lifecycle.WaitBlock {
+		t.Errorf("template api: upstream %q, waiting %q", tm[0].Upstream, tm[0].Waiting)
+	}
+	if tm[1].Upstream != "" || tm[1].Waiting != "" {
+		t.Errorf("template web: upstream %q, waiting %q; want the defaults", tm[1].Upstream, tm[1].Waiting)
+	}
+}
+
+func TestProxyingKeyErrors(t *testing.T) {
+	for _, tc := range []struct{ yaml, want string }{
+		{"trusted_proxies: [10.0.0.0/33]\n", "trusted_proxies[0]"},
+		{"trusted_proxies: [proxy.internal]\n", "trusted_proxies[0]"},
+		{"templates: [{name: a, command: [x], port: 1, waiting: spinner}]\n", "templates[0].waiting"},
+		{"templates: [{name: a, command: [x], port: 1, upstream: grpc}]\n", "templates[0].upstream"},
+	} {
+		_, err := loadString(t, tc.yaml)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: error %v, want one naming %s", tc.yaml, err, tc.want)
+		}
+	}
+}

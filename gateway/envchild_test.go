@@ -1,0 +1,147 @@
+package gateway_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/lifecycle/lifecycletest"
+)
+
+// Extra servers a multi-port env runs next to the demo, in the same
+// process: a TCP echo server, a TLS echo server and a second HTTP server.
+// init starts them before TestMain hands the process to the demo.
+const (
+	echoVar     = "ENVGATE_TEST_ECHO"      // listen address of the TCP echo
+	echoTLSVar  = "ENVGATE_TEST_ECHO_TLS"  // listen address of the TLS echo
+	echoCertVar = "ENVGATE_TEST_ECHO_CERT" // its certificate and key, PEM
+	echoKeyVar  = "ENVGATE_TEST_ECHO_KEY"
+	altHTTPVar  = "ENVGATE_TEST_ALT_HTTP" // listen address of the second HTTP server
+)
+
+func init() {
+	if a := os.Getenv(echoVar); a != "" {
+		serveEcho(mustListen(a), func(c net.Conn) (net.Conn, error) { return c, nil })
+	}
+	if a := os.Getenv(echoTLSVar); a != "" {
+		cert, err := tls.X509KeyPair([]byte(os.Getenv(echoCertVar)), []byte(os.Getenv(echoKeyVar)))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "echo tls:", err)
+			os.Exit(1)
+		}
+		cfg := &tls.Config{Certificates: []tls.Certificate{cert}}
+		serveEcho(mustListen(a), func(c net.Conn) (net.Conn, error) {
+			tc := tls.Server(c, cfg)
+			return tc, tc.Handshake()
+		})
+	}
+	if a := os.Getenv(altHTTPVar); a != "" {
+		ln := mustListen(a)
+		srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "alt port of %s", os.Getenv("ENVGATE_ENV"))
+		})}
+		go srv.Serve(ln)
+	}
+}
+
+func mustListen(addr string) net.Listener {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "listen:", err)
+		os.Exit(1)
+	}
+	return ln
+}
+
+// serveEcho echoes every connection until the client half-closes, then
+// half-closes back: the test sees its bytes and then EOF only if the
+// gateway passes half-closes on in both directions.
+func serveEcho(ln net.Listener, wrap func(net.Conn) (net.Conn, error)) {
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				cc, err := wrap(c)
+				if err != nil {
+					return
+				}
+				io.Copy(cc, cc)
+				if cw, ok := cc.(interface{ CloseWrite() error }); ok {
+					cw.CloseWrite()
+				}
+				io.Copy(io.Discard, cc)
+			}()
+		}
+	}()
+}
+
+// multiPortTemplate is the demo (web, the default, on 3000) plus db (TCP
+// echo, 5432), dbtls (TLS echo, 5433, with cert) and alt (HTTP, 3001).
+func multiPortTemplate(t *testing.T, cert tls.Certificate) *lifecycle.Template {
+	t.Helper()
+	tm := lifecycletest.Demo(lifecycletest.DemoOptions{})
+	tm.Ports = map[string]int{"web": 3000, "db": 5432, "dbtls": 5433, "alt": 3001}
+	tm.DefaultPort = "web"
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]})
+	keyDER, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm.Env[echoVar] = ":5432"
+	tm.Env[echoTLSVar] = ":5433"
+	tm.Env[echoCertVar] = string(certPEM)
+	tm.Env[echoKeyVar] = string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
+	tm.Env[altHTTPVar] = ":3001"
+	if err := tm.Prepare(); err != nil {
+		t.Fatal(err)
+	}
+	return tm
+}
+
+// selfSigned makes a certificate for names, to be trusted as its own root.
+func selfSigned(t *testing.T, names ...string) (tls.Certificate, *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: names[0]},
+		DNSNames:              names,
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
+}

@@ -1,0 +1,255 @@
+package gateway_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/envgate/envgate/certs"
+	"github.com/envgate/envgate/gateway"
+	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/lifecycle/lifecycletest"
+	"github.com/rs/zerolog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+)
+
+// grpcVar makes the test binary, re-executed by a grpcTemplate env, serve
+// gRPC (plain h2c, as gRPC servers do) on the address it holds instead of
+// running tests: the health service, whose "ticker" service flips
+// between SERVING and NOT_SERVING every 50 ms (a server stream that keeps
+// sending), and reflection (a bidirectional stream).
+const grpcVar = "ENVGATE_TEST_GRPC"
+
+func init() {
+	addr := os.Getenv(grpcVar)
+	if addr == "" {
+		return
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "grpc test server:", err)
+		os.Exit(1)
+	}
+	s := grpc.NewServer()
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(s, hs)
+	reflection.Register(s)
+	go func() {
+		serving := true
+		for range time.Tick(50 * time.Millisecond) {
+			serving = !serving
+			st := healthpb.HealthCheckResponse_NOT_SERVING
+			if serving {
+				st = healthpb.HealthCheckResponse_SERVING
+			}
+			hs.SetServingStatus("ticker", st)
+		}
+	}()
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		<-sig
+		s.Stop()
+	}()
+	fmt.Println("grpc test server listening on", ln.Addr())
+	s.Serve(ln)
+	os.Exit(0)
+}
+
+// grpcTemplate runs the gRPC test server for envs named grpc*, with the
+// gateway speaking h2c to it.
+func grpcTemplate(t *testing.T) *lifecycle.Template {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm := &lifecycle.Template{
+		Name:      "grpc",
+		Match:     "grpc*",
+		Command:   []string{exe},
+		Env:       map[string]string{grpcVar: ":3000", "GORACE": "atexit_sleep_ms=0"},
+		Port:      3000,
+		Ready:     lifecycle.Probe{Timeout: 20 * time.Second},
+		StopGrace: 2 * time.Second,
+		Upstream:  lifecycle.UpstreamH2C,
+	}
+	if err := tm.Prepare(); err != nil {
+		t.Fatal(err)
+	}
+	return tm
+}
+
+// internalTLS returns the gateway's TLS config from the certs package in
+// internal mode, as `envgate serve` wires it, and a pool trusting its CA.
+func internalTLS(t *testing.T) (*tls.Config, *x509.CertPool) {
+	t.Helper()
+	cm, err := certs.New(certs.Config{Mode: certs.ModeInternal, Domains: []string{"localhost"}, StateDir: t.TempDir()},
+		nil, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cm.Close() })
+	pem, err := os.ReadFile(cm.RootCertPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		t.Fatal("internal CA root: no certificate")
+	}
+	return cm.TLSConfig(), roots
+}
+
+// grpcCalls makes a unary call, a server-streaming call and a
+// bidirectional-streaming call to env grpc-* through conn. gRPC carries
+// its status in HTTP trailers, so success also proves trailers pass.
+func grpcCalls(t *testing.T, conn *grpc.ClientConn) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	hc := healthpb.NewHealthClient(conn)
+	resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil || resp.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("unary Check: %v, %v", resp, err)
+	}
+	watch, err := hc.Watch(ctx, &healthpb.HealthCheckRequest{Service: "ticker"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen []healthpb.HealthCheckResponse_ServingStatus
+	for len(seen) < 4 {
+		m, err := watch.Recv()
+		if err != nil {
+			t.Fatalf("server stream after %v: %v", seen, err)
+		}
+		seen = append(seen, m.Status)
+	}
+	if !slices.Contains(seen, healthpb.HealthCheckResponse_SERVING) || !slices.Contains(seen, healthpb.HealthCheckResponse_NOT_SERVING) {
+		t.Fatalf("server stream sent %v, want both states", seen)
+	}
+	bidi, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each answer comes before the next question is sent: the stream is
+	// open both ways at once, not a request body buffered to its end.
+	for i := range 2 {
+		if err := bidi.Send(&reflectionpb.ServerReflectionRequest{
+			MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{ListServices: "*"},
+		}); err != nil {
+			t.Fatal(err)
+		}
+		m, err := bidi.Recv()
+		if err != nil {
+			t.Fatalf("bidi stream, round %d: %v", i, err)
+		}
+		var names []string
+		for _, s := range m.GetListServicesResponse().GetService() {
+			names = append(names, s.Name)
+		}
+		if !slices.Contains(names, "grpc.health.v1.Health") {
+			t.Fatalf("reflection listed %v", names)
+		}
+	}
+	bidi.CloseSend()
+}
+
+func TestHTTP2OverTLSAndGRPC(t *testing.T) {
+	srvTLS, roots := internalTLS(t)
+	g := startGateway(t, gwOptions{
+		Templates: []*lifecycle.Template{grpcTemplate(t), lifecycletest.Demo(lifecycletest.DemoOptions{})},
+		TLS:       srvTLS,
+	})
+	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", g.Addr)
+	}
+
+	t.Run("http2", func(t *testing.T) {
+		tr := &http.Transport{DialContext: dial, TLSClientConfig: &tls.Config{RootCAs: roots}, ForceAttemptHTTP2: true}
+		t.Cleanup(tr.CloseIdleConnections)
+		c := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+		req, _ := http.NewRequest("GET", "https://web.localhost/echo", nil)
+		req.Header.Set("Accept", "application/json")
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		echo := decodeEcho(t, resp)
+		if resp.ProtoMajor != 2 || echo.Env != "web" {
+			t.Fatalf("client got %s from env %q, want HTTP/2 from web", resp.Proto, echo.Env)
+		}
+		if p := echo.Headers["X-Forwarded-Proto"]; !slices.Equal(p, []string{"https"}) {
+			t.Errorf("env saw X-Forwarded-Proto %v, want https", p)
+		}
+	})
+
+	t.Run("grpc", func(t *testing.T) {
+		creds := credentials.NewTLS(&tls.Config{RootCAs: roots, ServerName: "grpc-tls.localhost"})
+		conn, err := grpc.NewClient("passthrough:///grpc-tls.localhost",
+			grpc.WithTransportCredentials(creds),
+			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return dial(ctx, "", "") }))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		grpcCalls(t, conn)
+	})
+}
+
+// With listen.h2c, clients speak HTTP/2 without TLS (prior knowledge),
+// gRPC clients included.
+func TestH2CFromClients(t *testing.T) {
+	g := startGateway(t, gwOptions{
+		Templates: []*lifecycle.Template{grpcTemplate(t), lifecycletest.Demo(lifecycletest.DemoOptions{})},
+		Server:    gateway.EnableH2C,
+	})
+	p := new(http.Protocols)
+	p.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{Protocols: p, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", g.Addr)
+	}}
+	t.Cleanup(tr.CloseIdleConnections)
+	req, _ := http.NewRequest("GET", "http://web.localhost/echo", nil)
+	resp, err := (&http.Client{Transport: tr, Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if echo := decodeEcho(t, resp); resp.ProtoMajor != 2 || echo.Env != "web" {
+		t.Fatalf("got %s from %q, want HTTP/2 from web", resp.Proto, echo.Env)
+	}
+	// HTTP/1.1 still works on the same listener.
+	if r := g.get(t, "web.localhost", "/healthz"); r.StatusCode != 200 || r.ProtoMajor != 1 {
+		t.Fatalf("HTTP/1.1 next to h2c: %s %d", r.Proto, r.StatusCode)
+	}
+
+	conn, err := grpc.NewClient("passthrough:///grpc-h2c.localhost",
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", g.Addr)
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	grpcCalls(t, conn)
+}

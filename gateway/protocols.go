@@ -1,0 +1,99 @@
+package gateway
+
+import (
+	"context"
+	"net/http"
+	"net/netip"
+	"time"
+
+	"github.com/envgate/envgate/lifecycle"
+	"golang.org/x/net/http/httpguts"
+)
+
+// DefaultWaitingPageAfter is Config.WaitingPageAfter's default.
+const DefaultWaitingPageAfter = 250 * time.Millisecond
+
+// protocolState is the part of a Handler that the protocol features use:
+// forwarding headers, h2c upstreams, upgraded connections and the
+// waiting page. It is set once by initProtocols.
+type protocolState struct {
+	trusted   []netip.Prefix   // Config.TrustedProxies
+	h2c       *http.Transport  // to envs whose template's Upstream is h2c
+	conns     *Conns           // upgraded connections, for Shutdown
+	pageAfter time.Duration    // Config.WaitingPageAfter
+	progress  ProgressReporter // Config.Envs, if it reports progress
+}
+
+// ProgressReporter is what the waiting page needs of the lifecycle
+// manager besides Acquire. *lifecycle.Manager implements it.
+type ProgressReporter interface {
+	// Progress reports how env name's start is going, with up to tail
+	// lines of its output, without starting or waiting for anything.
+	Progress(name string, tail int) (lifecycle.Progress, error)
+}
+
+func (h *Handler) initProtocols(cfg Config) {
+	h.trusted = cfg.TrustedProxies
+	h.conns = cfg.Conns
+	if h.conns == nil {
+		h.conns = &Conns{}
+	}
+	h.pageAfter = cfg.WaitingPageAfter
+	if h.pageAfter <= 0 {
+		h.pageAfter = DefaultWaitingPageAfter
+	}
+	h.progress, _ = cfg.Envs.(ProgressReporter)
+	// gRPC servers speak HTTP/2 without TLS and nothing else, so their
+	// envs get a transport that uses prior-knowledge h2c.
+	h.h2c = h.transport.Clone()
+	h.h2c.Protocols = new(http.Protocols)
+	h.h2c.Protocols.SetUnencryptedHTTP2(true)
+}
+
+// Shutdown ends upgraded connections (WebSockets and other hijacked
+// streams), which http.Server.Shutdown neither waits for nor closes: it
+// lets them run until ctx is done, the shutdown grace, then sends each
+// WebSocket client a close frame 1001 "going away", closes every one and
+// waits until their handlers have returned. Call it alongside
+// http.Server.Shutdown with the same deadline, and before the envs are
+// stopped. It returns ctx's cause when it had to close any.
+func (h *Handler) Shutdown(ctx context.Context) error { return h.conns.Shutdown(ctx) }
+
+// EnableH2C lets srv, a server without TLS, speak HTTP/2 to clients that
+// start with the HTTP/2 preface (prior knowledge), besides HTTP/1.
+// Config key listen.h2c.
+func EnableH2C(srv *http.Server) {
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	p.SetHTTP2(true)
+	p.SetUnencryptedHTTP2(true)
+	srv.Protocols = p
+}
+
+// upstreams picks the transport to an env by its template's Upstream.
+// Upgrades always take HTTP/1.1: HTTP/2 has no Upgrade.
+type upstreams struct{ h1, h2c *http.Transport }
+
+func (u upstreams) RoundTrip(r *http.Request) (*http.Response, error) {
+	if l, ok := r.Context().Value(leaseKey{}).(*lifecycle.Lease); ok && !isUpgrade(r.Header) {
+		if t := l.Template(); t != nil && t.Upstream == lifecycle.UpstreamH2C {
+			return u.h2c.RoundTrip(r)
+		}
+	}
+	return u.h1.RoundTrip(r)
+}
+
+// isUpgrade reports whether a request asks to switch protocols, as
+// httputil.ReverseProxy decides it.
+func isUpgrade(h http.Header) bool {
+	return h.Get("Upgrade") != "" && httpguts.HeaderValuesContainsToken(h["Connection"], "Upgrade")
+}
+
+// modifyResponse gives every proxied response, 101 included, the
+// request's ID, replacing whatever the env sent under that name.
+func modifyResponse(res *http.Response) error {
+	if id := res.Request.Header.Get(RequestIDHeader); id != "" {
+		res.Header.Set(RequestIDHeader, id)
+	}
+	return nil
+}

@@ -1,0 +1,210 @@
+package lifecycle_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/lifecycle/lifecycletest"
+)
+
+func TestMaxEnvsEvictsLeastRecentlyUsedIdleEnv(t *testing.T) {
+	f := newFixture(t, lifecycle.Config{
+		Templates: []*lifecycle.Template{lifecycletest.Demo(lifecycletest.DemoOptions{})},
+		Limits:    lifecycle.Limits{MaxEnvs: 5},
+	})
+	names := []string{"e1", "e2", "e3", "e4", "e5"}
+	for _, n := range names {
+		acquire(t, f.m, n).Release()
+	}
+	// Touch all but e2, so e2 is the least recently used.
+	for _, n := range names {
+		if n != "e2" {
+			acquire(t, f.m, n).Release()
+		}
+	}
+	l := acquire(t, f.m, "e6")
+	defer l.Release()
+	if s := stateOf(f.m, "e2"); s != lifecycle.Stopped {
+		t.Fatalf("e2 (least recently used) is %v, want stopped", s)
+	}
+	for _, n := range []string{"e1", "e3", "e4", "e5", "e6"} {
+		if s := stateOf(f.m, n); s != lifecycle.Ready {
+			t.Errorf("%s is %v, want ready", n, s)
+		}
+	}
+	if ids, _ := f.nsm.List(); len(ids) != 5 || slices.Contains(ids, "e2") {
+		t.Fatalf("namespaces %v, want five without e2", ids)
+	}
+}
+
+func TestAtCapacityWhenEveryEnvIsBusy(t *testing.T) {
+	f := newFixture(t, lifecycle.Config{
+		Templates: []*lifecycle.Template{lifecycletest.Demo(lifecycletest.DemoOptions{})},
+		Limits:    lifecycle.Limits{MaxEnvs: 3},
+	})
+	for i := range 3 {
+		l := acquire(t, f.m, fmt.Sprintf("busy%d", i))
+		t.Cleanup(l.Release)
+	}
+	creates := f.net.creates.Load()
+	// No deadline of our own: a refusal must come at once, not after a wait.
+	_, err := f.m.Acquire(context.Background(), "one-too-many")
+	var ce *lifecycle.CapacityError
+	if !errors.As(err, &ce) || !errors.Is(err, lifecycle.ErrAtCapacity) {
+		t.Fatalf("err = %v, want *CapacityError", err)
+	}
+	if ce.Limit != "max_envs" || ce.RetryAfter <= 0 {
+		t.Fatalf("CapacityError %+v, want limit max_envs and a Retry-After", ce)
+	}
+	if c := f.net.creates.Load(); c != creates {
+		t.Fatalf("a refused env created a sandbox")
+	}
+	if s := stateOf(f.m, "one-too-many"); s != lifecycle.Stopped {
+		t.Fatalf("refused env is %v, want stopped", s)
+	}
+}
+
+// fakeMemory reports 10 GiB available minus 3 GiB per sandbox in use.
+func fakeMemory(f **fixture) func() (int64, error) {
+	return func() (int64, error) {
+		return 10<<30 - 3<<30*int64((*f).nsm.Pool().InUse()), nil
+	}
+}
+
+func TestMemoryFloorEvictsIdleAndRefusesWhenAllBusy(t *testing.T) {
+	var f *fixture
+	f = newFixture(t, lifecycle.Config{
+		Templates:       []*lifecycle.Template{lifecycletest.Demo(lifecycletest.DemoOptions{})},
+		Limits:          lifecycle.Limits{MinAvailableMemory: 5 << 30},
+		AvailableMemory: fakeMemory(&f),
+		ReapInterval:    20 * time.Millisecond,
+	})
+	a := acquire(t, f.m, "mem-a") // 7 GiB left
+	b := acquire(t, f.m, "mem-b") // 4 GiB left: below the floor
+	_, err := f.m.Acquire(context.Background(), "mem-c")
+	var ce *lifecycle.CapacityError
+	if !errors.As(err, &ce) || ce.Limit != "min_available_memory" {
+		t.Fatalf("err = %v, want *CapacityError for min_available_memory", err)
+	}
+	// Once b is idle the reaper evicts it to get back above the floor;
+	// a, still busy, stays.
+	b.Release()
+	waitState(t, f.m, "mem-b", lifecycle.Stopped, 20*time.Second)
+	if s := stateOf(f.m, "mem-a"); s != lifecycle.Ready {
+		t.Fatalf("busy env is %v, want ready", s)
+	}
+	a.Release()
+	c := acquire(t, f.m, "mem-c")
+	c.Release()
+}
+
+// turnNetwork checks, at each sandbox creation, that no other env is
+// between creation and ready: MaxStarting 1 means one start at a time.
+type turnNetwork struct {
+	*countingNetwork
+	m       **lifecycle.Manager
+	mu      sync.Mutex
+	overlap []string
+}
+
+func (n *turnNetwork) Create(ctx context.Context, name string) (lifecycle.Sandbox, error) {
+	ids, _ := n.M.List()
+	for _, in := range (*n.m).List() {
+		if in.State == lifecycle.Starting && slices.Contains(ids, in.Name) {
+			n.mu.Lock()
+			n.overlap = append(n.overlap, name+" while "+in.Name)
+			n.mu.Unlock()
+		}
+	}
+	return n.countingNetwork.Create(ctx, name)
+}
+
+func TestMaxStartingQueuesStarts(t *testing.T) {
+	f := newFixture(t, lifecycle.Config{
+		Templates: []*lifecycle.Template{lifecycletest.Demo(lifecycletest.DemoOptions{BootDelay: 100 * time.Millisecond})},
+		Limits:    lifecycle.Limits{MaxStarting: 1},
+	})
+	tn := &turnNetwork{countingNetwork: f.net, m: &f.m}
+	m2, err := lifecycle.New(lifecycle.Config{
+		Templates: []*lifecycle.Template{lifecycletest.Demo(lifecycletest.DemoOptions{BootDelay: 100 * time.Millisecond})},
+		DataRoot:  f.dataDir,
+		Network:   tn,
+		Limits:    lifecycle.Limits{MaxStarting: 1},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn.m = &m2
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		m2.Close(ctx)
+	})
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			l, err := m2.Acquire(ctx, fmt.Sprintf("q%d", i))
+			if err == nil {
+				l.Release()
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("queued starts failed: %v", err)
+	}
+	if len(tn.overlap) > 0 {
+		t.Fatalf("starts overlapped with MaxStarting 1: %v", tn.overlap)
+	}
+}
+
+func TestStartTurnWaitIsBoundedByStartTimeout(t *testing.T) {
+	slow := lifecycletest.Demo(lifecycletest.DemoOptions{BootDelay: 3 * time.Second})
+	slow.Name, slow.Match = "slow", "slow-*"
+	fast := withTimeout(lifecycletest.Demo(lifecycletest.DemoOptions{}), 300*time.Millisecond)
+	fast.Name, fast.Match = "fast", "fast-*"
+	for _, tp := range []*lifecycle.Template{slow, fast} {
+		if err := tp.Prepare(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := newFixture(t, lifecycle.Config{Templates: []*lifecycle.Template{slow, fast}, Limits: lifecycle.Limits{MaxStarting: 1}})
+	go func() {
+		if l, err := f.m.Acquire(context.Background(), "slow-one"); err == nil {
+			l.Release()
+		}
+	}()
+	waitState(t, f.m, "slow-one", lifecycle.Starting, 20*time.Second)
+	_, err := f.m.Acquire(context.Background(), "fast-one")
+	var ce *lifecycle.CapacityError
+	if !errors.As(err, &ce) || ce.Limit != "max_starting" {
+		t.Fatalf("err = %v, want *CapacityError for max_starting", err)
+	}
+	if s := stateOf(f.m, "fast-one"); s != lifecycle.Stopped {
+		t.Fatalf("env refused a turn is %v, want stopped", s)
+	}
+	waitState(t, f.m, "slow-one", lifecycle.Ready, 20*time.Second)
+}
+
+func TestMaxLifetimeStopsIdleEnv(t *testing.T) {
+	tp := lifecycletest.Demo(lifecycletest.DemoOptions{Idle: time.Hour})
+	tp.MaxLifetime = 300 * time.Millisecond
+	f := newFixture(t, lifecycle.Config{Templates: []*lifecycle.Template{tp}, ReapInterval: 20 * time.Millisecond})
+	l := acquire(t, f.m, "aging")
+	time.Sleep(500 * time.Millisecond)
+	if s := stateOf(f.m, "aging"); s != lifecycle.Ready {
+		t.Fatalf("env past max lifetime with a lease held is %v, want ready", s)
+	}
+	l.Release()
+	waitState(t, f.m, "aging", lifecycle.Stopped, 20*time.Second)
+}

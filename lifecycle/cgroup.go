@@ -1,0 +1,375 @@
+package lifecycle
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containerd/cgroups/v3"
+	"github.com/containerd/cgroups/v3/cgroup1"
+	"github.com/containerd/cgroups/v3/cgroup2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// Resources limit what one env's processes may use together, through a
+// cgroup of their own. A zero field sets no limit.
+type Resources struct {
+	// Memory is the most memory, in bytes, the env's processes may use;
+	// past it the kernel reclaims, then OOM-kills inside the env only.
+	Memory int64
+	// CPUs is the CPU time the env may use, in CPUs (0.5 is half of one).
+	CPUs float64
+	// Pids caps the env's processes and threads: a fork bomb stops there.
+	Pids int64
+}
+
+func (r Resources) any() bool { return r.Memory > 0 || r.CPUs > 0 || r.Pids > 0 }
+
+const cgroupMount = "/sys/fs/cgroup"
+
+// cpuPeriod is the CFS period (100ms) that CPUs is a share of.
+const cpuPeriod = 100000
+
+// envCgroup is one env's cgroup, on cgroup v2 where the host has it
+// (unified mode), else on the v1 memory, cpu and pids hierarchies.
+type envCgroup interface {
+	// path is the cgroup's path below the hierarchy roots.
+	path() string
+	// procsFiles lists the v1 cgroup.procs files the trampoline writes
+	// to join the cgroup, made writable by cred's user if set.
+	procsFiles(cred *credential) ([]string, error)
+	// dirFD is an open descriptor of the v2 cgroup directory, for
+	// SysProcAttr.UseCgroupFD; -1 on v1.
+	dirFD() int
+	// kill SIGKILLs everything in the cgroup and waits until it is empty.
+	kill() error
+	// memoryUsage is the memory the env uses, without the page cache the
+	// kernel can drop, in bytes; -1 when unknown.
+	memoryUsage() int64
+	// remove kills what is left and deletes the cgroup.
+	remove() error
+}
+
+// newCgroup makes the cgroup parent/name with limits r.
+func newCgroup(parent, name string, r Resources) (envCgroup, error) {
+	p := "/" + strings.Trim(parent, "/") + "/" + name
+	if cgroups.Mode() == cgroups.Unified {
+		return newCgroupV2(p, r)
+	}
+	return newCgroupV1(p, r)
+}
+
+// loadCgroup opens an existing env cgroup (an adopted env's).
+func loadCgroup(p string) (envCgroup, error) {
+	if cgroups.Mode() == cgroups.Unified {
+		m, err := cgroup2.Load(p)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := os.Stat(filepath.Join(cgroupMount, p)); err != nil {
+			return nil, err
+		}
+		return &cgroupV2{m: m, p: p, fd: -1}, nil
+	}
+	if _, err := os.Stat(filepath.Join(cgroupMount, "memory", p)); err != nil {
+		return nil, err
+	}
+	cg, err := cgroup1.Load(cgroup1.StaticPath(p), cgroup1.WithHierarchy(v1Hierarchy))
+	if err != nil {
+		return nil, err
+	}
+	return &cgroupV1{cg: cg, p: p}, nil
+}
+
+// v1Hierarchy is the v1 controllers envgate uses, those of them mounted.
+func v1Hierarchy() ([]cgroup1.Subsystem, error) {
+	all, err := cgroup1.Default()
+	if err != nil {
+		return nil, err
+	}
+	var out []cgroup1.Subsystem
+	for _, s := range all {
+		switch s.Name() {
+		case cgroup1.Memory, cgroup1.Cpu, cgroup1.Pids:
+			out = append(out, s)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no memory, cpu or pids cgroup v1 controller mounted")
+	}
+	return out, nil
+}
+
+type cgroupV1 struct {
+	cg cgroup1.Cgroup
+	p  string
+}
+
+func newCgroupV1(p string, r Resources) (*cgroupV1, error) {
+	res := &specs.LinuxResources{}
+	if r.Memory > 0 {
+		res.Memory = &specs.LinuxMemory{Limit: &r.Memory}
+	}
+	if r.CPUs > 0 {
+		quota, period := int64(r.CPUs*cpuPeriod), uint64(cpuPeriod)
+		res.CPU = &specs.LinuxCPU{Quota: &quota, Period: &period}
+	}
+	if r.Pids > 0 {
+		res.Pids = &specs.LinuxPids{Limit: &r.Pids}
+	}
+	cg, err := cgroup1.New(cgroup1.StaticPath(p), res, cgroup1.WithHierarchy(v1Hierarchy))
+	if err != nil {
+		return nil, fmt.Errorf("lifecycle: cgroup v1 %s: %w", p, err)
+	}
+	return &cgroupV1{cg: cg, p: p}, nil
+}
+
+func (c *cgroupV1) path() string { return c.p }
+func (c *cgroupV1) dirFD() int   { return -1 }
+func (c *cgroupV1) procsFiles(cred *credential) ([]string, error) {
+	var out []string
+	for _, ctrl := range []string{"memory", "cpu", "pids"} {
+		f := filepath.Join(cgroupMount, ctrl, c.p, "cgroup.procs")
+		if _, err := os.Stat(f); errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if cred != nil {
+			// v1 lets a process move itself into a cgroup whose
+			// cgroup.procs it can write; this one only, its own.
+			if err := os.Chown(f, int(cred.uid), int(cred.gid)); err != nil {
+				return nil, err
+			}
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+func (c *cgroupV1) kill() error {
+	return killUntilEmpty(func() ([]int, error) {
+		procs, err := c.cg.Processes(cgroup1.Memory, true)
+		if err != nil && errors.Is(err, os.ErrNotExist) {
+			procs, err = c.cg.Processes(cgroup1.Pids, true)
+		}
+		pids := make([]int, len(procs))
+		for i, p := range procs {
+			pids[i] = p.Pid
+		}
+		return pids, err
+	})
+}
+
+func (c *cgroupV1) memoryUsage() int64 {
+	dir := filepath.Join(cgroupMount, "memory", c.p)
+	u, err := readInt(filepath.Join(dir, "memory.usage_in_bytes"))
+	if err != nil {
+		return -1
+	}
+	return max(u-statValue(filepath.Join(dir, "memory.stat"), "total_inactive_file"), 0)
+}
+
+func (c *cgroupV1) remove() error {
+	kerr := c.kill()
+	return errors.Join(kerr, c.cg.Delete())
+}
+
+type cgroupV2 struct {
+	m  *cgroup2.Manager
+	p  string
+	fd int // open directory, for UseCgroupFD; -1 once closed
+}
+
+func newCgroupV2(p string, r Resources) (*cgroupV2, error) {
+	res := &cgroup2.Resources{}
+	if r.Memory > 0 {
+		res.Memory = &cgroup2.Memory{Max: &r.Memory}
+	}
+	if r.CPUs > 0 {
+		quota, period := int64(r.CPUs*cpuPeriod), uint64(cpuPeriod)
+		res.CPU = &cgroup2.CPU{Max: cgroup2.NewCPUMax(&quota, &period)}
+	}
+	if r.Pids > 0 {
+		res.Pids = &cgroup2.Pids{Max: r.Pids}
+	}
+	m, err := cgroup2.NewManager(cgroupMount, p, res)
+	if err != nil {
+		return nil, fmt.Errorf("lifecycle: cgroup v2 %s: %w", p, err)
+	}
+	fd, err := syscall.Open(filepath.Join(cgroupMount, p), syscall.O_DIRECTORY|syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		m.Delete()
+		return nil, fmt.Errorf("lifecycle: cgroup v2 %s: %w", p, err)
+	}
+	return &cgroupV2{m: m, p: p, fd: fd}, nil
+}
+
+func (c *cgroupV2) path() string { return c.p }
+func (c *cgroupV2) dirFD() int   { return c.fd }
+func (c *cgroupV2) procsFiles(*credential) ([]string, error) {
+	return nil, errors.New("cgroup v2 is joined at clone (UseCgroupFD)")
+}
+
+func (c *cgroupV2) kill() error {
+	if err := c.m.Kill(); err != nil {
+		return err
+	}
+	return killUntilEmpty(func() ([]int, error) {
+		procs, err := c.m.Procs(true)
+		pids := make([]int, len(procs))
+		for i, p := range procs {
+			pids[i] = int(p)
+		}
+		return pids, err
+	})
+}
+
+func (c *cgroupV2) memoryUsage() int64 {
+	dir := filepath.Join(cgroupMount, c.p)
+	u, err := readInt(filepath.Join(dir, "memory.current"))
+	if err != nil {
+		return -1
+	}
+	return max(u-statValue(filepath.Join(dir, "memory.stat"), "inactive_file"), 0)
+}
+
+func (c *cgroupV2) remove() error {
+	if c.fd >= 0 {
+		syscall.Close(c.fd)
+		c.fd = -1
+	}
+	kerr := c.kill()
+	return errors.Join(kerr, c.m.Delete())
+}
+
+// killUntilEmpty SIGKILLs the pids list returns until it returns none,
+// for at most five seconds. A cgroup that no longer exists is empty.
+func killUntilEmpty(list func() ([]int, error)) error {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		pids, err := list()
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("lifecycle: cgroup processes: %w", err)
+		}
+		if len(pids) == 0 {
+			return nil
+		}
+		for _, pid := range pids {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("lifecycle: %d processes left in the cgroup after SIGKILL", len(pids))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// attachCgroups gives each running env taken over from an earlier
+// gateway process its cgroup back, found by name under CgroupParent.
+func (m *Manager) attachCgroups() {
+	if m.cfg.CgroupParent == "" {
+		return
+	}
+	for _, e := range m.snapshot() {
+		e.mu.Lock()
+		if e.State() == Ready && e.proc != nil && e.proc.cg == nil {
+			p := "/" + strings.Trim(m.cfg.CgroupParent, "/") + "/" + e.name
+			if cg, err := loadCgroup(p); err == nil {
+				e.proc.cg = cg
+			} else {
+				e.log.Warn().Err(err).Str("cgroup", p).Msg("adopted env has no cgroup: no limits, no memory figure")
+			}
+		}
+		e.mu.Unlock()
+	}
+}
+
+// removeStrayCgroups kills and removes every env cgroup under
+// CgroupParent that no running env owns: what a crashed run left.
+func (m *Manager) removeStrayCgroups() {
+	if m.cfg.CgroupParent == "" {
+		return
+	}
+	owned := map[string]bool{}
+	for _, e := range m.snapshot() {
+		e.mu.Lock()
+		if e.proc != nil && e.proc.cg != nil {
+			owned[e.proc.cg.path()] = true
+		}
+		e.mu.Unlock()
+	}
+	removed, err := removeCgroups(m.cfg.CgroupParent, owned)
+	for _, p := range removed {
+		m.log.Warn().Str("cgroup", p).Msg("removed a cgroup left behind by an earlier run")
+	}
+	if err != nil {
+		m.log.Error().Err(err).Msg("remove cgroups left behind")
+	}
+}
+
+// RemoveCgroups kills the processes in, and removes, every env cgroup
+// under parent (Config.CgroupParent), then parent itself: what a crashed
+// gateway left. It returns the cgroups removed. `envgate gc` uses it;
+// never call it while a gateway of the same parent runs.
+func RemoveCgroups(parent string) ([]string, error) {
+	removed, err := removeCgroups(parent, nil)
+	m := &Manager{cfg: Config{CgroupParent: parent}}
+	m.removeCgroupParent()
+	return removed, err
+}
+
+// removeCgroups removes the env cgroups under parent not in keep.
+func removeCgroups(parent string, keep map[string]bool) ([]string, error) {
+	parent = "/" + strings.Trim(parent, "/")
+	dir := filepath.Join(cgroupMount, parent)
+	if cgroups.Mode() != cgroups.Unified {
+		dir = filepath.Join(cgroupMount, "memory", parent)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, nil // no parent: nothing left behind
+	}
+	var removed []string
+	var errs []error
+	for _, ent := range ents {
+		p := parent + "/" + ent.Name()
+		if !ent.IsDir() || keep[p] {
+			continue
+		}
+		cg, err := loadCgroup(p)
+		if err == nil {
+			err = cg.remove()
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("lifecycle: remove cgroup %s: %w", p, err))
+			continue
+		}
+		removed = append(removed, p)
+	}
+	return removed, errors.Join(errs...)
+}
+
+// removeCgroupParent removes CgroupParent once no env cgroup is left in
+// it (rmdir fails on a cgroup with children, which then stays).
+func (m *Manager) removeCgroupParent() {
+	if m.cfg.CgroupParent == "" {
+		return
+	}
+	parent := "/" + strings.Trim(m.cfg.CgroupParent, "/")
+	dirs := []string{filepath.Join(cgroupMount, parent)}
+	if cgroups.Mode() != cgroups.Unified {
+		dirs = nil
+		for _, ctrl := range []string{"memory", "cpu", "pids"} {
+			dirs = append(dirs, filepath.Join(cgroupMount, ctrl, parent))
+		}
+	}
+	for _, d := range dirs {
+		os.Remove(d)
+	}
+}

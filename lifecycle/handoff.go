@@ -1,0 +1,260 @@
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// HandedEnv is a running env passed from one gateway process to the next
+// during a zero-downtime restart (see Manager.Handoff and TakeOver). The
+// files travel as open descriptors (inherited or SCM_RIGHTS), the rest as
+// JSON.
+type HandedEnv struct {
+	Name      string    `json:"name"`
+	Template  string    `json:"template"`
+	Pid       int       `json:"pid"` // the dev server, leader of its process group
+	StartedAt time.Time `json:"started_at"`
+	ReadyAt   time.Time `json:"ready_at"`
+
+	// Output is the read end of the dev server's output pipe: the new
+	// process keeps reading it, so the server never sees a broken pipe.
+	Output *os.File `json:"-"`
+	// PidFD refers to the dev server (pidfd_open), so the new process,
+	// which is not its parent, learns of its exit without racing pid reuse.
+	PidFD *os.File `json:"-"`
+}
+
+// SandboxTaker is a Network that can take over the sandbox of a running env
+// from an earlier gateway process. NetnsNetwork is one.
+type SandboxTaker interface {
+	TakeOverSandbox(name string) (Sandbox, error)
+}
+
+// TakeOverSandbox implements SandboxTaker with netns.Manager.Adopt.
+func (n NetnsNetwork) TakeOverSandbox(name string) (Sandbox, error) {
+	sb, err := n.M.Adopt(name)
+	if err != nil {
+		return nil, err
+	}
+	return sb, nil
+}
+
+var _ SandboxTaker = NetnsNetwork{}
+
+// Handoff gives every ready env away to the process that will replace
+// this one, without stopping any. Afterwards the manager starts, stops and
+// reaps nothing, and Close returns at once; Acquire still leases the
+// handed envs so that requests already in flight in this process finish,
+// and refuses every other env (ErrClosed). Starts in progress are waited
+// for until ctx ends, then aborted. The caller owns the returned files and
+// must close them once they are passed on.
+func (m *Manager) Handoff(ctx context.Context) ([]HandedEnv, error) {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil, ErrClosed
+	}
+	m.closed = true // start checks it: no start begins from now on
+	m.mu.Unlock()
+
+	// Let starts already running finish: their requests are waiting.
+	for m.anyStarting() && ctx.Err() == nil {
+		t := time.NewTimer(10 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	m.cancel() // stops the reaper; aborts starts that are still running
+	m.wg.Wait()
+
+	m.mu.Lock()
+	envs := m.envs
+	m.envs = make(map[string]*env)
+	m.handed = make(map[string]*env)
+	m.mu.Unlock()
+
+	var out []HandedEnv
+	var errs []error
+	for _, e := range envs {
+		e.mu.Lock()
+		if e.State() != Ready {
+			e.mu.Unlock()
+			continue
+		}
+		proc := e.proc
+		// Keep Ready and the address, so leases still work here, but let
+		// go of the process: supervise sees proc changed and does nothing
+		// when it exits, and no stop here can reach it.
+		e.sb, e.proc = nil, nil
+		h := HandedEnv{Name: e.name, Template: e.tmpl.Name, Pid: proc.Pid(), StartedAt: e.startedAt, ReadyAt: e.readyAt}
+		e.mu.Unlock()
+		m.mu.Lock()
+		m.handed[e.name] = e
+		m.mu.Unlock()
+
+		// Stop reading output here; the rest is the next process's.
+		proc.out.SetReadDeadline(time.Now())
+		<-proc.pumped
+		var err error
+		if h.Output, err = dupFile(proc.out, "output-"+e.name); err == nil {
+			var fd int
+			if fd, err = unix.PidfdOpen(h.Pid, 0); err == nil {
+				h.PidFD = os.NewFile(uintptr(fd), "pidfd-"+e.name)
+			}
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("lifecycle: hand off %s: %w", e.name, err))
+			if h.Output != nil {
+				h.Output.Close()
+			}
+			continue
+		}
+		out = append(out, h)
+		e.log.Info().Int("pid", h.Pid).Msg("env handed to the new gateway process")
+	}
+	return out, errors.Join(errs...)
+}
+
+// anyStarting reports whether a start is in progress.
+func (m *Manager) anyStarting() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, e := range m.envs {
+		if e.State() == Starting {
+			return true
+		}
+	}
+	return false
+}
+
+// dupFile duplicates f's descriptor without switching f to blocking mode,
+// as f.Fd() would.
+func dupFile(f *os.File, name string) (*os.File, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var nfd int
+	var derr error
+	if err := rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, derr
+	}
+	return os.NewFile(uintptr(nfd), name), nil
+}
+
+// TakeOver adopts envs handed over by the previous gateway process: their
+// sandboxes (through Config.Network, which must be a SandboxTaker), their
+// processes and their output. Each becomes Ready here, counts against
+// Limits.MaxEnvs, and is reaped and stopped like an env started here. It
+// takes ownership of the envs' files. Envs it cannot adopt are reported
+// and their files closed; the caller should then remove what is left of
+// them (netns GC).
+func (m *Manager) TakeOver(handed []HandedEnv) error {
+	taker, ok := m.cfg.Network.(SandboxTaker)
+	if !ok {
+		for _, h := range handed {
+			closeHanded(h)
+		}
+		return errors.New("lifecycle: take over: the network cannot adopt sandboxes")
+	}
+	var errs []error
+	for _, h := range handed {
+		if err := m.takeOver(taker, h); err != nil {
+			closeHanded(h)
+			errs = append(errs, fmt.Errorf("lifecycle: take over %s: %w", h.Name, err))
+		}
+	}
+	m.attachCgroups()
+	m.saveState()
+	return errors.Join(errs...)
+}
+
+func closeHanded(h HandedEnv) {
+	if h.Output != nil {
+		h.Output.Close()
+	}
+	if h.PidFD != nil {
+		h.PidFD.Close()
+	}
+}
+
+func (m *Manager) takeOver(taker SandboxTaker, h HandedEnv) error {
+	if h.Output == nil || h.PidFD == nil {
+		return errors.New("missing output pipe or pidfd")
+	}
+	e, err := m.lookup(h.Name)
+	if err != nil {
+		return err
+	}
+	if e.tmpl.Name != h.Template {
+		// The config changed: the env would now run from another template.
+		// Adopting it would keep the old command running under the new
+		// template's name; better restart it.
+		return fmt.Errorf("its template is now %s, was %s; it will start afresh", e.tmpl.Name, h.Template)
+	}
+	osProc, err := os.FindProcess(h.Pid)
+	if err != nil {
+		return err
+	}
+	sb, err := taker.TakeOverSandbox(h.Name)
+	if err != nil {
+		return err
+	}
+	proc := &process{
+		cmd:    &exec.Cmd{Process: osProc},
+		out:    h.Output,
+		pumped: make(chan struct{}),
+		exited: make(chan struct{}),
+	}
+	go func() {
+		defer close(proc.pumped)
+		pump(proc.out, e.out, e.log.With().Str("stream", "output").Logger())
+	}()
+	go func() {
+		defer close(proc.exited)
+		defer h.PidFD.Close()
+		waitPidfd(h.PidFD)
+	}()
+	addr := netip.AddrPortFrom(sb.Addr(), uint16(e.tmpl.Port))
+
+	e.mu.Lock()
+	e.sb, e.proc = sb, proc
+	e.addr.Store(&addr)
+	e.startedAt, e.readyAt = h.StartedAt, h.ReadyAt
+	e.lastActive.Store(time.Now().UnixNano())
+	e.setStateLocked(Ready)
+	e.mu.Unlock()
+	m.admitMu.Lock()
+	m.running++
+	e.holdsSlot.Store(true)
+	m.admitMu.Unlock()
+	m.supWG.Go(func() { m.supervise(e, proc) })
+	e.log.Info().Int("pid", h.Pid).Str("addr", addr.String()).Msg("env taken over from the previous gateway process")
+	return nil
+}
+
+// waitPidfd blocks until the process behind f has exited. The pidfd polls
+// readable on exit, for non-children too.
+func waitPidfd(f *os.File) {
+	fd := int(f.Fd())
+	for {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(pfd, -1)
+		if n > 0 || err != nil && !errors.Is(err, syscall.EINTR) {
+			return
+		}
+	}
+}

@@ -1,0 +1,67 @@
+package lifecycle
+
+import "time"
+
+// Values of Template.Waiting.
+const (
+	// WaitPage shows browsers a page that follows the start and reloads
+	// when the env is ready; other clients wait. The default.
+	WaitPage = "page"
+	// WaitBlock makes every request, browser navigations included, wait
+	// for the start.
+	WaitBlock = "block"
+)
+
+// Values of Template.Upstream.
+const (
+	// UpstreamHTTP is HTTP/1.1 to the dev server. The default.
+	UpstreamHTTP = "http"
+	// UpstreamH2C is HTTP/2 without TLS (prior knowledge) to the dev
+	// server, as gRPC servers speak it.
+	UpstreamH2C = "h2c"
+)
+
+// Progress is a snapshot of how an env's start is going, for a page that
+// waits on it.
+type Progress struct {
+	State State
+	// StartedAt is when the current (or last) start began; zero if the
+	// env never started.
+	StartedAt time.Time
+	// Tail is the newest lines of the dev server's output.
+	Tail []string
+	// Failure is why the last start failed, when State is Failed.
+	Failure *StartError
+	// Template runs the env. Callers must not modify it.
+	Template *Template
+}
+
+// Progress reports how env name is doing without starting it or waiting
+// for anything, with up to tail lines of its output. Errors are those of
+// Acquire's lookup: ErrNoTemplate, ErrNotAllowed, ErrClosed.
+func (m *Manager) Progress(name string, tail int) (Progress, error) {
+	e, err := m.lookup(name)
+	if err != nil {
+		return Progress{}, err
+	}
+	e.mu.Lock()
+	p := Progress{State: e.State(), StartedAt: e.startedAt, Template: e.tmpl}
+	if p.State == Failed && e.failure != nil {
+		f := *e.failure
+		p.Failure = &f
+	}
+	e.mu.Unlock()
+	if tail > 0 {
+		p.Tail = e.out.Tail(tail)
+	}
+	return p, nil
+}
+
+// Template is the template the leased env runs from, or nil for a Lease
+// made outside a Manager (as test fakes do). Callers must not modify it.
+func (l *Lease) Template() *Template {
+	if l.e == nil {
+		return nil
+	}
+	return l.e.tmpl
+}

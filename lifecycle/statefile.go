@@ -1,0 +1,150 @@
+package lifecycle
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// stateVersion is the state file's format; a file of another version is
+// ignored (its envs are cleaned, not adopted).
+const stateVersion = 1
+
+// outputFD is the descriptor number at which every dev server holds the
+// read end of its own output pipe (see spawn): the pipe then always has a
+// reader, so a gateway that dies does not kill its dev servers with
+// SIGPIPE, and the next gateway reopens the pipe from /proc.
+const outputFD = 3
+
+// stateFile is what Config.StateFile holds: the envs running when it was
+// written.
+type stateFile struct {
+	Version int           `json:"version"`
+	Written time.Time     `json:"written"`
+	Envs    []stateRecord `json:"envs"`
+}
+
+// stateRecord is one running env.
+type stateRecord struct {
+	Name      string         `json:"name"`
+	Template  string         `json:"template"`
+	Namespace string         `json:"namespace,omitempty"` // path of the sandbox, if it has one
+	Addr      netip.AddrPort `json:"addr"`
+	Pid       int            `json:"pid"` // leader of its process group
+	// PidStart is the process's start time (clock ticks since boot, field
+	// 22 of /proc/PID/stat): a pid reused by another process has another.
+	PidStart  uint64    `json:"pid_start"`
+	Cgroup    string    `json:"cgroup,omitempty"` // below the hierarchy roots
+	StartedAt time.Time `json:"started_at"`
+	ReadyAt   time.Time `json:"ready_at"`
+}
+
+// saveState writes the state file, if configured, from the envs now
+// ready. It is written to a temporary file, synced and renamed over the
+// old one, so a crash leaves the old file or the new one, never a mix.
+func (m *Manager) saveState() {
+	if m.cfg.StateFile == "" {
+		return
+	}
+	m.stateMu.Lock()
+	defer m.stateMu.Unlock()
+	st := stateFile{Version: stateVersion, Written: time.Now().UTC(), Envs: []stateRecord{}}
+	for _, e := range m.snapshot() {
+		e.mu.Lock()
+		if e.State() == Ready && e.proc != nil {
+			r := stateRecord{Name: e.name, Template: e.tmpl.Name, Addr: *e.addr.Load(), Pid: e.proc.Pid(),
+				StartedAt: e.startedAt, ReadyAt: e.readyAt}
+			if p, ok := e.sb.(interface{ Path() string }); ok {
+				r.Namespace = p.Path()
+			}
+			r.PidStart, _ = pidStartTime(r.Pid)
+			if e.proc.cg != nil {
+				r.Cgroup = e.proc.cg.path()
+			}
+			st.Envs = append(st.Envs, r)
+		}
+		e.mu.Unlock()
+	}
+	slices.SortFunc(st.Envs, func(a, b stateRecord) int { return strings.Compare(a.Name, b.Name) })
+	if err := writeFileAtomic(m.cfg.StateFile, st); err != nil {
+		m.log.Error().Err(err).Str("file", m.cfg.StateFile).Msg("cannot write the state file; a gateway restart will not adopt envs")
+	}
+}
+
+func writeFileAtomic(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("lifecycle: state file: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("lifecycle: state file: %w", err)
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("lifecycle: state file: %w", err)
+	}
+	_, err = f.Write(append(b, '\n'))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("lifecycle: state file: %w", err)
+	}
+	return nil
+}
+
+// readState reads the state file; a missing file is an empty state.
+func readState(path string) (stateFile, error) {
+	var st stateFile
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return st, nil
+	}
+	if err != nil {
+		return st, fmt.Errorf("lifecycle: state file: %w", err)
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return stateFile{}, fmt.Errorf("lifecycle: state file %s: %w", path, err)
+	}
+	if st.Version != stateVersion {
+		return stateFile{}, fmt.Errorf("lifecycle: state file %s: version %d, want %d", path, st.Version, stateVersion)
+	}
+	return st, nil
+}
+
+// pidStartTime returns field 22 (starttime) of /proc/PID/stat; a process
+// gone or exited (zombie) is an error.
+func pidStartTime(pid int) (uint64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// The command name, in parentheses, may hold spaces and ')'.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, fmt.Errorf("lifecycle: /proc/%d/stat: malformed", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// f[0] is field 3 (state); starttime is field 22.
+	if len(f) < 20 {
+		return 0, fmt.Errorf("lifecycle: /proc/%d/stat: malformed", pid)
+	}
+	if f[0] == "Z" || f[0] == "X" {
+		return 0, fmt.Errorf("lifecycle: process %d has exited", pid)
+	}
+	return strconv.ParseUint(f[19], 10, 64)
+}

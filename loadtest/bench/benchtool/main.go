@@ -1,0 +1,68 @@
+// Command benchtool holds the measurements of loadtest/bench/run.sh that
+// neither wrk nor `envgate loadtest` makes: a dev server's own boot time,
+// the time to first byte of one cold request at a time, and a herd of
+// requests released at once. Each subcommand prints one JSON object on
+// stdout, latencies in milliseconds, for the script to put in
+// BENCHMARKS.md.
+//
+// It only dials the address it is given (loopback, where the gateway
+// listens) and never resolves a hostname: the env's name travels in the
+// Host header alone.
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+
+	"github.com/envgate/envgate/loadtest"
+)
+
+const usage = `usage:
+  benchtool boot -n N -- COMMAND [ARGS...]   exec -> "listening on" line, N times
+  benchtool cold -addr HOST:PORT -hosts TEMPLATE -n N [-path P]
+  benchtool herd -addr HOST:PORT -hosts TEMPLATE -envs E -n N [-path P]
+  benchtool load -addr HOST:PORT -hosts TEMPLATE -envs E -dist D -concurrency C -duration D
+                 (envgate loadtest --concurrency C --json, for when that command cannot run)`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, usage)
+		os.Exit(2)
+	}
+	var (
+		out any
+		err error
+	)
+	switch os.Args[1] {
+	case "boot":
+		out, err = runBoot(os.Args[2:])
+	case "cold":
+		out, err = runCold(os.Args[2:])
+	case "herd":
+		out, err = runHerd(os.Args[2:])
+	case "load":
+		var r *loadtest.Report
+		if r, err = runLoad(os.Args[2:]); err == nil {
+			err = printReport(r)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "benchtool:", err)
+			os.Exit(1)
+		}
+		return
+	default:
+		fmt.Fprintln(os.Stderr, usage)
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "benchtool:", err)
+		os.Exit(1)
+	}
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(out); err != nil {
+		fmt.Fprintln(os.Stderr, "benchtool:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// fakeServerVar makes the test binary act as a dev server for TestRunBoot.
+const fakeServerVar = "BENCHTOOL_FAKE_SERVER"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(fakeServerVar) != "" {
+		fmt.Println("fake: env=x listening on 127.0.0.1:1")
+		time.Sleep(time.Minute) // until the boot loop kills the process group
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// envServer answers like the demo server behind the gateway: it names
+// the env of the Host, and marks hosts starting with "cold" as cold starts.
+func envServer(t *testing.T) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		env := envOf(r.Host)
+		if strings.HasPrefix(env, "cold") {
+			w.Header().Set("Envgate-Cold-Start", "5ms")
+		}
+		if env == "wrong" {
+			env = "other"
+		}
+		w.Header().Set("X-Envgate-Env", env)
+		fmt.Fprintln(w, "ok")
+	}))
+	t.Cleanup(srv.Close)
+	return srv.Listener.Addr().String()
+}
+
+func TestRunHerd(t *testing.T) {
+	addr := envServer(t)
+	res, err := runHerd([]string{"-addr", addr, "-hosts", "h{{.I}}.localhost", "-envs", "3", "-n", "30"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.OK != 30 || res.Errors != 0 || res.Status["200"] != 30 || res.Latency.N != 30 || res.AllAnsweredMS <= 0 {
+		t.Errorf("herd = %+v, want 30 ok answers", res)
+	}
+
+	res, err = runHerd([]string{"-addr", addr, "-hosts", "wrong.localhost", "-n", "4"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.OK != 0 || res.Status["misroute"] != 4 || res.FirstError == "" {
+		t.Errorf("herd to a misrouting server = %+v, want 4 misroutes", res)
+	}
+}
+
+func TestRunCold(t *testing.T) {
+	addr := envServer(t)
+	tests := []struct {
+		hosts       string
+		cold, other int
+	}{
+		{"cold{{.I}}.localhost", 5, 0},
+		{"warm{{.I}}.localhost", 0, 5},
+	}
+	for _, tt := range tests {
+		res, err := runCold([]string{"-addr", addr, "-hosts", tt.hosts, "-n", "5"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.TTFB.N != 5 || res.ColdHeader.N != tt.cold || res.NotCold != tt.other || res.Errors != 0 {
+			t.Errorf("%s: %+v, want 5 answers, %d cold, %d not", tt.hosts, res, tt.cold, tt.other)
+		}
+		if tt.cold > 0 && res.ColdHeader.P50 != 5 {
+			t.Errorf("%s: cold header p50 = %v, want 5", tt.hosts, res.ColdHeader.P50)
+		}
+	}
+}
+
+func TestRunBoot(t *testing.T) {
+	t.Setenv(fakeServerVar, "1")
+	res, err := runBoot([]string{"-n", "3", "--", os.Args[0]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Boot.N != 3 || res.Boot.Min <= 0 {
+		t.Errorf("boot = %+v, want 3 timed boots", res.Boot)
+	}
+
+	t.Setenv(fakeServerVar, "")
+	if _, err := runBoot([]string{"-n", "1", "--", "/bin/true"}); err == nil {
+		t.Error("a command that never listens was timed as booted")
+	}
+}
