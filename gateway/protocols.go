@@ -71,14 +71,21 @@ func EnableH2C(srv *http.Server) {
 }
 
 // upstreams picks the transport to an env by its template's Upstream.
-// Upgrades always take HTTP/1.1: HTTP/2 has no Upgrade.
-type upstreams struct{ h1, h2c *http.Transport }
+// Upgrades always take HTTP/1.1: HTTP/2 has no Upgrade. HTTP/1.1
+// requests without a body take fast when set (see fasttransport.go).
+type upstreams struct {
+	h1, h2c *http.Transport
+	fast    *fastTransport
+}
 
 func (u upstreams) RoundTrip(r *http.Request) (*http.Response, error) {
 	if l, ok := r.Context().Value(leaseKey{}).(*lifecycle.Lease); ok && !isUpgrade(r.Header) {
 		if t := l.Template(); t != nil && t.Upstream == lifecycle.UpstreamH2C {
 			return u.h2c.RoundTrip(r)
 		}
+	}
+	if u.fast != nil && fastEligible(r) {
+		return u.fast.RoundTrip(r)
 	}
 	return u.h1.RoundTrip(r)
 }

@@ -67,6 +67,7 @@ type Handler struct {
 	ports     PortNamer // Config.Envs, if it names ports
 	envConns  envConns  // the transports' connections, by env address
 	protocolState
+	fast *fastTransport // bodyless HTTP/1.1 requests; see fasttransport.go
 }
 
 type leaseKey struct{}
@@ -108,11 +109,12 @@ func NewHandler(cfg Config) (*Handler, error) {
 		},
 	}
 	h.transport.DialContext = h.envConns.track(h.transport.DialContext)
+	h.fast = newFastTransport(h.transport)
 	h.ports, _ = cfg.Envs.(PortNamer)
 	h.initProtocols(cfg)
 	h.proxy = &httputil.ReverseProxy{
 		Rewrite:        h.rewrite,
-		Transport:      upstreams{h1: h.transport, h2c: h.h2c},
+		Transport:      upstreams{h1: h.transport, h2c: h.h2c, fast: h.fast},
 		ModifyResponse: modifyResponse,
 		BufferPool:     bufferPool{},
 		ErrorHandler:   h.proxyError,
@@ -262,6 +264,7 @@ func formatMillis(d time.Duration) string {
 // CloseIdleConnections drops kept-alive connections to envs.
 func (h *Handler) CloseIdleConnections() {
 	h.transport.CloseIdleConnections()
+	h.fast.CloseIdleConnections()
 	h.h2c.CloseIdleConnections()
 }
 

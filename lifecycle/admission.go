@@ -55,7 +55,17 @@ func (m *Manager) admit(e *env) error {
 			e.log.Warn().Str("limit", why).Str("detail", detail).Msg("start refused: at capacity, nothing idle to evict")
 			return &CapacityError{Env: e.name, Limit: why, Detail: detail, RetryAfter: capacityRetryAfter}
 		}
-		m.stop(v, "evicted: "+why+" (to start "+e.name+")", false)
+		// Wait until the victim's dev server is dead, not for its
+		// namespace's teardown, which goes on in the background.
+		m.admitMu.Lock()
+		freed := m.slotFreed
+		m.admitMu.Unlock()
+		stopped := make(chan bool, 1)
+		m.supWG.Go(func() { stopped <- m.stop(v, "evicted: "+why+" (to start "+e.name+")", false) })
+		select {
+		case <-freed:
+		case <-stopped: // false: it turned busy; choose again
+		}
 	}
 }
 
@@ -84,6 +94,8 @@ func (m *Manager) releaseSlot(e *env) {
 	if e.holdsSlot.CompareAndSwap(true, false) {
 		m.admitMu.Lock()
 		m.running--
+		close(m.slotFreed)
+		m.slotFreed = make(chan struct{})
 		m.admitMu.Unlock()
 	}
 }

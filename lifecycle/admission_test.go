@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -30,9 +31,12 @@ func TestMaxEnvsEvictsLeastRecentlyUsedIdleEnv(t *testing.T) {
 	}
 	l := acquire(t, f.m, "e6")
 	defer l.Release()
-	if s := stateOf(f.m, "e2"); s != lifecycle.Stopped {
-		t.Fatalf("e2 (least recently used) is %v, want stopped", s)
+	// e6 waited only for e2's dev server to die; e2's namespace goes
+	// away in the background.
+	if s := stateOf(f.m, "e2"); s != lifecycle.Stopping && s != lifecycle.Stopped {
+		t.Fatalf("e2 (least recently used) is %v, want stopping or stopped", s)
 	}
+	waitState(t, f.m, "e2", lifecycle.Stopped, 20*time.Second)
 	for _, n := range []string{"e1", "e3", "e4", "e5", "e6"} {
 		if s := stateOf(f.m, n); s != lifecycle.Ready {
 			t.Errorf("%s is %v, want ready", n, s)
@@ -207,4 +211,33 @@ func TestMaxLifetimeStopsIdleEnv(t *testing.T) {
 	}
 	l.Release()
 	waitState(t, f.m, "aging", lifecycle.Stopped, 20*time.Second)
+}
+
+// A dev server that keeps crashing is restarted on demand, but after the
+// second crash in a row only once its backoff has passed; meanwhile
+// Acquire answers at once with the crash (exit status, output tail).
+func TestRepeatedCrashesBackOff(t *testing.T) {
+	tp := lifecycletest.Shell(`echo "booting"; exec timeout -s KILL 0.3 "$DEMO"`, 20*time.Second)
+	f := newFixture(t, lifecycle.Config{Templates: []*lifecycle.Template{tp}})
+	for crash := 1; crash <= 2; crash++ {
+		acquire(t, f.m, "crashy").Release()
+		waitState(t, f.m, "crashy", lifecycle.Failed, 20*time.Second)
+	}
+	creates := f.net.creates.Load()
+	_, err := f.m.Acquire(context.Background(), "crashy")
+	var se *lifecycle.StartError
+	if !errors.As(err, &se) || se.RetryAt.IsZero() || !strings.HasPrefix(se.Reason, "dev server ") {
+		t.Fatalf("acquire after two crashes: %v, want the crash with a RetryAt", err)
+	}
+	if !strings.Contains(strings.Join(se.Tail, "\n"), "booting") {
+		t.Fatalf("crash tail %q lacks the server's output", se.Tail)
+	}
+	if f.net.creates.Load() != creates {
+		t.Fatal("restarted during the backoff")
+	}
+	time.Sleep(time.Until(se.RetryAt))
+	acquire(t, f.m, "crashy").Release()
+	if f.net.creates.Load() != creates+1 {
+		t.Fatal("not restarted after the backoff")
+	}
 }

@@ -8,4 +8,28 @@
 // about HTTP: the gateway turns its errors into pages. It reaches the
 // kernel only through the Network interface, so its logic can be tested
 // with a fake, and runs on netns.Manager in production.
+//
+// Under load:
+//
+//   - Activity: a Lease is one unit of activity (a request, or a WebSocket,
+//     SSE stream or TCP connection for as long as it is open); in-flight
+//     counts and last activity are atomics. The reaper stops envs idle past
+//     Template.IdleTimeout or older than Template.MaxLifetime, never one
+//     with anything in flight. A request that finds its env stopping waits
+//     for the stop and starts it again.
+//   - Admission (admission.go): Limits.MaxEnvs and MinAvailableMemory evict
+//     idle envs (least recently used; the largest by cgroup memory when
+//     memory is short) or refuse at once with a *CapacityError;
+//     MaxStarting queues starts.
+//   - Supervision (stop.go): a dev server that exits on its own marks its env
+//     failed; restarts back off after repeated crashes. Stop signals the
+//     process group, waits StopGrace, kills it, then the sandbox (every
+//     process in the namespace) and the cgroup.
+//   - Isolation (user.go, cgroup.go): Template.User runs the dev server
+//     unprivileged, with no_new_privs, through a re-exec trampoline of the
+//     gateway's own binary (this package's init); Template.Resources limit
+//     it through a cgroup of its own (v2 or v1).
+//   - Restart (statefile.go, recover.go): Config.StateFile records running
+//     envs; Recover adopts those still alive after a gateway crash.
+//   - Warm pool (warmpool.go): Config.WarmPool sandboxes kept ready.
 package lifecycle

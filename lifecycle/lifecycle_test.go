@@ -45,7 +45,7 @@ type fixture struct {
 	dataDir string
 }
 
-func newFixture(t *testing.T, cfg lifecycle.Config) *fixture {
+func newFixture(t testing.TB, cfg lifecycle.Config) *fixture {
 	t.Helper()
 	nsm, err := netns.New(netns.Config{Prefix: netnstest.Prefix(t), Pool: netnstest.Pool(1)})
 	if err != nil {

@@ -42,6 +42,12 @@ type Config struct {
 	// in flight then: the gateway closes its idle connections to addr,
 	// so a dev server that drains keep-alive connections stops at once.
 	BeforeStop func(env string, addr netip.AddrPort)
+	// WarmPool, if positive, is how many sandboxes are kept made ahead of
+	// time (with their addresses), so that a cold start only spawns the
+	// dev server; a background loop refills the pool. Needs a Network
+	// that implements RenamingNetwork. Env names starting with "warm--"
+	// are then refused. Default 0: none.
+	WarmPool int
 	// CgroupParent, if set, is the cgroup (a path below the hierarchy
 	// roots, such as "envgate/prod") under which each env gets a cgroup
 	// of its own, with its template's Resources as limits; its memory use
@@ -74,10 +80,13 @@ type Manager struct {
 	// by mu.
 	handed map[string]*env
 
+	warm       *warmPool     // nil without Config.WarmPool
+	warmOn     bool          // guarded by mu; the refill loop runs
 	startTurns chan struct{} // one token per start in progress (MaxStarting)
 	admitMu    sync.Mutex
-	stateMu    sync.Mutex // serialises state file writes
-	running    int        // guarded by admitMu; envs holding a MaxEnvs slot
+	stateMu    sync.Mutex    // serialises state file writes
+	running    int           // guarded by admitMu; envs holding a MaxEnvs slot
+	slotFreed  chan struct{} // guarded by admitMu; closed (and replaced) when a slot frees
 }
 
 // New returns a Manager and starts its reaper. Call Close to stop it and
@@ -114,7 +123,12 @@ func New(cfg Config) (*Manager, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{cfg: cfg, log: cfg.Log, ctx: ctx, cancel: cancel, envs: make(map[string]*env),
-		startTurns: make(chan struct{}, cfg.Limits.MaxStarting)}
+		startTurns: make(chan struct{}, cfg.Limits.MaxStarting), slotFreed: make(chan struct{})}
+	var err error
+	if m.warm, err = newWarmPool(cfg); err != nil {
+		cancel()
+		return nil, err
+	}
 	m.wg.Go(m.reapLoop)
 	return m, nil
 }
@@ -228,6 +242,7 @@ func (m *Manager) lookup(name string) (*env, error) {
 		}
 		return nil, ErrClosed
 	}
+	m.startWarmLocked()
 	if e, ok := m.envs[name]; ok {
 		return e, nil
 	}
@@ -238,7 +253,7 @@ func (m *Manager) lookup(name string) (*env, error) {
 			break
 		}
 	}
-	if tmpl == nil {
+	if tmpl == nil || m.reservedName(name) {
 		return nil, fmt.Errorf("%w: %s", ErrNoTemplate, name)
 	}
 	if m.cfg.Allow != nil {

@@ -39,3 +39,8 @@ func (n NetnsNetwork) Create(ctx context.Context, name string) (Sandbox, error) 
 
 // Destroy implements Network.
 func (n NetnsNetwork) Destroy(sb Sandbox) error { return n.M.Destroy(sb.(*netns.Sandbox)) }
+
+// Rename implements RenamingNetwork with netns.Manager.Rename.
+func (n NetnsNetwork) Rename(sb Sandbox, name string) error {
+	return n.M.Rename(sb.(*netns.Sandbox), name)
+}

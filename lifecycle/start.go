@@ -13,17 +13,29 @@ import (
 	"time"
 )
 
-// Probe pacing: the first check comes about a millisecond after spawn and
-// the gap grows by half each time up to probeMaxGap, so a dev server that
-// boots in 20 ms is seen within a few ms, not a polling interval.
+// Probe pacing: a check every millisecond for the first probeTightFor
+// (a refused connect costs microseconds), then gaps growing by half up to
+// probeMaxGap, so a dev server that boots in 5 ms is seen within a
+// millisecond, and a slow one costs few probes.
 const (
 	probeFirstGap = time.Millisecond
+	probeTightFor = 100 * time.Millisecond
 	probeMaxGap   = 50 * time.Millisecond
 	tailLines     = 40
 )
 
+// probeDialTimeout bounds one probe's connect. Over a local veth a
+// connect is answered in microseconds, by the server or by a reset; a SYN
+// lost while the sandbox settles would otherwise wait for TCP's 1s
+// retransmission.
+const probeDialTimeout = 100 * time.Millisecond
+
 var probeClient = &http.Client{
-	Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil},
+	Transport: &http.Transport{
+		DisableKeepAlives: true,
+		Proxy:             nil,
+		DialContext:       (&net.Dialer{Timeout: probeDialTimeout}).DialContext,
+	},
 	// A probe must not follow a redirect off to somewhere else.
 	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 }
@@ -97,6 +109,7 @@ func (m *Manager) start(e *env) (err error) {
 	}
 	defer endTurn()
 
+	defer m.warm.refill()
 	ctx, cancel := context.WithTimeoutCause(m.ctx, e.tmpl.Ready.Timeout, errStartTimeout)
 	defer cancel()
 	sb, proc, err := m.launch(ctx, e)
@@ -111,7 +124,8 @@ func (m *Manager) start(e *env) (err error) {
 	e.mu.Lock()
 	e.sb, e.proc = sb, proc
 	e.addr.Store(&addr)
-	e.failures = 0
+	// failures is not reset here: a server that crashes soon after it
+	// got ready is crash-looping (see supervise).
 	e.failure = nil
 	e.readyAt = time.Now()
 	e.lastActive.Store(e.readyAt.UnixNano())
@@ -132,9 +146,12 @@ var (
 // launch makes the sandbox and spawns the dev server in it. On error it
 // returns what it made so far, for failStart to remove.
 func (m *Manager) launch(ctx context.Context, e *env) (Sandbox, *process, error) {
-	sb, err := m.cfg.Network.Create(ctx, e.name)
-	if err != nil {
-		return nil, nil, fmt.Errorf("create sandbox: %w", err)
+	sb := m.warm.take(e.name)
+	if sb == nil {
+		var err error
+		if sb, err = m.cfg.Network.Create(ctx, e.name); err != nil {
+			return nil, nil, fmt.Errorf("create sandbox: %w", err)
+		}
 	}
 	if err := os.MkdirAll(e.dataDir, 0o755); err != nil {
 		return sb, nil, fmt.Errorf("data dir: %w", err)
@@ -236,7 +253,7 @@ func backoff(n int) time.Duration {
 
 // probe polls addr until the dev server answers, it exits, or ctx ends.
 func probe(ctx context.Context, addr netip.AddrPort, httpPath string, exited <-chan struct{}) error {
-	gap := probeFirstGap
+	gap, began := probeFirstGap, time.Now()
 	for {
 		select {
 		case <-exited:
@@ -256,7 +273,9 @@ func probe(ctx context.Context, addr netip.AddrPort, httpPath string, exited <-c
 			return context.Cause(ctx)
 		case <-t.C:
 		}
-		gap = min(gap*3/2, probeMaxGap)
+		if time.Since(began) > probeTightFor {
+			gap = min(gap*3/2, probeMaxGap)
+		}
 	}
 }
 
@@ -264,7 +283,7 @@ func probeOnce(ctx context.Context, addr netip.AddrPort, httpPath string) error 
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	if httpPath == "" {
-		var d net.Dialer
+		d := net.Dialer{Timeout: probeDialTimeout}
 		c, err := d.DialContext(ctx, "tcp", addr.String())
 		if err != nil {
 			return err

@@ -6,6 +6,11 @@ import (
 	"time"
 )
 
+// crashLoopWindow: a dev server that exits on its own within this long
+// of getting ready counts as one more consecutive failure (backoff grows);
+// one that ran longer starts the count afresh.
+const crashLoopWindow = 10 * time.Second
+
 // supervise waits for proc to exit. An exit while the env is Ready (not
 // one we asked for) marks the env Failed; the next Acquire restarts it.
 func (m *Manager) supervise(e *env, proc *process) {
@@ -22,13 +27,16 @@ func (m *Manager) supervise(e *env, proc *process) {
 	e.mu.Unlock()
 
 	e.log.Warn().Str("exit", proc.exitDescription()).Msg("dev server exited on its own")
+	m.releaseSlot(e)
 	if err := m.cfg.Network.Destroy(sb); err != nil {
 		e.log.Error().Err(err).Msg("destroy sandbox")
 	}
 	proc.release(e.log)
-	m.releaseSlot(e)
 
 	e.mu.Lock()
+	if time.Since(e.readyAt) > crashLoopWindow {
+		e.failures = 0 // it ran fine for a while: a fresh crash
+	}
 	e.failures++
 	se := &StartError{Env: e.name, Reason: "dev server " + proc.exitDescription(), Tail: e.out.Tail(tailLines)}
 	if e.failures > 1 {
@@ -79,13 +87,16 @@ func (m *Manager) stop(e *env, reason string, force bool) bool {
 		m.cfg.BeforeStop(e.name, *e.addr.Load())
 	}
 	proc.stop(e.tmpl.StopGrace)
+	// The dev server is dead: its MaxEnvs slot is free for a start that
+	// evicted it, which need not wait for the namespace's teardown.
+	m.releaseSlot(e)
 	if err := m.cfg.Network.Destroy(sb); err != nil {
 		e.log.Error().Err(err).Msg("destroy sandbox")
 	}
 	proc.release(e.log)
-	m.releaseSlot(e)
 
 	e.mu.Lock()
+	e.failures = 0 // stopped on purpose: its next start is a fresh one
 	e.setStateLocked(Stopped)
 	close(e.stopped)
 	e.mu.Unlock()

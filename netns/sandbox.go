@@ -144,6 +144,9 @@ func (m *Manager) Create(ctx context.Context, id string) (_ *Sandbox, err error)
 	if err := inner.LinkSetUp(peer); err != nil {
 		return nil, fmt.Errorf("netns: %s: %s up: %w", sb.Name, PeerIfName, err)
 	}
+	if err := pinNeighbors(host, peer, inner, slot); err != nil {
+		return nil, fmt.Errorf("netns: %s: %w", sb.Name, err)
+	}
 	success = true
 	return sb, nil
 }

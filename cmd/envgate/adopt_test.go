@@ -94,6 +94,9 @@ func TestRestartAfterKill(t *testing.T) {
 			if !strings.Contains(g.log.String(), "adopted envs left running by the earlier run") {
 				t.Fatalf("no adoption logged:\n%s", g.log.String())
 			}
+			if strings.Contains(g.log.String(), "adopted env has no cgroup") {
+				t.Fatalf("adopted envs lost their cgroups:\n%s", g.log.String())
+			}
 		})
 	}
 }

@@ -53,6 +53,10 @@ type Config struct {
 	Network  struct {
 		// Pool is carved into one /30 per env. Default 10.213.0.0/16.
 		Pool string `yaml:"pool"`
+		// WarmPool is how many namespaces, with veths and addresses, are
+		// kept ready so that a cold start only spawns the dev server (and
+		// never waits on the kernel's namespace setup). Default 0.
+		WarmPool int `yaml:"warm_pool"`
 	} `yaml:"network"`
 	Limits LimitsConfig `yaml:"limits"`
 	// OnRestart says what a gateway starting after a crash does with the

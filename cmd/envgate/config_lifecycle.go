@@ -50,7 +50,7 @@ func ParseSize(s string) (Size, error) {
 			continue
 		}
 		n, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
-		if err != nil || n < 0 || n*float64(u.mult) > 1<<62 {
+		if err != nil || !(n >= 0) || n*float64(u.mult) > 1<<62 { // !(n >= 0) catches NaN
 			break
 		}
 		return Size(n * float64(u.mult)), nil
@@ -76,6 +76,9 @@ func (c *Config) validateLimits() []error {
 	}
 	if c.Limits.MaxStarting < 0 {
 		errs = append(errs, c.errAt("limits.max_starting", "%d: want 0 (default, 2 × CPUs) or more", c.Limits.MaxStarting))
+	}
+	if c.Network.WarmPool < 0 || c.Network.WarmPool > 1000 {
+		errs = append(errs, c.errAt("network.warm_pool", "%d: want 0 (none) to 1000", c.Network.WarmPool))
 	}
 	errs = append(errs, c.validateResources()...)
 	return append(errs, c.validateOnRestart()...)

@@ -29,8 +29,11 @@ func newServeCmd(g *globalFlags) *cobra.Command {
 		Short: "Run the gateway",
 		Long: `Run the gateway until SIGINT or SIGTERM.
 
-On start it removes whatever a crashed earlier run of the same instance left
-behind (namespaces, veths, processes). On SIGINT/SIGTERM it stops accepting,
+On start, after a crash of an earlier run of the same instance, it adopts
+the envs that run still had (on_restart: adopt, the default; recorded in
+state_dir/run/<instance>.state.json) and removes whatever else it left
+behind (namespaces, veths, processes, cgroups); with on_restart: clean it
+removes everything. On SIGINT/SIGTERM it stops accepting,
 lets in-flight requests finish (shutdown_timeout, default 10s), stops every
 env and removes every namespace it made. Env data dirs under state_dir/envs
 are kept.`,
@@ -99,6 +102,7 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 		StateFile: cfg.stateFile(),
 		// Each env gets a cgroup here (limits, memory for eviction).
 		CgroupParent: cfg.cgroupParent(),
+		WarmPool:     cfg.Network.WarmPool,
 		// The handler is made below; no env runs, so none stops, before.
 		BeforeStop: func(env string, addr netip.AddrPort) {
 			if h := handler.Load(); h != nil {

@@ -1,0 +1,472 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// fastTransport is an HTTP/1.1 RoundTripper for the proxy's commonest
+// request: one without a body that is not an upgrade (fastEligible). It
+// writes the request and reads the response on the calling goroutine,
+// where http.Transport passes every request to its connection's write
+// loop goroutine and the response back from its read loop: two goroutine
+// handoffs per request, which under load cost the gateway about as much
+// CPU as all of net/http's parsing (BENCHMARKS.md section 1). Everything
+// else, and every request that fastEligible refuses, goes through
+// http.Transport; see upstreams.
+//
+// It follows http.Transport's rules where they are visible to a client:
+// the bytes it writes (Request.Write, as Transport's own writer), its
+// 1xx handling, its response header size limit, its keep-alive rules and
+// when it retries a request on a new connection after a kept-alive one
+// failed.
+type fastTransport struct {
+	dial        dialFunc
+	maxIdle     int           // idle connections kept per address
+	idleTimeout time.Duration // an idle connection is closed after this
+	readSize    int           // bufio sizes per connection
+	writeSize   int
+	checkAfter  time.Duration // checkIdleAfter; tests change it
+
+	mu       sync.Mutex
+	idle     map[string][]*fastConn // guarded by mu; by address, most recently used last
+	sweeping bool                   // guarded by mu; a sweep of idle connections is scheduled
+	sweep    *time.Timer            // guarded by mu
+}
+
+// maxResponseHeaderBytes is http.Transport's default limit on a
+// response's headers (1xx responses included).
+const maxResponseHeaderBytes = 10 << 20
+
+// checkIdleAfter is how long a connection must have been idle before it
+// is checked, without blocking, for a close or stray bytes from the
+// server before reuse. http.Transport's read loop notices those while the
+// connection is idle; servers close idle connections after seconds
+// (Node's default is 5 s), so a connection reused sooner skips the system
+// call, and the rare close in flight is what the retry is for.
+const checkIdleAfter = 100 * time.Millisecond
+
+// newFastTransport returns a fastTransport with t's dialer, buffer sizes
+// and idle limits.
+func newFastTransport(t *http.Transport) *fastTransport {
+	return &fastTransport{
+		dial:        t.DialContext,
+		maxIdle:     t.MaxIdleConnsPerHost,
+		idleTimeout: t.IdleConnTimeout,
+		readSize:    t.ReadBufferSize,
+		writeSize:   t.WriteBufferSize,
+		checkAfter:  checkIdleAfter,
+	}
+}
+
+// fastEligible reports whether fastTransport may carry r: an outbound
+// request without a body to an http URL with a port, which asks for no
+// upgrade, and whose headers http.Transport would accept (it fails the
+// rest with its own error, so they go there).
+func fastEligible(r *http.Request) bool {
+	if (r.Body != nil && r.Body != http.NoBody) || r.ContentLength != 0 || len(r.TransferEncoding) != 0 ||
+		r.Method == http.MethodConnect || r.URL.Scheme != "http" || r.URL.Port() == "" || isUpgrade(r.Header) {
+		return false
+	}
+	for k, vv := range r.Header {
+		if !httpguts.ValidHeaderFieldName(k) {
+			return false
+		}
+		for _, v := range vv {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// RoundTrip implements http.RoundTripper for requests fastEligible
+// accepts.
+func (t *fastTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	addr := req.URL.Host
+	fc := t.get(addr)
+	if fc != nil {
+		res, err := fc.roundTrip(t, req)
+		if err == nil || !retryable(req, err) {
+			return res, err
+		}
+		// A kept-alive connection the server had closed: once more on a
+		// new one, which is what http.Transport does too.
+	}
+	c, err := t.dial(req.Context(), "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return t.newConn(c, addr).roundTrip(t, req)
+}
+
+// retryable reports whether a request that failed on a kept-alive
+// connection may be sent again: when none of it was written, or when the
+// connection broke before any of the response came and the method is
+// idempotent (http.Transport's shouldRetryRequest).
+func retryable(req *http.Request, err error) bool {
+	var fe *fastError
+	if !errors.As(err, &fe) || req.Context().Err() != nil {
+		return false
+	}
+	return !fe.wrote || (!fe.read && replayable(req))
+}
+
+// replayable is http.Request's isReplayable for a request without a
+// body.
+func replayable(req *http.Request) bool {
+	switch req.Method {
+	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	_, a := req.Header["Idempotency-Key"]
+	_, b := req.Header["X-Idempotency-Key"]
+	return a || b
+}
+
+// fastError is a failed exchange on a connection, with how far it got.
+type fastError struct {
+	err   error
+	wrote bool // some of the request was written
+	read  bool // some of the response was read
+}
+
+func (e *fastError) Error() string {
+	if !e.wrote || e.read {
+		return e.err.Error()
+	}
+	// http.Transport's words for a connection that broke before the
+	// response began.
+	if errors.Is(e.err, io.EOF) {
+		return "http: server closed idle connection"
+	}
+	return "net/http: Transport failed to read from server: " + e.err.Error()
+}
+
+func (e *fastError) Unwrap() error { return e.err }
+
+// get takes a usable idle connection to addr, or returns nil.
+func (t *fastTransport) get(addr string) *fastConn {
+	for {
+		t.mu.Lock()
+		conns := t.idle[addr]
+		if len(conns) == 0 {
+			t.mu.Unlock()
+			return nil
+		}
+		fc := conns[len(conns)-1]
+		conns[len(conns)-1] = nil
+		if len(conns) == 1 {
+			delete(t.idle, addr)
+		} else {
+			t.idle[addr] = conns[:len(conns)-1]
+		}
+		t.mu.Unlock()
+		if time.Since(fc.idleAt) < t.checkAfter || fc.quiet() {
+			return fc
+		}
+		fc.close()
+	}
+}
+
+// put keeps fc for reuse, or closes it when addr has enough idle ones.
+func (t *fastTransport) put(fc *fastConn) {
+	if fc.br.Buffered() != 0 { // bytes beyond the response: not HTTP we understand
+		fc.close()
+		return
+	}
+	fc.idleAt = time.Now()
+	t.mu.Lock()
+	conns := t.idle[fc.addr]
+	if len(conns) >= t.maxIdle {
+		t.mu.Unlock()
+		fc.close()
+		return
+	}
+	if t.idle == nil {
+		t.idle = make(map[string][]*fastConn)
+	}
+	t.idle[fc.addr] = append(conns, fc)
+	if !t.sweeping {
+		t.sweeping = true
+		if t.sweep == nil {
+			t.sweep = time.AfterFunc(t.idleTimeout, t.sweepIdle)
+		} else {
+			t.sweep.Reset(t.idleTimeout)
+		}
+	}
+	t.mu.Unlock()
+}
+
+// sweepIdle closes connections idle for longer than idleTimeout and
+// schedules itself again while any are left.
+func (t *fastTransport) sweepIdle() {
+	now := time.Now()
+	var old []*fastConn
+	t.mu.Lock()
+	next := time.Duration(-1)
+	for addr, conns := range t.idle {
+		n := 0 // oldest first: conns are appended as they become idle
+		for n < len(conns) && now.Sub(conns[n].idleAt) >= t.idleTimeout {
+			n++
+		}
+		old = append(old, conns[:n]...)
+		if n == len(conns) {
+			delete(t.idle, addr)
+			continue
+		}
+		t.idle[addr] = append(conns[:0], conns[n:]...)
+		if d := t.idleTimeout - now.Sub(t.idle[addr][0].idleAt); next < 0 || d < next {
+			next = d
+		}
+	}
+	t.sweeping = next >= 0
+	if t.sweeping {
+		t.sweep.Reset(next)
+	}
+	t.mu.Unlock()
+	for _, fc := range old {
+		fc.close()
+	}
+}
+
+// CloseIdleConnections closes every idle connection.
+func (t *fastTransport) CloseIdleConnections() {
+	t.mu.Lock()
+	idle := t.idle
+	t.idle = nil
+	t.mu.Unlock()
+	for _, conns := range idle {
+		for _, fc := range conns {
+			fc.close()
+		}
+	}
+}
+
+// fastConn is a connection to an env with its buffers. It is used by one
+// request at a time: from get to put or close.
+type fastConn struct {
+	conn   net.Conn
+	raw    syscall.RawConn // for quiet; nil if conn has no file descriptor
+	addr   string
+	br     *bufio.Reader // reads c, not conn, to count and limit
+	bw     *bufio.Writer // writes c, not conn, to count
+	idleAt time.Time     // when it was last put
+
+	limit   int64 // bytes Read may still return; bounds response headers
+	nread   int64 // bytes read from conn
+	nwrite  int64 // bytes written to conn
+	closing atomic.Bool
+}
+
+func (t *fastTransport) newConn(c net.Conn, addr string) *fastConn {
+	fc := &fastConn{conn: c, addr: addr, limit: 1<<63 - 1}
+	inner := c
+	if ec, ok := c.(*envConn); ok {
+		inner = ec.Conn
+	}
+	if sc, ok := inner.(syscall.Conn); ok {
+		fc.raw, _ = sc.SyscallConn()
+	}
+	fc.br = bufio.NewReaderSize(fc, t.readSize)
+	fc.bw = bufio.NewWriterSize(fc, t.writeSize)
+	return fc
+}
+
+func (c *fastConn) Read(p []byte) (int, error) {
+	if c.limit <= 0 {
+		return 0, fmt.Errorf("net/http: server response headers exceeded %d bytes; aborted", maxResponseHeaderBytes)
+	}
+	if int64(len(p)) > c.limit {
+		p = p[:c.limit]
+	}
+	n, err := c.conn.Read(p)
+	c.limit -= int64(n)
+	c.nread += int64(n)
+	return n, err
+}
+
+func (c *fastConn) Write(p []byte) (int, error) {
+	n, err := c.conn.Write(p)
+	c.nwrite += int64(n)
+	return n, err
+}
+
+func (c *fastConn) close() {
+	if !c.closing.Swap(true) {
+		c.conn.Close()
+	}
+}
+
+// quiet reports, without blocking, that the server has neither closed
+// the idle connection nor sent anything on it.
+func (c *fastConn) quiet() bool {
+	if c.raw == nil {
+		return true
+	}
+	quiet := false
+	var b [1]byte
+	err := c.raw.Read(func(fd uintptr) bool {
+		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		quiet = err == syscall.EAGAIN
+		return true
+	})
+	return err == nil && quiet
+}
+
+// roundTrip sends req on c and reads the response head. The response's
+// body gives c back to t when read to its end, if the response lets the
+// connection be kept. Errors are *fastError, or the context's.
+func (c *fastConn) roundTrip(t *fastTransport, req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	stop := context.AfterFunc(ctx, c.close)
+	fail := func(err error, wrote, read bool) (*http.Response, error) {
+		stop()
+		c.close()
+		if ctx.Err() != nil {
+			return nil, context.Cause(ctx)
+		}
+		return nil, &fastError{err: err, wrote: wrote, read: read}
+	}
+	nw := c.nwrite
+	err := req.Write(c.bw)
+	if err == nil {
+		err = c.bw.Flush()
+	}
+	if err != nil {
+		return fail(err, c.nwrite != nw, false)
+	}
+	nr := c.nread // put made sure nothing was buffered
+	c.limit = maxResponseHeaderBytes
+	res, err := c.readResponse(req)
+	c.limit = 1<<63 - 1
+	if err != nil {
+		return fail(err, true, c.nread != nr)
+	}
+	if res.StatusCode == http.StatusSwitchingProtocols {
+		// The caller owns the connection now, as with http.Transport.
+		if !stop() {
+			return fail(context.Cause(ctx), true, true)
+		}
+		res.Body = &switchedBody{br: c.br, conn: c.conn}
+		return res, nil
+	}
+	keep := !res.Close && !req.Close
+	if res.Body == http.NoBody || req.Method == http.MethodHead {
+		if stop() && keep {
+			t.put(c)
+		} else {
+			c.close()
+		}
+		return res, nil
+	}
+	res.Body = &fastBody{t: t, c: c, body: res.Body, ctx: ctx, stop: stop, keep: keep}
+	return res, nil
+}
+
+// readResponse reads the final response head, passing 1xx responses
+// other than 101 to the request's ClientTrace as http.Transport does
+// (httputil.ReverseProxy forwards them to the client that way).
+func (c *fastConn) readResponse(req *http.Request) (*http.Response, error) {
+	trace := httptrace.ContextClientTrace(req.Context())
+	for {
+		res, err := http.ReadResponse(c.br, req)
+		if err != nil {
+			return nil, err
+		}
+		if res.StatusCode < 100 || res.StatusCode > 199 || res.StatusCode == http.StatusSwitchingProtocols {
+			return res, nil
+		}
+		if trace != nil && trace.Got1xxResponse != nil {
+			if err := trace.Got1xxResponse(res.StatusCode, textproto.MIMEHeader(res.Header)); err != nil {
+				return nil, err
+			}
+			c.limit = maxResponseHeaderBytes
+		}
+	}
+}
+
+// fastBody is a response body on a fastConn.
+type fastBody struct {
+	t    *fastTransport
+	c    *fastConn
+	body io.ReadCloser // http.ReadResponse's
+	ctx  context.Context
+	stop func() bool // unregisters the close on ctx's cancellation
+	keep bool        // the response lets the connection be reused
+
+	done atomic.Bool // read to its end, failed or closed: c is no longer ours
+}
+
+var errBodyClosed = errors.New("http: read on closed response body")
+
+func (b *fastBody) Read(p []byte) (int, error) {
+	if b.done.Load() {
+		return 0, errBodyClosed
+	}
+	n, err := b.body.Read(p)
+	switch {
+	case err == io.EOF:
+		if b.done.CompareAndSwap(false, true) {
+			if b.stop() && b.keep {
+				b.t.put(b.c)
+			} else {
+				b.c.close()
+			}
+		}
+	case err != nil:
+		b.finish()
+		if b.ctx.Err() != nil {
+			err = context.Cause(b.ctx)
+		}
+	}
+	return n, err
+}
+
+// Close closes the connection unless the body was read to its end:
+// draining an unread rest could take as long as the env likes.
+func (b *fastBody) Close() error {
+	b.finish()
+	return nil
+}
+
+func (b *fastBody) finish() {
+	if b.done.CompareAndSwap(false, true) {
+		b.stop()
+		b.c.close()
+	}
+}
+
+// switchedBody is a 101 response's body: the connection itself, after
+// what the response head's reads had buffered.
+type switchedBody struct {
+	br   *bufio.Reader
+	conn net.Conn
+}
+
+func (b *switchedBody) Read(p []byte) (int, error) {
+	if b.br != nil {
+		if n := b.br.Buffered(); n > 0 {
+			return b.br.Read(p[:min(len(p), n)])
+		}
+		b.br = nil
+	}
+	return b.conn.Read(p)
+}
+
+func (b *switchedBody) Write(p []byte) (int, error) { return b.conn.Write(p) }
+func (b *switchedBody) Close() error                { return b.conn.Close() }

@@ -1,0 +1,587 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httptrace"
+	"net/textproto"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// newTestFast is a fastTransport as NewHandler makes it, dialing plainly.
+func newTestFast(t *testing.T) *fastTransport {
+	t.Helper()
+	ft := newFastTransport(&http.Transport{
+		DialContext:         (&net.Dialer{}).DialContext,
+		MaxIdleConnsPerHost: 256,
+		IdleConnTimeout:     90 * time.Second,
+		ReadBufferSize:      32 << 10,
+		WriteBufferSize:     32 << 10,
+	})
+	t.Cleanup(ft.CloseIdleConnections)
+	return ft
+}
+
+// connServer is an httptest server that counts the connections it
+// accepted and closed.
+type connServer struct {
+	*httptest.Server
+	opened, closed atomic.Int64
+	closedc        chan struct{} // gets a value per closed connection
+}
+
+func newConnServer(t *testing.T, h http.HandlerFunc) *connServer {
+	t.Helper()
+	s := &connServer{closedc: make(chan struct{}, 1000)}
+	s.Server = httptest.NewUnstartedServer(h)
+	s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		switch st {
+		case http.StateNew:
+			s.opened.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			s.closed.Add(1)
+			s.closedc <- struct{}{}
+		}
+	}
+	s.Start()
+	t.Cleanup(s.Close)
+	return s
+}
+
+// fastDo sends a request without a body through ft and reads the whole body.
+func fastDo(t *testing.T, ft *fastTransport, ctx context.Context, method, rawURL string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, method, rawURL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !fastEligible(req) {
+		t.Fatalf("%s %s: not eligible for the fast path", method, rawURL)
+	}
+	res, err := ft.RoundTrip(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, rawURL, err)
+	}
+	b, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if err != nil {
+		t.Fatalf("%s %s: body: %v", method, rawURL, err)
+	}
+	return res, string(b)
+}
+
+func TestFastTransportResponses(t *testing.T) {
+	big := strings.Repeat("x", 100<<10)
+	tests := []struct {
+		name     string
+		method   string
+		handler  http.HandlerFunc
+		status   int
+		body     string
+		trailer  string // want Trailer "T"
+		wantConn int64  // connections the server saw for 3 requests
+	}{
+		{"content-length", "GET", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }, 200, "ok", "", 1},
+		{"large", "GET", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, big) }, 200, big, "", 1},
+		{"chunked", "GET", func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "a")
+			w.(http.Flusher).Flush()
+			io.WriteString(w, "b")
+		}, 200, "ab", "", 1},
+		{"trailers", "GET", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Trailer", "T")
+			io.WriteString(w, "body")
+			w.Header().Set("T", "v")
+		}, 200, "body", "v", 1},
+		{"connection close", "GET", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Connection", "close")
+			io.WriteString(w, "bye")
+		}, 200, "bye", "", 3},
+		{"head", "HEAD", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", "5")
+		}, 200, "", "", 1},
+		{"204", "GET", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(204) }, 204, "", "", 1},
+		{"304", "GET", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(304) }, 304, "", "", 1},
+		{"delete", "DELETE", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.Method) }, 200, "DELETE", "", 1},
+		{"empty 200", "GET", func(w http.ResponseWriter, r *http.Request) {}, 200, "", "", 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newConnServer(t, tt.handler)
+			ft := newTestFast(t)
+			for range 3 {
+				res, body := fastDo(t, ft, context.Background(), tt.method, s.URL+"/x")
+				if res.StatusCode != tt.status || body != tt.body {
+					t.Fatalf("got %d %.20q, want %d %.20q", res.StatusCode, body, tt.status, tt.body)
+				}
+				if got := res.Trailer.Get("T"); got != tt.trailer {
+					t.Fatalf("trailer T = %q, want %q", got, tt.trailer)
+				}
+			}
+			if got := s.opened.Load(); got != tt.wantConn {
+				t.Fatalf("server saw %d connections, want %d", got, tt.wantConn)
+			}
+		})
+	}
+}
+
+func TestFastTransportWritesWhatTransportWrites(t *testing.T) {
+	got := make(chan string, 2)
+	s := newConnServer(t, func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Method + " " + r.RequestURI + " " + r.Host + " " + r.Header.Get("X-Forwarded-For") + " " + r.Header.Get("User-Agent")
+	})
+	u, _ := url.Parse(s.URL)
+	for _, rt := range []http.RoundTripper{newTestFast(t), &http.Transport{}} {
+		req, _ := http.NewRequest("GET", s.URL+"/p?q=1", nil)
+		req.Host = "env.localhost"
+		req.Header.Set("X-Forwarded-For", "192.0.2.1")
+		req.Header.Set("User-Agent", "")
+		res, err := rt.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+	}
+	fast, std := <-got, <-got
+	if fast != std || !strings.Contains(fast, "env.localhost") || strings.Contains(fast, u.Host) {
+		t.Fatalf("fast path sent %q, http.Transport %q", fast, std)
+	}
+}
+
+func TestFastTransportEarlyClose(t *testing.T) {
+	s := newConnServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/big" {
+			io.WriteString(w, strings.Repeat("x", 1<<20))
+			return
+		}
+		io.WriteString(w, "ok")
+	})
+	ft := newTestFast(t)
+	res, err := ft.RoundTrip(mustRequest(t, context.Background(), "GET", s.URL+"/big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(res.Body, make([]byte, 10)); err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if _, err := res.Body.Read(make([]byte, 1)); err == nil {
+		t.Fatal("Read after Close succeeded")
+	}
+	<-s.closedc // closed, not drained into the pool
+	if _, body := fastDo(t, ft, context.Background(), "GET", s.URL+"/small"); body != "ok" {
+		t.Fatalf("body %q", body)
+	}
+	if got := s.opened.Load(); got != 2 {
+		t.Fatalf("server saw %d connections, want 2", got)
+	}
+}
+
+func TestFastTransport1xx(t *testing.T) {
+	s := newConnServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</a.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		io.WriteString(w, "final")
+	})
+	ft := newTestFast(t)
+	var codes []int
+	var link string
+	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+		Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+			codes = append(codes, code)
+			link = h.Get("Link")
+			return nil
+		},
+	})
+	res, body := fastDo(t, ft, ctx, "GET", s.URL)
+	if res.StatusCode != 200 || body != "final" || len(codes) != 1 || codes[0] != 103 || link == "" {
+		t.Fatalf("got %d %q after 1xx %v (Link %q); want 200 \"final\" after [103]", res.StatusCode, body, codes, link)
+	}
+}
+
+// rawServer serves each connection with fn on loopback and counts
+// accepted connections.
+type rawServer struct {
+	addr     string
+	accepted atomic.Int64
+}
+
+func newRawServer(t *testing.T, fn func(c net.Conn, br *bufio.Reader)) *rawServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &rawServer{addr: ln.Addr().String()}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.accepted.Add(1)
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Go(func() {
+				defer c.Close()
+				fn(c, bufio.NewReader(c))
+			})
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return s
+}
+
+// readHead reads one request head; false at EOF or on garbage.
+func readHead(br *bufio.Reader) bool {
+	req, err := http.ReadRequest(br)
+	return err == nil && req.Body.Close() == nil
+}
+
+func TestFastTransportRawResponses(t *testing.T) {
+	tests := []struct {
+		name     string
+		response string // sent for every request
+		body     string
+		wantConn int64 // connections for 3 requests
+	}{
+		{"HTTP/1.0 without keep-alive", "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", "ok", 3},
+		{"HTTP/1.0 with keep-alive", "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok", "ok", 1},
+		{"length unknown", "HTTP/1.1 200 OK\r\n\r\nuntil close", "until close", 3},
+		{"bytes beyond the body", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA", "ok", 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newRawServer(t, func(c net.Conn, br *bufio.Reader) {
+				for readHead(br) {
+					io.WriteString(c, tt.response)
+					if tt.name == "length unknown" {
+						return
+					}
+				}
+			})
+			ft := newTestFast(t)
+			for range 3 {
+				if _, body := fastDo(t, ft, context.Background(), "GET", "http://"+s.addr+"/"); body != tt.body {
+					t.Fatalf("body %q, want %q", body, tt.body)
+				}
+			}
+			if got := s.accepted.Load(); got != tt.wantConn {
+				t.Fatalf("server accepted %d connections, want %d", got, tt.wantConn)
+			}
+		})
+	}
+}
+
+// TestFastTransportStaleConn: a server that closes a kept-alive
+// connection after one response. A GET on it is sent again on a new
+// connection; a bodyless POST is not (it may have been acted on), unless
+// the close was noticed before the request was written.
+func TestFastTransportStaleConn(t *testing.T) {
+	tests := []struct {
+		method     string
+		checkAfter time.Duration
+		wantErr    bool
+	}{
+		{"GET", time.Hour, false},
+		{"HEAD", time.Hour, false},
+		{"POST", time.Hour, true},
+		{"DELETE", time.Hour, true},
+		{"POST", 0, false}, // checked before reuse: never sent on it
+	}
+	for _, tt := range tests {
+		t.Run(tt.method+"/check-after-"+tt.checkAfter.String(), func(t *testing.T) {
+			closed := make(chan struct{}, 10)
+			s := newRawServer(t, func(c net.Conn, br *bufio.Reader) {
+				if readHead(br) {
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				}
+				c.Close()
+				closed <- struct{}{}
+			})
+			ft := newTestFast(t)
+			ft.checkAfter = tt.checkAfter
+			fastDo(t, ft, context.Background(), tt.method, "http://"+s.addr+"/")
+			<-closed
+			res, err := ft.RoundTrip(mustRequest(t, context.Background(), tt.method, "http://"+s.addr+"/"))
+			if tt.wantErr {
+				if err == nil {
+					res.Body.Close()
+					t.Fatal("a non-idempotent request was sent again")
+				}
+				if s.accepted.Load() != 1 {
+					t.Fatalf("server accepted %d connections, want 1", s.accepted.Load())
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			if res.StatusCode != 200 || s.accepted.Load() != 2 {
+				t.Fatalf("status %d after %d connections, want 200 after 2", res.StatusCode, s.accepted.Load())
+			}
+		})
+	}
+}
+
+func TestFastTransportFreshConnFailure(t *testing.T) {
+	s := newRawServer(t, func(c net.Conn, br *bufio.Reader) { readHead(br) }) // closes without answering
+	ft := newTestFast(t)
+	_, err := ft.RoundTrip(mustRequest(t, context.Background(), "GET", "http://"+s.addr+"/"))
+	if err == nil || s.accepted.Load() != 1 {
+		t.Fatalf("err %v after %d connections; want an error after 1 (no retry on a new connection)", err, s.accepted.Load())
+	}
+}
+
+func TestFastTransportSwitchingProtocols(t *testing.T) {
+	s := newRawServer(t, func(c net.Conn, br *bufio.Reader) {
+		if readHead(br) {
+			io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\n\r\nhi")
+			io.Copy(c, br) // echo
+		}
+	})
+	ft := newTestFast(t)
+	res, err := ft.RoundTrip(mustRequest(t, context.Background(), "GET", "http://"+s.addr+"/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rw, ok := res.Body.(io.ReadWriteCloser)
+	if !ok {
+		t.Fatalf("101 body is a %T, not writable", res.Body)
+	}
+	defer rw.Close()
+	io.WriteString(rw, "echo")
+	b := make([]byte, 6)
+	if _, err := io.ReadFull(rw, b); err != nil || string(b) != "hiecho" {
+		t.Fatalf("read %q, %v", b, err)
+	}
+}
+
+func TestFastTransportCancel(t *testing.T) {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	s := newConnServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/mid" {
+			io.WriteString(w, "part")
+			w.(http.Flusher).Flush()
+		}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	ft := newTestFast(t)
+	t.Run("before headers", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		errc := make(chan error, 1)
+		req := mustRequest(t, ctx, "GET", s.URL+"/head")
+		go func() {
+			res, err := ft.RoundTrip(req)
+			if err == nil {
+				res.Body.Close()
+			}
+			errc <- err
+		}()
+		waitFor(t, func() bool { return s.opened.Load() == 1 })
+		cancel()
+		if err := <-errc; !errors.Is(err, context.Canceled) {
+			t.Fatalf("RoundTrip = %v, want context.Canceled", err)
+		}
+		<-s.closedc
+	})
+	t.Run("mid body", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		res, err := ft.RoundTrip(mustRequest(t, ctx, "GET", s.URL+"/mid"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		if _, err := io.ReadFull(res.Body, make([]byte, 4)); err != nil {
+			t.Fatal(err)
+		}
+		go cancel()
+		if _, err := io.ReadAll(res.Body); !errors.Is(err, context.Canceled) {
+			t.Fatalf("body read = %v, want context.Canceled", err)
+		}
+		<-s.closedc
+	})
+}
+
+func TestFastTransportConcurrent(t *testing.T) {
+	var inflight, most atomic.Int64
+	s := newConnServer(t, func(w http.ResponseWriter, r *http.Request) {
+		n := inflight.Add(1)
+		defer inflight.Add(-1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		io.WriteString(w, r.URL.Query().Get("i"))
+	})
+	ft := newTestFast(t)
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 50 {
+				want := strings.Repeat("x", g) + string(rune('a'+i%26))
+				req, _ := http.NewRequest("GET", s.URL+"/?i="+want, nil)
+				res, err := ft.RoundTrip(req)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				b, err := io.ReadAll(res.Body)
+				res.Body.Close()
+				if err != nil || string(b) != want {
+					t.Errorf("body %q, %v; want %q", b, err, want)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if got := s.opened.Load(); got > 8 {
+		t.Fatalf("server saw %d connections for 8 concurrent clients", got)
+	}
+}
+
+func TestFastTransportIdleLimits(t *testing.T) {
+	t.Run("cap per address", func(t *testing.T) {
+		gate := make(chan struct{})
+		var arrived atomic.Int64
+		s := newConnServer(t, func(w http.ResponseWriter, r *http.Request) {
+			arrived.Add(1)
+			<-gate
+			io.WriteString(w, "ok")
+		})
+		ft := newTestFast(t)
+		ft.maxIdle = 2
+		var wg sync.WaitGroup
+		for range 5 {
+			req := mustRequest(t, context.Background(), "GET", s.URL)
+			wg.Go(func() {
+				res, err := ft.RoundTrip(req)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+			})
+		}
+		waitFor(t, func() bool { return arrived.Load() == 5 })
+		close(gate)
+		wg.Wait()
+		for range 3 {
+			<-s.closedc
+		}
+		ft.mu.Lock()
+		idle := len(ft.idle[strings.TrimPrefix(s.URL, "http://")])
+		ft.mu.Unlock()
+		if idle != 2 {
+			t.Fatalf("%d idle connections kept, want 2", idle)
+		}
+	})
+	t.Run("timeout", func(t *testing.T) {
+		s := newConnServer(t, func(w http.ResponseWriter, r *http.Request) {})
+		ft := newTestFast(t)
+		ft.idleTimeout = 10 * time.Millisecond
+		fastDo(t, ft, context.Background(), "GET", s.URL)
+		<-s.closedc // by the sweep
+		ft.mu.Lock()
+		n, sweeping := len(ft.idle), ft.sweeping
+		ft.mu.Unlock()
+		if n != 0 || sweeping {
+			t.Fatalf("%d addresses with idle connections, sweeping %v; want none", n, sweeping)
+		}
+	})
+	t.Run("CloseIdleConnections", func(t *testing.T) {
+		s := newConnServer(t, func(w http.ResponseWriter, r *http.Request) {})
+		ft := newTestFast(t)
+		fastDo(t, ft, context.Background(), "GET", s.URL)
+		ft.CloseIdleConnections()
+		<-s.closedc
+	})
+}
+
+func TestFastEligible(t *testing.T) {
+	tests := []struct {
+		name string
+		req  func() *http.Request
+		want bool
+	}{
+		{"GET", func() *http.Request { return mustRequest(t, context.Background(), "GET", "http://10.0.0.2:3000/") }, true},
+		{"POST without body", func() *http.Request { return mustRequest(t, context.Background(), "POST", "http://10.0.0.2:3000/") }, true},
+		{"body", func() *http.Request {
+			r, _ := http.NewRequest("POST", "http://10.0.0.2:3000/", strings.NewReader("x"))
+			return r
+		}, false},
+		{"chunked", func() *http.Request {
+			r, _ := http.NewRequest("POST", "http://10.0.0.2:3000/", io.NopCloser(strings.NewReader("x")))
+			r.TransferEncoding = []string{"chunked"}
+			return r
+		}, false},
+		{"upgrade", func() *http.Request {
+			r := mustRequest(t, context.Background(), "GET", "http://10.0.0.2:3000/")
+			r.Header.Set("Connection", "Upgrade")
+			r.Header.Set("Upgrade", "websocket")
+			return r
+		}, false},
+		{"CONNECT", func() *http.Request { return mustRequest(t, context.Background(), "CONNECT", "http://10.0.0.2:3000/") }, false},
+		{"https", func() *http.Request { return mustRequest(t, context.Background(), "GET", "https://10.0.0.2:3000/") }, false},
+		{"no port", func() *http.Request { return mustRequest(t, context.Background(), "GET", "http://10.0.0.2/") }, false},
+		{"bad header value", func() *http.Request {
+			r := mustRequest(t, context.Background(), "GET", "http://10.0.0.2:3000/")
+			r.Header.Set("X", "a\nb")
+			return r
+		}, false},
+		{"bad header name", func() *http.Request {
+			r := mustRequest(t, context.Background(), "GET", "http://10.0.0.2:3000/")
+			r.Header["X y"] = []string{"v"}
+			return r
+		}, false},
+	}
+	for _, tt := range tests {
+		if got := fastEligible(tt.req()); got != tt.want {
+			t.Errorf("%s: fastEligible = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+func mustRequest(t *testing.T, ctx context.Context, method, rawURL string) *http.Request {
+	t.Helper()
+	r, err := http.NewRequestWithContext(ctx, method, rawURL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// waitFor polls cond until it holds; the test's deadline bounds it.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for !cond() {
+		time.Sleep(time.Millisecond)
+	}
+}
