@@ -36,6 +36,7 @@ import (
 type fastTransport struct {
 	dial        dialFunc
 	maxIdle     int           // idle connections kept per address
+	maxIdleAll  int           // idle connections kept in all
 	idleTimeout time.Duration // an idle connection is closed after this
 	readSize    int           // bufio sizes per connection
 	writeSize   int
@@ -43,6 +44,7 @@ type fastTransport struct {
 
 	mu       sync.Mutex
 	idle     map[string][]*fastConn // guarded by mu; by address, most recently used last
+	nidle    int                    // guarded by mu; connections in idle
 	sweeping bool                   // guarded by mu; a sweep of idle connections is scheduled
 	sweep    *time.Timer            // guarded by mu
 }
@@ -65,6 +67,7 @@ func newFastTransport(t *http.Transport) *fastTransport {
 	return &fastTransport{
 		dial:        t.DialContext,
 		maxIdle:     t.MaxIdleConnsPerHost,
+		maxIdleAll:  t.MaxIdleConns,
 		idleTimeout: t.IdleConnTimeout,
 		readSize:    t.ReadBufferSize,
 		writeSize:   t.WriteBufferSize,
@@ -143,18 +146,17 @@ type fastError struct {
 	err   error
 	wrote bool // some of the request was written
 	read  bool // some of the response was read
+	sent  bool // all of the request was written
 }
 
+// Error words it as http.Transport does: the bare error when the
+// exchange broke at a message boundary (such as "EOF" from a server that
+// hung up before answering), else as a broken connection.
 func (e *fastError) Error() string {
-	if !e.wrote || e.read {
-		return e.err.Error()
+	if e.read || (e.wrote && !e.sent) {
+		return "net/http: HTTP/1.x transport connection broken: " + e.err.Error()
 	}
-	// http.Transport's words for a connection that broke before the
-	// response began.
-	if errors.Is(e.err, io.EOF) {
-		return "http: server closed idle connection"
-	}
-	return "net/http: Transport failed to read from server: " + e.err.Error()
+	return e.err.Error()
 }
 
 func (e *fastError) Unwrap() error { return e.err }
@@ -175,6 +177,7 @@ func (t *fastTransport) get(addr string) *fastConn {
 		} else {
 			t.idle[addr] = conns[:len(conns)-1]
 		}
+		t.nidle--
 		t.mu.Unlock()
 		if time.Since(fc.idleAt) < t.checkAfter || fc.quiet() {
 			return fc
@@ -184,6 +187,7 @@ func (t *fastTransport) get(addr string) *fastConn {
 }
 
 // put keeps fc for reuse, or closes it when addr has enough idle ones.
+// When all addresses together have, the one idle longest makes room.
 func (t *fastTransport) put(fc *fastConn) {
 	if fc.br.Buffered() != 0 { // bytes beyond the response: not HTTP we understand
 		fc.close()
@@ -201,6 +205,11 @@ func (t *fastTransport) put(fc *fastConn) {
 		t.idle = make(map[string][]*fastConn)
 	}
 	t.idle[fc.addr] = append(conns, fc)
+	t.nidle++
+	var evicted *fastConn
+	if t.maxIdleAll > 0 && t.nidle > t.maxIdleAll {
+		evicted = t.removeOldestLocked()
+	}
 	if !t.sweeping {
 		t.sweeping = true
 		if t.sweep == nil {
@@ -210,6 +219,30 @@ func (t *fastTransport) put(fc *fastConn) {
 		}
 	}
 	t.mu.Unlock()
+	if evicted != nil {
+		evicted.close()
+	}
+}
+
+// removeOldestLocked takes the connection idle longest out of t.idle;
+// t.mu must be held. It scans the addresses, which only a gateway at its
+// limit of idle connections does.
+func (t *fastTransport) removeOldestLocked() *fastConn {
+	var oldest string
+	for addr, conns := range t.idle {
+		if oldest == "" || conns[0].idleAt.Before(t.idle[oldest][0].idleAt) {
+			oldest = addr
+		}
+	}
+	conns := t.idle[oldest]
+	fc := conns[0]
+	if len(conns) == 1 {
+		delete(t.idle, oldest)
+	} else {
+		t.idle[oldest] = conns[1:]
+	}
+	t.nidle--
+	return fc
 }
 
 // sweepIdle closes connections idle for longer than idleTimeout and
@@ -225,6 +258,7 @@ func (t *fastTransport) sweepIdle() {
 			n++
 		}
 		old = append(old, conns[:n]...)
+		t.nidle -= n
 		if n == len(conns) {
 			delete(t.idle, addr)
 			continue
@@ -248,7 +282,7 @@ func (t *fastTransport) sweepIdle() {
 func (t *fastTransport) CloseIdleConnections() {
 	t.mu.Lock()
 	idle := t.idle
-	t.idle = nil
+	t.idle, t.nidle = nil, 0
 	t.mu.Unlock()
 	for _, conns := range idle {
 		for _, fc := range conns {
@@ -334,13 +368,13 @@ func (c *fastConn) quiet() bool {
 func (c *fastConn) roundTrip(t *fastTransport, req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	stop := context.AfterFunc(ctx, c.close)
-	fail := func(err error, wrote, read bool) (*http.Response, error) {
+	fail := func(err error, wrote, sent, read bool) (*http.Response, error) {
 		stop()
 		c.close()
 		if ctx.Err() != nil {
 			return nil, context.Cause(ctx)
 		}
-		return nil, &fastError{err: err, wrote: wrote, read: read}
+		return nil, &fastError{err: err, wrote: wrote, sent: sent, read: read}
 	}
 	nw := c.nwrite
 	err := req.Write(c.bw)
@@ -348,19 +382,19 @@ func (c *fastConn) roundTrip(t *fastTransport, req *http.Request) (*http.Respons
 		err = c.bw.Flush()
 	}
 	if err != nil {
-		return fail(err, c.nwrite != nw, false)
+		return fail(err, c.nwrite != nw, false, false)
 	}
 	nr := c.nread // put made sure nothing was buffered
 	c.limit = maxResponseHeaderBytes
 	res, err := c.readResponse(req)
 	c.limit = 1<<63 - 1
 	if err != nil {
-		return fail(err, true, c.nread != nr)
+		return fail(err, true, true, c.nread != nr)
 	}
 	if res.StatusCode == http.StatusSwitchingProtocols {
 		// The caller owns the connection now, as with http.Transport.
 		if !stop() {
-			return fail(context.Cause(ctx), true, true)
+			return fail(context.Cause(ctx), true, true, true)
 		}
 		res.Body = &switchedBody{br: c.br, conn: c.conn}
 		return res, nil
@@ -383,6 +417,11 @@ func (c *fastConn) roundTrip(t *fastTransport, req *http.Request) (*http.Respons
 // (httputil.ReverseProxy forwards them to the client that way).
 func (c *fastConn) readResponse(req *http.Request) (*http.Response, error) {
 	trace := httptrace.ContextClientTrace(req.Context())
+	// A server that hangs up before answering gives EOF here, where
+	// ReadResponse would say "unexpected EOF"; http.Transport peeks too.
+	if _, err := c.br.Peek(1); err != nil {
+		return nil, err
+	}
 	for {
 		res, err := http.ReadResponse(c.br, req)
 		if err != nil {
@@ -410,17 +449,22 @@ type fastBody struct {
 	keep bool        // the response lets the connection be reused
 
 	done atomic.Bool // read to its end, failed or closed: c is no longer ours
+	eof  atomic.Bool // read to its end
 }
 
 var errBodyClosed = errors.New("http: read on closed response body")
 
 func (b *fastBody) Read(p []byte) (int, error) {
 	if b.done.Load() {
+		if b.eof.Load() {
+			return 0, io.EOF
+		}
 		return 0, errBodyClosed
 	}
 	n, err := b.body.Read(p)
 	switch {
 	case err == io.EOF:
+		b.eof.Store(true)
 		if b.done.CompareAndSwap(false, true) {
 			if b.stop() && b.keep {
 				b.t.put(b.c)

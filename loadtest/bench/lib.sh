@@ -10,7 +10,8 @@ section() { printf '\n# %s\n' "$*" >>"$CMDS"; }
 
 # write_config FILE IDLE EXTRA_LIMITS TEMPLATE_ENV [TEMPLATE_EXTRA]: a gateway
 # config of our instance. EXTRA_LIMITS is a YAML block under limits:,
-# TEMPLATE_EXTRA lines added to the template (either may be empty).
+# TEMPLATE_EXTRA lines added to the template (either may be empty);
+# $NET_EXTRA, if set, is added to the network: map (e.g. "warm_pool: 4").
 write_config() {
 	local file=$1 idle=$2 limits=$3 tenv=$4 textra=${5:-}
 	{
@@ -19,7 +20,7 @@ write_config() {
 		echo "listen: {http: \"127.0.0.1:$GW_PORT\"}"
 		echo "state_dir: $TMP/state"
 		echo "tls: {mode: \"off\"}"
-		echo "network: {pool: $POOL}"
+		echo "network: {pool: $POOL${NET_EXTRA:+, $NET_EXTRA}}"
 		[[ -z $limits ]] || printf 'limits:\n%s\n' "$limits"
 		echo "templates:"
 		echo "  - name: demo"
@@ -35,7 +36,8 @@ write_config() {
 }
 
 # supports LIMITS [TEMPLATE_EXTRA]: whether this envgate accepts a config
-# with those additions (features other engineers are landing).
+# with those additions (and $NET_EXTRA), for features that may not exist
+# in every version.
 supports() {
 	local f=$TMP/probe.yaml
 	NOCHECK=1 write_config "$f" 15m "$1" "" "${2:-}"
