@@ -442,6 +442,9 @@ func (c *Config) validate() error {
 			add(c.errAt(p+".name", "%q used twice", tc.Name))
 		}
 		names[tc.Name] = true
+		if tc.User == "" && !tc.AllowRoot {
+			add(c.errAt(p+".name", "dev servers of template %q would run as root: set user: (e.g. nobody) to drop privileges, or allow_root: true to say root is intended", tc.Name))
+		}
 		if tc.Ready.HTTP != "" && tc.Ready.TCP {
 			add(c.errAt(p+".ready", "set http or tcp, not both"))
 		}

@@ -111,17 +111,6 @@ func (c *Config) validateOnRestart() []error {
 	return nil
 }
 
-// warnRootTemplates logs each template that runs dev servers as root
-// without saying so (no user, no allow_root).
-func warnRootTemplates(cfg *Config, log zerolog.Logger) {
-	for _, tc := range cfg.Templates {
-		if tc.User == "" && !tc.AllowRoot {
-			log.Warn().Str("template", tc.Name).
-				Msg("dev servers of this template run as root: set user: (e.g. nobody) to drop privileges, or allow_root: true to say root is intended")
-		}
-	}
-}
-
 // cgroupParent is the cgroup under which each env gets its own.
 func (c *Config) cgroupParent() string { return "envgate/" + c.Instance }
 

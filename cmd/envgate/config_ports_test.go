@@ -6,7 +6,7 @@ import (
 )
 
 func TestConfigPortsAndTCP(t *testing.T) {
-	const tmpl = "templates:\n  - {name: app, command: [x], ports: {web: 3000, db: 5432}, default_port: web}\n"
+	const tmpl = "templates:\n  - {name: app, allow_root: true, command: [x], ports: {web: 3000, db: 5432}, default_port: web}\n"
 	for _, tc := range []struct {
 		name, yaml, wantErr string
 	}{

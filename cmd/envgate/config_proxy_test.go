@@ -17,11 +17,13 @@ templates:
   - name: api
     match: "grpc-*"
     command: [server]
+    allow_root: true
     port: 50051
     upstream: h2c
     waiting: block
   - name: web
     command: [npm, run, dev]
+    allow_root: true
     port: 3000
 `)
 	if !c.Listen.H2C {

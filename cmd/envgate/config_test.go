@@ -68,6 +68,7 @@ templates:
     ready: {tcp: true, timeout: 90s}
     idle_timeout: 1m
     stop_grace: 2s
+    user: nobody
 `)
 	if c.Domains[0] != "dev.example.com" || time.Duration(c.ShutdownTimeout) != 3*time.Second {
 		t.Fatalf("parsed %+v", c)

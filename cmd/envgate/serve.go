@@ -117,7 +117,6 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 	if pred == nil {
 		recoverEnvs(cfg, envs, nsm, log)
 	}
-	warnRootTemplates(cfg, log)
 	defer func() {
 		if handedOff {
 			log.Info().Msg("stopped; envs left running for the new gateway process")

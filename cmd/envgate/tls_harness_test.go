@@ -77,6 +77,7 @@ func (s *tlsSetup) write(t *testing.T) string {
   - name: demo
     match: %q
     command: ["{{.Self}}", "demo-server", "--listen", ":{{.Port}}", "--name", "{{.Name}}", "--data-dir", "{{.DataDir}}"]
+    allow_root: true
     port: 3000
     ready: {http: /healthz, timeout: 30s}
     stop_grace: 2s

@@ -28,6 +28,7 @@ write_config() {
 		echo "    command: [\"{{.Self}}\", \"demo-server\", \"--listen\", \":{{.Port}}\", \"--name\", \"{{.Name}}\", \"--data-dir\", \"{{.DataDir}}\"]"
 		[[ -z $tenv ]] || echo "    env: {$tenv}"
 		echo "    port: 3000"
+		echo "    allow_root: true"
 		echo "    ready: {http: /healthz, timeout: 30s}"
 		echo "    idle_timeout: $idle"
 		[[ -z $textra ]] || echo "$textra"
