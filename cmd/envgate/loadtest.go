@@ -107,7 +107,7 @@ counts from each request's scheduled time, so a server stall shows in full.
 	f.Uint64Var(&o.Seed, "seed", 1, "seed of the host choice")
 
 	f.Float64Var(&o.Rate, "rate", 0, "open loop: requests per second, latency measured from the schedule")
-	f.IntVarP(&o.Concurrency, "concurrency", "c", 0, "closed loop: number of workers")
+	f.IntVar(&o.Concurrency, "concurrency", 0, "closed loop: number of workers")
 	f.DurationVarP(&o.Duration, "duration", "d", 0, "measured duration (default 10s unless --requests)")
 	f.Int64VarP(&o.Requests, "requests", "n", 0, "stop after this many measured requests")
 	f.DurationVar(&o.Warmup, "warmup", 0, "warm-up before measuring, excluded from the report")
