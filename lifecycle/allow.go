@@ -17,19 +17,22 @@ func (m *Manager) Allowed(name string) error {
 		// for it must not be refused either.
 		return nil
 	}
-	matched := false
-	for _, t := range m.cfg.Templates {
-		if t.Matches(name) {
-			matched = true
-			break
-		}
-	}
-	if !matched {
+	if m.templateFor(name) == nil || m.reservedName(name) {
 		return fmt.Errorf("%w: %s", ErrNoTemplate, name)
 	}
 	if m.cfg.Allow != nil {
 		if err := m.cfg.Allow(name); err != nil {
 			return fmt.Errorf("%w: %s: %v", ErrNotAllowed, name, err)
+		}
+	}
+	return nil
+}
+
+// templateFor is the first template matching name, or nil.
+func (m *Manager) templateFor(name string) *Template {
+	for _, t := range m.cfg.Templates {
+		if t.Matches(name) {
+			return t
 		}
 	}
 	return nil

@@ -367,3 +367,38 @@ func waitState(t *testing.T, m *lifecycle.Manager, name string, want lifecycle.S
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// Names come from the outside: entries of envs that are not running and
+// saw no activity for their idle timeout are dropped, and asking about an
+// env makes no entry, so that ever new names cannot grow the manager.
+func TestStaleEntriesAreForgotten(t *testing.T) {
+	f := newFixture(t, lifecycle.Config{
+		Templates:    []*lifecycle.Template{lifecycletest.Demo(lifecycletest.DemoOptions{Idle: 200 * time.Millisecond})},
+		ReapInterval: 20 * time.Millisecond,
+	})
+	for i := range 50 {
+		if _, err := f.m.Progress(fmt.Sprintf("asked-%d", i), 5); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(f.m.List()); n != 0 {
+		t.Fatalf("Progress made %d entries, want none", n)
+	}
+	l := acquire(t, f.m, "transient")
+	if p := getPage(t, l); p.Visits != 1 {
+		t.Fatalf("visits %d", p.Visits)
+	}
+	l.Release()
+	deadline := time.Now().Add(20 * time.Second)
+	for len(f.m.List()) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("entry still listed after reap: %+v", f.m.List())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	l = acquire(t, f.m, "transient")
+	defer l.Release()
+	if p := getPage(t, l); p.Visits != 2 {
+		t.Fatalf("visits after the entry was dropped = %d, want 2 (data dir kept)", p.Visits)
+	}
+}

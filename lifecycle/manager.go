@@ -118,7 +118,8 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.AvailableMemory == nil {
 		cfg.AvailableMemory = SystemAvailableMemory
 	}
-	if err := os.MkdirAll(cfg.DataRoot, 0o755); err != nil {
+	// 0711: env users can reach their own data dir, but not list others.
+	if err := os.MkdirAll(cfg.DataRoot, 0o711); err != nil {
 		return nil, fmt.Errorf("lifecycle: data root: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -149,6 +150,7 @@ type env struct {
 	holdsSlot  atomic.Bool // admitted: counts against Limits.MaxEnvs
 
 	mu        sync.Mutex
+	forgotten bool          // guarded by mu; dropped from Manager.envs, never to start again
 	sb        Sandbox       // guarded by mu; set while Ready or Stopping
 	proc      *process      // guarded by mu; set while Ready or Stopping
 	stopped   chan struct{} // guarded by mu; closed when the running stop ends
@@ -225,6 +227,14 @@ func (m *Manager) Acquire(ctx context.Context, name string) (*Lease, error) {
 		case <-ctx.Done():
 			return nil, context.Cause(ctx)
 		case r := <-ch:
+			if errors.Is(r.Err, errForgotten) {
+				// The entry was dropped as stale while we held it: use
+				// the current one.
+				if e, err = m.lookup(name); err != nil {
+					return nil, err
+				}
+				continue
+			}
 			if r.Err != nil {
 				return nil, r.Err
 			}
@@ -237,7 +247,12 @@ func (m *Manager) lookup(name string) (*env, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
+		// While closing (or handing over), a ready env still serves;
+		// start refuses anything that would need a new start.
 		if e, ok := m.handed[name]; ok {
+			return e, nil
+		}
+		if e, ok := m.envs[name]; ok {
 			return e, nil
 		}
 		return nil, ErrClosed

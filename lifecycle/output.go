@@ -28,13 +28,16 @@ type outputBuffer struct {
 	seq uint64 // guarded by mu; lines written, for waiters
 }
 
-func newOutputBuffer() *outputBuffer {
-	return &outputBuffer{buf: make([]byte, 0, outputBufferBytes)}
-}
+// newOutputBuffer returns an empty buffer. Its memory is allocated at the
+// first write, so an env that never ran costs next to nothing.
+func newOutputBuffer() *outputBuffer { return &outputBuffer{} }
 
 func (b *outputBuffer) writeLine(line []byte) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.buf == nil {
+		b.buf = make([]byte, 0, outputBufferBytes)
+	}
 	b.seq++
 	for _, p := range [][]byte{line, {'\n'}} {
 		for len(p) > 0 {

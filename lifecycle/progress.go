@@ -40,9 +40,20 @@ type Progress struct {
 // for anything, with up to tail lines of its output. Errors are those of
 // Acquire's lookup: ErrNoTemplate, ErrNotAllowed, ErrClosed.
 func (m *Manager) Progress(name string, tail int) (Progress, error) {
-	e, err := m.lookup(name)
-	if err != nil {
-		return Progress{}, err
+	m.mu.Lock()
+	e, known := m.envs[name]
+	closed := m.closed
+	m.mu.Unlock()
+	if !known {
+		// Asking about an env must not make one: report what a start
+		// would use, and remember nothing.
+		if closed {
+			return Progress{}, ErrClosed
+		}
+		if err := m.Allowed(name); err != nil {
+			return Progress{}, err
+		}
+		return Progress{State: Stopped, Template: m.templateFor(name)}, nil
 	}
 	e.mu.Lock()
 	p := Progress{State: e.State(), StartedAt: e.startedAt, Template: e.tmpl}

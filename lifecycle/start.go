@@ -70,6 +70,10 @@ func (m *Manager) start(e *env) (err error) {
 
 	for {
 		e.mu.Lock()
+		if e.forgotten {
+			e.mu.Unlock()
+			return errForgotten
+		}
 		switch e.State() {
 		case Ready:
 			e.mu.Unlock()
@@ -153,7 +157,8 @@ func (m *Manager) launch(ctx context.Context, e *env) (Sandbox, *process, error)
 			return nil, nil, fmt.Errorf("create sandbox: %w", err)
 		}
 	}
-	if err := os.MkdirAll(e.dataDir, 0o755); err != nil {
+	// 0700: one env's data is not another's, nor other local users'.
+	if err := os.MkdirAll(e.dataDir, 0o700); err != nil {
 		return sb, nil, fmt.Errorf("data dir: %w", err)
 	}
 	if c := e.tmpl.cred; c != nil {
@@ -239,8 +244,9 @@ func (m *Manager) failStart(e *env, sb Sandbox, proc *process, cause error) erro
 	}
 	e.failure = se
 	e.setStateLocked(Failed)
+	failures := e.failures
 	e.mu.Unlock()
-	e.log.Warn().Str("reason", se.Reason).AnErr("cause", se.Err).Int("failures", e.failures).Msg("env start failed")
+	e.log.Warn().Str("reason", se.Reason).AnErr("cause", se.Err).Int("failures", failures).Msg("env start failed")
 	return se
 }
 

@@ -2,6 +2,7 @@ package lifecycle
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 )
@@ -152,6 +153,33 @@ func (m *Manager) reapIdle(now time.Time) {
 		wg.Go(func() { m.stop(r.e, r.reason, false) })
 	}
 	wg.Wait()
+	m.forgetStale(now)
+}
+
+// errForgotten tells Acquire that the entry it holds was dropped.
+var errForgotten = errors.New("lifecycle: env entry dropped; look it up again")
+
+// forgetStale drops the entries of envs that are not running, have
+// nothing in flight, and saw no activity for their idle timeout, so that
+// requests for ever new names do not grow the manager without bound. A
+// failed env is kept until its backoff ends, to keep the backoff.
+func (m *Manager) forgetStale(now time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for name, e := range m.envs {
+		if e.inflight.Load() > 0 || now.Sub(time.Unix(0, e.lastActive.Load())) <= e.tmpl.IdleTimeout {
+			continue
+		}
+		e.mu.Lock()
+		switch st := e.State(); {
+		case st == Stopped, st == Failed && (e.failure == nil || !now.Before(e.failure.RetryAt)):
+			if e.sb == nil && e.proc == nil {
+				e.forgotten = true
+				delete(m.envs, name)
+			}
+		}
+		e.mu.Unlock()
+	}
 }
 
 // Close refuses new work, aborts starts in progress, stops every env and

@@ -160,8 +160,8 @@ type TemplateConfig struct {
 	IdleTimeout Duration `yaml:"idle_timeout"`
 	MaxLifetime Duration `yaml:"max_lifetime"`
 	// User runs the dev servers as this user (name, uid or uid:gid), with
-	// no capabilities and no_new_privs. Default: the gateway's user, root,
-	// which serve warns about unless allow_root is true.
+	// no capabilities and no_new_privs. Default: none, which is an error
+	// unless allow_root is true (dev servers then run as root).
 	User string `yaml:"user"`
 	// AllowRoot says dev servers may run as root. Default false.
 	AllowRoot bool `yaml:"allow_root"`
