@@ -148,13 +148,24 @@ func (m *Manager) reapIdle(now time.Time) {
 			}
 		}
 	}
+	// Idle teardowns are not urgent: a few at a time, so that reaping a
+	// crowd of envs at once (SIGTERM, their shutdowns, namespace deletion)
+	// does not take the CPU from the envs still serving.
 	var wg sync.WaitGroup
+	turns := make(chan struct{}, reapParallel)
 	for _, r := range due {
-		wg.Go(func() { m.stop(r.e, r.reason, false) })
+		turns <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-turns }()
+			m.stop(r.e, r.reason, false)
+		})
 	}
 	wg.Wait()
 	m.forgetStale(now)
 }
+
+// reapParallel is how many idle envs the reaper stops at once.
+const reapParallel = 2
 
 // errForgotten tells Acquire that the entry it holds was dropped.
 var errForgotten = errors.New("lifecycle: env entry dropped; look it up again")
