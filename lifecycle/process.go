@@ -59,7 +59,7 @@ func spawn(sb Sandbox, x expanded, baseEnv []string, cg envCgroup, buf *outputBu
 		cmd.SysProcAttr.UseCgroupFD = true
 		cmd.SysProcAttr.CgroupFD = cg.dirFD()
 	} else if cg != nil {
-		// cgroup v1: the trampoline joins it before the dev server runs.
+		// cgroup v1: startProcess joins it before the dev server runs.
 		if join, err = cg.procsFiles(x.cred); err != nil {
 			r.Close()
 			w.Close()
@@ -67,8 +67,7 @@ func spawn(sb Sandbox, x expanded, baseEnv []string, cg envCgroup, buf *outputBu
 			return nil, fmt.Errorf("cgroup %s: %w", cg.path(), err)
 		}
 	}
-	viaTrampoline(cmd, nnp, join)
-	err = sb.Start(cmd)
+	err = startProcess(sb, cmd, nnp, join)
 	keep.Close()
 	if err != nil {
 		r.Close()

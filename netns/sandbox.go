@@ -224,11 +224,35 @@ func deleteLink(name string) error {
 //
 // Prefer *os.File values for cmd.Stdout and cmd.Stderr: then Start starts no
 // copying goroutines of its own.
-func (s *Sandbox) Start(cmd *exec.Cmd) error {
+func (s *Sandbox) Start(cmd *exec.Cmd) error { return s.StartWith(cmd, nil, nil) }
+
+// StartWith is Start with hooks that run, inside the namespace, on the
+// thread that forks cmd: before just before cmd.Start, after just after
+// it (also when before or Start failed, so after can undo a half-done
+// before). They suit per-thread state the child inherits, such as cgroup
+// v1 membership. A nil hook is skipped. When after fails, the thread is
+// discarded, never reused, and the error is returned even though cmd may
+// have started: the caller checks cmd.Process.
+func (s *Sandbox) StartWith(cmd *exec.Cmd, before, after func() error) error {
 	if !s.handle.IsOpen() {
 		return fmt.Errorf("netns: start in %s: sandbox destroyed", s.Name)
 	}
-	if err := onThreadIn(s.handle, cmd.Start); err != nil {
+	err := onThreadIn(s.handle, func() error {
+		var err error
+		if before != nil {
+			err = before()
+		}
+		if err == nil {
+			err = cmd.Start()
+		}
+		if after != nil {
+			if aerr := after(); aerr != nil {
+				return threadTainted{errors.Join(err, aerr)}
+			}
+		}
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("netns: start %s in %s: %w", cmd.Path, s.Name, err)
 	}
 	return nil

@@ -39,6 +39,13 @@ func onLockedThread(fn func() error) error {
 		}
 		defer orig.Close()
 		ferr := fn()
+		var tainted threadTainted
+		if errors.As(ferr, &tainted) {
+			// fn left the thread in a state it could not undo: stay
+			// locked, so the thread dies with this goroutine.
+			errc <- ferr
+			return
+		}
 		if err := netns.Set(orig); err != nil {
 			// Stay locked: the thread dies with this goroutine.
 			errc <- errors.Join(ferr, fmt.Errorf("netns: restore namespace: %w", err))
@@ -49,6 +56,13 @@ func onLockedThread(fn func() error) error {
 	}()
 	return <-errc
 }
+
+// threadTainted is an error after which the thread it happened on must
+// not be reused: onLockedThread then lets the runtime discard the thread.
+type threadTainted struct{ err error }
+
+func (e threadTainted) Error() string { return e.err.Error() }
+func (e threadTainted) Unwrap() error { return e.err }
 
 // createNamed makes a new network namespace bind-mounted at RunDir/name and
 // returns a handle to it. The calling thread is never switched: the unshare

@@ -59,6 +59,9 @@ type Config struct {
 		WarmPool int `yaml:"warm_pool"`
 	} `yaml:"network"`
 	Limits LimitsConfig `yaml:"limits"`
+	// Source decides which env names exist; see SourceConfig. Default
+	// kind any: every name a template matches.
+	Source SourceConfig `yaml:"source"`
 	// OnRestart says what a gateway starting after a crash does with the
 	// envs the previous process left running (recorded in
 	// state_dir/run/<instance>.state.json): adopt (default) keeps those
@@ -430,6 +433,7 @@ func (c *Config) validate() error {
 		add(c.errAt("tls.mode", "%q: want acme, internal, files or off", c.TLS.Mode))
 	}
 	errs = append(errs, c.validateLimits()...)
+	errs = append(errs, c.validateSource()...)
 	errs = append(errs, c.validatePorts()...)
 	errs = append(errs, c.validateProxying()...)
 	if len(c.Templates) == 0 {

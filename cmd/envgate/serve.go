@@ -93,11 +93,20 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
+	// Which env names exist. Dir and git sources re-read in the
+	// background; Allow is a map lookup, as the manager calls it with its
+	// lock held. Deferred first, so it closes after the manager.
+	src, err := cfg.envSource(ctx, log.With().Str("component", "source").Logger())
+	if err != nil {
+		return err
+	}
+	defer src.Close()
 	var handler atomic.Pointer[gateway.Handler]
 	envs, err := lifecycle.New(lifecycle.Config{
 		Templates: tmpls,
 		DataRoot:  filepath.Join(cfg.StateDir, "envs"),
 		Network:   lifecycle.NetnsNetwork{M: nsm},
+		Allow:     src.Allow,
 		Limits:    cfg.lifecycleLimits(),
 		StateFile: cfg.stateFile(),
 		// Each env gets a cgroup here (limits, memory for eviction).

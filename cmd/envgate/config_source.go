@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/envgate/envgate/gateway"
+	"github.com/envgate/envgate/lifecycle"
+	"github.com/rs/zerolog"
+)
+
+// SourceConfig is the source: section: which env names exist. The gateway
+// answers a name the source does not allow with 403 not_allowed, and no
+// certificate is issued for it.
+type SourceConfig struct {
+	// Kind is any (default: every name a template matches), list, dir or
+	// git.
+	Kind string `yaml:"kind"`
+	// Names, for kind list, are the allowed env names.
+	Names []string `yaml:"names"`
+	// Path, for kind dir, is a directory whose subdirectories' names are
+	// the allowed env names (e.g. one checkout per branch).
+	Path string `yaml:"path"`
+	// Repo, for kind git, is a repository (bare, or a work tree) whose
+	// branches, mapped to DNS labels, are the allowed env names.
+	Repo string `yaml:"repo"`
+	// Refresh, for kinds dir and git, is how often the names are re-read,
+	// in the background. Default 5s.
+	Refresh Duration `yaml:"refresh"`
+}
+
+// source: kinds.
+const (
+	sourceAny  = "any"
+	sourceList = "list"
+	sourceDir  = "dir"
+	sourceGit  = "git"
+)
+
+// validateSource checks the source: section, defaulting kind to any. It
+// does not look at path or repo: serve reads them, and fails if it cannot.
+func (c *Config) validateSource() []error {
+	s := &c.Source
+	var errs []error
+	add := func(field, msg string, args ...any) { errs = append(errs, c.errAt("source."+field, msg, args...)) }
+	if s.Kind == "" {
+		s.Kind = sourceAny
+	}
+	switch s.Kind {
+	case sourceAny:
+	case sourceList:
+		if len(s.Names) == 0 {
+			add("names", "kind list needs names, e.g. names: [main, feature-x]")
+		}
+		for i, n := range s.Names {
+			if !gateway.ValidLabel(n) {
+				add(fmt.Sprintf("names.%d", i), "%q is not an env name: want a lowercase DNS label (1-63 of a-z, 0-9 and '-' inside)", n)
+			}
+		}
+	case sourceDir:
+		if !filepath.IsAbs(s.Path) {
+			add("path", "%q: kind dir needs an absolute path, e.g. /srv/checkouts", s.Path)
+		}
+	case sourceGit:
+		if !filepath.IsAbs(s.Repo) {
+			add("repo", "%q: kind git needs the absolute path of a repository, e.g. /srv/repo.git", s.Repo)
+		}
+	default:
+		add("kind", "%q: want any, list, dir or git", s.Kind)
+		return errs
+	}
+	// A key of another kind is a mistake (kind: dir with names:), not
+	// something to ignore.
+	if s.Kind != sourceList && len(s.Names) > 0 {
+		add("names", "only for kind list")
+	}
+	if s.Kind != sourceDir && s.Path != "" {
+		add("path", "only for kind dir")
+	}
+	if s.Kind != sourceGit && s.Repo != "" {
+		add("repo", "only for kind git")
+	}
+	switch r := time.Duration(s.Refresh); {
+	case r != 0 && s.Kind != sourceDir && s.Kind != sourceGit:
+		add("refresh", "only for kinds dir and git")
+	case r != 0 && r < 100*time.Millisecond:
+		add("refresh", "%v: want 100ms or more (default 5s)", r)
+	}
+	return errs
+}
+
+// envSource makes the env source: the first read of a dir or git source
+// happens here, so a missing directory or repository stops serve with an
+// error naming the key. Close it after the lifecycle manager.
+func (c *Config) envSource(ctx context.Context, log zerolog.Logger) (lifecycle.Source, error) {
+	s := c.Source
+	refresh := time.Duration(s.Refresh)
+	switch s.Kind {
+	case sourceList:
+		src, err := lifecycle.NewListSource(s.Names)
+		if err != nil {
+			return nil, c.errAt("source.names", "%v", err)
+		}
+		return src, nil
+	case sourceDir:
+		src, err := lifecycle.NewDirSource(ctx, s.Path, refresh, log)
+		if err != nil {
+			return nil, c.errAt("source.path", "%v (create the directory, or fix the path)", err)
+		}
+		return src, nil
+	case sourceGit:
+		src, err := lifecycle.NewGitSource(ctx, s.Repo, refresh, log)
+		if err != nil {
+			return nil, c.errAt("source.repo", "%v (is git installed, and is this a repository?)", err)
+		}
+		return src, nil
+	default:
+		return lifecycle.NewAnySource(), nil
+	}
+}

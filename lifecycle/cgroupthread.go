@@ -1,0 +1,157 @@
+package lifecycle
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Joining a cgroup v1 without the trampoline. v1 membership is per
+// thread, and a child starts in the cgroups of the thread that forked
+// it. So the thread that forks the dev server (a locked one, the sandbox
+// switches its network namespace) moves itself into the env's cgroups
+// through their tasks files, forks, and moves back: the dev server is in
+// its cgroup from its first instruction, without the trampoline's extra
+// exec of the gateway binary. While the thread is inside, it counts
+// against the env's pids limit and the env's cgroup.procs lists the
+// gateway; the env's cgroup is new and empty then, and killUntilEmpty
+// never signals the gateway itself.
+// Pages the gateway touches meanwhile stay charged to the gateway: memcg
+// charges them to the cgroup of the memory's owner, the gateway's main
+// thread (only a few kernel objects the thread allocates go to the env).
+
+// threadStarter is a Sandbox that runs hooks on the thread that forks the
+// dev server (netns.Sandbox.StartWith).
+type threadStarter interface {
+	StartWith(cmd *exec.Cmd, before, after func() error) error
+}
+
+// errCannotCarry means the forking thread did not move, so that the
+// trampoline must join the cgroups: its own cgroups are not found under
+// cgroupMount (a cgroup namespace whose paths differ from the mounts',
+// say), so it could not move back; or it is the gateway's main thread,
+// the owner of the gateway's memory, so that while it visited, memcg
+// would charge every page any gateway thread touches to the env.
+var errCannotCarry = errors.New("lifecycle: the forking thread cannot carry the dev server into its cgroups")
+
+// startProcess starts cmd in sb. join lists the cgroup v1 cgroup.procs
+// files of the env's cgroups (none on v2 or without cgroups); nnp asks
+// for no_new_privs. Only the trampoline can set no_new_privs, and it joins
+// the cgroups too then; else the forking thread carries the dev server
+// into them, if sb can run hooks on that thread.
+func startProcess(sb Sandbox, cmd *exec.Cmd, nnp bool, join []string) error {
+	if ts, ok := sb.(threadStarter); ok && !nnp && len(join) > 0 {
+		err := startInCgroupsV1(ts, cmd, join)
+		if !errors.Is(err, errCannotCarry) {
+			return err
+		}
+		// Nothing started, nothing moved: the trampoline can do it.
+		fmt.Fprintln(os.Stderr, "XXFALLBACK", err)
+	}
+	viaTrampoline(cmd, nnp, join)
+	return sb.Start(cmd)
+}
+
+// startInCgroupsV1 starts cmd in sb with the forking thread in the
+// cgroups of the cgroup.procs files join for the duration of the fork.
+func startInCgroupsV1(sb threadStarter, cmd *exec.Cmd, join []string) error {
+	var tid []byte
+	var left []string // tasks files of the thread's own cgroups it left
+	before := func() error {
+		if unix.Gettid() == os.Getpid() {
+			return fmt.Errorf("%w: it is the main thread", errCannotCarry)
+		}
+		tid = []byte(strconv.Itoa(unix.Gettid()))
+		homes, err := threadHomes(join)
+		if err != nil {
+			return err
+		}
+		for i, f := range join {
+			if err := writeTasks(filepath.Join(filepath.Dir(f), "tasks"), tid); err != nil {
+				return fmt.Errorf("lifecycle: join cgroup %s: %w", filepath.Dir(f), err)
+			}
+			left = append(left, homes[i])
+		}
+		return nil
+	}
+	after := func() error {
+		var errs []error
+		for _, f := range left {
+			if err := writeTasks(f, tid); err != nil {
+				errs = append(errs, fmt.Errorf("lifecycle: return to cgroup %s: %w", filepath.Dir(f), err))
+			}
+		}
+		return errors.Join(errs...)
+	}
+	// StartWith's goroutine usually runs on the caller's thread, which is
+	// now and then the main thread: hold that one, the goroutine then runs
+	// on another.
+	runtime.LockOSThread()
+	if unix.Gettid() == os.Getpid() {
+		defer runtime.UnlockOSThread()
+	} else {
+		runtime.UnlockOSThread()
+	}
+	err := sb.StartWith(cmd, before, after)
+	if err == nil { fmt.Fprintln(os.Stderr, "XXCARRIED") }
+	if err != nil && cmd.Process != nil {
+		// It started, but its thread could not go back (the runtime
+		// discards that thread). Fail the start like any other; the
+		// caller removes the cgroup with whatever the child forked.
+		signalGroup(cmd.Process.Pid, syscall.SIGKILL)
+		cmd.Wait()
+	}
+	return err
+}
+
+// threadHomes returns, for each cgroup.procs file in join, the tasks file
+// of the calling thread's own cgroup in the same hierarchy.
+func threadHomes(join []string) ([]string, error) {
+	b, err := os.ReadFile("/proc/thread-self/cgroup")
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errCannotCarry, err)
+	}
+	own := map[string]string{} // controller -> path
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		// "4:memory:/a/b", "2:cpu,cpuacct:/", "0::/" (v2)
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		for _, ctrl := range strings.Split(parts[1], ",") {
+			own[ctrl] = parts[2]
+		}
+	}
+	homes := make([]string, len(join))
+	for i, f := range join {
+		ctrl, _, _ := strings.Cut(strings.TrimPrefix(f, cgroupMount+"/"), "/")
+		p, ok := own[ctrl]
+		if !ok {
+			return nil, fmt.Errorf("%w: no %s line in /proc/thread-self/cgroup", errCannotCarry, ctrl)
+		}
+		homes[i] = filepath.Join(cgroupMount, ctrl, p, "tasks")
+		if _, err := os.Stat(homes[i]); err != nil {
+			return nil, fmt.Errorf("%w: %w", errCannotCarry, err)
+		}
+	}
+	return homes, nil
+}
+
+// writeTasks writes a thread ID into a v1 tasks file: the kernel moves
+// that one thread.
+func writeTasks(file string, tid []byte) error {
+	f, err := os.OpenFile(file, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(tid)
+	return errors.Join(err, f.Close())
+}
