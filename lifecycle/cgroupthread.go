@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"syscall"
 
@@ -34,13 +33,16 @@ type threadStarter interface {
 	StartWith(cmd *exec.Cmd, before, after func() error) error
 }
 
-// errCannotCarry means the forking thread did not move, so that the
-// trampoline must join the cgroups: its own cgroups are not found under
-// cgroupMount (a cgroup namespace whose paths differ from the mounts',
-// say), so it could not move back; or it is the gateway's main thread,
-// the owner of the gateway's memory, so that while it visited, memcg
-// would charge every page any gateway thread touches to the env.
+// errCannotCarry means the forking thread did not move, and the
+// trampoline must join the cgroups instead: the thread's own cgroups are
+// not under cgroupMount (a cgroup namespace whose paths differ from the
+// mounts', say), so it could not move back; or errMainThread.
 var errCannotCarry = errors.New("lifecycle: the forking thread cannot carry the dev server into its cgroups")
+
+// errMainThread: the forking thread is the gateway's main thread, which
+// owns the gateway's memory. While it visited an env, memcg would charge
+// to the env every page any gateway thread faults in.
+var errMainThread = fmt.Errorf("%w: it is the main thread", errCannotCarry)
 
 // startProcess starts cmd in sb. join lists the cgroup v1 cgroup.procs
 // files of the env's cgroups (none on v2 or without cgroups); nnp asks
@@ -54,7 +56,6 @@ func startProcess(sb Sandbox, cmd *exec.Cmd, nnp bool, join []string) error {
 			return err
 		}
 		// Nothing started, nothing moved: the trampoline can do it.
-		fmt.Fprintln(os.Stderr, "XXFALLBACK", err)
 	}
 	viaTrampoline(cmd, nnp, join)
 	return sb.Start(cmd)
@@ -63,19 +64,17 @@ func startProcess(sb Sandbox, cmd *exec.Cmd, nnp bool, join []string) error {
 // startInCgroupsV1 starts cmd in sb with the forking thread in the
 // cgroups of the cgroup.procs files join for the duration of the fork.
 func startInCgroupsV1(sb threadStarter, cmd *exec.Cmd, join []string) error {
-	var tid []byte
 	var left []string // tasks files of the thread's own cgroups it left
 	before := func() error {
 		if unix.Gettid() == os.Getpid() {
-			return fmt.Errorf("%w: it is the main thread", errCannotCarry)
+			return errMainThread
 		}
-		tid = []byte(strconv.Itoa(unix.Gettid()))
 		homes, err := threadHomes(join)
 		if err != nil {
 			return err
 		}
 		for i, f := range join {
-			if err := writeTasks(filepath.Join(filepath.Dir(f), "tasks"), tid); err != nil {
+			if err := writeTasks(filepath.Join(filepath.Dir(f), "tasks")); err != nil {
 				return fmt.Errorf("lifecycle: join cgroup %s: %w", filepath.Dir(f), err)
 			}
 			left = append(left, homes[i])
@@ -85,7 +84,7 @@ func startInCgroupsV1(sb threadStarter, cmd *exec.Cmd, join []string) error {
 	after := func() error {
 		var errs []error
 		for _, f := range left {
-			if err := writeTasks(f, tid); err != nil {
+			if err := writeTasks(f); err != nil {
 				errs = append(errs, fmt.Errorf("lifecycle: return to cgroup %s: %w", filepath.Dir(f), err))
 			}
 		}
@@ -101,7 +100,6 @@ func startInCgroupsV1(sb threadStarter, cmd *exec.Cmd, join []string) error {
 		runtime.UnlockOSThread()
 	}
 	err := sb.StartWith(cmd, before, after)
-	if err == nil { fmt.Fprintln(os.Stderr, "XXCARRIED") }
 	if err != nil && cmd.Process != nil {
 		// It started, but its thread could not go back (the runtime
 		// discards that thread). Fail the start like any other; the
@@ -145,13 +143,15 @@ func threadHomes(join []string) ([]string, error) {
 	return homes, nil
 }
 
-// writeTasks writes a thread ID into a v1 tasks file: the kernel moves
-// that one thread.
-func writeTasks(file string, tid []byte) error {
+// writeTasks moves the calling thread into the cgroup of a v1 tasks file.
+// It writes "0", not the thread's ID: for the caller itself the kernel
+// skips the global cgroup_threadgroup_rwsem, whose write lock waits for
+// an RCU grace period (5-10 ms here, most of the cost of joining).
+func writeTasks(file string) error {
 	f, err := os.OpenFile(file, os.O_WRONLY, 0)
 	if err != nil {
 		return err
 	}
-	_, err = f.Write(tid)
+	_, err = f.Write([]byte("0"))
 	return errors.Join(err, f.Close())
 }

@@ -16,7 +16,8 @@ import (
 // The trampoline. Some things must happen inside the dev server's process
 // after fork and before it runs: no_new_privs (SysProcAttr has no field
 // for PR_SET_NO_NEW_PRIVS) and, on cgroup v1 (which has no clone into a
-// cgroup), joining its cgroup before it can fork. So such dev servers are
+// cgroup), joining its cgroup before it can fork (without no_new_privs,
+// startInCgroupsV1 does that without a trampoline). So such dev servers are
 // started as /proc/self/exe, the gateway's own binary, with these
 // variables; this package's init does the work and execs the real
 // program. It costs one extra exec, a few milliseconds.
