@@ -151,6 +151,7 @@ type env struct {
 
 	mu        sync.Mutex
 	forgotten bool          // guarded by mu; dropped from Manager.envs, never to start again
+	inStart   bool          // guarded by mu; a start of this env is under way
 	sb        Sandbox       // guarded by mu; set while Ready or Stopping
 	proc      *process      // guarded by mu; set while Ready or Stopping
 	stopped   chan struct{} // guarded by mu; closed when the running stop ends

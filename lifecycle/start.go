@@ -94,7 +94,15 @@ func (m *Manager) start(e *env) (err error) {
 		break
 	}
 	prev := e.State()
+	// Admission runs without e.mu and with the state not yet Starting:
+	// inStart keeps forgetStale from dropping the entry meanwhile.
+	e.inStart = true
 	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		e.inStart = false
+		e.mu.Unlock()
+	}()
 
 	if err := m.admit(e); err != nil {
 		return err

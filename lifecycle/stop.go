@@ -184,7 +184,7 @@ func (m *Manager) forgetStale(now time.Time) {
 		e.mu.Lock()
 		switch st := e.State(); {
 		case st == Stopped, st == Failed && (e.failure == nil || !now.Before(e.failure.RetryAt)):
-			if e.sb == nil && e.proc == nil {
+			if e.sb == nil && e.proc == nil && !e.inStart {
 				e.forgotten = true
 				delete(m.envs, name)
 			}

@@ -91,10 +91,16 @@ func (m *Manager) Create(ctx context.Context, id string) (_ *Sandbox, err error)
 		Slot:   slot,
 		handle: netns.None(),
 	}
-	success := false
+	success, madeNS := false, false
 	defer func() {
-		if !success {
+		switch {
+		case success:
+		case madeNS:
 			m.Destroy(sb) // best effort; the original error is what matters
+		default:
+			// The name may belong to a live sandbox (a second Create for
+			// one ID): undo only what this call did, never touch it.
+			m.pool.Release(slot.Index)
 		}
 	}()
 
@@ -102,6 +108,7 @@ func (m *Manager) Create(ctx context.Context, id string) (_ *Sandbox, err error)
 	if err != nil {
 		return nil, err
 	}
+	madeNS = true
 	inner, err := netlink.NewHandleAt(sb.handle)
 	if err != nil {
 		return nil, fmt.Errorf("netns: %s: netlink handle: %w", sb.Name, err)

@@ -327,9 +327,24 @@ func TestConcurrentCreatesGetDistinctSlots(t *testing.T) {
 
 func TestCreateTwiceFailsAndLeaksNothing(t *testing.T) {
 	m := newManager(t)
-	create(t, m, "dup")
+	first := create(t, m, "dup")
+	listenIn(t, first, 3000, "first")
+	_, waited := startIn(t, first, "sleep", "1000")
 	if _, err := m.Create(context.Background(), "dup"); err == nil {
 		t.Fatal("second create of the same id succeeded")
+	}
+	// The failed Create must not have touched the live sandbox of that ID.
+	select {
+	case <-waited:
+		t.Fatal("a failed Create killed the process of the existing sandbox")
+	default:
+	}
+	c, err := net.DialTimeout("tcp", net.JoinHostPort(first.Addr().String(), "3000"), 5*time.Second)
+	if err != nil {
+		t.Fatalf("existing sandbox unreachable after a failed Create: %v", err)
+	}
+	if got, _ := readGreeting(c); got != "first\n" {
+		t.Fatalf("greeting %q", got)
 	}
 	if n := m.Pool().InUse(); n != 1 {
 		t.Fatalf("failed create kept its slot: %d in use, want 1", n)
