@@ -102,7 +102,7 @@ func TestBrowserFollowsWaitingPage(t *testing.T) {
 		t.Fatalf("final page: h1 %q, location %q, title %q; want the demo app of env browse at %s", h1, loc, title, url)
 	}
 	screenshot(t, ctx, "app.png")
-	if n := g.Net.creates.Load(); n != 1 {
+	if n := g.Net.Creates.Load(); n != 1 {
 		t.Errorf("%d namespaces created, want 1: the page must not start the env again", n)
 	}
 }

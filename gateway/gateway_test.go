@@ -82,7 +82,7 @@ func TestConcurrentFirstRequestsOneStart(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	if c := g.Net.creates.Load(); c != 1 {
+	if c := g.Net.Creates.Load(); c != 1 {
 		t.Fatalf("%d namespaces created, want 1", c)
 	}
 	ids, _ := g.NS.List()
@@ -232,7 +232,7 @@ func TestInvalidHostsCreateNothing(t *testing.T) {
 	if !strings.HasPrefix(string(line), "HTTP/1.0 400") && !strings.HasPrefix(string(line), "HTTP/1.1 400") {
 		t.Errorf("no Host: got %q, want 400", line)
 	}
-	if n := g.Net.creates.Load(); n != 0 {
+	if n := g.Net.Creates.Load(); n != 0 {
 		t.Fatalf("invalid hosts created %d namespaces", n)
 	}
 }

@@ -25,23 +25,12 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// countingNetwork counts sandboxes created, on real namespaces.
-type countingNetwork struct {
-	lifecycle.NetnsNetwork
-	creates atomic.Int64
-}
-
-func (c *countingNetwork) Create(ctx context.Context, name string) (lifecycle.Sandbox, error) {
-	c.creates.Add(1)
-	return c.NetnsNetwork.Create(ctx, name)
-}
-
 // gw is a gateway under test: real namespaces, real dev servers, a real
 // listener on loopback.
 type gw struct {
 	Addr    string // 127.0.0.1:port of the HTTP listener
 	Envs    *lifecycle.Manager
-	Net     *countingNetwork
+	Net     *lifecycletest.CountingNetwork
 	NS      *netns.Manager
 	Handler *gateway.Handler
 	Client  *http.Client // dials Addr whatever the URL's host
@@ -76,7 +65,7 @@ func startGateway(t *testing.T, o gwOptions) *gw {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &gw{NS: nsm, Net: &countingNetwork{NetnsNetwork: lifecycle.NetnsNetwork{M: nsm}}, DataDir: t.TempDir()}
+	g := &gw{NS: nsm, Net: &lifecycletest.CountingNetwork{NetnsNetwork: lifecycle.NetnsNetwork{M: nsm}}, DataDir: t.TempDir()}
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
 	var handler atomic.Pointer[gateway.Handler]
 	g.Envs, err = lifecycle.New(lifecycle.Config{

@@ -62,7 +62,7 @@ func TestOpenWebSocketKeepsEnvFromIdleReap(t *testing.T) {
 	if _, msg, err := c.Read(ctx); err != nil || string(msg) != "still here" {
 		t.Fatalf("echo after 3× idle: %q, %v", msg, err)
 	}
-	if n := g.Net.creates.Load(); n != 1 {
+	if n := g.Net.Creates.Load(); n != 1 {
 		t.Fatalf("%d starts, want 1: the env was restarted under the websocket", n)
 	}
 	c.Close(websocket.StatusNormalClosure, "done")
@@ -109,10 +109,10 @@ func TestRequestsAroundIdleDeadlineGetNo5xx(t *testing.T) {
 		t.Fatalf("statuses %v, want all %d requests 200", statuses, bursts*width)
 	}
 	// The deadline was really crossed: some bursts found the env reaped.
-	if n := g.Net.creates.Load(); n < 2 {
+	if n := g.Net.Creates.Load(); n < 2 {
 		t.Fatalf("%d starts in %d bursts around the idle deadline: the race was never exercised", n, bursts)
 	}
-	t.Logf("%d requests, %d starts (env reaped and restarted %d times)", bursts*width, g.Net.creates.Load(), g.Net.creates.Load()-1)
+	t.Logf("%d requests, %d starts (env reaped and restarted %d times)", bursts*width, g.Net.Creates.Load(), g.Net.Creates.Load()-1)
 }
 
 // With max_envs reached and every env busy, a new env is refused at once
@@ -152,7 +152,7 @@ func TestAtCapacityAnswers503WithRetryAfter(t *testing.T) {
 		t.Fatalf("sixth env: status %d, Retry-After %q, error %q; want 503, a Retry-After, at_capacity",
 			resp.StatusCode, resp.Header.Get("Retry-After"), body.Error)
 	}
-	if n := g.Net.creates.Load(); n != 5 {
+	if n := g.Net.Creates.Load(); n != 5 {
 		t.Fatalf("%d sandboxes created, want 5: the refused env must not start", n)
 	}
 

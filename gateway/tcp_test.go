@@ -104,7 +104,7 @@ func TestTCPBySNI(t *testing.T) {
 		if err != nil || got != "hello db\n" {
 			t.Fatalf("echo = %q, %v; want the bytes back, then EOF", got, err)
 		}
-		if n := g.Net.creates.Load(); n != 1 {
+		if n := g.Net.Creates.Load(); n != 1 {
 			t.Fatalf("sandboxes created = %d, want 1 (a cold start)", n)
 		}
 	})
@@ -121,7 +121,7 @@ func TestTCPBySNI(t *testing.T) {
 				t.Fatalf("%s: echo = %q, %v", name, got, err)
 			}
 		}
-		if n := g.Net.creates.Load(); n != 1 {
+		if n := g.Net.Creates.Load(); n != 1 {
 			t.Fatalf("sandboxes created = %d, want still 1", n)
 		}
 	})
@@ -194,7 +194,7 @@ func TestNamedPortsHTTP(t *testing.T) {
 			t.Errorf("GET %s: %d %q; want 200 containing %q", tc.host, resp.StatusCode, b, tc.want)
 		}
 	}
-	if n := g.Net.creates.Load(); n != 2 {
+	if n := g.Net.Creates.Load(); n != 2 {
 		t.Errorf("sandboxes created = %d, want 2 (feature-x and nope--feature-x)", n)
 	}
 }

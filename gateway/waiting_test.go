@@ -136,7 +136,7 @@ func TestStatusStartsNothing(t *testing.T) {
 	if s := g.status(t, "idle-env"); s.State != "stopped" {
 		t.Fatalf("status of a never-started env: %+v", s)
 	}
-	if n := g.Net.creates.Load(); n != 0 {
+	if n := g.Net.Creates.Load(); n != 0 {
 		t.Fatalf("status created %d namespaces", n)
 	}
 	if r := g.get(t, "idle-env.localhost", "/healthz"); r.StatusCode != http.StatusOK {

@@ -80,7 +80,7 @@ func TestWebSocketColdWarmAndSilent(t *testing.T) {
 	time.Sleep(2 * time.Second) // silence: see the test's comment
 	echo(t, ctx, cold, "after the silence")
 	echo(t, ctx, warm, "after the silence, too")
-	if n := g.Net.creates.Load(); n != 1 {
+	if n := g.Net.Creates.Load(); n != 1 {
 		t.Fatalf("%d namespaces created: the env was reaped under open WebSockets", n)
 	}
 }

@@ -56,7 +56,7 @@ func TestAtCapacityWhenEveryEnvIsBusy(t *testing.T) {
 		l := acquire(t, f.m, fmt.Sprintf("busy%d", i))
 		t.Cleanup(l.Release)
 	}
-	creates := f.net.creates.Load()
+	creates := f.net.Creates.Load()
 	// No deadline of our own: a refusal must come at once, not after a wait.
 	_, err := f.m.Acquire(context.Background(), "one-too-many")
 	var ce *lifecycle.CapacityError
@@ -66,7 +66,7 @@ func TestAtCapacityWhenEveryEnvIsBusy(t *testing.T) {
 	if ce.Limit != "max_envs" || ce.RetryAfter <= 0 {
 		t.Fatalf("CapacityError %+v, want limit max_envs and a Retry-After", ce)
 	}
-	if c := f.net.creates.Load(); c != creates {
+	if c := f.net.Creates.Load(); c != creates {
 		t.Fatalf("a refused env created a sandbox")
 	}
 	if s := stateOf(f.m, "one-too-many"); s != lifecycle.Stopped {
@@ -111,7 +111,7 @@ func TestMemoryFloorEvictsIdleAndRefusesWhenAllBusy(t *testing.T) {
 // turnNetwork checks, at each sandbox creation, that no other env is
 // between creation and ready: MaxStarting 1 means one start at a time.
 type turnNetwork struct {
-	*countingNetwork
+	*lifecycletest.CountingNetwork
 	m       **lifecycle.Manager
 	mu      sync.Mutex
 	overlap []string
@@ -126,7 +126,7 @@ func (n *turnNetwork) Create(ctx context.Context, name string) (lifecycle.Sandbo
 			n.mu.Unlock()
 		}
 	}
-	return n.countingNetwork.Create(ctx, name)
+	return n.CountingNetwork.Create(ctx, name)
 }
 
 func TestMaxStartingQueuesStarts(t *testing.T) {
@@ -134,7 +134,7 @@ func TestMaxStartingQueuesStarts(t *testing.T) {
 		Templates: []*lifecycle.Template{lifecycletest.Demo(lifecycletest.DemoOptions{BootDelay: 100 * time.Millisecond})},
 		Limits:    lifecycle.Limits{MaxStarting: 1},
 	})
-	tn := &turnNetwork{countingNetwork: f.net, m: &f.m}
+	tn := &turnNetwork{CountingNetwork: f.net, m: &f.m}
 	m2, err := lifecycle.New(lifecycle.Config{
 		Templates: []*lifecycle.Template{lifecycletest.Demo(lifecycletest.DemoOptions{BootDelay: 100 * time.Millisecond})},
 		DataRoot:  f.dataDir,
@@ -223,7 +223,7 @@ func TestRepeatedCrashesBackOff(t *testing.T) {
 		acquire(t, f.m, "crashy").Release()
 		waitState(t, f.m, "crashy", lifecycle.Failed, 20*time.Second)
 	}
-	creates := f.net.creates.Load()
+	creates := f.net.Creates.Load()
 	_, err := f.m.Acquire(context.Background(), "crashy")
 	var se *lifecycle.StartError
 	if !errors.As(err, &se) || se.RetryAt.IsZero() || !strings.HasPrefix(se.Reason, "dev server ") {
@@ -232,12 +232,12 @@ func TestRepeatedCrashesBackOff(t *testing.T) {
 	if !strings.Contains(strings.Join(se.Tail, "\n"), "booting") {
 		t.Fatalf("crash tail %q lacks the server's output", se.Tail)
 	}
-	if f.net.creates.Load() != creates {
+	if f.net.Creates.Load() != creates {
 		t.Fatal("restarted during the backoff")
 	}
 	time.Sleep(time.Until(se.RetryAt))
 	acquire(t, f.m, "crashy").Release()
-	if f.net.creates.Load() != creates+1 {
+	if f.net.Creates.Load() != creates+1 {
 		t.Fatal("not restarted after the backoff")
 	}
 }

@@ -106,7 +106,7 @@ func (m *Manager) Handoff(ctx context.Context) ([]HandedEnv, error) {
 		proc.out.SetReadDeadline(time.Now())
 		<-proc.pumped
 		var err error
-		if h.Output, err = dupFile(proc.out, "output-"+e.name); err == nil {
+		if h.Output, err = DupConn(proc.out, "output-"+e.name); err == nil {
 			var fd int
 			if fd, err = unix.PidfdOpen(h.Pid, 0); err == nil {
 				h.PidFD = os.NewFile(uintptr(fd), "pidfd-"+e.name)
@@ -137,10 +137,11 @@ func (m *Manager) anyStarting() bool {
 	return false
 }
 
-// dupFile duplicates f's descriptor without switching f to blocking mode,
-// as f.Fd() would.
-func dupFile(f *os.File, name string) (*os.File, error) {
-	rc, err := f.SyscallConn()
+// DupConn duplicates c's descriptor (close-on-exec) without switching it
+// to blocking mode, as os.File.Fd and TCPListener.File would. The gateway
+// uses it to hand descriptors to its successor.
+func DupConn(c syscall.Conn, name string) (*os.File, error) {
+	rc, err := c.SyscallConn()
 	if err != nil {
 		return nil, err
 	}

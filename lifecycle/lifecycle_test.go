@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -27,20 +26,9 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// countingNetwork counts sandbox creations on top of real namespaces.
-type countingNetwork struct {
-	lifecycle.NetnsNetwork
-	creates atomic.Int64
-}
-
-func (c *countingNetwork) Create(ctx context.Context, name string) (lifecycle.Sandbox, error) {
-	c.creates.Add(1)
-	return c.NetnsNetwork.Create(ctx, name)
-}
-
 type fixture struct {
 	m       *lifecycle.Manager
-	net     *countingNetwork
+	net     *lifecycletest.CountingNetwork
 	nsm     *netns.Manager
 	dataDir string
 }
@@ -51,7 +39,7 @@ func newFixture(t testing.TB, cfg lifecycle.Config) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{net: &countingNetwork{NetnsNetwork: lifecycle.NetnsNetwork{M: nsm}}, nsm: nsm, dataDir: t.TempDir()}
+	f := &fixture{net: &lifecycletest.CountingNetwork{NetnsNetwork: lifecycle.NetnsNetwork{M: nsm}}, nsm: nsm, dataDir: t.TempDir()}
 	cfg.Network = f.net
 	cfg.DataRoot = f.dataDir
 	cfg.Log = zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
@@ -149,7 +137,7 @@ func TestConcurrentFirstAcquiresShareOneStart(t *testing.T) {
 		}
 		leases[i].Release()
 	}
-	if c := f.net.creates.Load(); c != 1 {
+	if c := f.net.Creates.Load(); c != 1 {
 		t.Fatalf("%d sandboxes created for one env, want 1", c)
 	}
 	pids, err := netns.PidsIn(filepath.Join(netns.RunDir, f.nsm.Prefix()+"-herd"))
@@ -343,7 +331,7 @@ func TestWaiterLeavesOnItsOwnContext(t *testing.T) {
 	// The start went on without the caller.
 	l := acquire(t, f.m, "patient")
 	l.Release()
-	if c := f.net.creates.Load(); c != 1 {
+	if c := f.net.Creates.Load(); c != 1 {
 		t.Fatalf("%d starts, want 1: the abandoned start must carry on", c)
 	}
 }

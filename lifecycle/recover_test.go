@@ -36,13 +36,13 @@ func abandon(t *testing.T, f *fixture) {
 
 // successor is the next gateway process: a new manager, on a new
 // netns.Manager of the same instance, reading the same state file.
-func successor(t *testing.T, f *fixture, stateFile string) (*lifecycle.Manager, *countingNetwork) {
+func successor(t *testing.T, f *fixture, stateFile string) (*lifecycle.Manager, *lifecycletest.CountingNetwork) {
 	t.Helper()
 	nsm, err := netns.New(netns.Config{Prefix: f.nsm.Prefix(), Pool: netnstest.Pool(1)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cn := &countingNetwork{NetnsNetwork: lifecycle.NetnsNetwork{M: nsm}}
+	cn := &lifecycletest.CountingNetwork{NetnsNetwork: lifecycle.NetnsNetwork{M: nsm}}
 	m, err := lifecycle.New(lifecycle.Config{
 		Templates: []*lifecycle.Template{lifecycletest.Demo(lifecycletest.DemoOptions{})},
 		DataRoot:  f.dataDir,
@@ -93,7 +93,7 @@ func TestRecoverAdoptsLiveEnvsWithoutStartingThem(t *testing.T) {
 			t.Errorf("%s after adoption: cold %v, pid %d (was %d), visits %d; want warm, same pid, 2 visits", n, l.Cold, p.PID, pids[n], p.Visits)
 		}
 	}
-	if c := cn.creates.Load(); c != 0 {
+	if c := cn.Creates.Load(); c != 0 {
 		t.Fatalf("the successor created %d sandboxes, want 0", c)
 	}
 	var st struct {

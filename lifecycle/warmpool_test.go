@@ -44,7 +44,7 @@ func TestWarmPoolGivesColdStartAReadySandbox(t *testing.T) {
 	// may not find a spare yet.
 	acquire(t, f.m, "first").Release()
 	waitSpares(t, f, 2)
-	made := f.net.creates.Load()
+	made := f.net.Creates.Load()
 	l := acquire(t, f.m, "second")
 	defer l.Release()
 	if p := getPage(t, l); p.Env != "second" {
@@ -57,7 +57,7 @@ func TestWarmPoolGivesColdStartAReadySandbox(t *testing.T) {
 		t.Fatalf("namespaces %v lack the env's", ids)
 	}
 	waitSpares(t, f, 2)
-	if c := f.net.creates.Load(); c != made+1 {
+	if c := f.net.Creates.Load(); c != made+1 {
 		t.Fatalf("%d sandboxes made for one start with a spare ready, want 1 (the refill)", c-made)
 	}
 	if _, err := f.m.Acquire(context.Background(), "warm--9"); !errors.Is(err, lifecycle.ErrNoTemplate) {

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/envgate/envgate/certs/pebbletest"
 	"github.com/envgate/envgate/netns/netnstest"
 )
 
@@ -71,24 +72,7 @@ type gatewayProc struct {
 	cmd  *exec.Cmd
 	addr string
 	done chan struct{}
-	log  *lockedBuffer
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	log  *pebbletest.Buffer
 }
 
 // testInstance returns a fresh instance name (checked for leaks when the
@@ -118,7 +102,7 @@ shutdown_timeout: 5s
 // startServe runs `envgate serve --config cfg` and waits until it answers.
 func startServe(t *testing.T, cfg, addr string) *gatewayProc {
 	t.Helper()
-	g := &gatewayProc{addr: addr, done: make(chan struct{}), log: &lockedBuffer{}}
+	g := &gatewayProc{addr: addr, done: make(chan struct{}), log: &pebbletest.Buffer{}}
 	g.cmd = exec.Command(envgateBinary(t), "serve", "--config", cfg, "--log-format", "json")
 	g.cmd.Stdout = g.log
 	g.cmd.Stderr = g.log

@@ -11,8 +11,8 @@ import (
 	"syscall"
 
 	"github.com/envgate/envgate/gateway"
+	"github.com/envgate/envgate/lifecycle"
 	"github.com/rs/zerolog"
-	"golang.org/x/sys/unix"
 )
 
 // listenerSet opens the gateway's listeners, reusing inherited sockets
@@ -183,17 +183,5 @@ func dupSocket(ln net.Listener) (*os.File, error) {
 	if !ok {
 		return nil, fmt.Errorf("%T has no descriptor", ln)
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	var nfd int
-	var derr error
-	if err := rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
-		return nil, err
-	}
-	if derr != nil {
-		return nil, derr
-	}
-	return os.NewFile(uintptr(nfd), ln.Addr().String()), nil
+	return lifecycle.DupConn(sc, ln.Addr().String())
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/envgate/envgate/certs/pebbletest"
 	"github.com/envgate/envgate/gateway"
 	"github.com/envgate/envgate/loadtest"
 )
@@ -196,7 +197,7 @@ func TestSocketActivation(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	g := &gatewayProc{addr: addr, done: make(chan struct{}), log: &lockedBuffer{}}
+	g := &gatewayProc{addr: addr, done: make(chan struct{}), log: &pebbletest.Buffer{}}
 	// LISTEN_PID must be the pid of envgate itself: sh sets it, then execs.
 	g.cmd = exec.Command("sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" serve --config "$1" --log-format json`, envgateBinary(t), cfgPath)
 	g.cmd.ExtraFiles = []*os.File{f} // fd 3, SD_LISTEN_FDS_START

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -107,4 +108,17 @@ func Shell(script string, timeout time.Duration) *lifecycle.Template {
 		panic(err)
 	}
 	return t
+}
+
+// CountingNetwork counts sandbox creations on top of real namespaces, so
+// tests can assert how many starts a scenario caused.
+type CountingNetwork struct {
+	lifecycle.NetnsNetwork
+	Creates atomic.Int64
+}
+
+// Create implements lifecycle.Network.
+func (c *CountingNetwork) Create(ctx context.Context, name string) (lifecycle.Sandbox, error) {
+	c.Creates.Add(1)
+	return c.NetnsNetwork.Create(ctx, name)
 }
