@@ -76,6 +76,15 @@ func (m *Manager) Handoff(ctx context.Context) ([]HandedEnv, error) {
 	}
 	m.cancel() // stops the reaper; aborts starts that are still running
 	m.wg.Wait()
+	// Bring the state file up to date; from here it is the next
+	// process's: a write still queued here, or one after a supervisor
+	// sees a crash, must not replace its.
+	m.stateMu.Lock()
+	if m.cfg.StateFile != "" {
+		m.writeStateLocked()
+	}
+	m.stateHanded = true
+	m.stateMu.Unlock()
 
 	m.mu.Lock()
 	envs := m.envs

@@ -80,13 +80,16 @@ type Manager struct {
 	// by mu.
 	handed map[string]*env
 
-	warm       *warmPool     // nil without Config.WarmPool
-	warmOn     bool          // guarded by mu; the refill loop runs
-	startTurns chan struct{} // one token per start in progress (MaxStarting)
-	admitMu    sync.Mutex
-	stateMu    sync.Mutex    // serialises state file writes
-	running    int           // guarded by admitMu; envs holding a MaxEnvs slot
-	slotFreed  chan struct{} // guarded by admitMu; closed (and replaced) when a slot frees
+	warm        *warmPool     // nil without Config.WarmPool
+	warmOn      bool          // guarded by mu; the refill loop runs
+	startTurns  chan struct{} // one token per start in progress (MaxStarting)
+	admitMu     sync.Mutex
+	stateMu     sync.Mutex     // serialises state file writes
+	stateQueued atomic.Bool    // a saveStateSoon write has not taken its snapshot yet
+	stateHanded bool           // guarded by stateMu; after Handoff, never write the file
+	stateWG     sync.WaitGroup // saveStateSoon writers
+	running     int            // guarded by admitMu; envs holding a MaxEnvs slot
+	slotFreed   chan struct{}  // guarded by admitMu; closed (and replaced) when a slot frees
 }
 
 // New returns a Manager and starts its reaper. Call Close to stop it and

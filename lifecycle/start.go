@@ -145,7 +145,7 @@ func (m *Manager) start(e *env) (err error) {
 	e.setStateLocked(Ready)
 	e.mu.Unlock()
 	e.log.Info().Str("addr", addr.String()).Int("pid", proc.Pid()).Dur("took", took).Msg("env ready")
-	m.saveState()
+	m.saveStateSoon()
 	m.supWG.Go(func() { m.supervise(e, proc) })
 	return nil
 }

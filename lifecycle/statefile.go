@@ -46,15 +46,46 @@ type stateRecord struct {
 	ReadyAt   time.Time `json:"ready_at"`
 }
 
+// saveStateSoon has the state file rewritten off the caller's path (a
+// start's waiters, a teardown): one writer at a time, and changes made
+// while a write is queued share it, so a burst of starts costs a few
+// writes rather than one (of every env) per start. An env is on file a
+// few hundred microseconds after it got ready.
+func (m *Manager) saveStateSoon() {
+	if m.cfg.StateFile == "" || m.stateQueued.Swap(true) {
+		return // not kept, or a queued write will see this change
+	}
+	m.stateWG.Go(func() {
+		m.stateMu.Lock()
+		defer m.stateMu.Unlock()
+		// Cleared before the snapshot: a change after this point queues
+		// another write, one before it is in this one.
+		m.stateQueued.Store(false)
+		m.writeStateLocked()
+	})
+}
+
 // saveState writes the state file, if configured, from the envs now
-// ready. It is written to a temporary file, synced and renamed over the
-// old one, so a crash leaves the old file or the new one, never a mix.
+// ready, and returns when it is written.
 func (m *Manager) saveState() {
 	if m.cfg.StateFile == "" {
 		return
 	}
 	m.stateMu.Lock()
 	defer m.stateMu.Unlock()
+	m.writeStateLocked()
+}
+
+// writeStateLocked writes the state file from the envs now ready. It goes
+// to a temporary file renamed over the old one, so a crash of the gateway
+// leaves the old file or the new one, never a mix. It is not fsynced: the
+// file only matters to a gateway restarted on a live machine (its page
+// cache intact); after a machine crash no recorded dev server is alive,
+// and an unreadable file means clean, not adopt (Recover).
+func (m *Manager) writeStateLocked() {
+	if m.stateHanded {
+		return // the file is the next process's now
+	}
 	st := stateFile{Version: stateVersion, Written: time.Now().UTC(), Envs: []stateRecord{}}
 	for _, e := range m.snapshot() {
 		e.mu.Lock()
@@ -64,7 +95,10 @@ func (m *Manager) saveState() {
 			if p, ok := e.sb.(interface{ Path() string }); ok {
 				r.Namespace = p.Path()
 			}
-			r.PidStart, _ = pidStartTime(r.Pid)
+			if e.proc.pidStart == 0 {
+				e.proc.pidStart, _ = pidStartTime(r.Pid)
+			}
+			r.PidStart = e.proc.pidStart
 			if e.proc.cg != nil {
 				r.Cgroup = e.proc.cg.path()
 			}
@@ -91,9 +125,6 @@ func writeFileAtomic(path string, v any) error {
 		return fmt.Errorf("lifecycle: state file: %w", err)
 	}
 	_, err = f.Write(append(b, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

@@ -47,7 +47,7 @@ func (m *Manager) supervise(e *env, proc *process) {
 	close(e.stopped)
 	e.setStateLocked(Failed)
 	e.mu.Unlock()
-	m.saveState()
+	m.saveStateSoon()
 }
 
 // Stop stops env name if it runs, whatever its activity, and waits for it.
@@ -102,7 +102,7 @@ func (m *Manager) stop(e *env, reason string, force bool) bool {
 	close(e.stopped)
 	e.mu.Unlock()
 	e.log.Info().Str("reason", reason).Str("exit", proc.exitDescription()).Dur("took", time.Since(began)).Msg("env stopped")
-	m.saveState()
+	m.saveStateSoon()
 	return true
 }
 
@@ -220,6 +220,7 @@ func (m *Manager) Close(ctx context.Context) error {
 		}
 		wg.Wait()
 		m.supWG.Wait()
+		m.stateWG.Wait()
 		m.removeCgroupParent()
 		close(done)
 	}()

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -38,6 +39,38 @@ func demoPage(t *testing.T, g *gatewayProc, env string) (pid int, cold bool) {
 	return page.PID, resp.Header.Get("Envgate-Cold-Start") != ""
 }
 
+// waitRecorded waits until the gateway's state file lists every env in
+// envs.
+func waitRecorded(t *testing.T, stateFile string, envs []string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var st struct {
+			Envs []struct {
+				Name string `json:"name"`
+			} `json:"envs"`
+		}
+		b, err := os.ReadFile(stateFile)
+		if err == nil && json.Unmarshal(b, &st) == nil {
+			on := map[string]bool{}
+			for _, e := range st.Envs {
+				on[e.Name] = true
+			}
+			all := true
+			for _, e := range envs {
+				all = all && on[e]
+			}
+			if all {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("state file %s does not list %v after 10s: %s (%v)", stateFile, envs, b, err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // running reports whether pid is a live (not zombie) process.
 func running(pid int) bool {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
@@ -64,6 +97,9 @@ func TestRestartAfterKill(t *testing.T) {
 			for _, env := range envs {
 				pids[env], _ = demoPage(t, g, env)
 			}
+			// An env is on file shortly after it got ready, off the
+			// request path: kill the gateway once all three are.
+			waitRecorded(t, filepath.Join(filepath.Dir(cfg), "state", "run", instance+".state.json"), envs)
 			g.stop(t, syscall.SIGKILL)
 			for _, env := range envs {
 				if !running(pids[env]) {
