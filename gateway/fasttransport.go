@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"net/netip"
 	"net/textproto"
 	"sync"
 	"sync/atomic"
@@ -43,10 +44,10 @@ type fastTransport struct {
 	checkAfter  time.Duration // checkIdleAfter; tests change it
 
 	mu       sync.Mutex
-	idle     map[string][]*fastConn // guarded by mu; by address, most recently used last
-	nidle    int                    // guarded by mu; connections in idle
-	sweeping bool                   // guarded by mu; a sweep of idle connections is scheduled
-	sweep    *time.Timer            // guarded by mu
+	idle     map[netip.AddrPort][]*fastConn // guarded by mu; by address, most recently used last
+	nidle    int                            // guarded by mu; connections in idle
+	sweeping bool                           // guarded by mu; a sweep of idle connections is scheduled
+	sweep    *time.Timer                    // guarded by mu
 }
 
 // maxResponseHeaderBytes is http.Transport's default limit on a
@@ -100,21 +101,37 @@ func fastEligible(r *http.Request) bool {
 // RoundTrip implements http.RoundTripper for requests fastEligible
 // accepts.
 func (t *fastTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	addr := req.URL.Host
+	var got1xx func(int, textproto.MIMEHeader) error
+	if trace := httptrace.ContextClientTrace(req.Context()); trace != nil {
+		got1xx = trace.Got1xxResponse
+	}
+	addr, err := netip.ParseAddrPort(req.URL.Host)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: fast transport: %w", err)
+	}
+	return t.exchange(req.Context(), addr, req, func(w *bufio.Writer) error { return req.Write(w) }, got1xx)
+}
+
+// exchange sends a request to addr, written by write, and reads the
+// response head: on an idle connection if there is one, else (or when
+// the kept-alive one turns out closed, and req may be retried) on a new
+// one. req gives the method and context; got1xx, if not nil, receives
+// informational responses other than 101.
+func (t *fastTransport) exchange(ctx context.Context, addr netip.AddrPort, req *http.Request, write func(*bufio.Writer) error, got1xx func(int, textproto.MIMEHeader) error) (*http.Response, error) {
 	fc := t.get(addr)
 	if fc != nil {
-		res, err := fc.roundTrip(t, req)
+		res, err := fc.roundTrip(t, ctx, req, write, got1xx)
 		if err == nil || !retryable(req, err) {
 			return res, err
 		}
 		// A kept-alive connection the server had closed: once more on a
 		// new one, which is what http.Transport does too.
 	}
-	c, err := t.dial(req.Context(), "tcp", addr)
+	c, err := t.dial(ctx, "tcp", addr.String())
 	if err != nil {
 		return nil, err
 	}
-	return t.newConn(c, addr).roundTrip(t, req)
+	return t.newConn(c, addr).roundTrip(t, ctx, req, write, got1xx)
 }
 
 // retryable reports whether a request that failed on a kept-alive
@@ -162,7 +179,7 @@ func (e *fastError) Error() string {
 func (e *fastError) Unwrap() error { return e.err }
 
 // get takes a usable idle connection to addr, or returns nil.
-func (t *fastTransport) get(addr string) *fastConn {
+func (t *fastTransport) get(addr netip.AddrPort) *fastConn {
 	for {
 		t.mu.Lock()
 		conns := t.idle[addr]
@@ -202,7 +219,7 @@ func (t *fastTransport) put(fc *fastConn) {
 		return
 	}
 	if t.idle == nil {
-		t.idle = make(map[string][]*fastConn)
+		t.idle = make(map[netip.AddrPort][]*fastConn)
 	}
 	t.idle[fc.addr] = append(conns, fc)
 	t.nidle++
@@ -228,9 +245,9 @@ func (t *fastTransport) put(fc *fastConn) {
 // t.mu must be held. It scans the addresses, which only a gateway at its
 // limit of idle connections does.
 func (t *fastTransport) removeOldestLocked() *fastConn {
-	var oldest string
+	var oldest netip.AddrPort
 	for addr, conns := range t.idle {
-		if oldest == "" || conns[0].idleAt.Before(t.idle[oldest][0].idleAt) {
+		if !oldest.IsValid() || conns[0].idleAt.Before(t.idle[oldest][0].idleAt) {
 			oldest = addr
 		}
 	}
@@ -296,7 +313,7 @@ func (t *fastTransport) CloseIdleConnections() {
 type fastConn struct {
 	conn   net.Conn
 	raw    syscall.RawConn // for quiet; nil if conn has no file descriptor
-	addr   string
+	addr   netip.AddrPort
 	br     *bufio.Reader // reads c, not conn, to count and limit
 	bw     *bufio.Writer // writes c, not conn, to count
 	idleAt time.Time     // when it was last put
@@ -307,7 +324,7 @@ type fastConn struct {
 	closing atomic.Bool
 }
 
-func (t *fastTransport) newConn(c net.Conn, addr string) *fastConn {
+func (t *fastTransport) newConn(c net.Conn, addr netip.AddrPort) *fastConn {
 	fc := &fastConn{conn: c, addr: addr, limit: 1<<63 - 1}
 	inner := c
 	if ec, ok := c.(*envConn); ok {
@@ -362,11 +379,11 @@ func (c *fastConn) quiet() bool {
 	return err == nil && quiet
 }
 
-// roundTrip sends req on c and reads the response head. The response's
-// body gives c back to t when read to its end, if the response lets the
-// connection be kept. Errors are *fastError, or the context's.
-func (c *fastConn) roundTrip(t *fastTransport, req *http.Request) (*http.Response, error) {
-	ctx := req.Context()
+// roundTrip sends a request on c, written by write, and reads the
+// response head (see exchange). The response's body gives c back to t
+// when read to its end, if the response lets the connection be kept.
+// Errors are *fastError, or the context's.
+func (c *fastConn) roundTrip(t *fastTransport, ctx context.Context, req *http.Request, write func(*bufio.Writer) error, got1xx func(int, textproto.MIMEHeader) error) (*http.Response, error) {
 	stop := context.AfterFunc(ctx, c.close)
 	fail := func(err error, wrote, sent, read bool) (*http.Response, error) {
 		stop()
@@ -377,7 +394,7 @@ func (c *fastConn) roundTrip(t *fastTransport, req *http.Request) (*http.Respons
 		return nil, &fastError{err: err, wrote: wrote, sent: sent, read: read}
 	}
 	nw := c.nwrite
-	err := req.Write(c.bw)
+	err := write(c.bw)
 	if err == nil {
 		err = c.bw.Flush()
 	}
@@ -386,7 +403,7 @@ func (c *fastConn) roundTrip(t *fastTransport, req *http.Request) (*http.Respons
 	}
 	nr := c.nread // put made sure nothing was buffered
 	c.limit = maxResponseHeaderBytes
-	res, err := c.readResponse(req)
+	res, err := c.readResponse(req, got1xx)
 	c.limit = 1<<63 - 1
 	if err != nil {
 		return fail(err, true, true, c.nread != nr)
@@ -413,10 +430,10 @@ func (c *fastConn) roundTrip(t *fastTransport, req *http.Request) (*http.Respons
 }
 
 // readResponse reads the final response head, passing 1xx responses
-// other than 101 to the request's ClientTrace as http.Transport does
-// (httputil.ReverseProxy forwards them to the client that way).
-func (c *fastConn) readResponse(req *http.Request) (*http.Response, error) {
-	trace := httptrace.ContextClientTrace(req.Context())
+// other than 101 to got1xx, if set, as http.Transport passes them to the
+// request's ClientTrace (httputil.ReverseProxy forwards them to the
+// client that way).
+func (c *fastConn) readResponse(req *http.Request, got1xx func(int, textproto.MIMEHeader) error) (*http.Response, error) {
 	// A server that hangs up before answering gives EOF here, where
 	// ReadResponse would say "unexpected EOF"; http.Transport peeks too.
 	if _, err := c.br.Peek(1); err != nil {
@@ -430,8 +447,8 @@ func (c *fastConn) readResponse(req *http.Request) (*http.Response, error) {
 		if res.StatusCode < 100 || res.StatusCode > 199 || res.StatusCode == http.StatusSwitchingProtocols {
 			return res, nil
 		}
-		if trace != nil && trace.Got1xxResponse != nil {
-			if err := trace.Got1xxResponse(res.StatusCode, textproto.MIMEHeader(res.Header)); err != nil {
+		if got1xx != nil {
+			if err := got1xx(res.StatusCode, textproto.MIMEHeader(res.Header)); err != nil {
 				return nil, err
 			}
 			c.limit = maxResponseHeaderBytes

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
+	"net/netip"
 	"net/textproto"
 	"strings"
 	"sync"
@@ -305,7 +306,7 @@ func TestFastTransportIdleLimits(t *testing.T) {
 			<-s.closedc
 		}
 		ft.mu.Lock()
-		idle := len(ft.idle[strings.TrimPrefix(s.URL, "http://")])
+		idle := len(ft.idle[netip.MustParseAddrPort(strings.TrimPrefix(s.URL, "http://"))])
 		ft.mu.Unlock()
 		if idle != 2 {
 			t.Fatalf("%d idle connections kept, want 2", idle)

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"crypto/rand"
+	"io"
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
@@ -59,50 +60,91 @@ func validRequestID(id string) bool {
 	return true
 }
 
-// setForwarded sets the outbound request's forwarding headers. Rewrite
-// mode has already stripped the client's X-Forwarded-For/-Host/-Proto and
-// Forwarded from pr.Out, and every header the client's Connection header
-// named, so none of them can reach the env unless set here. From a
-// trusted proxy, its values (unless it marked them hop-by-hop) are kept
-// and the gateway's hop is appended; from anyone else they are replaced.
-func (h *Handler) setForwarded(pr *httputil.ProxyRequest) {
-	in, out := pr.In, pr.Out.Header
+// forwarding is what the gateway tells an env about a request's way to
+// it: the values of X-Forwarded-For (empty: no header), X-Forwarded-Host,
+// X-Forwarded-Proto and X-Request-Id, what makes up Forwarded (see
+// forwarded), and whether a client's X-Real-Ip must not pass.
+type forwarding struct {
+	xff, host, proto, id string
+	dropRealIP           bool
+	prior                []string // a trusted proxy's Forwarded elements
+	client, inHost       string   // the gateway's own hop:
+	inProto              string   // for=client;host=inHost;proto=inProto
+}
+
+// forwardingFor works out in's forwarding headers. From a trusted proxy,
+// its values (unless it marked them hop-by-hop) are kept and the
+// gateway's hop is appended; from anyone else they are replaced.
+func (h *Handler) forwardingFor(in *http.Request) forwarding {
 	proto := "http"
 	if in.TLS != nil {
 		proto = "https"
 	}
-	var client string
-	if ap, err := netip.ParseAddrPort(in.RemoteAddr); err == nil {
-		client = ap.Addr().Unmap().WithZone("").String()
-	}
-	xff, xfHost, xfProto := client, in.Host, proto
-	var fwd []string
+	client := clientIP(in.RemoteAddr)
+	f := forwarding{xff: client, host: in.Host, proto: proto, id: in.Header.Get(RequestIDHeader),
+		client: client, inHost: in.Host, inProto: proto}
 	if h.fromTrustedProxy(in) {
-		if prior := forwardedValues(in.Header, "X-Forwarded-For"); len(prior) > 0 {
-			xff = strings.Join(append(prior, client), ", ")
+		if prior := forwardedValues(in.Header, "X-Forwarded-For"); len(prior) > 0 && client != "" {
+			f.xff = strings.Join(append(prior, client), ", ")
 		}
 		if v := forwardedValues(in.Header, "X-Forwarded-Host"); len(v) > 0 {
-			xfHost = v[0]
+			f.host = v[0]
 		}
 		if v := forwardedValues(in.Header, "X-Forwarded-Proto"); len(v) > 0 {
-			xfProto = v[0]
+			f.proto = v[0]
 		}
-		fwd = forwardedValues(in.Header, "Forwarded")
+		f.prior = forwardedValues(in.Header, "Forwarded")
 	} else {
 		// Not set by the gateway, but believed by many frameworks.
+		f.dropRealIP = true
+	}
+	return f
+}
+
+// clientIP is the address of remoteAddr ("ip:port"), IPv4-mapped
+// addresses unmapped and zones dropped; "" if it is not one. A plain IPv4
+// address is taken as it stands in remoteAddr, without an allocation.
+func clientIP(remoteAddr string) string {
+	ap, err := netip.ParseAddrPort(remoteAddr)
+	if err != nil {
+		return ""
+	}
+	if a := ap.Addr(); a.Is4() {
+		return remoteAddr[:strings.LastIndexByte(remoteAddr, ':')]
+	}
+	return ap.Addr().Unmap().WithZone("").String()
+}
+
+// forwarded is the Forwarded header's value: a trusted proxy's elements,
+// then the gateway's hop.
+func (f *forwarding) forwarded() string {
+	own := forwardedElement(f.client, f.inHost, f.inProto)
+	if len(f.prior) == 0 {
+		return own
+	}
+	return strings.Join(append(f.prior, own), ", ")
+}
+
+// setForwarded sets the outbound request's forwarding headers. Rewrite
+// mode has already stripped the client's X-Forwarded-For/-Host/-Proto and
+// Forwarded from pr.Out, and every header the client's Connection header
+// named, so none of them can reach the env unless set here.
+func (h *Handler) setForwarded(pr *httputil.ProxyRequest) {
+	f, out := h.forwardingFor(pr.In), pr.Out.Header
+	if f.dropRealIP {
 		out.Del("X-Real-Ip")
 	}
-	if client != "" {
-		out.Set("X-Forwarded-For", xff)
+	if f.xff != "" {
+		out.Set("X-Forwarded-For", f.xff)
 	} else {
 		out.Del("X-Forwarded-For")
 	}
-	out.Set("X-Forwarded-Host", xfHost)
-	out.Set("X-Forwarded-Proto", xfProto)
-	out.Set("Forwarded", strings.Join(append(fwd, forwardedElement(client, in.Host, proto)), ", "))
+	out.Set("X-Forwarded-Host", f.host)
+	out.Set("X-Forwarded-Proto", f.proto)
+	out.Set("Forwarded", f.forwarded())
 	// Always from pr.In: a client's "Connection: X-Request-Id" has had
 	// it stripped from pr.Out.
-	out.Set(RequestIDHeader, in.Header.Get(RequestIDHeader))
+	out.Set(RequestIDHeader, f.id)
 }
 
 // forwardedValues returns the values of header name in h, unless the
@@ -119,14 +161,28 @@ func forwardedValues(h http.Header, name string) []string {
 // forwardedElement is the gateway's hop in RFC 7239 syntax, e.g.
 // for=192.0.2.7;host=x.localhost;proto=http or for="[2001:db8::1]".
 func forwardedElement(client, host, proto string) string {
-	node := "unknown"
-	if client != "" {
-		node = client
-		if strings.Contains(client, ":") {
-			node = `"[` + client + `]"`
-		}
+	var b strings.Builder
+	writeForwardedElement(&b, client, host, proto)
+	return b.String()
+}
+
+// writeForwardedElement writes forwardedElement's result to w.
+func writeForwardedElement(w io.StringWriter, client, host, proto string) {
+	w.WriteString("for=")
+	switch {
+	case client == "":
+		w.WriteString("unknown")
+	case strings.Contains(client, ":"):
+		w.WriteString(`"[`)
+		w.WriteString(client)
+		w.WriteString(`]"`)
+	default:
+		w.WriteString(client)
 	}
-	return "for=" + node + ";host=" + forwardedValue(host) + ";proto=" + proto
+	w.WriteString(";host=")
+	w.WriteString(forwardedValue(host))
+	w.WriteString(";proto=")
+	w.WriteString(proto)
 }
 
 // forwardedValue writes v as an RFC 7239 token, or a quoted string when

@@ -172,14 +172,28 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer untrack()
+	target := lease.Addr
+	if port != "" {
+		if a, ok := lease.Port(port); ok {
+			target = a
+		}
+	}
+	if t := lease.Template(); (t == nil || t.Upstream != lifecycle.UpstreamH2C) && directEligible(r) {
+		if !h.debug {
+			h.serveDirect(w, r, lease, target)
+			return
+		}
+		sw := &statusWriter{ResponseWriter: w}
+		h.serveDirect(sw, r, lease, target)
+		h.logRequest(r, env, sw.status, began)
+		return
+	}
 	if lease.Cold > 0 {
 		w.Header().Set(ColdStartHeader, formatMillis(lease.Cold))
 	}
 	ctx := context.WithValue(r.Context(), leaseKey{}, lease)
-	if port != "" {
-		if a, ok := lease.Port(port); ok {
-			ctx = context.WithValue(ctx, targetKey{}, a)
-		}
+	if target != lease.Addr {
+		ctx = context.WithValue(ctx, targetKey{}, target)
 	}
 	if !h.debug {
 		h.proxy.ServeHTTP(w, r.WithContext(ctx))
@@ -234,16 +248,21 @@ func (h *Handler) acquireError(w http.ResponseWriter, r *http.Request, env strin
 // proxyError answers when the env's dev server could not be reached or
 // broke off.
 func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	h.upstreamError(w, r, r.Context().Value(leaseKey{}).(*lifecycle.Lease).Env(), err)
+}
+
+// upstreamError answers r with a 502 for err, a failure to reach env's
+// dev server or to get a proper answer from it.
+func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, env string, err error) {
 	if r.Context().Err() != nil {
 		return // client gone
 	}
-	l := r.Context().Value(leaseKey{}).(*lifecycle.Lease)
-	h.log.Warn().Err(err).Str("env", l.Env()).Str("path", r.URL.Path).Str("request_id", r.Header.Get(RequestIDHeader)).Msg("proxy error")
+	h.log.Warn().Err(err).Str("env", env).Str("path", r.URL.Path).Str("request_id", r.Header.Get(RequestIDHeader)).Msg("proxy error")
 	(&errorPage{
 		Status:  http.StatusBadGateway,
 		Error:   "upstream_error",
-		Env:     l.Env(),
-		Message: "Environment " + l.Env() + " is running but its dev server did not answer properly: " + err.Error() + ".",
+		Env:     env,
+		Message: "Environment " + env + " is running but its dev server did not answer properly: " + err.Error() + ".",
 	}).write(w, r)
 }
 

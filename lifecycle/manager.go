@@ -220,6 +220,14 @@ func (m *Manager) Acquire(ctx context.Context, name string) (*Lease, error) {
 	if l := e.tryLease(); l != nil {
 		return l, nil
 	}
+	return m.acquireCold(ctx, name, e)
+}
+
+// acquireCold is Acquire for an env that is not ready: it waits for a
+// start. (Apart from Acquire so that what its closure captures is not
+// allocated on the warm path.)
+func (m *Manager) acquireCold(ctx context.Context, name string, e *env) (*Lease, error) {
+	var err error
 	began := time.Now()
 	for {
 		if l := e.tryLease(); l != nil {

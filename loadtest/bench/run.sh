@@ -15,7 +15,8 @@
 # Knobs (environment): BENCH_OUT (default BENCHMARKS.md at the repo root),
 # BENCH_DURATION (s per wrk run, 5), BENCH_ROUNDS (5), BENCH_PROFILE_S (10),
 # BENCH_COLD_N (100), BENCH_CHURN_S (60), BENCH_KEEP=1 keeps the temp dir
-# (logs, wrk output, the CPU profile).
+# (logs, wrk output, the CPU profile), BENCH_ONLY (scenarios to run, e.g.
+# "warm cold"; default all: warm cold herd churn).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -119,10 +120,10 @@ log "tmp dir $TMP"
 BUSY_BEFORE=$(busy_pct 2)
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 log "CPU busy before the run (2 s, nothing of ours running): $BUSY_BEFORE %"
-scenario_warm
-scenario_cold
-scenario_herd
-scenario_churn
+ONLY=${BENCH_ONLY:-warm cold herd churn}
+for s in warm cold herd churn; do
+	[[ " $ONLY " != *" $s "* ]] || "scenario_$s"
+done
 BUSY_AFTER=$(busy_pct 2)
 
 # ---- BENCHMARKS.md -------------------------------------------------------------
