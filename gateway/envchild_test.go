@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -30,6 +31,7 @@ const (
 	echoCertVar = "ENVGATE_TEST_ECHO_CERT" // its certificate and key, PEM
 	echoKeyVar  = "ENVGATE_TEST_ECHO_KEY"
 	altHTTPVar  = "ENVGATE_TEST_ALT_HTTP" // listen address of the second HTTP server
+	oddHTTPVar  = "ENVGATE_TEST_ODD_HTTP" // listen address of oddHandler's server
 )
 
 func init() {
@@ -55,6 +57,74 @@ func init() {
 		})}
 		go srv.Serve(ln)
 	}
+	if a := os.Getenv(oddHTTPVar); a != "" {
+		srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: oddHandler()}
+		go srv.Serve(mustListen(a))
+	}
+}
+
+// oddHandler answers the way few dev servers do but a proxy must pass on
+// faithfully (see TestProxySemantics).
+func oddHandler() http.Handler {
+	mux := http.NewServeMux()
+	// The request as the env got it: its target and header fields.
+	mux.HandleFunc("/head/", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"target": r.RequestURI, "header": r.Header, "host": r.Host})
+	})
+	mux.HandleFunc("/trailers", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Sum")
+		io.WriteString(w, "body")
+		w.Header().Set("X-Sum", "42")
+	})
+	mux.HandleFunc("/early", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</style.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Link")
+		io.WriteString(w, "final")
+	})
+	// Hop-by-hop fields in a response, one named only by Connection.
+	mux.HandleFunc("/hop", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "X-Secret")
+		w.Header().Set("X-Secret", "1")
+		w.Header().Set("Keep-Alive", "timeout=5")
+		w.Header().Set("X-Kept", "yes")
+		io.WriteString(w, "ok")
+	})
+	// A 101 to a request that asked for no upgrade.
+	mux.HandleFunc("/switch", func(w http.ResponseWriter, r *http.Request) {
+		c, bw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		bw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: odd\r\nConnection: Upgrade\r\n\r\n")
+		bw.Flush()
+		io.Copy(io.Discard, c)
+	})
+	// A body that breaks off: 100 bytes promised, 5 sent.
+	mux.HandleFunc("/truncated", func(w http.ResponseWriter, r *http.Request) {
+		c, bw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		bw.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort")
+		bw.Flush()
+		c.Close()
+	})
+	// A body of unknown length whose first part must not wait for the
+	// rest, which comes 3 s later.
+	mux.HandleFunc("/stream", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "first\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-time.After(3 * time.Second):
+		case <-r.Context().Done():
+			return
+		}
+		io.WriteString(w, "second\n")
+	})
+	return mux
 }
 
 func mustListen(addr string) net.Listener {

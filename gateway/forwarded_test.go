@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"maps"
 	"net"
 	"net/http"
@@ -96,43 +97,55 @@ func TestForwardedHeaders(t *testing.T) {
 			"X-Request-Id":      "",
 		}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			addr := g.Addr
-			if tc.trusted {
-				addr = trustedAddr
-			}
-			req, _ := http.NewRequest("GET", "http://fwd.localhost/echo", nil)
-			for k, v := range spoofed {
-				req.Header.Set(k, v)
-			}
-			if tc.connection != "" {
-				req.Header.Set("Connection", tc.connection)
-			}
-			resp := doVia(t, addr, req)
-			echo := decodeEcho(t, resp)
-			got := map[string]string{}
-			for _, k := range forwardingHeaders {
-				if v, ok := echo.Headers[k]; ok {
-					if len(v) != 1 {
-						t.Errorf("env got %s %q, want one value", k, v)
+		// A GET takes the direct path, a POST with a body
+		// httputil.ReverseProxy: both must tell the env the same.
+		for _, method := range []string{"GET", "POST"} {
+			t.Run(tc.name+"/"+method, func(t *testing.T) {
+				addr := g.Addr
+				if tc.trusted {
+					addr = trustedAddr
+				}
+				var body io.Reader
+				if method == "POST" {
+					body = strings.NewReader("payload")
+				}
+				req, _ := http.NewRequest(method, "http://fwd.localhost/echo", body)
+				want := maps.Clone(tc.want)
+				for k, v := range spoofed {
+					req.Header.Set(k, v)
+				}
+				if tc.connection != "" {
+					req.Header.Set("Connection", tc.connection)
+				}
+				resp := doVia(t, addr, req)
+				echo := decodeEcho(t, resp)
+				got := map[string]string{}
+				for _, k := range forwardingHeaders {
+					if v, ok := echo.Headers[k]; ok {
+						if len(v) != 1 {
+							t.Errorf("env got %s %q, want one value", k, v)
+						}
+						got[k] = v[0]
 					}
-					got[k] = v[0]
 				}
-			}
-			id := resp.Header.Get(gateway.RequestIDHeader)
-			if tc.want["X-Request-Id"] == "" {
-				if id == "" || id == spoofed["X-Request-Id"] {
-					t.Errorf("request ID %q: want a generated one", id)
+				id := resp.Header.Get(gateway.RequestIDHeader)
+				if want["X-Request-Id"] == "" {
+					if id == "" || id == spoofed["X-Request-Id"] {
+						t.Errorf("request ID %q: want a generated one", id)
+					}
+					want["X-Request-Id"] = id
 				}
-				tc.want["X-Request-Id"] = id
-			}
-			if !maps.Equal(got, tc.want) {
-				t.Errorf("env saw\n %v\nwant\n %v", got, tc.want)
-			}
-			if id != got["X-Request-Id"] {
-				t.Errorf("client got request ID %q, env %q", id, got["X-Request-Id"])
-			}
-		})
+				if !maps.Equal(got, want) {
+					t.Errorf("env saw\n %v\nwant\n %v", got, want)
+				}
+				if id != got["X-Request-Id"] {
+					t.Errorf("client got request ID %q, env %q", id, got["X-Request-Id"])
+				}
+				if wantBytes := int64(map[string]int{"GET": 0, "POST": 7}[method]); echo.BodyBytes != wantBytes || echo.Method != method {
+					t.Errorf("env got %s with %d body bytes, want %s with %d", echo.Method, echo.BodyBytes, method, wantBytes)
+				}
+			})
+		}
 	}
 	// The request log line carries the ID (it is written once the
 	// response is, so give it a moment).

@@ -1,0 +1,72 @@
+package gateway
+
+import (
+	"bufio"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+func TestDirectEligible(t *testing.T) {
+	get := func(target string) *http.Request {
+		r, err := http.ReadRequest(bufioReader("GET " + target + " HTTP/1.1\r\nHost: x.localhost\r\nAccept: */*\r\n\r\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	tests := []struct {
+		name string
+		req  func() *http.Request
+		want bool
+	}{
+		{"plain GET", func() *http.Request { return get("/a?b=c") }, true},
+		{"HEAD", func() *http.Request { r := get("/"); r.Method = "HEAD"; return r }, true},
+		{"body", func() *http.Request {
+			r, _ := http.ReadRequest(bufioReader("POST / HTTP/1.1\r\nHost: x.localhost\r\nContent-Length: 2\r\n\r\nhi"))
+			return r
+		}, false},
+		{"chunked body", func() *http.Request {
+			r, _ := http.ReadRequest(bufioReader("POST / HTTP/1.1\r\nHost: x.localhost\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"))
+			return r
+		}, false},
+		{"upgrade", func() *http.Request {
+			r := get("/ws")
+			r.Header.Set("Connection", "Upgrade")
+			r.Header.Set("Upgrade", "websocket")
+			return r
+		}, false},
+		{"absolute-form target", func() *http.Request { return get("http://x.localhost/a") }, false},
+		{"asterisk", func() *http.Request { r := get("/"); r.Method = "OPTIONS"; r.RequestURI = "*"; return r }, false},
+		{"non-ASCII target", func() *http.Request { r := get("/"); r.RequestURI = "/caf\xc3\xa9"; return r }, false},
+		{"CONNECT", func() *http.Request { r := get("/"); r.Method = "CONNECT"; return r }, false},
+		{"non-canonical field", func() *http.Request { r := get("/"); r.Header["x-lower"] = []string{"v"}; return r }, false},
+		{"field value with CR", func() *http.Request { r := get("/"); r.Header["X-Bad"] = []string{"a\rb"}; return r }, false},
+		{"no Host", func() *http.Request { r := get("/"); r.Host = ""; return r }, false},
+	}
+	for _, tt := range tests {
+		if got := directEligible(tt.req()); got != tt.want {
+			t.Errorf("%s: directEligible = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestStreaming(t *testing.T) {
+	for ct, want := range map[string]bool{
+		"text/event-stream":                true,
+		"Text/Event-Stream; charset=utf-8": true,
+		"text/event-streams":               false,
+		"text/html":                        false,
+		"":                                 false,
+	} {
+		res := &http.Response{ContentLength: 10, Header: http.Header{"Content-Type": {ct}}}
+		if got := streaming(res); got != want {
+			t.Errorf("Content-Type %q: streaming = %v, want %v", ct, got, want)
+		}
+	}
+	if !streaming(&http.Response{ContentLength: -1, Header: http.Header{}}) {
+		t.Error("unknown length: streaming = false, want true")
+	}
+}
+
+func bufioReader(s string) *bufio.Reader { return bufio.NewReader(strings.NewReader(s)) }
