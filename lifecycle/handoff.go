@@ -231,7 +231,7 @@ func (m *Manager) takeOver(taker SandboxTaker, h HandedEnv) error {
 	}
 	go func() {
 		defer close(proc.pumped)
-		pump(proc.out, e.out, e.log.With().Str("stream", "output").Logger())
+		pump(proc.out, e.out, e.log.With().Str("stream", "output").Logger(), nil)
 	}()
 	go func() {
 		defer close(proc.exited)

@@ -85,7 +85,7 @@ func (b *outputBuffer) Tail(n int) []string {
 // pump reads r line by line into buf and the log until r ends. Lines
 // beyond logLinesPerSecond are kept in buf but not logged; a count of the
 // suppressed lines is logged once the rate drops.
-func pump(r io.Reader, buf *outputBuffer, log zerolog.Logger) {
+func pump(r io.Reader, buf *outputBuffer, log zerolog.Logger, lines chan<- struct{}) {
 	br := bufio.NewReaderSize(r, maxLineBytes)
 	var (
 		windowStart = time.Now()
@@ -96,6 +96,10 @@ func pump(r io.Reader, buf *outputBuffer, log zerolog.Logger) {
 		line, isPrefix, err := br.ReadLine()
 		if len(line) > 0 || (err == nil && !isPrefix) {
 			buf.writeLine(line)
+			select {
+			case lines <- struct{}{}: // a nil lines blocks: skipped
+			default:
+			}
 			now := time.Now()
 			if now.Sub(windowStart) >= time.Second {
 				if suppressed > 0 {

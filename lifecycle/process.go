@@ -17,6 +17,7 @@ type process struct {
 	out    *os.File      // read end of the output pipe; closed after stop
 	pumped chan struct{} // closed when the output pump has finished
 	exited chan struct{} // closed once Wait has returned
+	lines  chan struct{} // gets a value (if there is room) per line of output
 	state  *os.ProcessState
 	err    error     // from Wait; read after exited is closed
 	cg     envCgroup // the env's cgroup; nil without cgroups
@@ -78,10 +79,10 @@ func spawn(sb Sandbox, x expanded, baseEnv []string, cg envCgroup, buf *outputBu
 		return nil, err
 	}
 	w.Close() // the child has its copy; EOF comes when all holders exit
-	p := &process{cmd: cmd, out: r, pumped: make(chan struct{}), exited: make(chan struct{}), cg: cg}
+	p := &process{cmd: cmd, out: r, pumped: make(chan struct{}), exited: make(chan struct{}), lines: make(chan struct{}, 1), cg: cg}
 	go func() {
 		defer close(p.pumped)
-		pump(r, buf, log)
+		pump(r, buf, log, p.lines)
 	}()
 	go func() {
 		p.err = cmd.Wait()

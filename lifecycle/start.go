@@ -21,7 +21,10 @@ const (
 	probeFirstGap = time.Millisecond
 	probeTightFor = 100 * time.Millisecond
 	probeMaxGap   = 50 * time.Millisecond
-	tailLines     = 40
+	// probeOutputGap bounds probes prompted by output, so a server that
+	// floods its output while it boots is not probed in a loop.
+	probeOutputGap = 200 * time.Microsecond
+	tailLines      = 40
 )
 
 // probeDialTimeout bounds one probe's connect. Over a local veth a
@@ -129,7 +132,7 @@ func (m *Manager) start(e *env) (err error) {
 		return m.failStart(e, sb, proc, err)
 	}
 	addr := netip.AddrPortFrom(sb.Addr(), uint16(e.tmpl.Port))
-	if err := probe(ctx, addr, e.tmpl.Ready.HTTPPath, proc.exited); err != nil {
+	if err := probe(ctx, addr, e.tmpl.Ready.HTTPPath, proc.exited, proc.lines); err != nil {
 		return m.failStart(e, sb, proc, err)
 	}
 
@@ -266,29 +269,55 @@ func backoff(n int) time.Duration {
 }
 
 // probe polls addr until the dev server answers, it exits, or ctx ends.
-func probe(ctx context.Context, addr netip.AddrPort, httpPath string, exited <-chan struct{}) error {
-	gap, began := probeFirstGap, time.Now()
+// Besides its pace, it probes at once when the server writes a line of
+// output (lines), at most every probeOutputGap: dev servers tend to say
+// when they listen ("ready", "listening on"), so the wait for a server
+// that boots in 5 ms ends with its message rather than the next tick.
+func probe(ctx context.Context, addr netip.AddrPort, httpPath string, exited <-chan struct{}, lines <-chan struct{}) error {
+	return defaultPace.probe(ctx, addr, httpPath, exited, lines)
+}
+
+// probePace is the pace of probe: see the constants.
+type probePace struct {
+	first, tightFor, max, output time.Duration
+}
+
+var defaultPace = probePace{first: probeFirstGap, tightFor: probeTightFor, max: probeMaxGap, output: probeOutputGap}
+
+func (pp probePace) probe(ctx context.Context, addr netip.AddrPort, httpPath string, exited <-chan struct{}, lines <-chan struct{}) error {
+	gap, began := pp.first, time.Now()
+	t := time.NewTimer(0)
+	defer t.Stop()
+	<-t.C
 	for {
 		select {
 		case <-exited:
 			return errExited
 		default:
 		}
+		last := time.Now()
 		if probeOnce(ctx, addr, httpPath) == nil {
 			return nil
 		}
-		t := time.NewTimer(gap)
-		select {
-		case <-exited:
-			t.Stop()
-			return errExited
-		case <-ctx.Done():
-			t.Stop()
-			return context.Cause(ctx)
-		case <-t.C:
+		t.Reset(gap)
+	wait:
+		for {
+			select {
+			case <-exited:
+				return errExited
+			case <-ctx.Done():
+				return context.Cause(ctx)
+			case <-t.C:
+				break wait
+			case <-lines:
+				if time.Since(last) >= pp.output {
+					t.Stop()
+					break wait
+				}
+			}
 		}
-		if time.Since(began) > probeTightFor {
-			gap = min(gap*3/2, probeMaxGap)
+		if time.Since(began) > pp.tightFor {
+			gap = min(gap*3/2, pp.max)
 		}
 	}
 }
