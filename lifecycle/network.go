@@ -40,6 +40,16 @@ func (n NetnsNetwork) Create(ctx context.Context, name string) (Sandbox, error) 
 // Destroy implements Network.
 func (n NetnsNetwork) Destroy(sb Sandbox) error { return n.M.Destroy(sb.(*netns.Sandbox)) }
 
+// Settle waits until the kernel has removed the veths of destroyed
+// sandboxes (netns.Manager.Settle).
+func (n NetnsNetwork) Settle(ctx context.Context) error { return n.M.Settle(ctx) }
+
+// settler is a Network whose teardown finishes in the background; Close
+// waits for it.
+type settler interface {
+	Settle(ctx context.Context) error
+}
+
 // Rename implements RenamingNetwork with netns.Manager.Rename.
 func (n NetnsNetwork) Rename(sb Sandbox, name string) error {
 	return n.M.Rename(sb.(*netns.Sandbox), name)

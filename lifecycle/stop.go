@@ -222,6 +222,10 @@ func (m *Manager) Close(ctx context.Context) error {
 		m.supWG.Wait()
 		m.stateWG.Wait()
 		m.removeCgroupParent()
+		if s, ok := m.cfg.Network.(settler); ok {
+			// Back to the caller with every veth gone, not just on its way.
+			s.Settle(ctx)
+		}
 		close(done)
 	}()
 	select {

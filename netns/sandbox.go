@@ -28,8 +28,9 @@ type Config struct {
 
 // Manager creates and destroys sandboxes for one instance prefix.
 type Manager struct {
-	prefix string
-	pool   *Pool
+	prefix    string
+	pool      *Pool
+	reclaimer reclaimer
 }
 
 // New returns a Manager. It does not touch the kernel; call GC at start-up
@@ -187,11 +188,12 @@ func (m *Manager) addrTaken(s Slot) bool {
 	return false
 }
 
-// Destroy kills what still runs in the sandbox, deletes the namespace (its
-// veth end goes with it, taking the pair), deletes the host end if it
-// survived, and returns the addresses to the pool. Every step runs even if
-// an earlier one failed; a step whose object is already gone succeeds, so
-// Destroy is idempotent.
+// Destroy kills what still runs in the sandbox and deletes the namespace.
+// The kernel then removes the veth pair with it, in a batch with other
+// dying namespaces, and the addresses go back to the pool once the host
+// end is gone (see reclaim.go; Settle waits for that). Every step runs
+// even if an earlier one failed; a step whose object is already gone
+// succeeds, so Destroy is idempotent.
 func (m *Manager) Destroy(sb *Sandbox) error {
 	var errs []error
 	if err := killNamespace(sb.Path(), 5*time.Second); err != nil {
@@ -201,12 +203,8 @@ func (m *Manager) Destroy(sb *Sandbox) error {
 	if err := deleteNamed(sb.Name); err != nil {
 		errs = append(errs, err)
 	}
-	if err := deleteLink(sb.HostIf); err != nil {
-		errs = append(errs, err)
-	}
-	if len(errs) == 0 {
-		m.pool.Release(sb.Slot.Index)
-	}
+	// The veth goes with the namespace; the slot once it has (reclaim.go).
+	m.reclaim(sb.HostIf, sb.Slot.Index)
 	return errors.Join(errs...)
 }
 

@@ -131,6 +131,12 @@ func TestCreateReachDestroy(t *testing.T) {
 	if _, err := os.Stat("/run/netns/" + sb.Name); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("namespace file still there: %v", err)
 	}
+	// The kernel removes the veth with the namespace, shortly after.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := m.Settle(ctx); err != nil {
+		t.Fatalf("settle: %v", err)
+	}
 	if _, err := netlink.LinkByName(sb.HostIf); err == nil {
 		t.Errorf("host end %s survived destroy", sb.HostIf)
 	}

@@ -8,9 +8,13 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/envgate/envgate/netns"
+	"github.com/vishvananda/netlink"
 )
 
 // RequireRoot skips the test when not running as root; CI runs as root.
@@ -48,6 +52,9 @@ func CheckClean(t testing.TB, prefix string) {
 		t.Errorf("leak check: %v", err)
 		return
 	}
+	// Host ends of destroyed sandboxes go with their namespaces, but the
+	// kernel takes a moment: only what stays is a leak.
+	awaitLinks(prefix, 10*time.Second)
 	left, err := m.GC(nil)
 	if err != nil {
 		t.Errorf("leak check: gc: %v", err)
@@ -62,4 +69,28 @@ func CheckClean(t testing.TB, prefix string) {
 // of 10.214.0.0/16 (block 0-15, a /20 each).
 func Pool(block int) netip.Prefix {
 	return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 214, byte(block * 16), 0}), 20)
+}
+
+// awaitLinks waits, up to max, until no host link of prefix remains while
+// none of its namespaces does.
+func awaitLinks(prefix string, max time.Duration) {
+	deadline := time.Now().Add(max)
+	for time.Now().Before(deadline) {
+		ns, _ := filepath.Glob(filepath.Join(netns.RunDir, prefix+"-*"))
+		if len(ns) > 0 {
+			return // a leak anyway; GC reports it
+		}
+		links, err := netlink.LinkList()
+		if err != nil {
+			return
+		}
+		found := false
+		for _, l := range links {
+			found = found || strings.HasPrefix(l.Attrs().Name, prefix+"-")
+		}
+		if !found {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

@@ -1,0 +1,45 @@
+package netns_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/envgate/envgate/netns"
+	"github.com/envgate/envgate/netns/netnstest"
+)
+
+// BenchmarkDestroy100 makes 100 sandboxes, destroys them one after
+// another, and reports the time that took and the time until the kernel
+// had removed all their veths too (Settle).
+func BenchmarkDestroy100(b *testing.B) {
+	m, err := netns.New(netns.Config{Prefix: netnstest.Prefix(b), Pool: netnstest.Pool(0)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var destroy, settle time.Duration
+	for i := range b.N {
+		var sbs []*netns.Sandbox
+		for j := range 100 {
+			sb, err := m.Create(context.Background(), fmt.Sprintf("d%d-%d", i, j))
+			if err != nil {
+				b.Fatal(err)
+			}
+			sbs = append(sbs, sb)
+		}
+		began := time.Now()
+		for _, sb := range sbs {
+			if err := m.Destroy(sb); err != nil {
+				b.Fatal(err)
+			}
+		}
+		destroy += time.Since(began)
+		if err := m.Settle(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		settle += time.Since(began)
+	}
+	b.ReportMetric(destroy.Seconds()*1000/float64(b.N), "ms-destroy-100")
+	b.ReportMetric(settle.Seconds()*1000/float64(b.N), "ms-until-veths-gone")
+}
