@@ -80,6 +80,7 @@ type Manager struct {
 	// by mu.
 	handed map[string]*env
 
+	reapNext    time.Time     // the reap loop's: the next idle teardown may start then
 	warm        *warmPool     // nil without Config.WarmPool
 	warmOn      bool          // guarded by mu; the refill loop runs
 	startTurns  chan struct{} // one token per start in progress (MaxStarting)

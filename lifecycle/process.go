@@ -111,6 +111,8 @@ func (p *process) exitDescription() string {
 // (setsid) are the sandbox's business: its Destroy kills everything inside.
 func (p *process) stop(grace time.Duration) {
 	pgid := p.Pid()
+	// Its shutdown is nobody's wait: let envs still serving go first.
+	syscall.Setpriority(syscall.PRIO_PGRP, pgid, 19)
 	signalGroup(pgid, syscall.SIGTERM)
 	select {
 	case <-p.exited:

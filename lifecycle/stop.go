@@ -1,8 +1,10 @@
 package lifecycle
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 )
@@ -122,50 +124,86 @@ func (m *Manager) reapLoop() {
 	}
 }
 
-// reapIdle stops, in parallel, every ready env with nothing in flight and
-// either no activity for longer than its idle timeout or a life longer
-// than its max lifetime.
+// reapIdle stops ready envs with nothing in flight and either no activity
+// for longer than their idle timeout or a life longer than their max
+// lifetime. Idle teardowns are not urgent, and each costs the machine a
+// few milliseconds of CPU (the dev server's exit, the kernel's namespace
+// cleanup), so they are paced: at most reapRate a second, a few at a
+// time, and no more per pass than fit in one ReapInterval (the rest wait
+// for the next pass, which also sees whether they are still due). Reaping
+// a crowd of idle envs then does not take the CPUs from envs still
+// serving. Evictions under memory pressure or for admission are not paced.
 func (m *Manager) reapIdle(now time.Time) {
-	type reap struct {
-		e      *env
-		reason string
-	}
-	var due []reap
+	var due []*env
 	for _, e := range m.snapshot() {
-		if e.State() != Ready || e.inflight.Load() > 0 {
-			continue
-		}
-		if idle := now.Sub(time.Unix(0, e.lastActive.Load())); idle > e.tmpl.IdleTimeout {
-			due = append(due, reap{e, "idle for " + idle.Round(time.Millisecond).String()})
-			continue
-		}
-		if max := e.tmpl.MaxLifetime; max > 0 {
-			e.mu.Lock()
-			age := now.Sub(e.readyAt)
-			e.mu.Unlock()
-			if age > max {
-				due = append(due, reap{e, "max_lifetime: up for " + age.Round(time.Second).String()})
-			}
+		if _, ok := reapReason(e, now); ok {
+			due = append(due, e)
 		}
 	}
-	// Idle teardowns are not urgent: a few at a time, so that reaping a
-	// crowd of envs at once (SIGTERM, their shutdowns, namespace deletion)
-	// does not take the CPU from the envs still serving.
+	slices.SortFunc(due, func(a, b *env) int { return cmp.Compare(a.lastActive.Load(), b.lastActive.Load()) })
+	budget := max(1, int(m.cfg.ReapInterval/reapGap))
 	var wg sync.WaitGroup
 	turns := make(chan struct{}, reapParallel)
-	for _, r := range due {
+	for i, e := range due {
+		if i == budget || !m.sleepUntil(m.reapNext) {
+			break
+		}
+		m.reapNext = time.Now().Add(reapGap)
 		turns <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-turns }()
-			m.stop(r.e, r.reason, false)
+			// Still due? It may have been used since the list was made.
+			if reason, ok := reapReason(e, time.Now()); ok {
+				m.stop(e, reason, false)
+			}
 		})
 	}
 	wg.Wait()
 	m.forgetStale(now)
 }
 
-// reapParallel is how many idle envs the reaper stops at once.
-const reapParallel = 2
+// reapReason says why e is due to be reaped at now, if it is.
+func reapReason(e *env, now time.Time) (string, bool) {
+	if e.State() != Ready || e.inflight.Load() > 0 {
+		return "", false
+	}
+	if idle := now.Sub(time.Unix(0, e.lastActive.Load())); idle > e.tmpl.IdleTimeout {
+		return "idle for " + idle.Round(time.Millisecond).String(), true
+	}
+	if max := e.tmpl.MaxLifetime; max > 0 {
+		e.mu.Lock()
+		age := now.Sub(e.readyAt)
+		e.mu.Unlock()
+		if age > max {
+			return "max_lifetime: up for " + age.Round(time.Second).String(), true
+		}
+	}
+	return "", false
+}
+
+// sleepUntil waits until t, or returns false when the manager closes.
+func (m *Manager) sleepUntil(t time.Time) bool {
+	d := time.Until(t)
+	if d <= 0 {
+		return m.ctx.Err() == nil
+	}
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-m.ctx.Done():
+		return false
+	case <-tm.C:
+		return true
+	}
+}
+
+// reapParallel is how many idle envs the reaper stops at once; reapGap
+// is the least time between two idle teardowns (reapRate a second).
+const (
+	reapParallel = 2
+	reapRate     = 20
+	reapGap      = time.Second / reapRate
+)
 
 // errForgotten tells Acquire that the entry it holds was dropped.
 var errForgotten = errors.New("lifecycle: env entry dropped; look it up again")
