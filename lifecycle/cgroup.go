@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -86,7 +87,11 @@ func loadCgroup(p string) (envCgroup, error) {
 }
 
 // v1Hierarchy is the v1 controllers envgate uses, those of them mounted.
-func v1Hierarchy() ([]cgroup1.Subsystem, error) {
+// It is worked out once (it parses the mount table): a cgroup hierarchy
+// mounted or unmounted under a running gateway is not followed.
+var v1Hierarchy = sync.OnceValues(v1Controllers)
+
+func v1Controllers() ([]cgroup1.Subsystem, error) {
 	all, err := cgroup1.Default()
 	if err != nil {
 		return nil, err
