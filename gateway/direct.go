@@ -55,9 +55,12 @@ var forwardingHeaders = map[string]bool{
 
 // directEligible reports whether the direct path may carry r: no body, no
 // upgrade, an origin-form target of visible ASCII (so it can be sent as
-// the client wrote it), and canonical, valid header fields.
+// the client wrote it), and canonical, valid header fields. An HTTP/2
+// request always has a Body; a ContentLength of 0 there means a stream
+// that ended with its headers (or says it carries nothing).
 func directEligible(r *http.Request) bool {
-	if (r.Body != nil && r.Body != http.NoBody) || r.ContentLength != 0 || len(r.TransferEncoding) != 0 ||
+	noBody := r.Body == nil || r.Body == http.NoBody || r.ProtoMajor == 2
+	if !noBody || r.ContentLength != 0 || len(r.TransferEncoding) != 0 ||
 		r.Method == http.MethodConnect || !validToken(r.Method) || !originForm(r.RequestURI) ||
 		!httpguts.ValidHostHeader(r.Host) || r.Host == "" || isUpgrade(r.Header) {
 		return false

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -43,6 +44,17 @@ func TestDirectEligible(t *testing.T) {
 		{"non-canonical field", func() *http.Request { r := get("/"); r.Header["x-lower"] = []string{"v"}; return r }, false},
 		{"field value with CR", func() *http.Request { r := get("/"); r.Header["X-Bad"] = []string{"a\rb"}; return r }, false},
 		{"no Host", func() *http.Request { r := get("/"); r.Host = ""; return r }, false},
+		// An HTTP/2 request always has a Body; its ContentLength tells.
+		{"HTTP/2, stream ended", func() *http.Request {
+			r := get("/")
+			r.ProtoMajor, r.Body = 2, io.NopCloser(strings.NewReader(""))
+			return r
+		}, true},
+		{"HTTP/2 with a body", func() *http.Request {
+			r := get("/")
+			r.ProtoMajor, r.Body, r.ContentLength = 2, io.NopCloser(strings.NewReader("x")), -1
+			return r
+		}, false},
 	}
 	for _, tt := range tests {
 		if got := directEligible(tt.req()); got != tt.want {
