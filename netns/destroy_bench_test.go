@@ -43,3 +43,29 @@ func BenchmarkDestroy100(b *testing.B) {
 	b.ReportMetric(destroy.Seconds()*1000/float64(b.N), "ms-destroy-100")
 	b.ReportMetric(settle.Seconds()*1000/float64(b.N), "ms-until-veths-gone")
 }
+
+// BenchmarkGC100 makes 100 sandboxes and reports the time GC takes to
+// remove them all, as after a crash (on_restart: clean, envgate gc).
+func BenchmarkGC100(b *testing.B) {
+	m, err := netns.New(netns.Config{Prefix: netnstest.Prefix(b), Pool: netnstest.Pool(0)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var took time.Duration
+	for i := range b.N {
+		for j := range 100 {
+			sb, err := m.Create(context.Background(), fmt.Sprintf("g%d-%d", i, j))
+			if err != nil {
+				b.Fatal(err)
+			}
+			sb.Close() // as the crashed process that made it would have
+		}
+		began := time.Now()
+		left, err := m.GC(nil)
+		if err != nil || len(left.Namespaces) != 100 || len(left.Links) != 100 {
+			b.Fatalf("gc: %d namespaces, %d links, %v; want 100 of each", len(left.Namespaces), len(left.Links), err)
+		}
+		took += time.Since(began)
+	}
+	b.ReportMetric(took.Seconds()*1000/float64(b.N), "ms-gc-100")
+}

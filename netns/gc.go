@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -47,6 +48,13 @@ func (m *Manager) List() ([]string, error) {
 func (m *Manager) GC(keep map[string]bool) (Leftovers, error) {
 	var left Leftovers
 	var errs []error
+	// The host ends to remove, listed first: deleting the namespaces
+	// below takes most of them along (see reclaim.go).
+	kept := m.keptSlots(keep)
+	links, err := m.gcLinks(kept)
+	if err != nil {
+		errs = append(errs, err)
+	}
 	ids, err := m.List()
 	if err != nil {
 		errs = append(errs, err)
@@ -69,46 +77,70 @@ func (m *Manager) GC(keep map[string]bool) (Leftovers, error) {
 		}
 		left.Namespaces = append(left.Namespaces, name)
 	}
-	links, err := linkList()
-	if err != nil {
-		errs = append(errs, fmt.Errorf("netns: gc: list links: %w", err))
+	if len(left.Namespaces) > 0 && len(links) > 0 {
+		// Let the kernel remove the veths of those namespaces, in one
+		// batch; what outlives linkGrace had no namespace, or one kept
+		// alive, and is deleted here.
+		deadline := time.Now().Add(linkGrace)
+		for time.Now().Before(deadline) {
+			now, err := m.gcLinks(kept)
+			if err != nil || len(now) == 0 {
+				break
+			}
+			time.Sleep(reclaimEvery)
+		}
 	}
-	for _, l := range links {
-		name := l.Attrs().Name
-		if _, ok := parseHostIfName(m.prefix, name); !ok || l.Type() != "veth" {
-			continue
-		}
-		if m.linkKept(l, keep) {
-			continue
-		}
+	now, err := m.gcLinks(kept)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	remaining := map[string]bool{}
+	for _, name := range now {
 		if err := deleteLink(name); err != nil {
 			errs = append(errs, err)
-			continue
+			remaining[name] = true
 		}
-		left.Links = append(left.Links, name)
+	}
+	for _, name := range append(links, now...) {
+		if !remaining[name] && !slices.Contains(left.Links, name) {
+			left.Links = append(left.Links, name)
+		}
 	}
 	return left, errors.Join(errs...)
 }
 
-// linkKept reports whether host link l belongs to a kept sandbox: its peer
-// lives in a namespace whose ID is in keep. A link whose peer namespace is
-// gone (or never existed) is not kept.
-func (m *Manager) linkKept(l netlink.Link, keep map[string]bool) bool {
-	if len(keep) == 0 {
-		return false
+// gcLinks lists the host links of this prefix that GC removes: veths
+// whose slot is not kept.
+func (m *Manager) gcLinks(kept map[int]bool) ([]string, error) {
+	links, err := linkList()
+	if err != nil {
+		return nil, fmt.Errorf("netns: gc: list links: %w", err)
 	}
-	slot, _ := parseHostIfName(m.prefix, l.Attrs().Name)
+	var out []string
+	for _, l := range links {
+		name := l.Attrs().Name
+		if slot, ok := parseHostIfName(m.prefix, name); !ok || l.Type() != "veth" || kept[slot] {
+			continue
+		}
+		out = append(out, name)
+	}
+	return out, nil
+}
+
+// keptSlots returns the pool slots of the sandboxes keep names: their host
+// links stay. A link whose peer namespace is gone (or never existed) is
+// not kept.
+func (m *Manager) keptSlots(keep map[string]bool) map[int]bool {
+	slots := map[int]bool{}
 	for id := range keep {
 		sb, err := m.inspect(id)
 		if err != nil {
 			continue
 		}
 		sb.Close()
-		if sb.Slot.Index == slot {
-			return true
-		}
+		slots[sb.Slot.Index] = true
 	}
-	return false
+	return slots
 }
 
 // linkList dumps the root namespace's links, retrying a dump the kernel
