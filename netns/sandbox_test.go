@@ -44,7 +44,7 @@ func create(t *testing.T, m *netns.Manager, id string) *netns.Sandbox {
 
 // listenIn opens a TCP listener inside sb on port and serves one-line
 // greetings naming who until the test ends.
-func listenIn(t *testing.T, sb *netns.Sandbox, port int, who string) {
+func listenIn(t *testing.T, sb *netns.Sandbox, port int, who string) net.Listener {
 	t.Helper()
 	var ln net.Listener
 	err := sb.Do(func() (err error) {
@@ -65,6 +65,7 @@ func listenIn(t *testing.T, sb *netns.Sandbox, port int, who string) {
 			c.Close()
 		}
 	}()
+	return ln
 }
 
 func readGreeting(c net.Conn) (string, error) {
@@ -113,7 +114,7 @@ func TestCreateReachDestroy(t *testing.T) {
 	if err != nil || len(routes) == 0 || routes[0].LinkIndex != host.Attrs().Index {
 		t.Fatalf("no route to %s via %s: %v %v", sb.Addr(), sb.HostIf, routes, err)
 	}
-	listenIn(t, sb, 3000, "hello from feature-x")
+	ln := listenIn(t, sb, 3000, "hello from feature-x")
 	c, err := net.DialTimeout("tcp", net.JoinHostPort(sb.Addr().String(), "3000"), 5*time.Second)
 	if err != nil {
 		t.Fatalf("dial env from host: %v", err)
@@ -121,6 +122,10 @@ func TestCreateReachDestroy(t *testing.T) {
 	if got, _ := readGreeting(c); got != "hello from feature-x\n" {
 		t.Fatalf("greeting = %q", got)
 	}
+	// This process's sockets in the namespace would keep it alive past
+	// Destroy (a dev server's die with it), and the veth with it.
+	ln.Close()
+	c.Close()
 
 	if err := m.Destroy(sb); err != nil {
 		t.Fatalf("destroy: %v", err)
@@ -251,6 +256,7 @@ func TestGCRemovesLeftoversOfOwnPrefixOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, waited := startIn(t, sb, "sleep", "1000")
+	sb.Close() // the crashed process's handle went with it
 
 	// A fresh manager of the crashed instance, as at start-up.
 	restarted, err := netns.New(netns.Config{Prefix: crashed.Prefix(), Pool: netnstest.Pool(0)})
