@@ -44,6 +44,15 @@ var hopHeaders = map[string]bool{
 	"Upgrade":             true,
 }
 
+// ownHeaders are fields of the request head that come from the request's
+// own fields, never from its header map: an HTTP/2 server leaves a
+// client's "host" and "content-length" fields there (as Request.Write,
+// which ReverseProxy uses, the direct path writes neither from the map).
+var ownHeaders = map[string]bool{
+	"Host":           true,
+	"Content-Length": true,
+}
+
 // forwardingHeaders are the inbound fields the gateway writes itself.
 var forwardingHeaders = map[string]bool{
 	"X-Forwarded-For":   true,
@@ -63,6 +72,12 @@ func directEligible(r *http.Request) bool {
 	if !noBody || r.ContentLength != 0 || len(r.TransferEncoding) != 0 ||
 		r.Method == http.MethodConnect || !validToken(r.Method) || !originForm(r.RequestURI) ||
 		!httpguts.ValidHostHeader(r.Host) || r.Host == "" || isUpgrade(r.Header) {
+		return false
+	}
+	// A Content-Length field other than 0 on a request without a body
+	// (an HTTP/2 client's, which the HTTP/2 server does not check when
+	// the stream ended) is a lie: ReverseProxy drops it.
+	if cl, ok := r.Header["Content-Length"]; ok && (len(cl) != 1 || cl[0] != "0") {
 		return false
 	}
 	for k, vv := range r.Header {
@@ -91,17 +106,49 @@ func validToken(s string) bool {
 }
 
 // originForm reports whether target is an origin-form request target
-// ("/path?query") of visible ASCII characters only.
+// ("/path?query") that httputil.ReverseProxy would send unchanged, so the
+// direct path may send it as the client wrote it: a path of characters
+// that need no escaping (else URL.EscapedPath re-escapes it) and valid
+// %XX escapes, and a query of visible ASCII without ';' and with valid
+// escapes (else ReverseProxy re-encodes it, against parameter smuggling).
 func originForm(target string) bool {
 	if target == "" || target[0] != '/' {
 		return false
 	}
+	query := false
 	for i := 0; i < len(target); i++ {
-		if target[i] <= ' ' || target[i] >= 0x7f || target[i] == '#' {
+		c := target[i]
+		switch {
+		case c == '%':
+			if i+2 >= len(target) || !isHex(target[i+1]) || !isHex(target[i+2]) {
+				return false
+			}
+			i += 2
+		case c == '?' && !query:
+			query = true
+		case query:
+			if c <= ' ' || c >= 0x7f || c == '#' || c == ';' {
+				return false
+			}
+		case !pathByte(c):
 			return false
 		}
 	}
 	return true
+}
+
+// pathByte reports whether c may stand unescaped in a path (RFC 3986
+// pchar and "/"), as net/url's validEncoded accepts it.
+func pathByte(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	return strings.IndexByte("-._~!$&'()*+,;=:@/", c) >= 0
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
 // serveDirect proxies r, which directEligible accepted, to target.
@@ -119,7 +166,9 @@ func (h *Handler) serveDirect(w http.ResponseWriter, r *http.Request, lease *lif
 		clear(dst)
 		return nil
 	}
-	res, err := h.fast.exchange(r.Context(), target, r, write, got1xx)
+	// The client's Connection: close is about its own connection, not
+	// the gateway's to the env (ReverseProxy clears Close likewise).
+	res, err := h.fast.exchange(r.Context(), target, r, false, write, got1xx)
 	if err != nil {
 		h.upstreamError(w, r, lease.Env(), err)
 		return
@@ -182,7 +231,7 @@ func writeRequestHead(bw *bufio.Writer, r *http.Request, conn []string, f forwar
 	bw.WriteString(r.Host)
 	bw.WriteString("\r\n")
 	for k, vv := range r.Header {
-		if hopHeaders[k] || forwardingHeaders[k] || (f.dropRealIP && k == "X-Real-Ip") ||
+		if hopHeaders[k] || forwardingHeaders[k] || ownHeaders[k] || (f.dropRealIP && k == "X-Real-Ip") ||
 			(conn != nil && httpguts.HeaderValuesContainsToken(conn, k)) {
 			continue
 		}

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -58,15 +59,26 @@ func init() {
 		go srv.Serve(ln)
 	}
 	if a := os.Getenv(oddHTTPVar); a != "" {
-		srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: oddHandler()}
+		srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: oddHandler(),
+			ConnState: func(_ net.Conn, s http.ConnState) {
+				if s == http.StateNew {
+					oddConns.Add(1)
+				}
+			}}
 		go srv.Serve(mustListen(a))
 	}
 }
+
+// oddConns counts the connections oddHandler's server accepted.
+var oddConns atomic.Int64
 
 // oddHandler answers the way few dev servers do but a proxy must pass on
 // faithfully (see TestProxySemantics).
 func oddHandler() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("/conns", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, oddConns.Load())
+	})
 	// The request as the env got it: its target and header fields.
 	mux.HandleFunc("/head/", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")

@@ -109,18 +109,20 @@ func (t *fastTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway: fast transport: %w", err)
 	}
-	return t.exchange(req.Context(), addr, req, func(w *bufio.Writer) error { return req.Write(w) }, got1xx)
+	return t.exchange(req.Context(), addr, req, req.Close, func(w *bufio.Writer) error { return req.Write(w) }, got1xx)
 }
 
 // exchange sends a request to addr, written by write, and reads the
 // response head: on an idle connection if there is one, else (or when
 // the kept-alive one turns out closed, and req may be retried) on a new
-// one. req gives the method and context; got1xx, if not nil, receives
-// informational responses other than 101.
-func (t *fastTransport) exchange(ctx context.Context, addr netip.AddrPort, req *http.Request, write func(*bufio.Writer) error, got1xx func(int, textproto.MIMEHeader) error) (*http.Response, error) {
+// one. req gives the method (for the response's framing and retries);
+// closeAfter says the request asked the env to close the connection
+// (Connection: close); got1xx, if not nil, receives informational
+// responses other than 101.
+func (t *fastTransport) exchange(ctx context.Context, addr netip.AddrPort, req *http.Request, closeAfter bool, write func(*bufio.Writer) error, got1xx func(int, textproto.MIMEHeader) error) (*http.Response, error) {
 	fc := t.get(addr)
 	if fc != nil {
-		res, err := fc.roundTrip(t, ctx, req, write, got1xx)
+		res, err := fc.roundTrip(t, ctx, req, closeAfter, write, got1xx)
 		if err == nil || !retryable(req, err) {
 			return res, err
 		}
@@ -131,7 +133,7 @@ func (t *fastTransport) exchange(ctx context.Context, addr netip.AddrPort, req *
 	if err != nil {
 		return nil, err
 	}
-	return t.newConn(c, addr).roundTrip(t, ctx, req, write, got1xx)
+	return t.newConn(c, addr).roundTrip(t, ctx, req, closeAfter, write, got1xx)
 }
 
 // retryable reports whether a request that failed on a kept-alive
@@ -383,7 +385,7 @@ func (c *fastConn) quiet() bool {
 // response head (see exchange). The response's body gives c back to t
 // when read to its end, if the response lets the connection be kept.
 // Errors are *fastError, or the context's.
-func (c *fastConn) roundTrip(t *fastTransport, ctx context.Context, req *http.Request, write func(*bufio.Writer) error, got1xx func(int, textproto.MIMEHeader) error) (*http.Response, error) {
+func (c *fastConn) roundTrip(t *fastTransport, ctx context.Context, req *http.Request, closeAfter bool, write func(*bufio.Writer) error, got1xx func(int, textproto.MIMEHeader) error) (*http.Response, error) {
 	stop := context.AfterFunc(ctx, c.close)
 	fail := func(err error, wrote, sent, read bool) (*http.Response, error) {
 		stop()
@@ -416,7 +418,7 @@ func (c *fastConn) roundTrip(t *fastTransport, ctx context.Context, req *http.Re
 		res.Body = &switchedBody{br: c.br, conn: c.conn}
 		return res, nil
 	}
-	keep := !res.Close && !req.Close
+	keep := !res.Close && !closeAfter
 	if res.Body == http.NoBody || req.Method == http.MethodHead {
 		if stop() && keep {
 			t.put(c)
