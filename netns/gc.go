@@ -59,12 +59,17 @@ func (m *Manager) GC(keep map[string]bool) (Leftovers, error) {
 	if err != nil {
 		errs = append(errs, err)
 	}
+	dying := map[int]bool{} // slots of the namespaces deleted here
 	for _, id := range ids {
 		if keep[id] {
 			continue
 		}
 		name := nsName(m.prefix, id)
 		path := RunDir + "/" + name
+		if sb, err := m.inspect(id); err == nil {
+			sb.Close()
+			dying[sb.Slot.Index] = true
+		}
 		if pids, err := PidsIn(path); err == nil {
 			left.Processes += len(pids)
 		}
@@ -77,17 +82,16 @@ func (m *Manager) GC(keep map[string]bool) (Leftovers, error) {
 		}
 		left.Namespaces = append(left.Namespaces, name)
 	}
-	if len(left.Namespaces) > 0 && len(links) > 0 {
-		// Let the kernel remove the veths of those namespaces, in one
-		// batch; what outlives linkGrace had no namespace, or one kept
-		// alive, and is deleted here.
-		deadline := time.Now().Add(linkGrace)
-		for time.Now().Before(deadline) {
-			now, err := m.gcLinks(kept)
-			if err != nil || len(now) == 0 {
-				break
-			}
-			time.Sleep(reclaimEvery)
+	// Let the kernel remove the veths of those namespaces, in one batch;
+	// what outlives linkGrace (a namespace kept alive), and every link
+	// without a namespace, is deleted here.
+	for deadline := time.Now().Add(linkGrace); len(dying) > 0 && time.Now().Before(deadline); time.Sleep(reclaimEvery) {
+		now, err := m.gcLinks(kept)
+		if err != nil || !slices.ContainsFunc(now, func(name string) bool {
+			slot, _ := parseHostIfName(m.prefix, name)
+			return dying[slot]
+		}) {
+			break
 		}
 	}
 	now, err := m.gcLinks(kept)

@@ -27,29 +27,38 @@ import (
 const (
 	reclaimEvery = 5 * time.Millisecond
 	linkGrace    = 5 * time.Second
+	// reclaimGiveUp drops an entry whose link could not be removed: its
+	// slot stays taken (the next start-up's GC removes the link).
+	reclaimGiveUp = 30 * time.Second
 )
 
 // pendingLink is the host end of a destroyed sandbox that the kernel has
-// yet to remove.
+// yet to remove. It is known by its ifindex, which the kernel does not
+// hand out again soon, not by its name, which the slot's next sandbox
+// (of this process, or of the next one after a handoff) may take.
 type pendingLink struct {
+	seq   uint64
 	name  string
+	index int
 	slot  int
 	since time.Time
 }
 
 type reclaimer struct {
 	mu      sync.Mutex
+	seq     uint64        // guarded by mu; numbers pending entries
 	pending []pendingLink // guarded by mu
 	running bool          // guarded by mu; the poll loop runs
 	idle    chan struct{} // guarded by mu; closed when pending empties
 }
 
-// reclaim has slot released once link name is gone.
-func (m *Manager) reclaim(name string, slot int) {
+// reclaim has slot released once the link name (ifindex index) is gone.
+func (m *Manager) reclaim(name string, index, slot int) {
 	r := &m.reclaimer
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.pending = append(r.pending, pendingLink{name: name, slot: slot, since: time.Now()})
+	r.seq++
+	r.pending = append(r.pending, pendingLink{seq: r.seq, name: name, index: index, slot: slot, since: time.Now()})
 	if r.idle == nil {
 		r.idle = make(chan struct{})
 	}
@@ -59,31 +68,48 @@ func (m *Manager) reclaim(name string, slot int) {
 	}
 }
 
+// reclaimLoop runs while links are pending: one link dump per pass, at
+// reclaimEvery, backing off while dumps fail. Every entry leaves within
+// reclaimGiveUp, so the loop ends.
 func (m *Manager) reclaimLoop() {
 	r := &m.reclaimer
+	wait := reclaimEvery
 	for {
-		time.Sleep(reclaimEvery)
+		time.Sleep(wait)
 		r.mu.Lock()
 		check := append([]pendingLink(nil), r.pending...)
 		r.mu.Unlock()
 
-		done := make(map[string]bool, len(check))
+		names, err := linkNames()
+		if err != nil {
+			wait = min(wait*2, time.Second)
+		} else {
+			wait = reclaimEvery
+		}
+		done := make(map[uint64]bool, len(check))
 		for _, p := range check {
-			gone, err := linkGone(p.name)
-			if err == nil && !gone && time.Since(p.since) > linkGrace {
-				// Its namespace lives on; the veth goes now.
-				gone = deleteLink(p.name) == nil
-			}
-			if gone {
+			age := time.Since(p.since)
+			switch {
+			case err == nil && names[p.index] != p.name:
+				// Gone, or its index now names another link.
 				m.pool.Release(p.slot)
-				done[p.name] = true
+				done[p.seq] = true
+			case err == nil && age > linkGrace:
+				// Its namespace lives on; the veth goes now.
+				if deleteLinkAt(p.index, p.name) == nil {
+					m.pool.Release(p.slot)
+					done[p.seq] = true
+				}
+			}
+			if !done[p.seq] && age > reclaimGiveUp {
+				done[p.seq] = true // the slot stays taken
 			}
 		}
 
 		r.mu.Lock()
 		keep := r.pending[:0]
 		for _, p := range r.pending {
-			if !done[p.name] {
+			if !done[p.seq] {
 				keep = append(keep, p)
 			}
 		}
@@ -118,15 +144,35 @@ func (m *Manager) Settle(ctx context.Context) error {
 	}
 }
 
-// linkGone reports whether no link is called name.
-func linkGone(name string) (bool, error) {
-	_, err := netlink.LinkByName(name)
-	if err == nil {
-		return false, nil
+// linkNames maps the root namespace's link indexes to their names.
+func linkNames() (map[int]string, error) {
+	links, err := linkList()
+	if err != nil {
+		return nil, err
 	}
-	var nf netlink.LinkNotFoundError
-	if errors.As(err, &nf) || errors.Is(err, unix.ENODEV) {
-		return true, nil
+	names := make(map[int]string, len(links))
+	for _, l := range links {
+		names[l.Attrs().Index] = l.Attrs().Name
 	}
-	return false, err
+	return names, nil
+}
+
+// deleteLinkAt deletes link index if it is still called name; a link gone
+// is success.
+func deleteLinkAt(index int, name string) error {
+	l, err := netlink.LinkByIndex(index)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) || errors.Is(err, unix.ENODEV) {
+			return nil
+		}
+		return err
+	}
+	if l.Attrs().Name != name {
+		return nil
+	}
+	if err := netlink.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) && !errors.Is(err, unix.ENOENT) {
+		return err
+	}
+	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os/exec"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -62,7 +63,9 @@ type Sandbox struct {
 	HostIf string // root-namespace end of the veth pair
 	Slot   Slot   // addresses: Slot.Host on HostIf, Slot.Peer on PeerIfName
 
-	handle netns.NsHandle
+	handle    netns.NsHandle
+	hostIndex int         // HostIf's ifindex; 0: not known yet
+	destroyed atomic.Bool // Destroy has queued the slot's reclaim
 }
 
 // Path is the namespace's bind mount, usable with setns(2) and nsenter.
@@ -136,6 +139,7 @@ func (m *Manager) Create(ctx context.Context, id string) (_ *Sandbox, err error)
 	if err != nil {
 		return nil, fmt.Errorf("netns: %s: find %s: %w", sb.Name, sb.HostIf, err)
 	}
+	sb.hostIndex = host.Attrs().Index
 	if err := netlink.AddrAdd(host, addr30(slot.Host)); err != nil {
 		return nil, fmt.Errorf("netns: %s: address %s: %w", sb.Name, slot.Host, err)
 	}
@@ -196,6 +200,12 @@ func (m *Manager) addrTaken(s Slot) bool {
 // succeeds, so Destroy is idempotent.
 func (m *Manager) Destroy(sb *Sandbox) error {
 	var errs []error
+	first := !sb.destroyed.Swap(true)
+	if first && sb.hostIndex == 0 { // an adopted sandbox
+		if l, err := netlink.LinkByName(sb.HostIf); err == nil {
+			sb.hostIndex = l.Attrs().Index
+		}
+	}
 	if err := killNamespace(sb.Path(), 5*time.Second); err != nil {
 		errs = append(errs, err)
 	}
@@ -203,8 +213,20 @@ func (m *Manager) Destroy(sb *Sandbox) error {
 	if err := deleteNamed(sb.Name); err != nil {
 		errs = append(errs, err)
 	}
-	// The veth goes with the namespace; the slot once it has (reclaim.go).
-	m.reclaim(sb.HostIf, sb.Slot.Index)
+	// The veth goes with the namespace; the slot once it has (reclaim.go),
+	// even if a step above failed: then after linkGrace, by hand.
+	if first {
+		if sb.hostIndex == 0 {
+			// No host end to wait for (it is gone, or was never made).
+			if err := deleteLink(sb.HostIf); err != nil {
+				errs = append(errs, err)
+			} else {
+				m.pool.Release(sb.Slot.Index)
+			}
+		} else {
+			m.reclaim(sb.HostIf, sb.hostIndex, sb.Slot.Index)
+		}
+	}
 	return errors.Join(errs...)
 }
 

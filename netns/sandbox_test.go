@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strconv"
@@ -379,5 +380,59 @@ func TestCreateRejectsBadID(t *testing.T) {
 		if _, err := m.Create(context.Background(), id); err == nil {
 			t.Errorf("Create(%q) succeeded", id)
 		}
+	}
+}
+
+// TestDestroyTwiceLeavesTheSlotsNextSandboxAlone: a second Destroy of a
+// sandbox whose slot went to a new sandbox must not touch the new one's
+// veth or free its slot.
+func TestDestroyTwiceLeavesTheSlotsNextSandboxAlone(t *testing.T) {
+	// A pool of 4 slots (the top /28 of this package's block), so that
+	// old's slot comes round again soon.
+	block := netnstest.Pool(0)
+	top := netip.PrefixFrom(block.Addr(), block.Bits()).Masked()
+	a := top.Addr().As4()
+	a[2] |= 0x0f
+	a[3] = 0xf0
+	m, err := netns.New(netns.Config{Prefix: netnstest.Prefix(t), Pool: netip.PrefixFrom(netip.AddrFrom4(a), 28)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := m.Create(context.Background(), "old")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Destroy(old); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := m.Settle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Take every slot up to and including old's, so one has old's veth name.
+	var made []*netns.Sandbox
+	for i := 0; ; i++ {
+		sb := create(t, m, "new"+strconv.Itoa(i))
+		made = append(made, sb)
+		if sb.HostIf == old.HostIf {
+			break
+		}
+		if i > 4 {
+			t.Fatalf("slot of %s never came round again", old.HostIf)
+		}
+	}
+	again := made[len(made)-1]
+	if err := m.Destroy(old); err != nil {
+		t.Fatalf("second destroy: %v", err)
+	}
+	if err := m.Settle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := netlink.LinkByName(again.HostIf); err != nil {
+		t.Fatalf("the new sandbox's veth %s is gone after the old one's second destroy: %v", again.HostIf, err)
+	}
+	if n := m.Pool().InUse(); n != len(made) {
+		t.Fatalf("%d slots in use, want %d", n, len(made))
 	}
 }
