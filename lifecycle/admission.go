@@ -61,7 +61,7 @@ func (m *Manager) admit(e *env) error {
 		freed := m.slotFreed
 		m.admitMu.Unlock()
 		stopped := make(chan bool, 1)
-		m.supWG.Go(func() { stopped <- m.stop(v, "evicted: "+why+" (to start "+e.name+")", false) })
+		m.supWG.Go(func() { stopped <- m.stop(v, "evicted: "+why+" (to start "+e.name+")", false, false) })
 		select {
 		case <-freed:
 		case <-stopped: // false: it turned busy; choose again
@@ -181,6 +181,6 @@ func (m *Manager) relieveMemory(max int) {
 		if v == nil {
 			return
 		}
-		m.stop(v, fmt.Sprintf("evicted: min_available_memory (%d MiB available)", avail>>20), false)
+		m.stop(v, fmt.Sprintf("evicted: min_available_memory (%d MiB available)", avail>>20), false, false)
 	}
 }

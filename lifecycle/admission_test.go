@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -74,25 +75,32 @@ func TestAtCapacityWhenEveryEnvIsBusy(t *testing.T) {
 	}
 }
 
-// fakeMemory reports 10 GiB available minus 3 GiB per sandbox in use.
-func fakeMemory(f **fixture) func() (int64, error) {
+// fakeMemory reports 10 GiB available minus 3 GiB per sandbox of the
+// fixture f will hold (none until it does): the manager's loops call it
+// from the start, before newFixture has returned.
+func fakeMemory(f *atomic.Pointer[fixture]) func() (int64, error) {
 	return func() (int64, error) {
+		fx := f.Load()
+		if fx == nil {
+			return 10 << 30, nil
+		}
 		// Counted by namespace: a sandbox's addresses go back to the
 		// pool only once the kernel has removed its veth, a moment after
 		// its dev server (and the memory it held) is gone.
-		ids, err := (*f).nsm.List()
+		ids, err := fx.nsm.List()
 		return 10<<30 - 3<<30*int64(len(ids)), err
 	}
 }
 
 func TestMemoryFloorEvictsIdleAndRefusesWhenAllBusy(t *testing.T) {
-	var f *fixture
-	f = newFixture(t, lifecycle.Config{
+	var fp atomic.Pointer[fixture]
+	f := newFixture(t, lifecycle.Config{
 		Templates:       []*lifecycle.Template{lifecycletest.Demo(lifecycletest.DemoOptions{})},
 		Limits:          lifecycle.Limits{MinAvailableMemory: 5 << 30},
-		AvailableMemory: fakeMemory(&f),
+		AvailableMemory: fakeMemory(&fp),
 		ReapInterval:    20 * time.Millisecond,
 	})
+	fp.Store(f)
 	a := acquire(t, f.m, "mem-a") // 7 GiB left
 	b := acquire(t, f.m, "mem-b") // 4 GiB left: below the floor
 	_, err := f.m.Acquire(context.Background(), "mem-c")

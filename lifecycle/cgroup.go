@@ -87,9 +87,26 @@ func loadCgroup(p string) (envCgroup, error) {
 }
 
 // v1Hierarchy is the v1 controllers envgate uses, those of them mounted.
-// It is worked out once (it parses the mount table): a cgroup hierarchy
-// mounted or unmounted under a running gateway is not followed.
-var v1Hierarchy = sync.OnceValues(v1Controllers)
+// It is worked out once it can be (it parses the mount table): a cgroup
+// hierarchy unmounted under a running gateway is not followed; a failure
+// is not kept, so one mounted later is.
+func v1Hierarchy() ([]cgroup1.Subsystem, error) {
+	v1Cached.mu.Lock()
+	defer v1Cached.mu.Unlock()
+	if v1Cached.subs != nil {
+		return v1Cached.subs, nil
+	}
+	subs, err := v1Controllers()
+	if err == nil {
+		v1Cached.subs = subs
+	}
+	return subs, err
+}
+
+var v1Cached struct {
+	mu   sync.Mutex
+	subs []cgroup1.Subsystem
+}
 
 func v1Controllers() ([]cgroup1.Subsystem, error) {
 	all, err := cgroup1.Default()

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -189,14 +190,15 @@ func TestMemoryPressureEvictsLargestIdleEnvFirst(t *testing.T) {
 		}
 	}
 	parent := cgroupParent(t)
-	var f *fixture
-	f = newFixture(t, lifecycle.Config{
+	var fp atomic.Pointer[fixture]
+	f := newFixture(t, lifecycle.Config{
 		Templates:       []*lifecycle.Template{big, small},
 		CgroupParent:    parent,
 		Limits:          lifecycle.Limits{MinAvailableMemory: 5 << 30},
-		AvailableMemory: fakeMemory(&f), // below the floor with two envs
+		AvailableMemory: fakeMemory(&fp), // below the floor with two envs
 		ReapInterval:    20 * time.Millisecond,
 	})
+	fp.Store(f)
 	hog := acquire(t, f.m, "big-one")
 	calm := acquire(t, f.m, "calm")
 	deadline := time.Now().Add(30 * time.Second)

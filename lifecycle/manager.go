@@ -135,6 +135,7 @@ func New(cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	m.wg.Go(m.reapLoop)
+	m.wg.Go(m.memoryLoop)
 	return m, nil
 }
 

@@ -109,10 +109,13 @@ func (p *process) exitDescription() string {
 // stop sends SIGTERM to the process group, waits up to grace for the
 // leader to exit, then SIGKILLs the group. Processes that left the group
 // (setsid) are the sandbox's business: its Destroy kills everything inside.
-func (p *process) stop(grace time.Duration) {
+func (p *process) stop(grace time.Duration, nice bool) {
 	pgid := p.Pid()
-	// Its shutdown is nobody's wait: let envs still serving go first.
-	syscall.Setpriority(syscall.PRIO_PGRP, pgid, 19)
+	if nice {
+		// Nobody waits for this shutdown (an idle reap): let envs still
+		// serving go first.
+		syscall.Setpriority(syscall.PRIO_PGRP, pgid, 19)
+	}
 	signalGroup(pgid, syscall.SIGTERM)
 	select {
 	case <-p.exited:

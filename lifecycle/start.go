@@ -23,7 +23,7 @@ const (
 	probeMaxGap   = 50 * time.Millisecond
 	// probeOutputGap bounds probes prompted by output, so a server that
 	// floods its output while it boots is not probed in a loop.
-	probeOutputGap = 200 * time.Microsecond
+	probeOutputGap = 500 * time.Microsecond
 	tailLines      = 40
 )
 
@@ -221,7 +221,7 @@ func (m *Manager) launch(ctx context.Context, e *env) (Sandbox, *process, error)
 // its backoff, and returns it.
 func (m *Manager) failStart(e *env, sb Sandbox, proc *process, cause error) error {
 	if proc != nil {
-		proc.stop(e.tmpl.StopGrace)
+		proc.stop(e.tmpl.StopGrace, false)
 	}
 	if sb != nil {
 		if err := m.cfg.Network.Destroy(sb); err != nil {
@@ -295,10 +295,10 @@ func (pp probePace) probe(ctx context.Context, addr netip.AddrPort, httpPath str
 			return errExited
 		default:
 		}
-		last := time.Now()
 		if probeOnce(ctx, addr, httpPath) == nil {
 			return nil
 		}
+		last := time.Now()
 		t.Reset(gap)
 	wait:
 		for {
@@ -310,7 +310,16 @@ func (pp probePace) probe(ctx context.Context, addr netip.AddrPort, httpPath str
 			case <-t.C:
 				break wait
 			case <-lines:
-				if time.Since(last) >= pp.output {
+				// Output prompts a probe at most every pp.output while
+				// the pace is tight, then every half gap, counted from
+				// the last probe's end: a server that floods its output
+				// while it boots gets at most about twice the probes of
+				// one that says nothing.
+				minGap := pp.output
+				if time.Since(began) > pp.tightFor {
+					minGap = max(minGap, gap/2)
+				}
+				if time.Since(last) >= minGap {
 					t.Stop()
 					break wait
 				}

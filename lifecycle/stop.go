@@ -57,16 +57,23 @@ func (m *Manager) supervise(e *env, proc *process) {
 func (m *Manager) Stop(name, reason string) bool {
 	m.mu.Lock()
 	e := m.envs[name]
+	if !m.closed {
+		// Close waits for it (supWG) before it settles the network.
+		m.supWG.Add(1)
+		defer m.supWG.Done()
+	}
 	m.mu.Unlock()
 	if e == nil {
 		return false
 	}
-	return m.stop(e, reason, true)
+	return m.stop(e, reason, true, false)
 }
 
 // stop takes e from Ready to Stopped. Unless force, it gives up when
-// anything is in flight. It returns whether it stopped e.
-func (m *Manager) stop(e *env, reason string, force bool) bool {
+// anything is in flight. With nice, the dev server shuts down at the
+// lowest CPU priority (nobody waits for it). It returns whether it
+// stopped e.
+func (m *Manager) stop(e *env, reason string, force, nice bool) bool {
 	e.mu.Lock()
 	if e.State() != Ready {
 		e.mu.Unlock()
@@ -89,7 +96,7 @@ func (m *Manager) stop(e *env, reason string, force bool) bool {
 	if m.cfg.BeforeStop != nil {
 		m.cfg.BeforeStop(e.name, *e.addr.Load())
 	}
-	proc.stop(e.tmpl.StopGrace)
+	proc.stop(e.tmpl.StopGrace, nice)
 	// The dev server is dead: its MaxEnvs slot is free for a start that
 	// evicted it, which need not wait for the namespace's teardown.
 	m.releaseSlot(e)
@@ -109,8 +116,18 @@ func (m *Manager) stop(e *env, reason string, force bool) bool {
 }
 
 // reapLoop stops envs idle past their template's IdleTimeout or older
-// than its MaxLifetime, and evicts idle envs while memory is short.
+// than its MaxLifetime (paced: a pass may take a while), and memoryLoop,
+// beside it, evicts idle envs while memory is short, unhindered by that.
 func (m *Manager) reapLoop() {
+	m.everyReapInterval(func() { m.reapIdle(time.Now()) })
+}
+
+func (m *Manager) memoryLoop() {
+	m.everyReapInterval(func() { m.relieveMemory(4) })
+}
+
+// everyReapInterval runs fn every Config.ReapInterval until m closes.
+func (m *Manager) everyReapInterval(fn func()) {
 	t := time.NewTicker(m.cfg.ReapInterval)
 	defer t.Stop()
 	for {
@@ -119,8 +136,7 @@ func (m *Manager) reapLoop() {
 			return
 		case <-t.C:
 		}
-		m.reapIdle(time.Now())
-		m.relieveMemory(4)
+		fn()
 	}
 }
 
@@ -132,7 +148,8 @@ func (m *Manager) reapLoop() {
 // time, and no more per pass than fit in one ReapInterval (the rest wait
 // for the next pass, which also sees whether they are still due). Reaping
 // a crowd of idle envs then does not take the CPUs from envs still
-// serving. Evictions under memory pressure or for admission are not paced.
+// serving. Evictions under memory pressure (memoryLoop) or for admission
+// are not paced.
 func (m *Manager) reapIdle(now time.Time) {
 	var due []*env
 	for _, e := range m.snapshot() {
@@ -149,12 +166,18 @@ func (m *Manager) reapIdle(now time.Time) {
 			break
 		}
 		m.reapNext = time.Now().Add(reapGap)
-		turns <- struct{}{}
+		select {
+		case turns <- struct{}{}:
+		case <-m.ctx.Done():
+		}
+		if m.ctx.Err() != nil {
+			break
+		}
 		wg.Go(func() {
 			defer func() { <-turns }()
 			// Still due? It may have been used since the list was made.
 			if reason, ok := reapReason(e, time.Now()); ok {
-				m.stop(e, reason, false)
+				m.stop(e, reason, false, true)
 			}
 		})
 	}
@@ -254,7 +277,7 @@ func (m *Manager) Close(ctx context.Context) error {
 		m.wg.Wait()
 		var wg sync.WaitGroup
 		for _, e := range envs {
-			wg.Go(func() { m.stop(e, "shutdown", true) })
+			wg.Go(func() { m.stop(e, "shutdown", true, false) })
 		}
 		wg.Wait()
 		m.supWG.Wait()
