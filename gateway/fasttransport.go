@@ -198,7 +198,7 @@ func (t *fastTransport) get(addr netip.AddrPort) *fastConn {
 		}
 		t.nidle--
 		t.mu.Unlock()
-		if time.Since(fc.idleAt) < t.checkAfter || fc.quiet() {
+		if (!fc.bodiless && time.Since(fc.idleAt) < t.checkAfter) || fc.quiet() {
 			return fc
 		}
 		fc.close()
@@ -319,6 +319,10 @@ type fastConn struct {
 	br     *bufio.Reader // reads c, not conn, to count and limit
 	bw     *bufio.Writer // writes c, not conn, to count
 	idleAt time.Time     // when it was last put
+	// bodiless: its last response had no body by its framing (HEAD, 204,
+	// 304); a server that sends one anyway would have the next request
+	// read it as its response, so reuse checks for stray bytes at once.
+	bodiless bool
 
 	limit   int64 // bytes Read may still return; bounds response headers
 	nread   int64 // bytes read from conn
@@ -420,6 +424,7 @@ func (c *fastConn) roundTrip(t *fastTransport, ctx context.Context, req *http.Re
 	}
 	keep := !res.Close && !closeAfter
 	if res.Body == http.NoBody || req.Method == http.MethodHead {
+		c.bodiless = true
 		if stop() && keep {
 			t.put(c)
 		} else {
@@ -427,6 +432,7 @@ func (c *fastConn) roundTrip(t *fastTransport, ctx context.Context, req *http.Re
 		}
 		return res, nil
 	}
+	c.bodiless = false
 	res.Body = &fastBody{t: t, c: c, body: res.Body, ctx: ctx, stop: stop, keep: keep}
 	return res, nil
 }

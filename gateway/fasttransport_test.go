@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -410,5 +411,50 @@ func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
 	for !cond() {
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestFastTransportStrayBodyAfterBodilessResponse: a server that answers
+// HEAD with a body anyway (a moment later) must not have the next request
+// on that connection read those bytes as its response.
+func TestFastTransportStrayBodyAfterBodilessResponse(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					if req.Method == http.MethodHead {
+						io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+						time.Sleep(20 * time.Millisecond)
+						io.WriteString(c, "hello") // not allowed after a HEAD
+						continue
+					}
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				}
+			}()
+		}
+	}()
+	ft := newTestFast(t)
+	url := "http://" + ln.Addr().String() + "/"
+	for range 3 {
+		fastDo(t, ft, context.Background(), "HEAD", url)
+		time.Sleep(40 * time.Millisecond) // the stray bytes are there now
+		if res, body := fastDo(t, ft, context.Background(), "GET", url); res.StatusCode != 200 || body != "ok" {
+			t.Fatalf("GET after HEAD: %d %q", res.StatusCode, body)
+		}
 	}
 }

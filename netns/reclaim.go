@@ -25,7 +25,7 @@ import (
 // could not kill) is deleted by hand.
 
 const (
-	reclaimEvery = 5 * time.Millisecond
+	reclaimEvery = 10 * time.Millisecond
 	linkGrace    = 5 * time.Second
 	// reclaimGiveUp drops an entry whose link could not be removed: its
 	// slot stays taken (the next start-up's GC removes the link).
@@ -68,8 +68,8 @@ func (m *Manager) reclaim(name string, index, slot int) {
 	}
 }
 
-// reclaimLoop runs while links are pending: one link dump per pass, at
-// reclaimEvery, backing off while dumps fail. Every entry leaves within
+// reclaimLoop runs while links are pending: a look at them every
+// reclaimEvery, backing off while netlink fails. Every entry leaves within
 // reclaimGiveUp, so the loop ends.
 func (m *Manager) reclaimLoop() {
 	r := &m.reclaimer
@@ -80,7 +80,7 @@ func (m *Manager) reclaimLoop() {
 		check := append([]pendingLink(nil), r.pending...)
 		r.mu.Unlock()
 
-		names, err := linkNames()
+		names, err := linkNamesOf(check)
 		if err != nil {
 			wait = min(wait*2, time.Second)
 		} else {
@@ -144,8 +144,25 @@ func (m *Manager) Settle(ctx context.Context) error {
 	}
 }
 
-// linkNames maps the root namespace's link indexes to their names.
-func linkNames() (map[int]string, error) {
+// linkNamesOf maps the indexes of the pending links to the names of the
+// links that have them now (none: gone). A few are asked about one by
+// one; for more, one dump of all links is cheaper.
+func linkNamesOf(pending []pendingLink) (map[int]string, error) {
+	if len(pending) <= 8 {
+		names := make(map[int]string, len(pending))
+		for _, p := range pending {
+			l, err := netlink.LinkByIndex(p.index)
+			if err != nil {
+				var nf netlink.LinkNotFoundError
+				if errors.As(err, &nf) || errors.Is(err, unix.ENODEV) {
+					continue
+				}
+				return nil, err
+			}
+			names[p.index] = l.Attrs().Name
+		}
+		return names, nil
+	}
 	links, err := linkList()
 	if err != nil {
 		return nil, err
