@@ -24,7 +24,11 @@ const (
 	// probeOutputGap bounds probes prompted by output, so a server that
 	// floods its output while it boots is not probed in a loop.
 	probeOutputGap = 500 * time.Microsecond
-	tailLines      = 40
+	// probeFreeOutput is how many lines of output prompt a probe with no
+	// wait at all: a dev server says a few things while it boots, the
+	// last of them often that it listens.
+	probeFreeOutput = 16
+	tailLines       = 40
 )
 
 // probeDialTimeout bounds one probe's connect. Over a local veth a
@@ -280,12 +284,14 @@ func probe(ctx context.Context, addr netip.AddrPort, httpPath string, exited <-c
 // probePace is the pace of probe: see the constants.
 type probePace struct {
 	first, tightFor, max, output time.Duration
+	freeOutput                   int
 }
 
-var defaultPace = probePace{first: probeFirstGap, tightFor: probeTightFor, max: probeMaxGap, output: probeOutputGap}
+var defaultPace = probePace{first: probeFirstGap, tightFor: probeTightFor, max: probeMaxGap, output: probeOutputGap, freeOutput: probeFreeOutput}
 
 func (pp probePace) probe(ctx context.Context, addr netip.AddrPort, httpPath string, exited <-chan struct{}, lines <-chan struct{}) error {
 	gap, began := pp.first, time.Now()
+	free := pp.freeOutput // output lines that may prompt a probe at once
 	t := time.NewTimer(0)
 	defer t.Stop()
 	<-t.C
@@ -310,16 +316,18 @@ func (pp probePace) probe(ctx context.Context, addr netip.AddrPort, httpPath str
 			case <-t.C:
 				break wait
 			case <-lines:
-				// Output prompts a probe at most every pp.output while
-				// the pace is tight, then every half gap, counted from
-				// the last probe's end: a server that floods its output
-				// while it boots gets at most about twice the probes of
-				// one that says nothing.
+				// The first few lines of output prompt a probe at once;
+				// after them, a line does so at most every pp.output
+				// while the pace is tight, then every half gap, counted
+				// from the last probe's end: a server that floods its
+				// output while it boots gets at most about twice the
+				// probes of one that says nothing.
 				minGap := pp.output
 				if time.Since(began) > pp.tightFor {
 					minGap = max(minGap, gap/2)
 				}
-				if time.Since(last) >= minGap {
+				if free > 0 || time.Since(last) >= minGap {
+					free--
 					t.Stop()
 					break wait
 				}
