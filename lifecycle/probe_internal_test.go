@@ -11,6 +11,19 @@ import (
 // TestProbeOnOutput checks that a line of output prompts a probe: with
 // ticks an hour apart, only the line can find the server listening.
 func TestProbeOnOutput(t *testing.T) {
+	for name, pace := range map[string]probePace{
+		// The line may prompt a probe only by the output bound.
+		"bounded": {first: time.Hour, tightFor: time.Hour, max: time.Hour, output: time.Millisecond},
+		// Only as one of the first lines, which prompt a probe at once.
+		"free": {first: time.Hour, tightFor: time.Hour, max: time.Hour, output: time.Hour, freeOutput: 1},
+	} {
+		t.Run(name, func(t *testing.T) { probeOnOutput(t, pace) })
+	}
+}
+
+// probeOnOutput checks that, with ticks an hour apart, a line of output
+// makes slow find a server that started listening after the first probe.
+func probeOnOutput(t *testing.T, slow probePace) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -18,7 +31,6 @@ func TestProbeOnOutput(t *testing.T) {
 	addr := netip.MustParseAddrPort(ln.Addr().String())
 	ln.Close() // nothing listens until the "server" says so
 
-	slow := probePace{first: time.Hour, tightFor: time.Hour, max: time.Hour, output: time.Millisecond}
 	lines := make(chan struct{}, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
