@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/envgate/envgate/certs/certstest"
 	"github.com/rs/zerolog"
 	"go.uber.org/zap"
 )
@@ -147,9 +148,9 @@ func TestZapBridge(t *testing.T) {
 // TestCloseStopsGoroutines checks that Close ends what New started:
 // certmagic's cache maintenance in acme mode, the poller in files mode.
 func TestCloseStopsGoroutines(t *testing.T) {
-	ca := newTestCA(t)
+	ca := certstest.NewCA(t)
 	dir := t.TempDir()
-	certPEM, keyPEM, _ := ca.leaf(t, "*."+testDomain)
+	certPEM, keyPEM, _ := ca.Leaf(t, "*."+testDomain)
 	writeFile(t, filepath.Join(dir, "c.pem"), certPEM)
 	writeFile(t, filepath.Join(dir, "k.pem"), keyPEM)
 	for _, cfg := range []Config{

@@ -2,78 +2,21 @@ package certs
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/envgate/envgate/certs/certstest"
 )
 
-// testCA mints certificates the way a company CA or cert-manager would.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
-
-func newTestCA(t *testing.T) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: randomSerial(), Subject: pkix.Name{CommonName: "test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &testCA{cert: cert, key: key, pool: pool}
-}
-
-// leaf returns a PEM certificate and key for names, and the serial.
-func (ca *testCA) leaf(t *testing.T, names ...string) (certPEM, keyPEM []byte, serial string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: randomSerial(), DNSNames: names,
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
-		tmpl.SerialNumber.String()
-}
-
 func TestFilesModeReload(t *testing.T) {
-	ca := newTestCA(t)
+	ca := certstest.NewCA(t)
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	certA, keyA, serialA := ca.leaf(t, "*."+testDomain)
+	certA, keyA, serialA := ca.Leaf(t, "*."+testDomain)
 	writeFile(t, certFile, certA)
 	writeFile(t, keyFile, keyA)
 
@@ -103,7 +46,7 @@ func TestFilesModeReload(t *testing.T) {
 			default:
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			leaf, err := handshake(ctx, g.tlsAddr, "feature-x."+testDomain, ca.pool)
+			leaf, err := handshake(ctx, g.tlsAddr, "feature-x."+testDomain, ca.Pool)
 			cancel()
 			if err != nil {
 				failed.Add(1)
@@ -139,7 +82,7 @@ func TestFilesModeReload(t *testing.T) {
 
 	// Replace both files the way cert-manager does: one rename after the
 	// other, so for a moment the key does not match the certificate.
-	certB, keyB, serialB := ca.leaf(t, "*."+testDomain)
+	certB, keyB, serialB := ca.Leaf(t, "*."+testDomain)
 	writeFileAtomicTest(t, certFile, certB)
 	waitLogged(t, logs, "certificate files not loadable", 1) // a poll saw the mismatched pair
 	writeFileAtomicTest(t, keyFile, keyB)

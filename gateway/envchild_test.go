@@ -1,17 +1,12 @@
 package gateway_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -19,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/envgate/envgate/certs/certstest"
 	"github.com/envgate/envgate/lifecycle"
 	"github.com/envgate/envgate/lifecycle/lifecycletest"
 )
@@ -197,33 +193,10 @@ func multiPortTemplate(t *testing.T, cert tls.Certificate) *lifecycle.Template {
 	return tm
 }
 
-// selfSigned makes a certificate for names, to be trusted as its own root.
-func selfSigned(t *testing.T, names ...string) (tls.Certificate, *x509.CertPool) {
+// testCert makes a certificate for names, signed by a new CA, and the pool
+// of roots that trusts it.
+func testCert(t *testing.T, names ...string) (tls.Certificate, *x509.CertPool) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: names[0]},
-		DNSNames:              names,
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
+	ca := certstest.NewCA(t)
+	return ca.TLSCert(t, names...), ca.Pool
 }

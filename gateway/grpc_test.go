@@ -220,15 +220,8 @@ func TestH2CFromClients(t *testing.T) {
 		Templates: []*lifecycle.Template{grpcTemplate(t), lifecycletest.Demo(lifecycletest.DemoOptions{})},
 		Server:    gateway.EnableH2C,
 	})
-	p := new(http.Protocols)
-	p.SetUnencryptedHTTP2(true)
-	tr := &http.Transport{Protocols: p, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "tcp", g.Addr)
-	}}
-	t.Cleanup(tr.CloseIdleConnections)
 	req, _ := http.NewRequest("GET", "http://web.localhost/echo", nil)
-	resp, err := (&http.Client{Transport: tr, Timeout: 30 * time.Second}).Do(req)
+	resp, err := h2cClient(t, g.Addr).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

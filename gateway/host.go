@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/envgate/envgate/lifecycle"
 	"golang.org/x/net/idna"
 )
 
@@ -77,14 +78,8 @@ func ParseHost(host string, domains []string) (string, error) {
 // ValidLabel reports whether s is a lowercase LDH DNS label, and, if it is
 // an IDNA A-label (xn--), that it decodes.
 func ValidLabel(s string) bool {
-	if len(s) == 0 || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
+	if !lifecycle.ValidName(s) {
 		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-			return false
-		}
 	}
 	if strings.HasPrefix(s, "xn--") {
 		// A valid A-label decodes, and encodes back to itself under the

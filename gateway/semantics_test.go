@@ -2,21 +2,15 @@ package gateway_test
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/envgate/envgate/gateway"
-	"github.com/envgate/envgate/lifecycle"
-	"github.com/envgate/envgate/lifecycle/lifecycletest"
 )
 
 // TestProxySemantics checks the proxy's HTTP rules against a server that
@@ -24,23 +18,9 @@ import (
 // with a body (httputil.ReverseProxy), and a GET from an HTTP/2 client
 // (h2c; the direct path too): all must behave the same.
 func TestProxySemantics(t *testing.T) {
-	tm := lifecycletest.Demo(lifecycletest.DemoOptions{})
-	tm.Ports = map[string]int{"web": 3000, "odd": 3002}
-	tm.DefaultPort = "web"
-	tm.Env[oddHTTPVar] = ":3002"
-	if err := tm.Prepare(); err != nil {
-		t.Fatal(err)
-	}
-	g := startGateway(t, gwOptions{Templates: []*lifecycle.Template{tm}, Server: gateway.EnableH2C})
+	g := oddGateway(t)
 	const host = "http://odd--sem.localhost"
-	p := new(http.Protocols)
-	p.SetUnencryptedHTTP2(true)
-	h2 := &http.Transport{Protocols: p, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "tcp", g.Addr)
-	}}
-	t.Cleanup(h2.CloseIdleConnections)
-	h2Client := &http.Client{Transport: h2, Timeout: 30 * time.Second}
+	h2Client := h2cClient(t, g.Addr)
 
 	var client *http.Client
 	do := func(t *testing.T, method, path string, hdr map[string]string, trace *httptrace.ClientTrace) *http.Response {
@@ -97,11 +77,7 @@ func TestProxySemantics(t *testing.T) {
 					hdr["Connection"], hdr["X-Drop"], hdr["Keep-Alive"], hdr["Upgrade"] = "X-Drop", "1", "timeout=5", "h2c"
 				}
 				res := do(t, method, target, hdr, nil)
-				var seen struct {
-					Target string      `json:"target"`
-					Host   string      `json:"host"`
-					Header http.Header `json:"header"`
-				}
+				var seen seenHead
 				if err := json.NewDecoder(res.Body).Decode(&seen); err != nil {
 					t.Fatalf("status %d: %v", res.StatusCode, err)
 				}

@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,8 +20,8 @@ import (
 	"golang.org/x/net/http2/hpack"
 )
 
-// oddGateway is a gateway with h2c whose env "odd--sm" runs oddHandler
-// on port odd.
+// oddGateway is a gateway with h2c whose envs run oddHandler on their
+// port "odd" (odd--<env>.localhost).
 func oddGateway(t *testing.T) *gw {
 	t.Helper()
 	tm := lifecycletest.Demo(lifecycletest.DemoOptions{})
@@ -31,6 +32,20 @@ func oddGateway(t *testing.T) *gw {
 		t.Fatal(err)
 	}
 	return startGateway(t, gwOptions{Templates: []*lifecycle.Template{tm}, Server: gateway.EnableH2C})
+}
+
+// h2cClient is an HTTP/2 client without TLS (prior knowledge) whose every
+// connection goes to addr.
+func h2cClient(t *testing.T, addr string) *http.Client {
+	t.Helper()
+	p := new(http.Protocols)
+	p.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{Protocols: p, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", addr)
+	}}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
 }
 
 // seenHead is what oddHandler's /head/ reports of the request it got.

@@ -93,7 +93,7 @@ func internalCA(t *testing.T) (*certs.Manager, *x509.CertPool) {
 // through the SNI listener to a TCP echo server in the env, which starts
 // cold for it; then the other ways a TCP listener reaches a port.
 func TestTCPBySNI(t *testing.T) {
-	envCert, envRoots := selfSigned(t, "dbtls--feature-x."+testDomain, "feature-x."+testDomain)
+	envCert, envRoots := testCert(t, "dbtls--feature-x."+testDomain, "feature-x."+testDomain)
 	g := startGateway(t, gwOptions{Templates: []*lifecycle.Template{multiPortTemplate(t, envCert)}, Domains: []string{testDomain}})
 	cm, gwRoots := internalCA(t)
 	terminate := startTCP(t, g, gateway.TCPConfig{Port: "db", TLS: cm.TLSConfig()})
@@ -178,7 +178,7 @@ func inflight(g *gw, env string) int64 {
 // <env> the default one, and a label whose prefix is no port of the
 // template is an env name of its own.
 func TestNamedPortsHTTP(t *testing.T) {
-	cert, _ := selfSigned(t, "x")
+	cert, _ := testCert(t, "x")
 	g := startGateway(t, gwOptions{Templates: []*lifecycle.Template{multiPortTemplate(t, cert)}, Domains: []string{testDomain}})
 	for _, tc := range []struct {
 		host, env, want string

@@ -51,7 +51,7 @@ func (anySource) Close()             {}
 func NewListSource(names []string) (Source, error) {
 	set := make(map[string]struct{}, len(names))
 	for _, n := range names {
-		if !validEnvLabel(n) {
+		if !ValidName(n) {
 			return nil, fmt.Errorf("lifecycle: list source: %q is not an env name (a DNS label: 1-63 of a-z, 0-9 and '-' inside)", n)
 		}
 		set[n] = struct{}{}
@@ -89,7 +89,7 @@ func readDirNames(path string) (map[string]struct{}, error) {
 	}
 	set := make(map[string]struct{}, len(entries))
 	for _, de := range entries {
-		if !validEnvLabel(de.Name()) {
+		if !ValidName(de.Name()) {
 			continue
 		}
 		isDir := de.IsDir()
@@ -178,9 +178,10 @@ func BranchLabel(branch string) string {
 	return string(b)
 }
 
-// validEnvLabel reports whether s is a lowercase LDH DNS label, the form
-// of every env name the gateway passes on.
-func validEnvLabel(s string) bool {
+// ValidName reports whether s is a lowercase LDH DNS label (letters,
+// digits and inner hyphens, at most 63 bytes): the form of every env name
+// the gateway passes on. gateway.ValidLabel adds the IDNA check.
+func ValidName(s string) bool {
 	if len(s) == 0 || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
 		return false
 	}
