@@ -48,8 +48,9 @@ type reclaimer struct {
 	mu      sync.Mutex
 	seq     uint64        // guarded by mu; numbers pending entries
 	pending []pendingLink // guarded by mu
-	running bool          // guarded by mu; the poll loop runs
-	idle    chan struct{} // guarded by mu; closed when pending empties
+	// idle is closed when pending empties; guarded by mu. It is not nil
+	// exactly while the poll loop runs.
+	idle chan struct{}
 }
 
 // reclaim has slot released once the link name (ifindex index) is gone.
@@ -61,9 +62,6 @@ func (m *Manager) reclaim(name string, index, slot int) {
 	r.pending = append(r.pending, pendingLink{seq: r.seq, name: name, index: index, slot: slot, since: time.Now()})
 	if r.idle == nil {
 		r.idle = make(chan struct{})
-	}
-	if !r.running {
-		r.running = true
 		go m.reclaimLoop()
 	}
 }
@@ -116,7 +114,6 @@ func (m *Manager) reclaimLoop() {
 		clear(r.pending[len(keep):])
 		r.pending = keep
 		if len(r.pending) == 0 {
-			r.running = false
 			close(r.idle)
 			r.idle = nil
 			r.mu.Unlock()

@@ -37,6 +37,7 @@ func Prefix(t testing.TB) string {
 		b[i] = letters[rand.IntN(len(letters))]
 	}
 	prefix := string(b)
+	own(t, prefix)
 	// t.Cleanup runs last-registered first, so registering now means this
 	// runs after every cleanup the test registers later.
 	t.Cleanup(func() { CheckClean(t, prefix) })
