@@ -219,8 +219,13 @@ func (m *Manager) takeOver(taker SandboxTaker, h HandedEnv) error {
 	if err != nil {
 		return err
 	}
+	pidfd, err := pollablePidfd(h.PidFD)
+	if err != nil {
+		return err
+	}
 	sb, err := taker.TakeOverSandbox(h.Name)
 	if err != nil {
+		pidfd.Close()
 		return err
 	}
 	proc := &process{
@@ -235,8 +240,11 @@ func (m *Manager) takeOver(taker SandboxTaker, h HandedEnv) error {
 	}()
 	go func() {
 		defer close(proc.exited)
-		defer h.PidFD.Close()
-		waitPidfd(h.PidFD)
+		defer pidfd.Close()
+		if err := awaitExit(pidfd); err != nil {
+			// Not pollable after all: wait on a thread.
+			waitPidfd(pidfd)
+		}
 	}()
 	addr := netip.AddrPortFrom(sb.Addr(), uint16(e.tmpl.Port))
 

@@ -84,12 +84,27 @@ func spawn(sb Sandbox, x expanded, baseEnv []string, cg envCgroup, buf *outputBu
 		defer close(p.pumped)
 		pump(r, buf, log, p.lines)
 	}()
-	go func() {
-		p.err = cmd.Wait()
-		p.state = cmd.ProcessState
-		close(p.exited)
-	}()
+	// A pidfd lets the waiting goroutine park in the poller (pidfd.go);
+	// without one (a kernel before 5.3) cmd.Wait blocks a thread.
+	pidfd, perr := openPidfd(cmd.Process.Pid)
+	if perr != nil {
+		log.Warn().Err(perr).Msg("waiting for the dev server on a thread of its own")
+	}
+	go p.wait(pidfd, log)
 	return p, nil
+}
+
+// wait collects the exit of p's process and closes p.exited.
+func (p *process) wait(pidfd *os.File, log zerolog.Logger) {
+	if pidfd != nil {
+		if err := awaitExit(pidfd); err != nil {
+			log.Warn().Err(err).Msg("waiting for the dev server on a thread of its own")
+		}
+		pidfd.Close()
+	}
+	p.err = p.cmd.Wait()
+	p.state = p.cmd.ProcessState
+	close(p.exited)
 }
 
 // Pid is the dev server's process ID (and process group ID).
