@@ -44,10 +44,17 @@ func (m *Manager) List() ([]string, error) {
 // manager's prefix and that keep does not name. Use it at start-up (keep =
 // nil, or the sandboxes being adopted) and from `envgate gc`. It touches
 // nothing of another prefix. It continues past failures and reports them
-// all.
+// all. Namespaces that a later mount of RunDir hides (an `ip netns add`
+// while an older envgate ran) are uncovered first when only this prefix's
+// mounts are in the way; otherwise the error wraps ErrHidden.
 func (m *Manager) GC(keep map[string]bool) (Leftovers, error) {
 	var left Leftovers
 	var errs []error
+	// Namespaces an earlier `ip netns add` hid are out of reach until
+	// the layers above them go (hidden.go).
+	if err := m.revealHidden(keep); err != nil {
+		errs = append(errs, err)
+	}
 	// The host ends to remove, listed first: deleting the namespaces
 	// below takes most of them along (see reclaim.go).
 	kept := m.keptSlots(keep)
@@ -66,9 +73,10 @@ func (m *Manager) GC(keep map[string]bool) (Leftovers, error) {
 		}
 		name := nsName(m.prefix, id)
 		path := RunDir + "/" + name
+		slot := -1
 		if sb, err := m.inspect(id); err == nil {
 			sb.Close()
-			dying[sb.Slot.Index] = true
+			slot = sb.Slot.Index
 		}
 		if pids, err := PidsIn(path); err == nil {
 			left.Processes += len(pids)
@@ -78,7 +86,10 @@ func (m *Manager) GC(keep map[string]bool) (Leftovers, error) {
 		}
 		if err := deleteNamed(name); err != nil {
 			errs = append(errs, err)
-			continue
+			continue // still alive: its veth stays too, no use waiting
+		}
+		if slot >= 0 {
+			dying[slot] = true
 		}
 		left.Namespaces = append(left.Namespaces, name)
 	}

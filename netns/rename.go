@@ -18,6 +18,9 @@ func (m *Manager) Rename(sb *Sandbox, id string) error {
 	if err := validateID(id); err != nil {
 		return err
 	}
+	if err := ensureRunDir(); err != nil {
+		return err
+	}
 	name := nsName(m.prefix, id)
 	path := filepath.Join(RunDir, name)
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)

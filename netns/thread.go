@@ -68,8 +68,8 @@ func (e threadTainted) Unwrap() error { return e.err }
 // returns a handle to it. The calling thread is never switched: the unshare
 // happens on a locked helper thread that switches back.
 func createNamed(name string) (netns.NsHandle, error) {
-	if err := os.MkdirAll(RunDir, 0o755); err != nil {
-		return netns.None(), fmt.Errorf("netns: %w", err)
+	if err := ensureRunDir(); err != nil {
+		return netns.None(), err
 	}
 	path := filepath.Join(RunDir, name)
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)

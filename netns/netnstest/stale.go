@@ -33,6 +33,7 @@ func own(t testing.TB, prefix string) {
 	if err := os.WriteFile(f, []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
 		t.Fatalf("netnstest: %v", err)
 	}
+	tellParent(t, prefix)
 	t.Cleanup(func() { os.Remove(f) })
 }
 
@@ -58,6 +59,7 @@ func sweepDead(t testing.TB) {
 			}
 		}
 		removeCgroups("envgate/" + prefix)
+		removeForeign(prefix)
 		os.Remove(f)
 	}
 }
