@@ -158,12 +158,17 @@ func (m *Manager) keptSlots(keep map[string]bool) map[int]bool {
 	return slots
 }
 
+// dumpRetries bounds the retries of an interrupted dump. On a machine
+// where another gateway creates and deletes thousands of links, five in a
+// row were seen to fail.
+const dumpRetries = 50
+
 // linkList dumps the root namespace's links, retrying a dump the kernel
 // interrupted because the table changed underneath it.
 func linkList() ([]netlink.Link, error) {
 	for i := 0; ; i++ {
 		links, err := netlink.LinkList()
-		if errors.Is(err, netlink.ErrDumpInterrupted) && i < 5 {
+		if errors.Is(err, netlink.ErrDumpInterrupted) && i < dumpRetries {
 			continue
 		}
 		return links, err
@@ -175,7 +180,7 @@ func linkList() ([]netlink.Link, error) {
 func addrList() ([]netlink.Addr, error) {
 	for i := 0; ; i++ {
 		addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
-		if errors.Is(err, netlink.ErrDumpInterrupted) && i < 5 {
+		if errors.Is(err, netlink.ErrDumpInterrupted) && i < dumpRetries {
 			continue
 		}
 		return addrs, err

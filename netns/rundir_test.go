@@ -35,6 +35,9 @@ func leftovers(t *testing.T, prefix string) (files, mounts, links []string) {
 		}
 	}
 	all, err := netlink.LinkList()
+	for i := 0; errors.Is(err, netlink.ErrDumpInterrupted) && i < 50; i++ {
+		all, err = netlink.LinkList() // links of other tests changed meanwhile
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

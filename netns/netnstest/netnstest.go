@@ -5,6 +5,7 @@
 package netnstest
 
 import (
+	"errors"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -82,6 +83,11 @@ func awaitLinks(prefix string, max time.Duration) {
 			return // a leak anyway; GC reports it
 		}
 		links, err := netlink.LinkList()
+		if errors.Is(err, netlink.ErrDumpInterrupted) {
+			// Other tests' links changed during the dump: ask again.
+			time.Sleep(5 * time.Millisecond)
+			continue
+		}
 		if err != nil {
 			return
 		}
