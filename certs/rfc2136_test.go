@@ -61,18 +61,49 @@ func startTestDNS(t *testing.T, zone string) *testDNS {
 		}
 		return dns.MsgAccept
 	}
-	udp := &dns.Server{PacketConn: pc, Handler: s, TsigSecret: secrets, MsgAcceptFunc: accept}
-	tcp := &dns.Server{Listener: ln, Handler: s, TsigSecret: secrets, MsgAcceptFunc: accept}
+	started := make(chan struct{}, 2)
+	notify := func() { started <- struct{}{} }
+	udp := &dns.Server{PacketConn: pc, Handler: s, TsigSecret: secrets, MsgAcceptFunc: accept, NotifyStartedFunc: notify}
+	tcp := &dns.Server{Listener: ln, Handler: s, TsigSecret: secrets, MsgAcceptFunc: accept, NotifyStartedFunc: notify}
+	failed := make(chan error, 2)
 	var wg sync.WaitGroup
 	for _, srv := range []*dns.Server{udp, tcp} {
 		wg.Add(1)
-		go func() { defer wg.Done(); _ = srv.ActivateAndServe() }()
+		go func() {
+			defer wg.Done()
+			if err := srv.ActivateAndServe(); err != nil {
+				failed <- err
+			}
+		}()
 	}
+	stopped := make(chan struct{})
+	go func() { wg.Wait(); close(stopped) }()
 	t.Cleanup(func() {
-		_ = udp.Shutdown()
-		_ = tcp.Shutdown()
-		wg.Wait()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = udp.ShutdownContext(ctx)
+		_ = tcp.ShutdownContext(ctx)
+		// Shutdown does nothing to a server that has not marked itself
+		// started yet (a test that fails right after startTestDNS can get
+		// here first); closing its sockets ends it either way.
+		_ = pc.Close()
+		_ = ln.Close()
+		select {
+		case <-stopped:
+		case <-time.After(30 * time.Second):
+			t.Error("test DNS server still serving 30s after shutdown")
+		}
 	})
+	timeout := time.After(30 * time.Second)
+	for range 2 {
+		select {
+		case <-started:
+		case err := <-failed:
+			t.Fatalf("test DNS server on %s: %v", s.addr, err)
+		case <-timeout:
+			t.Fatalf("test DNS server on %s not serving after 30s", s.addr)
+		}
+	}
 	return s
 }
 

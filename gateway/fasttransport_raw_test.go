@@ -55,7 +55,13 @@ func newRawServer(t *testing.T, fn func(c net.Conn, br *bufio.Reader)) *rawServe
 			c.Close()
 		}
 		mu.Unlock()
-		wg.Wait()
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Error("raw test server: a connection handler still running 30s after its connection closed")
+		}
 	})
 	return s
 }

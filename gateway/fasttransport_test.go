@@ -59,6 +59,16 @@ func newConnServer(t *testing.T, h http.HandlerFunc) *connServer {
 	return s
 }
 
+// waitClosed waits for the server to see one more of its connections closed.
+func (s *connServer) waitClosed(t *testing.T) {
+	t.Helper()
+	select {
+	case <-s.closedc:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no more connections closed within 30s (%d opened, %d closed)", s.opened.Load(), s.closed.Load())
+	}
+}
+
 // fastDo sends a request without a body through ft and reads the whole body.
 func fastDo(t *testing.T, ft *fastTransport, ctx context.Context, method, rawURL string) (*http.Response, string) {
 	t.Helper()
@@ -159,7 +169,7 @@ func TestFastTransportEarlyClose(t *testing.T) {
 	if _, err := res.Body.Read(make([]byte, 1)); err == nil || err == io.EOF {
 		t.Fatalf("Read after Close = %v, want an error", err)
 	}
-	<-s.closedc // closed, not drained into the pool
+	s.waitClosed(t) // closed, not drained into the pool
 	if _, body := fastDo(t, ft, context.Background(), "GET", s.URL+"/small"); body != "ok" {
 		t.Fatalf("body %q", body)
 	}
@@ -220,7 +230,7 @@ func TestFastTransportCancel(t *testing.T) {
 		if err := <-errc; !errors.Is(err, context.Canceled) {
 			t.Fatalf("RoundTrip = %v, want context.Canceled", err)
 		}
-		<-s.closedc
+		s.waitClosed(t)
 	})
 	t.Run("mid body", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
@@ -236,7 +246,7 @@ func TestFastTransportCancel(t *testing.T) {
 		if _, err := io.ReadAll(res.Body); !errors.Is(err, context.Canceled) {
 			t.Fatalf("body read = %v, want context.Canceled", err)
 		}
-		<-s.closedc
+		s.waitClosed(t)
 	})
 }
 
@@ -304,7 +314,7 @@ func TestFastTransportIdleLimits(t *testing.T) {
 		close(gate)
 		wg.Wait()
 		for range 3 {
-			<-s.closedc
+			s.waitClosed(t)
 		}
 		ft.mu.Lock()
 		idle := len(ft.idle[netip.MustParseAddrPort(strings.TrimPrefix(s.URL, "http://"))])
@@ -323,7 +333,7 @@ func TestFastTransportIdleLimits(t *testing.T) {
 		for _, s := range servers {
 			fastDo(t, ft, context.Background(), "GET", s.URL)
 		}
-		<-servers[0].closedc // the one idle longest made room
+		servers[0].waitClosed(t) // the one idle longest made room
 		ft.mu.Lock()
 		n, nidle := len(ft.idle), ft.nidle
 		ft.mu.Unlock()
@@ -336,7 +346,7 @@ func TestFastTransportIdleLimits(t *testing.T) {
 		ft := newTestFast(t)
 		ft.idleTimeout = 10 * time.Millisecond
 		fastDo(t, ft, context.Background(), "GET", s.URL)
-		<-s.closedc // by the sweep
+		s.waitClosed(t) // by the sweep
 		ft.mu.Lock()
 		n, sweeping := len(ft.idle)+ft.nidle, ft.sweeping
 		ft.mu.Unlock()
@@ -349,7 +359,7 @@ func TestFastTransportIdleLimits(t *testing.T) {
 		ft := newTestFast(t)
 		fastDo(t, ft, context.Background(), "GET", s.URL)
 		ft.CloseIdleConnections()
-		<-s.closedc
+		s.waitClosed(t)
 	})
 }
 

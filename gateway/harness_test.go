@@ -129,10 +129,22 @@ func startGateway(t *testing.T, o gwOptions) *gw {
 			return
 		}
 		cancel()
-		if err := <-served; err != nil {
-			t.Errorf("serve: %v", err)
+		// Both end within the drain; the margin is for a loaded machine.
+		limit := time.After(drain + 30*time.Second)
+		select {
+		case err := <-served:
+			if err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		case <-limit:
+			t.Errorf("gateway still serving %v after stop", drain+30*time.Second)
+			return
 		}
-		<-upgradesDone
+		select {
+		case <-upgradesDone:
+		case <-limit:
+			t.Errorf("upgraded connections still open %v after stop", drain+30*time.Second)
+		}
 	}
 	t.Cleanup(func() {
 		g.Stop()

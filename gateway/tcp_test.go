@@ -40,8 +40,13 @@ func startTCP(t *testing.T, g *gw, cfg gateway.TCPConfig) string {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		p.Shutdown(ctx)
-		if err := <-served; err != nil {
-			t.Errorf("tcp serve: %v", err)
+		select {
+		case err := <-served:
+			if err != nil {
+				t.Errorf("tcp serve: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("tcp proxy still serving 30s after shutdown")
 		}
 	})
 	return ln.Addr().String()

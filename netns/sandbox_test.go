@@ -88,7 +88,14 @@ func startIn(t *testing.T, sb *netns.Sandbox, argv ...string) (*exec.Cmd, <-chan
 	}
 	done := make(chan struct{})
 	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-done })
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Errorf("%s (pid %d) not reaped 30s after SIGKILL", argv[0], cmd.Process.Pid)
+		}
+	})
 	return cmd, done
 }
 

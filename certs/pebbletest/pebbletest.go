@@ -13,9 +13,11 @@ package pebbletest
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -26,6 +28,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -141,34 +144,69 @@ func Start(t testing.TB, o Options) *Pebble {
 	return p
 }
 
+// Bounds on the go command, so that one that hangs (a module proxy that
+// never answers) fails the test instead of lasting until the global test
+// timeout. Downloading takes about a second; building pebble from an empty
+// build cache took 2.5 minutes on a loaded 2-core machine.
+const (
+	downloadTimeout = 3 * time.Minute
+	buildTimeout    = 10 * time.Minute
+)
+
 var (
-	buildMu  sync.Mutex
-	binDir   string // set once built
-	modDir   string
+	buildMu  sync.Mutex // guards the fields below
+	modDir   string     // pebble's source directory, once downloaded
 	modVer   string
-	modError error
+	modError error  // a failed download, reported to every later test
+	binDir   string // set once built
+	binError error  // a failed build, reported to every later test
 )
 
 // moduleDir returns the pebble module's source directory (for its test
-// certificates).
+// certificates), downloading the version go.mod pins if the module cache
+// does not hold it yet. (`go list -m` would print an empty Dir then.)
 func moduleDir(t testing.TB) string {
 	t.Helper()
 	buildMu.Lock()
 	defer buildMu.Unlock()
 	if modDir == "" && modError == nil {
-		out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}} {{.Version}}", module).Output()
-		if err != nil {
-			modError = fmt.Errorf("pebbletest: go list -m %s: %w", module, err)
-		} else if f := strings.Fields(string(out)); len(f) != 2 {
-			modError = fmt.Errorf("pebbletest: go list -m %s: unexpected %q", module, out)
-		} else {
-			modDir, modVer = f[0], f[1]
-		}
+		modDir, modVer, modError = download()
 	}
 	if modError != nil {
 		t.Fatal(modError)
 	}
 	return modDir
+}
+
+// download runs `go mod download -json` for pebble at the version in the
+// main module's build list, and returns where the module cache holds it.
+func download() (dir, version string, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), downloadTimeout)
+	defer cancel()
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, "go", "mod", "download", "-json", module)
+	cmd.Stderr = &stderr
+	cmd.WaitDelay = 5 * time.Second
+	out, runErr := cmd.Output()
+	// On failure the go command still prints the JSON, with Error set.
+	var m struct{ Path, Version, Dir, Error string }
+	jsonErr := json.Unmarshal(out, &m)
+	switch {
+	case ctx.Err() != nil:
+		return "", "", fmt.Errorf("pebbletest: go mod download %s: no answer within %v (is the module proxy reachable?)\n%s", module, downloadTimeout, stderr.Bytes())
+	case m.Error != "":
+		return "", "", fmt.Errorf("pebbletest: go mod download %s: %s", module, m.Error)
+	case runErr != nil:
+		return "", "", fmt.Errorf("pebbletest: go mod download %s: %w\n%s%s", module, runErr, out, stderr.Bytes())
+	case jsonErr != nil:
+		return "", "", fmt.Errorf("pebbletest: go mod download %s: %w in %q", module, jsonErr, out)
+	case m.Dir == "" || m.Version == "":
+		return "", "", fmt.Errorf("pebbletest: go mod download %s: no Dir or Version in %q", module, out)
+	}
+	if _, err := os.Stat(filepath.Join(m.Dir, "test", "certs", "pebble.minica.pem")); err != nil {
+		return "", "", fmt.Errorf("pebbletest: %s %s has no test certificates: %w", module, m.Version, err)
+	}
+	return m.Dir, m.Version, nil
 }
 
 // binaries returns the directory holding pebble and pebble-challtestsrv,
@@ -178,40 +216,94 @@ func binaries(t testing.TB) string {
 	moduleDir(t)
 	buildMu.Lock()
 	defer buildMu.Unlock()
-	if binDir != "" {
-		return binDir
+	if binDir == "" && binError == nil {
+		binDir, binError = build()
 	}
-	dir := filepath.Join(os.TempDir(), "envgate-pebbletest", modVer+"-"+runtime.GOOS+"-"+runtime.GOARCH)
-	names := []string{"pebble", "pebble-challtestsrv"}
-	have := true
-	for _, n := range names {
-		if _, err := os.Stat(filepath.Join(dir, n)); err != nil {
-			have = false
-		}
+	if binError != nil {
+		t.Fatal(binError)
 	}
-	if !have {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		// Build beside the target and rename into place, so a test process
-		// running in parallel never executes a half-written binary.
-		tmp, err := os.MkdirTemp(dir, "build-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer os.RemoveAll(tmp)
-		cmd := exec.Command("go", "build", "-o", tmp+"/", module+"/cmd/pebble", module+"/cmd/pebble-challtestsrv")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("pebbletest: building pebble: %v\n%s", err, out)
-		}
-		for _, n := range names {
-			if err := os.Rename(filepath.Join(tmp, n), filepath.Join(dir, n)); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	binDir = dir
 	return binDir
+}
+
+var binaryNames = []string{"pebble", "pebble-challtestsrv"}
+
+// build builds pebble and pebble-challtestsrv into a directory under the
+// system temp dir named for modVer, unless they are there already. Called
+// with buildMu held, after a successful download.
+func build() (string, error) {
+	dir := filepath.Join(os.TempDir(), "envgate-pebbletest", modVer+"-"+runtime.GOOS+"-"+runtime.GOARCH)
+	if haveBinaries(dir) {
+		return dir, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("pebbletest: %w", err)
+	}
+	// Test processes of several packages start at once on a fresh machine;
+	// one builds while the others wait for it, rather than each compiling
+	// the same packages on the same few cores.
+	unlock, err := lockDir(dir, buildTimeout)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	if haveBinaries(dir) {
+		return dir, nil
+	}
+	// Build beside the target and rename into place, so a process that
+	// does not take the lock never executes a half-written binary.
+	tmp, err := os.MkdirTemp(dir, "build-")
+	if err != nil {
+		return "", fmt.Errorf("pebbletest: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
+	defer cancel()
+	// The packages are tool dependencies in go.mod, so this builds the
+	// pinned version and fetches whatever of theirs the module cache lacks.
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", tmp+"/", module+"/cmd/pebble", module+"/cmd/pebble-challtestsrv")
+	cmd.WaitDelay = 5 * time.Second
+	if out, err := cmd.CombinedOutput(); err != nil {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("not done within %v", buildTimeout)
+		}
+		return "", fmt.Errorf("pebbletest: building pebble %s: %w\n%s", modVer, err, out)
+	}
+	for _, n := range binaryNames {
+		if err := os.Rename(filepath.Join(tmp, n), filepath.Join(dir, n)); err != nil {
+			return "", fmt.Errorf("pebbletest: %w", err)
+		}
+	}
+	return dir, nil
+}
+
+func haveBinaries(dir string) bool {
+	for _, n := range binaryNames {
+		if _, err := os.Stat(filepath.Join(dir, n)); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// lockDir takes an exclusive flock on dir/.lock, trying for up to wait; the
+// kernel drops it if the process dies.
+func lockDir(dir string, wait time.Duration) (unlock func(), err error) {
+	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("pebbletest: %w", err)
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("pebbletest: lock %s (another test process building pebble?): %w", f.Name(), err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func startProcess(t testing.TB, out io.Writer, env []string, path string, args ...string) <-chan struct{} {
@@ -227,7 +319,11 @@ func startProcess(t testing.TB, out io.Writer, env []string, path string, args .
 	go func() { _ = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
-		<-exited
+		select { // WaitDelay bounds Wait; this bounds a process that ignores SIGKILL (stuck in the kernel)
+		case <-exited:
+		case <-time.After(30 * time.Second):
+			t.Errorf("%s (pid %d) still running 30s after SIGKILL", path, cmd.Process.Pid)
+		}
 	})
 	return exited
 }

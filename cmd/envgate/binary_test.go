@@ -106,13 +106,18 @@ func startServe(t *testing.T, cfg, addr string) *gatewayProc {
 	g.cmd = exec.Command(envgateBinary(t), "serve", "--config", cfg, "--log-format", "json")
 	g.cmd.Stdout = g.log
 	g.cmd.Stderr = g.log
+	g.cmd.WaitDelay = 5 * time.Second // a dev server left holding the output pipe
 	if err := g.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	go func() { g.cmd.Wait(); close(g.done) }()
 	t.Cleanup(func() {
 		g.cmd.Process.Kill()
-		<-g.done
+		select {
+		case <-g.done:
+		case <-time.After(30 * time.Second):
+			t.Errorf("gateway (pid %d) not reaped 30s after SIGKILL", g.cmd.Process.Pid)
+		}
 		if t.Failed() {
 			t.Logf("gateway log:\n%s", g.log.String())
 		}
