@@ -28,6 +28,12 @@ type outputBuffer struct {
 	seq uint64 // guarded by mu; lines written, for waiters
 }
 
+// outputBufferFirst is the buffer's first allocation. It doubles as
+// output comes, up to outputBufferBytes: most dev servers say a few lines
+// and then nothing, and a thousand envs each holding 64 KiB for them was
+// most of the gateway's heap.
+const outputBufferFirst = 512
+
 // newOutputBuffer returns an empty buffer. Its memory is allocated at the
 // first write, so an env that never ran costs next to nothing.
 func newOutputBuffer() *outputBuffer { return &outputBuffer{} }
@@ -35,17 +41,21 @@ func newOutputBuffer() *outputBuffer { return &outputBuffer{} }
 func (b *outputBuffer) writeLine(line []byte) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.buf == nil {
-		b.buf = make([]byte, 0, outputBufferBytes)
-	}
 	b.seq++
 	for _, p := range [][]byte{line, {'\n'}} {
 		for len(p) > 0 {
+			if !b.all && len(b.buf) == cap(b.buf) {
+				// Full but not yet at its bound: grow (b.all is set
+				// only at the bound).
+				nb := make([]byte, len(b.buf), min(max(2*cap(b.buf), outputBufferFirst), outputBufferBytes))
+				copy(nb, b.buf)
+				b.buf = nb
+			}
 			if !b.all {
 				n := min(len(p), cap(b.buf)-len(b.buf))
 				b.buf = append(b.buf, p[:n]...)
 				p = p[n:]
-				if len(b.buf) == cap(b.buf) {
+				if len(b.buf) == outputBufferBytes {
 					b.all = true
 					b.pos = 0
 				}

@@ -21,9 +21,9 @@ type process struct {
 	state  *os.ProcessState
 	err    error     // from Wait; read after exited is closed
 	cg     envCgroup // the env's cgroup; nil without cgroups
-	// pidStart is the process's start time for the state file (see
-	// stateRecord.PidStart), read once; guarded by its env's mu.
-	pidStart uint64
+	// record is the env's encoded state file record (statefile.go), made
+	// once; guarded by its env's mu.
+	record []byte
 }
 
 // spawn starts x inside sb with its stdout and stderr in one pipe (so the

@@ -1,6 +1,7 @@
 package lifecycle
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -82,41 +83,74 @@ func (m *Manager) saveState() {
 // file only matters to a gateway restarted on a live machine (its page
 // cache intact); after a machine crash no recorded dev server is alive,
 // and an unreadable file means clean, not adopt (Recover).
+//
+// Each env's record is encoded once, when it is first written, and kept
+// with its process: a record does not change while the env runs, and
+// encoding every env's at every write made each start cost time in
+// proportion to the envs already running.
 func (m *Manager) writeStateLocked() {
 	if m.stateHanded {
 		return // the file is the next process's now
 	}
-	st := stateFile{Version: stateVersion, Written: time.Now().UTC(), Envs: []stateRecord{}}
+	type named struct {
+		name string
+		rec  []byte
+	}
+	var recs []named
 	for _, e := range m.snapshot() {
 		e.mu.Lock()
 		if e.State() == Ready && e.proc != nil {
-			r := stateRecord{Name: e.name, Template: e.tmpl.Name, Addr: *e.addr.Load(), Pid: e.proc.Pid(),
-				StartedAt: e.startedAt, ReadyAt: e.readyAt}
-			if p, ok := e.sb.(interface{ Path() string }); ok {
-				r.Namespace = p.Path()
+			if e.proc.record == nil {
+				e.proc.record = e.recordLocked()
 			}
-			if e.proc.pidStart == 0 {
-				e.proc.pidStart, _ = pidStartTime(r.Pid)
-			}
-			r.PidStart = e.proc.pidStart
-			if e.proc.cg != nil {
-				r.Cgroup = e.proc.cg.path()
-			}
-			st.Envs = append(st.Envs, r)
+			recs = append(recs, named{e.name, e.proc.record})
 		}
 		e.mu.Unlock()
 	}
-	slices.SortFunc(st.Envs, func(a, b stateRecord) int { return strings.Compare(a.Name, b.Name) })
-	if err := writeFileAtomic(m.cfg.StateFile, st); err != nil {
+	slices.SortFunc(recs, func(a, b named) int { return strings.Compare(a.name, b.name) })
+	// The same document json.MarshalIndent(stateFile) would make.
+	written, _ := json.Marshal(time.Now().UTC())
+	var b bytes.Buffer
+	b.Grow(64 + len(recs)*320)
+	fmt.Fprintf(&b, "{\n  \"version\": %d,\n  \"written\": %s,\n  \"envs\": [", stateVersion, written)
+	for i, r := range recs {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString("\n    ")
+		b.Write(r.rec)
+	}
+	if len(recs) > 0 {
+		b.WriteString("\n  ")
+	}
+	b.WriteString("]\n}\n")
+	if err := writeFileAtomic(m.cfg.StateFile, b.Bytes()); err != nil {
 		m.log.Error().Err(err).Str("file", m.cfg.StateFile).Msg("cannot write the state file; a gateway restart will not adopt envs")
 	}
 }
 
-func writeFileAtomic(path string, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return fmt.Errorf("lifecycle: state file: %w", err)
+// recordLocked encodes e's state record, indented for its place in the
+// file; e.mu must be held and e Ready.
+func (e *env) recordLocked() []byte {
+	r := stateRecord{Name: e.name, Template: e.tmpl.Name, Addr: *e.addr.Load(), Pid: e.proc.Pid(),
+		StartedAt: e.startedAt, ReadyAt: e.readyAt}
+	if p, ok := e.sb.(interface{ Path() string }); ok {
+		r.Namespace = p.Path()
 	}
+	r.PidStart, _ = pidStartTime(r.Pid)
+	if e.proc.cg != nil {
+		r.Cgroup = e.proc.cg.path()
+	}
+	b, err := json.MarshalIndent(r, "    ", "  ")
+	if err != nil {
+		panic(err) // a struct of strings, numbers and times
+	}
+	return b
+}
+
+// writeFileAtomic writes b to path through a temporary file renamed over
+// it.
+func writeFileAtomic(path string, b []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("lifecycle: state file: %w", err)
 	}
@@ -124,7 +158,7 @@ func writeFileAtomic(path string, v any) error {
 	if err != nil {
 		return fmt.Errorf("lifecycle: state file: %w", err)
 	}
-	_, err = f.Write(append(b, '\n'))
+	_, err = f.Write(b)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

@@ -3,6 +3,7 @@ package netns
 import (
 	"errors"
 	"fmt"
+	"math/bits"
 	"net/netip"
 	"sync"
 )
@@ -49,6 +50,11 @@ func NewPool(prefix netip.Prefix) (*Pool, error) {
 		size: 1 << (30 - prefix.Bits()),
 		used: make(map[int]bool),
 	}, nil
+}
+
+// Prefix is the pool's address range.
+func (p *Pool) Prefix() netip.Prefix {
+	return netip.PrefixFrom(p.base, 30-bits.Len(uint(p.size))+1)
 }
 
 // Size is the number of slots in the pool.

@@ -32,6 +32,7 @@ type Manager struct {
 	prefix    string
 	pool      *Pool
 	reclaimer reclaimer
+	addrs     addrCache // the host's addresses, for Allocate (addrs.go)
 }
 
 // New returns a Manager. It does not touch the kernel; call GC at start-up
@@ -165,31 +166,6 @@ func (m *Manager) Create(ctx context.Context, id string) (_ *Sandbox, err error)
 
 func addr30(a netip.Addr) *netlink.Addr {
 	return &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(30, 32)}}
-}
-
-// addrTaken reports whether any root-namespace interface carries an address
-// inside slot's /30 (another instance's pool, or the administrator's).
-func (m *Manager) addrTaken(s Slot) bool {
-	addrs, err := addrList()
-	if err != nil {
-		return false // the kernel rejects a real clash at AddrAdd anyway
-	}
-	p := s.Prefix()
-	for _, a := range addrs {
-		ip, ok := netip.AddrFromSlice(a.IP)
-		if !ok {
-			continue
-		}
-		ip = ip.Unmap()
-		if p.Contains(ip) {
-			return true
-		}
-		// Our /30 inside someone's larger subnet is a clash too.
-		if ones, _ := a.Mask.Size(); ones < 30 && netip.PrefixFrom(ip, ones).Masked().Contains(s.Host) {
-			return true
-		}
-	}
-	return false
 }
 
 // Destroy kills what still runs in the sandbox and deletes the namespace.
