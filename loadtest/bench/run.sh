@@ -5,18 +5,22 @@
 #   2. cold-start overhead over many cold starts (minus the server's own boot)
 #   3. thundering herds: 1,000 requests to one cold env; 200 cold envs at once
 #   4. churn: zipf traffic over 2,000 env names for 60 s under an env cap
+#   5. scale: cold starts, RSS, threads and start rate at 0-2,000 live envs,
+#      SIGTERM time at the most, and their curves as an SVG (gonum plot)
 # plus a CPU profile of the warm path, and writes BENCHMARKS.md with the
 # machine, the exact commands and every figure as a ratio measured in the same
 # run. Every gateway it starts has its own instance (egbench), state dir and
 # ports; traffic goes only to loopback and to the namespaces that gateway made.
-# Beside it: lib.sh (helpers), warm.sh (scenario 1), scenarios.sh (2-4), and
-# benchtool/ (a Go program for boot, cold and herd timings), which it builds.
+# Beside it: lib.sh (helpers), warm.sh (scenario 1), scenarios.sh (2-4),
+# scale.sh (5, with its own knobs SCALE_*), and benchtool/ (a Go program for
+# boot, cold, herd and growth timings and the plot), which it builds.
 #
 # Knobs (environment): BENCH_OUT (default BENCHMARKS.md at the repo root),
 # BENCH_DURATION (s per wrk run, 5), BENCH_ROUNDS (5), BENCH_PROFILE_S (10),
 # BENCH_COLD_N (100), BENCH_CHURN_S (60), BENCH_KEEP=1 keeps the temp dir
 # (logs, wrk output, the CPU profile), BENCH_ONLY (scenarios to run, e.g.
-# "warm cold"; default all: warm cold herd churn).
+# "warm cold"; default all: warm cold herd churn scale), BENCH_REV (the
+# envgate revision the report names; default from git).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -41,11 +45,14 @@ die() { log "FAIL: $*"; exit 1; }
 [[ -x $BIN ]] || die "$BIN missing: run make build"
 
 # ---- tools -----------------------------------------------------------------
+ONLY=${BENCH_ONLY:-warm cold herd churn scale}
 install_tools() {
 	local need=()
-	command -v wrk >/dev/null || need+=(wrk)
-	command -v caddy >/dev/null || need+=(caddy)
-	command -v nginx >/dev/null || need+=(nginx-light)
+	if [[ " $ONLY " == *" warm "* ]]; then # only the warm comparison uses these
+		command -v wrk >/dev/null || need+=(wrk)
+		command -v caddy >/dev/null || need+=(caddy)
+		command -v nginx >/dev/null || need+=(nginx-light)
+	fi
 	command -v jq >/dev/null || need+=(jq)
 	command -v curl >/dev/null || need+=(curl)
 	command -v taskset >/dev/null || need+=(util-linux)
@@ -105,6 +112,8 @@ HERE=$ROOT/loadtest/bench
 . "$HERE/warm.sh"
 # shellcheck source=loadtest/bench/scenarios.sh
 . "$HERE/scenarios.sh"
+# shellcheck source=loadtest/bench/scale.sh
+. "$HERE/scale.sh"
 
 # Run state: the Commands section, the report's parts, what to clean up.
 CMDS=$TMP/commands.md MD=$TMP/results.md SUM=$TMP/summary.md
@@ -116,24 +125,23 @@ TICK=$(getconf CLK_TCK)
 write_config "$TMP/gc.yaml" 15m "" ""
 
 # ---- run -----------------------------------------------------------------------
+REV=${BENCH_REV:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
+[[ -n ${BENCH_REV:-} ]] || git diff --quiet HEAD 2>/dev/null || REV="$REV (with uncommitted changes)"
 log "tmp dir $TMP"
 BUSY_BEFORE=$(busy_pct 2)
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 log "CPU busy before the run (2 s, nothing of ours running): $BUSY_BEFORE %"
-ONLY=${BENCH_ONLY:-warm cold herd churn}
-for s in warm cold herd churn; do
+for s in warm cold herd churn scale; do
 	[[ " $ONLY " != *" $s "* ]] || "scenario_$s"
 done
 BUSY_AFTER=$(busy_pct 2)
 
 # ---- BENCHMARKS.md -------------------------------------------------------------
 cpu_model=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
-rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-git diff --quiet HEAD 2>/dev/null || rev="$rev (with uncommitted changes)"
 {
 	echo "# envgate benchmarks"
 	echo ""
-	echo "Written by \`make bench\` (\`loadtest/bench/run.sh\`) on $(date -u '+%Y-%m-%d %H:%M UTC'), envgate $rev."
+	echo "Written by \`make bench\` (\`loadtest/bench/run.sh\`) on $(date -u '+%Y-%m-%d %H:%M UTC'), envgate $REV."
 	echo "Every comparison is a ratio of figures measured side by side in this one run, on this machine;"
 	echo "absolute numbers move with the machine, the ratios much less. Regenerate with \`sudo make bench\`."
 	echo ""
@@ -147,9 +155,9 @@ git diff --quiet HEAD 2>/dev/null || rev="$rev (with uncommitted changes)"
 	echo "| kernel | $(uname -sr) |"
 	echo "| OS | $(. /etc/os-release && echo "$PRETTY_NAME") |"
 	echo "| Go | $("$GO" version | sed 's/^go version //') |"
-	echo "| wrk | $(wrk -v 2>&1 | head -1 | sed 's/ Copyright.*//') |"
-	echo "| Caddy | $(caddy version 2>/dev/null | head -1) |"
-	echo "| nginx | $(nginx -v 2>&1 | sed 's/^nginx version: //') |"
+	if command -v wrk >/dev/null; then echo "| wrk | $(wrk -v 2>&1 | head -1 | sed 's/ Copyright.*//') |"; fi
+	if command -v caddy >/dev/null; then echo "| Caddy | $(caddy version 2>/dev/null | head -1) |"; fi
+	if command -v nginx >/dev/null; then echo "| nginx | $(nginx -v 2>&1 | sed 's/^nginx version: //') |"; fi
 	echo "| curl | $(curl --version | head -1 | cut -d' ' -f1-2) |"
 	echo "| CPU busy with other work, 2 s before / after the run | $BUSY_BEFORE % / $BUSY_AFTER % (load average before: $LOAD_BEFORE) |"
 	echo ""
@@ -175,8 +183,13 @@ git diff --quiet HEAD 2>/dev/null || rev="$rev (with uncommitted changes)"
 	cat "$CMDS"
 	echo '```'
 	echo ""
-	echo "The warm run's files (the other scenarios' configs differ only as noted above; TMP is the"
-	echo "script's temp dir):"
+	if ((${#CONF_FILES[@]})); then
+		echo "The warm run's files (the other scenarios' configs differ only as noted above; TMP is the"
+		echo "script's temp dir):"
+	else
+		echo "The scenarios' configs are \`write_config\` in \`loadtest/bench/lib.sh\` with the additions noted"
+		echo "above (the warm scenario, not run this time, prints its files here)."
+	fi
 	for f in "${CONF_FILES[@]}"; do
 		echo ""
 		echo "\`$(basename "$f")\`:"

@@ -1,9 +1,10 @@
 // Command benchtool holds the measurements of loadtest/bench/run.sh that
 // neither wrk nor `envgate loadtest` makes: a dev server's own boot time,
-// the time to first byte of one cold request at a time, and a herd of
-// requests released at once. Each subcommand prints one JSON object on
-// stdout, latencies in milliseconds, for the script to put in
-// BENCHMARKS.md.
+// the time to first byte of one cold request at a time, a herd of
+// requests released at once, the rate of starts that grow the set of live
+// envs, and the scale scenario's curves drawn as an SVG (gonum plot). Each
+// subcommand prints one JSON object on stdout, latencies in milliseconds,
+// for the script to put in BENCHMARKS.md.
 //
 // It only dials the address it is given (loopback, where the gateway
 // listens) and never resolves a hostname: the env's name travels in the
@@ -22,6 +23,9 @@ const usage = `usage:
   benchtool boot -n N -- COMMAND [ARGS...]   exec -> "listening on" line, N times
   benchtool cold -addr HOST:PORT -hosts TEMPLATE -n N [-path P]
   benchtool herd -addr HOST:PORT -hosts TEMPLATE -envs E -n N [-path P]
+  benchtool grow -addr HOST:PORT -hosts TEMPLATE -envs E -concurrency C [-path P]
+                 (each of E hosts once, C at a time: the sustained start rate)
+  benchtool plot -in scale.csv -out scale.svg [-title T]
   benchtool load -addr HOST:PORT -hosts TEMPLATE -envs E -dist D -concurrency C -duration D
                  (envgate loadtest --concurrency C --json, for when that command cannot run)`
 
@@ -41,6 +45,10 @@ func main() {
 		out, err = runCold(os.Args[2:])
 	case "herd":
 		out, err = runHerd(os.Args[2:])
+	case "grow":
+		out, err = runGrow(os.Args[2:])
+	case "plot":
+		out, err = runPlot(os.Args[2:])
 	case "load":
 		var r *loadtest.Report
 		if r, err = runLoad(os.Args[2:]); err == nil {

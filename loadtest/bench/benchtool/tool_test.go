@@ -98,3 +98,57 @@ func TestRunBoot(t *testing.T) {
 		t.Error("a command that never listens was timed as booted")
 	}
 }
+
+func TestRunGrow(t *testing.T) {
+	addr := envServer(t)
+	res, err := runGrow([]string{"-addr", addr, "-hosts", "g{{.I}}.localhost", "-envs", "40", "-concurrency", "4"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.OK != 40 || res.Errors != 0 || res.Status["200"] != 40 || res.Latency.N != 40 || res.StartsPerSecond <= 0 {
+		t.Errorf("grow = %+v, want 40 ok answers and a rate", res)
+	}
+
+	res, err = runGrow([]string{"-addr", addr, "-hosts", "wrong.localhost", "-envs", "3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.OK != 0 || res.Status["misroute"] != 3 || res.FirstError == "" {
+		t.Errorf("grow to a misrouting server = %+v, want 3 misroutes", res)
+	}
+}
+
+func TestRunPlot(t *testing.T) {
+	dir := t.TempDir()
+	in, out := dir+"/scale.csv", dir+"/scale.svg"
+	// Rows out of order and an extra column: the plot sorts by live envs
+	// and reads columns by name.
+	csv := "live_envs,extra,cold_p50_ms,cold_p99_ms,rss_mib,threads\n" +
+		"1000,x,55,90,541,1067\n0,x,30,45,40,12\n500,x,42,70,280,540\n"
+	if err := os.WriteFile(in, []byte(csv), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res, err := runPlot([]string{"-in", in, "-out", out, "-title", "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Rows != 3 {
+		t.Errorf("rows = %d, want 3", res.Rows)
+	}
+	svg, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"<svg", "live envs", "cold-start TTFB (ms)", "gateway RSS (MiB)", "p99"} {
+		if !strings.Contains(string(svg), want) {
+			t.Errorf("SVG lacks %q", want)
+		}
+	}
+
+	if err := os.WriteFile(in, []byte("live_envs,cold_p50_ms\n0,30\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runPlot([]string{"-in", in, "-out", out}); err == nil || !strings.Contains(err.Error(), "cold_p99_ms") {
+		t.Errorf("plot of a CSV without cold_p99_ms: err = %v, want one naming the column", err)
+	}
+}
