@@ -28,8 +28,8 @@ func quote(s string) string {
 
 // ParseHost returns the env named by host, which must be exactly one DNS
 // label ([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?, case-folded) in front of one
-// of domains. A port and one trailing dot are stripped first. Domains must
-// be lowercase without a trailing dot.
+// of domains. A port (see validPort) and one trailing dot are stripped
+// first. Domains must be lowercase without a trailing dot.
 func ParseHost(host string, domains []string) (string, error) {
 	bad := func(status int, reason string) (string, error) {
 		return "", &HostError{Host: host, Status: status, Reason: reason}
@@ -45,9 +45,8 @@ func ParseHost(host string, domains []string) (string, error) {
 		return bad(http.StatusBadRequest, "an IP address names no environment; use <env>."+domains[0])
 	}
 	if i := strings.LastIndexByte(h, ':'); i >= 0 {
-		port := h[i+1:]
-		if port == "" || len(port) > 5 || strings.Trim(port, "0123456789") != "" {
-			return bad(http.StatusBadRequest, "malformed port")
+		if !validPort(h[i+1:]) {
+			return bad(http.StatusBadRequest, "the port must be a number from 1 to 65535")
 		}
 		h = h[:i]
 	}
@@ -73,6 +72,30 @@ func ParseHost(host string, domains []string) (string, error) {
 		return bad(http.StatusNotFound, "not under the gateway's domain "+domains[0])
 	}
 	return bad(http.StatusNotFound, "not under any of the gateway's domains "+strings.Join(domains, ", "))
+}
+
+// validPort reports whether port, what follows a Host's last ':', is a
+// TCP port: decimal digits (leading zeros allowed) for a number from 1 to
+// 65535, or nothing at all. RFC 3986 section 3.2.3 allows the empty port
+// and says it means the scheme's default, as Go's net/http and URL
+// parsers take it: "a.localhost:" is a.localhost. Port 0 and numbers past
+// 65535 name no port a client could have connected to.
+func validPort(port string) bool {
+	if port == "" {
+		return true
+	}
+	n := 0
+	for i := 0; i < len(port); i++ {
+		c := port[i]
+		if c < '0' || c > '9' {
+			return false
+		}
+		n = n*10 + int(c-'0')
+		if n > 65535 {
+			return false
+		}
+	}
+	return n > 0
 }
 
 // ValidLabel reports whether s is a lowercase LDH DNS label, and, if it is

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -22,6 +23,11 @@ func TestParseHostValid(t *testing.T) {
 		strings.Repeat("a", 63) + ".localhost": strings.Repeat("a", 63),
 		"db--feature-x.dev.example.com":        "db--feature-x",
 		"xn--bcher-kva.localhost":              "xn--bcher-kva",
+		"feature-x.localhost:1":                "feature-x",
+		"feature-x.localhost:65535":            "feature-x",
+		"feature-x.localhost:08080":            "feature-x",
+		"feature-x.localhost:":                 "feature-x", // RFC 3986: empty port, the default
+		"feature-x.localhost.:":                "feature-x",
 	} {
 		got, err := ParseHost(host, domains)
 		if err != nil || got != want {
@@ -51,9 +57,20 @@ func TestParseHostInvalid(t *testing.T) {
 		"feature-x.example.org":                 http.StatusNotFound,
 		"feature-xlocalhost":                    http.StatusNotFound,
 		"feature-x.localhost..":                 http.StatusNotFound,
-		"feature-x.localhost:":                  http.StatusBadRequest,
 		"feature-x.localhost:80a":               http.StatusBadRequest,
 		"feature-x.localhost:123456":            http.StatusBadRequest,
+		"a.localhost:99999":                     http.StatusBadRequest,
+		"a.localhost:65536":                     http.StatusBadRequest,
+		"a.localhost:0":                         http.StatusBadRequest,
+		"a.localhost:00000":                     http.StatusBadRequest,
+		"a.localhost:-1":                        http.StatusBadRequest,
+		"a.localhost:+80":                       http.StatusBadRequest,
+		"a.localhost: 80":                       http.StatusBadRequest,
+		"a.localhost:0x50":                      http.StatusBadRequest,
+		"a.localhost:８０":                        http.StatusBadRequest,
+		"a.localhost:000000000000000000065536":  http.StatusBadRequest,
+		"api--a.localhost:99999":                http.StatusBadRequest,
+		"localhost:99999":                       http.StatusBadRequest,
 		"fé.localhost":                          http.StatusBadRequest,
 		"a b.localhost":                         http.StatusBadRequest,
 		"a%2e.localhost":                        http.StatusBadRequest,
@@ -78,8 +95,22 @@ func FuzzParseHost(f *testing.F) {
 	for _, s := range []string{"feature-x.localhost", "a.b.localhost", "[::1]:80", "A.LOCALHOST.", "xn--bcher-kva.dev.example.com:443", "", ":", "a.localhost:0"} {
 		f.Add(s)
 	}
+	for _, s := range []string{"a.localhost:99999", "a.localhost:65535", "a.localhost:", "a.localhost:0080", "a.localhost:18446744073709551617"} {
+		f.Add(s)
+	}
 	f.Fuzz(func(t *testing.T, host string) {
 		env, err := ParseHost(host, domains)
+		if i := strings.LastIndexByte(host, ':'); err == nil && i >= 0 {
+			// Whatever it accepts after the last ':' is a TCP port or
+			// nothing (the default), as net/url reads it.
+			port := host[i+1:]
+			if port != "" {
+				n, perr := strconv.ParseUint(port, 10, 64)
+				if perr != nil || n < 1 || n > 65535 {
+					t.Fatalf("ParseHost(%q) = %q with port %q", host, env, port)
+				}
+			}
+		}
 		if err != nil {
 			var he *HostError
 			if !errors.As(err, &he) || he.Status < 400 || he.Status > 499 {

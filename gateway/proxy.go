@@ -155,6 +155,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.serveStatus(w, r, env)
 		return
 	}
+	body := bodyOf(r)
+	if body != nil && peekFirst(r) {
+		if err := body.peek(); err != nil {
+			h.logRequest(r, env, h.bodyError(w, r, env, err), began)
+			return
+		}
+	}
 	lease, err := h.acquire(w, r, env)
 	if errors.Is(err, errPageShown) {
 		h.logRequest(r, env, http.StatusServiceUnavailable, began)
@@ -195,12 +202,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if target != lease.Addr {
 		ctx = context.WithValue(ctx, targetKey{}, target)
 	}
+	if body != nil {
+		ctx = context.WithValue(ctx, bodyKey{}, body)
+	}
+	pr := r.WithContext(ctx)
+	if body != nil {
+		pr.Body = body
+	}
 	if !h.debug {
-		h.proxy.ServeHTTP(w, r.WithContext(ctx))
+		h.proxy.ServeHTTP(w, pr)
 		return
 	}
 	sw := &statusWriter{ResponseWriter: w}
-	h.proxy.ServeHTTP(sw, r.WithContext(ctx))
+	h.proxy.ServeHTTP(sw, pr)
 	h.logRequest(r, env, sw.status, began)
 }
 
@@ -246,9 +260,17 @@ func (h *Handler) acquireError(w http.ResponseWriter, r *http.Request, env strin
 }
 
 // proxyError answers when the env's dev server could not be reached or
-// broke off.
+// broke off, or when the client's body could not be read (see body.go).
 func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	h.upstreamError(w, r, r.Context().Value(leaseKey{}).(*lifecycle.Lease).Env(), err)
+	env := r.Context().Value(leaseKey{}).(*lifecycle.Lease).Env()
+	if b, ok := r.Context().Value(bodyKey{}).(*clientBody); ok {
+		if berr := b.readErr(); berr != nil {
+			h.log.Debug().Err(berr).Str("env", env).Str("request_id", r.Header.Get(RequestIDHeader)).Msg("client body unreadable")
+			h.bodyError(w, r, env, berr)
+			return
+		}
+	}
+	h.upstreamError(w, r, env, err)
 }
 
 // upstreamError answers r with a 502 for err, a failure to reach env's
