@@ -19,8 +19,12 @@
 //     for the stop and starts it again.
 //   - Admission (admission.go): Limits.MaxEnvs and MinAvailableMemory evict
 //     idle envs (least recently used; the largest by cgroup memory when
-//     memory is short) or refuse at once with a *CapacityError;
-//     MaxStarting queues starts.
+//     memory is short), each start as many as it needs and the slot an
+//     eviction frees going to the start that made it; a start waits for
+//     the slot of an env on its way out, or is refused at once with a
+//     *CapacityError when nothing is idle or leaving. MaxStarting queues
+//     starts, at most MaxQueuedStarts of them; a queued start nobody waits
+//     for any more is dropped before it begins (demand.go).
 //   - Supervision (stop.go): a dev server that exits on its own marks its env
 //     failed; restarts back off after repeated crashes. Stop signals the
 //     process group, waits StopGrace, kills it, then the sandbox (every

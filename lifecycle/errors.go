@@ -20,11 +20,14 @@ var (
 )
 
 // CapacityError refuses a start because a limit is reached and no idle
-// env could be evicted. It answers at once: the gateway turns it into 503
-// with Retry-After, never a wait. errors.Is(err, ErrAtCapacity) holds.
+// env could be evicted, the start queue is full, or no room was made
+// within the start timeout. The gateway turns it into 503 with
+// Retry-After. errors.Is(err, ErrAtCapacity) holds.
 type CapacityError struct {
-	Env        string
-	Limit      string        // the limit's config key: max_envs, max_starting, min_available_memory
+	Env string
+	// Limit is the limit's config key: max_envs, max_starting,
+	// max_queued_starts or min_available_memory.
+	Limit      string
 	Detail     string        // one line, for people
 	RetryAfter time.Duration // a hint for clients
 }

@@ -90,7 +90,11 @@ type Manager struct {
 	stateHanded bool           // guarded by stateMu; after Handoff, never write the file
 	stateWG     sync.WaitGroup // saveStateSoon writers
 	running     int            // guarded by admitMu; envs holding a MaxEnvs slot
-	slotFreed   chan struct{}  // guarded by admitMu; closed (and replaced) when a slot frees
+	// slotQueue are the starts waiting, oldest first, for the slot of an
+	// env on its way out that no start evicted. Guarded by admitMu.
+	slotQueue []*slotWaiter
+	// queuedStarts counts starts waiting for a MaxStarting turn.
+	queuedStarts atomic.Int64
 }
 
 // New returns a Manager and starts its reaper. Call Close to stop it and
@@ -128,7 +132,7 @@ func New(cfg Config) (*Manager, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{cfg: cfg, log: cfg.Log, ctx: ctx, cancel: cancel, envs: make(map[string]*env),
-		startTurns: make(chan struct{}, cfg.Limits.MaxStarting), slotFreed: make(chan struct{})}
+		startTurns: make(chan struct{}, cfg.Limits.MaxStarting)}
 	var err error
 	if m.warm, err = newWarmPool(cfg); err != nil {
 		cancel()
@@ -153,6 +157,12 @@ type env struct {
 	lastActive atomic.Int64 // unix nanoseconds
 	addr       atomic.Pointer[netip.AddrPort]
 	holdsSlot  atomic.Bool // admitted: counts against Limits.MaxEnvs
+	// heir is the start that evicts this env and gets its slot; written
+	// with Manager.admitMu held.
+	heir atomic.Pointer[slotWaiter]
+	// polledAt is when a waiting page last asked how the start goes
+	// (unix nanoseconds): someone still waits for it (see abandoned).
+	polledAt atomic.Int64
 
 	mu        sync.Mutex
 	forgotten bool          // guarded by mu; dropped from Manager.envs, never to start again
@@ -164,6 +174,12 @@ type env struct {
 	failures  int           // guarded by mu; consecutive failed starts
 	startedAt time.Time     // guarded by mu
 	readyAt   time.Time     // guarded by mu
+	// waiters counts Acquire calls waiting for a start of this env;
+	// leftAt is when the last of them left, and unwatched is closed then.
+	// Guarded by mu.
+	waiters   int
+	leftAt    time.Time
+	unwatched chan struct{}
 }
 
 func (e *env) State() State { return State(e.state.Load()) }
@@ -229,29 +245,38 @@ func (m *Manager) Acquire(ctx context.Context, name string) (*Lease, error) {
 // start. (Apart from Acquire so that what its closure captures is not
 // allocated on the warm path.)
 func (m *Manager) acquireCold(ctx context.Context, name string, e *env) (*Lease, error) {
-	var err error
 	began := time.Now()
 	for {
 		if l := e.tryLease(); l != nil {
 			l.Cold = time.Since(began)
 			return l, nil
 		}
+		// Counted as a waiter from before the start may begin until this
+		// call stops waiting: a start nobody waits for any more is
+		// dropped before it begins (see abandoned).
+		e.addWaiter()
 		ch := m.starts.DoChan(name, func() (any, error) { return nil, m.start(e) })
+		var r singleflight.Result
 		select {
 		case <-ctx.Done():
+			e.removeWaiter()
 			return nil, context.Cause(ctx)
-		case r := <-ch:
-			if errors.Is(r.Err, errForgotten) {
-				// The entry was dropped as stale while we held it: use
-				// the current one.
-				if e, err = m.lookup(name); err != nil {
-					return nil, err
-				}
-				continue
+		case r = <-ch:
+			e.removeWaiter()
+		}
+		switch {
+		case errors.Is(r.Err, errForgotten):
+			// The entry was dropped as stale while we held it: use the
+			// current one.
+			var err error
+			if e, err = m.lookup(name); err != nil {
+				return nil, err
 			}
-			if r.Err != nil {
-				return nil, r.Err
-			}
+		case errors.Is(r.Err, errStartDropped):
+			// We joined a start just as it was dropped for want of
+			// waiters: start again.
+		case r.Err != nil:
+			return nil, r.Err
 		}
 	}
 }

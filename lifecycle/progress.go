@@ -55,6 +55,8 @@ func (m *Manager) Progress(name string, tail int) (Progress, error) {
 		}
 		return Progress{State: Stopped, Template: m.templateFor(name)}, nil
 	}
+	// A waiting page polls: a start it waits for is still wanted.
+	e.polledAt.Store(time.Now().UnixNano())
 	e.mu.Lock()
 	p := Progress{State: e.State(), StartedAt: e.startedAt, Template: e.tmpl}
 	if p.State == Failed && e.failure != nil {

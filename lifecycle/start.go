@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime/debug"
 	"strconv"
+	"syscall"
 	"time"
 )
 
@@ -101,8 +102,8 @@ func (m *Manager) start(e *env) (err error) {
 		break
 	}
 	prev := e.State()
-	// Admission runs without e.mu and with the state not yet Starting:
-	// inStart keeps forgetStale from dropping the entry meanwhile.
+	// The queue and admission run without e.mu: inStart keeps
+	// forgetStale from dropping the entry meanwhile.
 	e.inStart = true
 	e.mu.Unlock()
 	defer func() {
@@ -111,19 +112,26 @@ func (m *Manager) start(e *env) (err error) {
 		e.mu.Unlock()
 	}()
 
-	if err := m.admit(e); err != nil {
+	// Until it begins, the start is the state Starting without a sandbox:
+	// it waits for a turn (MaxStarting), then for a MaxEnvs slot and the
+	// memory floor, all within the template's start timeout, and it is
+	// dropped if every caller waiting for it goes meanwhile.
+	if err := m.refusal(e); err != nil {
+		e.log.Warn().Err(err).Msg("start refused: at capacity, nothing idle to evict")
 		return err
 	}
 	e.mu.Lock()
 	e.setStateLocked(Starting)
 	e.startedAt = time.Now()
 	e.mu.Unlock()
-	endTurn, err := m.waitStartTurn(e)
+	endTurn, err := m.beginStart(e)
 	if err != nil {
-		m.releaseSlot(e)
 		e.mu.Lock()
 		e.setStateLocked(prev)
 		e.mu.Unlock()
+		if errors.Is(err, errStartDropped) {
+			e.log.Info().Msg("start dropped before it began: nobody waits for it")
+		}
 		return err
 	}
 	defer endTurn()
@@ -135,10 +143,15 @@ func (m *Manager) start(e *env) (err error) {
 	if err != nil {
 		return m.failStart(e, sb, proc, err)
 	}
+	// The dev server boots at a lower CPU priority and gets the normal one
+	// once it is ready: in a start storm, envs already serving keep the
+	// CPUs; on a quiet machine nothing competes and nothing slows.
+	setGroupNice(proc.Pid(), bootNice)
 	addr := netip.AddrPortFrom(sb.Addr(), uint16(e.tmpl.Port))
 	if err := probe(ctx, addr, e.tmpl.Ready.HTTPPath, proc.exited, proc.lines); err != nil {
 		return m.failStart(e, sb, proc, err)
 	}
+	setGroupNice(proc.Pid(), 0)
 
 	e.mu.Lock()
 	e.sb, e.proc = sb, proc
@@ -156,6 +169,37 @@ func (m *Manager) start(e *env) (err error) {
 	m.supWG.Go(func() { m.supervise(e, proc) })
 	return nil
 }
+
+// beginStart waits for e's turn and admission. On success e holds a
+// MaxEnvs slot and the caller calls endTurn when the start is over.
+func (m *Manager) beginStart(e *env) (endTurn func(), err error) {
+	ctx, cancel := context.WithTimeout(m.ctx, e.tmpl.Ready.Timeout)
+	defer cancel()
+	ctx, stopWatch := m.whileWanted(ctx, e)
+	defer stopWatch()
+	if endTurn, err = m.waitStartTurn(ctx, e); err != nil {
+		return nil, err
+	}
+	if err = m.admit(ctx, e); err != nil {
+		endTurn()
+		return nil, err
+	}
+	stopWatch()
+	if context.Cause(ctx) == errStartDropped {
+		m.releaseSlot(e)
+		endTurn()
+		return nil, errStartDropped
+	}
+	return endTurn, nil
+}
+
+// bootNice is the nice value of a dev server's process group while it
+// boots: a CFS weight of about a tenth of a serving process's.
+const bootNice = 10
+
+// setGroupNice sets the nice value of every thread in process group pgid.
+// A failure costs only the priority: it is ignored.
+func setGroupNice(pgid, nice int) { _ = syscall.Setpriority(syscall.PRIO_PGRP, pgid, nice) }
 
 var (
 	errStartTimeout = errors.New("start timed out")

@@ -21,6 +21,11 @@ type LimitsConfig struct {
 	// MaxStarting caps starts in progress at once; more wait their turn.
 	// Default 2 × CPUs.
 	MaxStarting int `yaml:"max_starting"`
+	// MaxQueuedStarts caps starts waiting for a turn behind MaxStarting;
+	// past it a request for an env that is not running gets 503 with
+	// Retry-After at once. A queued start whose every request has gone
+	// is dropped before it begins. Default 0: 4 × max_starting.
+	MaxQueuedStarts int `yaml:"max_queued_starts"`
 	// MinAvailableMemory is the floor of available memory (MemAvailable,
 	// or the gateway's cgroup limit minus its use if lower): below it
 	// idle envs are evicted and starts refused. Sizes like 512MiB, 1GiB.
@@ -77,6 +82,9 @@ func (c *Config) validateLimits() []error {
 	if c.Limits.MaxStarting < 0 {
 		errs = append(errs, c.errAt("limits.max_starting", "%d: want 0 (default, 2 × CPUs) or more", c.Limits.MaxStarting))
 	}
+	if c.Limits.MaxQueuedStarts < 0 {
+		errs = append(errs, c.errAt("limits.max_queued_starts", "%d: want 0 (default, 4 × max_starting) or more", c.Limits.MaxQueuedStarts))
+	}
 	if c.Network.WarmPool < 0 || c.Network.WarmPool > 1000 {
 		errs = append(errs, c.errAt("network.warm_pool", "%d: want 0 (none) to 1000", c.Network.WarmPool))
 	}
@@ -89,6 +97,7 @@ func (c *Config) lifecycleLimits() lifecycle.Limits {
 	return lifecycle.Limits{
 		MaxEnvs:            c.Limits.MaxEnvs,
 		MaxStarting:        c.Limits.MaxStarting,
+		MaxQueuedStarts:    c.Limits.MaxQueuedStarts,
 		MinAvailableMemory: int64(c.Limits.MinAvailableMemory),
 	}
 }
