@@ -42,6 +42,10 @@ type fastTransport struct {
 	readSize    int           // bufio sizes per connection
 	writeSize   int
 	checkAfter  time.Duration // checkIdleAfter; tests change it
+	// Buffers of connections in use; an idle connection holds none (one
+	// idle connection per env, 64 KiB of buffers each, was most of the
+	// gateway's heap with a thousand envs).
+	readers, writers sync.Pool
 
 	mu       sync.Mutex
 	idle     map[netip.AddrPort][]*fastConn // guarded by mu; by address, most recently used last
@@ -199,6 +203,7 @@ func (t *fastTransport) get(addr netip.AddrPort) *fastConn {
 		t.nidle--
 		t.mu.Unlock()
 		if (!fc.bodiless && time.Since(fc.idleAt) < t.checkAfter) || fc.quiet() {
+			t.takeBuffers(fc)
 			return fc
 		}
 		fc.close()
@@ -212,6 +217,7 @@ func (t *fastTransport) put(fc *fastConn) {
 		fc.close()
 		return
 	}
+	t.dropBuffers(fc)
 	fc.idleAt = time.Now()
 	t.mu.Lock()
 	conns := t.idle[fc.addr]
@@ -339,9 +345,34 @@ func (t *fastTransport) newConn(c net.Conn, addr netip.AddrPort) *fastConn {
 	if sc, ok := inner.(syscall.Conn); ok {
 		fc.raw, _ = sc.SyscallConn()
 	}
-	fc.br = bufio.NewReaderSize(fc, t.readSize)
-	fc.bw = bufio.NewWriterSize(fc, t.writeSize)
+	t.takeBuffers(fc)
 	return fc
+}
+
+// takeBuffers gives fc its read and write buffers.
+func (t *fastTransport) takeBuffers(fc *fastConn) {
+	if br, ok := t.readers.Get().(*bufio.Reader); ok {
+		br.Reset(fc)
+		fc.br = br
+	} else {
+		fc.br = bufio.NewReaderSize(fc, t.readSize)
+	}
+	if bw, ok := t.writers.Get().(*bufio.Writer); ok {
+		bw.Reset(fc)
+		fc.bw = bw
+	} else {
+		fc.bw = bufio.NewWriterSize(fc, t.writeSize)
+	}
+}
+
+// dropBuffers takes back the buffers of fc, which is going idle with
+// nothing buffered.
+func (t *fastTransport) dropBuffers(fc *fastConn) {
+	fc.br.Reset(nil)
+	fc.bw.Reset(nil)
+	t.readers.Put(fc.br)
+	t.writers.Put(fc.bw)
+	fc.br, fc.bw = nil, nil
 }
 
 func (c *fastConn) Read(p []byte) (int, error) {

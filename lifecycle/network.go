@@ -40,6 +40,15 @@ func (n NetnsNetwork) Create(ctx context.Context, name string) (Sandbox, error) 
 // Destroy implements Network.
 func (n NetnsNetwork) Destroy(sb Sandbox) error { return n.M.Destroy(sb.(*netns.Sandbox)) }
 
+// DestroyAll implements BatchNetwork with netns.Manager.DestroyAll.
+func (n NetnsNetwork) DestroyAll(sbs []Sandbox) error {
+	all := make([]*netns.Sandbox, len(sbs))
+	for i, sb := range sbs {
+		all[i] = sb.(*netns.Sandbox)
+	}
+	return n.M.DestroyAll(all)
+}
+
 // Settle waits until the kernel has removed the veths of destroyed
 // sandboxes (netns.Manager.Settle).
 func (n NetnsNetwork) Settle(ctx context.Context) error { return n.M.Settle(ctx) }

@@ -110,8 +110,12 @@ func (m *Manager) writeStateLocked() {
 	slices.SortFunc(recs, func(a, b named) int { return strings.Compare(a.name, b.name) })
 	// The same document json.MarshalIndent(stateFile) would make.
 	written, _ := json.Marshal(time.Now().UTC())
+	size := 128
+	for _, r := range recs {
+		size += len(r.rec) + 6
+	}
 	var b bytes.Buffer
-	b.Grow(64 + len(recs)*320)
+	b.Grow(size)
 	fmt.Fprintf(&b, "{\n  \"version\": %d,\n  \"written\": %s,\n  \"envs\": [", stateVersion, written)
 	for i, r := range recs {
 		if i > 0 {

@@ -275,11 +275,7 @@ func (m *Manager) Close(ctx context.Context) error {
 		// Starts end quickly once m.ctx is cancelled; then every env is
 		// Ready, Failed or Stopped and can be stopped.
 		m.wg.Wait()
-		var wg sync.WaitGroup
-		for _, e := range envs {
-			wg.Go(func() { m.stop(e, "shutdown", true, false) })
-		}
-		wg.Wait()
+		m.stopAll(envs, "shutdown")
 		m.supWG.Wait()
 		m.stateWG.Wait()
 		m.removeCgroupParent()

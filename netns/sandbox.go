@@ -175,6 +175,11 @@ func addr30(a netip.Addr) *netlink.Addr {
 // even if an earlier one failed; a step whose object is already gone
 // succeeds, so Destroy is idempotent.
 func (m *Manager) Destroy(sb *Sandbox) error {
+	return m.destroy(sb, killNamespace(sb.Path(), 5*time.Second))
+}
+
+// destroy is Destroy after the kill step, whose error is killErr.
+func (m *Manager) destroy(sb *Sandbox, killErr error) error {
 	var errs []error
 	first := !sb.destroyed.Swap(true)
 	if first && sb.hostIndex == 0 { // an adopted sandbox
@@ -182,8 +187,8 @@ func (m *Manager) Destroy(sb *Sandbox) error {
 			sb.hostIndex = l.Attrs().Index
 		}
 	}
-	if err := killNamespace(sb.Path(), 5*time.Second); err != nil {
-		errs = append(errs, err)
+	if killErr != nil {
+		errs = append(errs, killErr)
 	}
 	sb.Close()
 	if err := deleteNamed(sb.Name); err != nil {
