@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -122,6 +124,7 @@ shutdown_timeout: 20s
 	// Five seconds of the prober alone first: the machine's own noise,
 	// for the log.
 	time.Sleep(5 * time.Second)
+	cpuBefore := procCPU(g.cmd.Process.Pid)
 	stormBegan := time.Now()
 	rep, err := loadtest.Run(context.Background(), loadtest.Options{
 		Addr:         addr,
@@ -136,11 +139,13 @@ shutdown_timeout: 20s
 		t.Fatalf("loadtest: %v", err)
 	}
 	sendEnd := stormBegan.Add(time.Duration(rep.SendDurationS * float64(time.Second)))
+	cpuStorm := procCPU(g.cmd.Process.Pid) - cpuBefore
 	stopProber()
 	prober.Wait()
 	probes.Wait()
-	t.Logf("storm: %d requests in %.1fs (sending %.1fs): status %v, errors %v, latency p50 %.0f ms p99 %.0f ms",
-		rep.Requests, rep.DurationS, rep.SendDurationS, rep.Status, nonZero(rep.Errors), rep.Latency.Overall.P50, rep.Latency.Overall.P99)
+	t.Logf("storm: %d requests in %.1fs (sending %.1fs): status %v, errors %v, latency p50 %.0f ms p99 %.0f ms; the gateway process used %.2f CPUs",
+		rep.Requests, rep.DurationS, rep.SendDurationS, rep.Status, nonZero(rep.Errors), rep.Latency.Overall.P50, rep.Latency.Overall.P99,
+		cpuStorm.Seconds()/rep.DurationS)
 
 	window := func(from, to time.Time) (took []time.Duration, failed int) {
 		for _, s := range samples {
@@ -180,6 +185,25 @@ shutdown_timeout: 20s
 	if err != nil || code != 200 || took >= time.Second {
 		t.Errorf("new env after the storm: status %d, err %v, took %v; want 200 within 1s", code, err, took)
 	}
+}
+
+// procCPU is the CPU time process pid has used (user and system), or
+// zero if /proc cannot tell.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command (which may hold spaces) in parentheses:
+	// utime and stime are the 12th and 13th, in clock ticks (100 Hz).
+	_, rest, _ := strings.Cut(string(b), ") ")
+	f := strings.Fields(rest)
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	s, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+s) * 10 * time.Millisecond
 }
 
 // nonZero keeps the counts that are not zero.
