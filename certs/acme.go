@@ -26,6 +26,7 @@ type acmeManager struct {
 	magic  *certmagic.Config
 	issuer *certmagic.ACMEIssuer
 	cap    *issuanceCap
+	weekly *orderLedger
 
 	stop context.CancelFunc // ends background wildcard management
 }
@@ -47,8 +48,12 @@ func newACMEManager(cfg *Config, decide func(context.Context, string) error, log
 		}
 	}
 
+	weekly, err := newOrderLedger(cfg.StateDir, cfg.MaxOrdersPerWeek, log)
+	if err != nil {
+		return nil, err
+	}
 	zl := newZapLogger(log)
-	a := &acmeManager{log: log, cap: newIssuanceCap(cfg.MaxIssuancesPerHour, log)}
+	a := &acmeManager{log: log, cap: newIssuanceCap(cfg.MaxIssuancesPerHour, log), weekly: weekly}
 	var magic *certmagic.Config
 	a.cache = certmagic.NewCache(certmagic.CacheOptions{
 		GetConfigForCert: func(certmagic.Certificate) (*certmagic.Config, error) { return magic, nil },
@@ -134,10 +139,13 @@ func shouldEmit(event string) bool {
 	return false
 }
 
-// onEvent logs certificate events and enforces the issuance cap. The cap
-// sits on cert_obtaining rather than in the DecisionFunc because certmagic
+// onEvent logs certificate events and enforces the issuance caps. They
+// sit on cert_obtaining rather than in the DecisionFunc because certmagic
 // asks the DecisionFunc before loading a stored certificate too; only
 // cert_obtaining (without renewal) means a new order is about to be placed.
+// certmagic emits it at every attempt, so a retried order counts each
+// time. The hourly cap goes first: it only lives in memory, while a slot
+// of the weekly one, once taken, is on file for a week.
 func (a *acmeManager) onEvent(ctx context.Context, event string, data map[string]any) error {
 	name, _ := data["identifier"].(string)
 	renewal, _ := data["renewal"].(bool)
@@ -147,6 +155,9 @@ func (a *acmeManager) onEvent(ctx context.Context, event string, data map[string
 			// ErrNoRetry: certmagic would otherwise retry within the
 			// handshake's deadline and hold the client for minutes.
 			return certmagic.ErrNoRetry{Err: fmt.Errorf("certs: %s: %w", name, ErrIssuanceCap)}
+		}
+		if !renewal && !a.weekly.take(time.Now(), name) {
+			return certmagic.ErrNoRetry{Err: fmt.Errorf("certs: %s: %w", name, ErrWeeklyCap)}
 		}
 		a.log.Debug().Str("server_name", name).Bool("renewal", renewal).Msg("ordering certificate")
 	case "cert_obtained":

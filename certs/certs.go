@@ -9,7 +9,9 @@
 //
 // It must never ask a CA for a name that is not a valid env label under a
 // configured domain and allowed by the gateway: the decision happens before
-// any ACME traffic, and new issuances are capped per hour on top of that.
+// any ACME traffic, and new orders are capped per hour and, on file, per
+// registered domain and week on top of that. Per-name ACME for an env
+// source that allows every name is refused outright.
 // It knows nothing about envs beyond the AllowFunc the gateway passes in.
 package certs
 
@@ -191,6 +193,12 @@ func (m *Manager) Close() error {
 // decide is the gate in front of every issuance: the name must be a valid
 // env label under a configured domain, and the gateway must allow the env.
 func (m *Manager) decide(ctx context.Context, name string) error {
+	if m.cfg.Mode == ModeACME && m.cfg.Wildcard == nil && m.cfg.AnyEnv {
+		// Validate refuses this configuration; this holds should a caller
+		// get past it.
+		m.log.Debug().Str("server_name", name).Msg("certificate refused: per-name ACME with an env source that allows every name")
+		return fmt.Errorf("certs: %q: %w", name, ErrPerNameAnySource)
+	}
 	env, ok := EnvFromServerName(name, m.cfg.Domains)
 	if !ok {
 		m.log.Debug().Str("server_name", name).Msg("certificate refused: not an env hostname")

@@ -41,6 +41,22 @@ type Config struct {
 	// Let's Encrypt allows 50 certificates per registered domain per week;
 	// -1 removes the cap.
 	MaxIssuancesPerHour int
+	// MaxOrdersPerWeek caps new ACME orders in any sliding week per
+	// registered domain (public suffix plus one label), counted in
+	// StateDir/acme-orders.json so that restarts do not reset it
+	// (tls.max_orders_per_week). Renewals do not count; every attempt at a
+	// new certificate does, failed ones included. Default 40, below Let's
+	// Encrypt's 50 certificates per registered domain per week, which
+	// production certificates of the same registered domain share; -1
+	// removes the cap.
+	MaxOrdersPerWeek int
+	// AnyEnv says the AllowFunc allows every valid env label (the env
+	// source is kind any). Per-name ACME is then refused (Validate reports
+	// it at source.kind, and the certificate decision refuses every name
+	// as well): anyone could make envgate order certificates for random
+	// names and spend the registered domain's weekly budget. Use Wildcard,
+	// or a source that lists its names.
+	AnyEnv bool
 	// Wildcard, when set in acme mode, obtains one *.<domain> certificate
 	// per domain through DNS-01 instead of one certificate per env
 	// (tls.wildcard).
@@ -95,7 +111,10 @@ type WildcardConfig struct {
 	Provider certmagic.DNSProvider
 }
 
-const defaultMaxIssuancesPerHour = 10
+const (
+	defaultMaxIssuancesPerHour = 10
+	defaultMaxOrdersPerWeek    = 40
+)
 
 // DefaultMode is the mode an empty Config.Mode means: internal when every
 // domain is localhost or under it (no public CA will sign those), acme
@@ -127,6 +146,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.MaxIssuancesPerHour == 0 {
 		c.MaxIssuancesPerHour = defaultMaxIssuancesPerHour
+	}
+	if c.MaxOrdersPerWeek == 0 {
+		c.MaxOrdersPerWeek = defaultMaxOrdersPerWeek
 	}
 	if c.RedirectHTTP == nil {
 		t := true
@@ -221,6 +243,12 @@ func (c *Config) validateACME() error {
 	if c.MaxIssuancesPerHour < -1 {
 		return fmt.Errorf("tls.max_issuances_per_hour: %d; use a positive number, or -1 for no cap", c.MaxIssuancesPerHour)
 	}
+	if c.MaxOrdersPerWeek < -1 {
+		return fmt.Errorf("tls.max_orders_per_week: %d; use a positive number, or -1 for no cap", c.MaxOrdersPerWeek)
+	}
+	if c.Wildcard == nil && c.AnyEnv {
+		return errPerNameAnySource
+	}
 	for name, p := range map[string]int{"tls.alt_http_port": c.AltHTTPPort, "tls.alt_tls_alpn_port": c.AltTLSALPNPort} {
 		if p < 0 || p > 65535 {
 			return fmt.Errorf("%s: port %d out of range", name, p)
@@ -234,6 +262,10 @@ func (c *Config) validateACME() error {
 	}
 	return c.Wildcard.validate()
 }
+
+// errPerNameAnySource is Validate's answer to per-name ACME with an env
+// source that allows every name.
+var errPerNameAnySource = errors.New("source.kind: any allows every valid name, and with per-name ACME (tls.mode acme without tls.wildcard) anyone could make envgate order a certificate for a random name, spending the registered domain's weekly certificate budget (production's included); set tls.wildcard (one *.<domain> certificate through DNS-01), or a source of kind list, dir or git, or tls.mode internal or files")
 
 func (w *WildcardConfig) validate() error {
 	if w.Provider != nil {

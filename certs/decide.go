@@ -15,6 +15,11 @@ var ErrNameNotAllowed = errors.New("server name is not an env hostname under a c
 // ErrIssuanceCap means the hourly cap on new ACME orders was reached.
 var ErrIssuanceCap = errors.New("hourly cap on new certificate issuances reached")
 
+// ErrPerNameAnySource means a certificate was asked for one env name while
+// per-name ACME is refused because the env source allows every name
+// (Config.AnyEnv).
+var ErrPerNameAnySource = errors.New("per-name ACME is refused for an env source that allows every name")
+
 // EnvFromServerName returns the env label of name when name is exactly one
 // DNS label ([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?, case-folded) in front of one
 // of domains; one trailing dot is ignored. domains must be lower case without

@@ -17,6 +17,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -29,7 +30,11 @@ const (
 	rootCertFile = "root.pem"
 	rootKeyFile  = "root.key"
 
-	rootLifetime = 10 * 365 * 24 * time.Hour
+	// The root lives two years: it sits in trust stores, and a copy of
+	// state_dir/ca must not be worth much for long. It is replaced once
+	// less than rootRenewBefore is left.
+	rootLifetime    = 2 * 365 * 24 * time.Hour
+	rootRenewBefore = 30 * 24 * time.Hour
 	// Leaves live a week and are replaced two days before they expire: short
 	// enough that a copied key is worth little, long enough that a laptop
 	// asleep over a weekend still serves a valid one when it wakes.
@@ -56,7 +61,7 @@ type internalCA struct {
 
 func newInternalCA(cfg *Config, decide func(context.Context, string) error, log zerolog.Logger) (*internalCA, error) {
 	dir := filepath.Join(cfg.StateDir, "ca")
-	root, key, err := loadOrCreateRoot(dir, log)
+	root, key, err := loadOrCreateRoot(dir, cfg.Domains, log)
 	if err != nil {
 		return nil, err
 	}
@@ -70,19 +75,29 @@ func newInternalCA(cfg *Config, decide func(context.Context, string) error, log 
 	}, nil
 }
 
-// loadOrCreateRoot reads the root from dir, or makes one when neither file
-// exists. Only one file present means damage; replacing the root silently
-// would break every browser that trusts the old one, so it is an error.
-func loadOrCreateRoot(dir string, log zerolog.Logger) (*x509.Certificate, crypto.Signer, error) {
+// loadOrCreateRoot reads the root from dir, or makes one, name-constrained
+// to domains, when neither file exists. Only one file present means damage;
+// replacing the root silently would break every browser that trusts the
+// old one, so it is an error. A root that could sign for names outside
+// domains, or lives longer than rootLifetime, or expires soon, is replaced
+// (its key overwritten) with a warning on how to trust the new one.
+func loadOrCreateRoot(dir string, domains []string, log zerolog.Logger) (*x509.Certificate, crypto.Signer, error) {
 	certPath, keyPath := filepath.Join(dir, rootCertFile), filepath.Join(dir, rootKeyFile)
 	certPEM, certErr := os.ReadFile(certPath)
 	keyPEM, keyErr := os.ReadFile(keyPath)
+	replacing := ""
 	switch {
 	case certErr == nil && keyErr == nil:
 		if err := os.Chmod(keyPath, 0o600); err != nil {
 			return nil, nil, fmt.Errorf("certs: internal CA: %w", err)
 		}
-		return parseRoot(certPEM, keyPEM)
+		root, key, err := parseRoot(certPEM, keyPEM)
+		if err != nil {
+			return nil, nil, err
+		}
+		if replacing = rootUnfit(root, domains, time.Now()); replacing == "" {
+			return root, key, nil
+		}
 	case errors.Is(certErr, fs.ErrNotExist) && errors.Is(keyErr, fs.ErrNotExist):
 	case certErr != nil && !errors.Is(certErr, fs.ErrNotExist):
 		return nil, nil, fmt.Errorf("certs: internal CA: %w", certErr)
@@ -111,6 +126,12 @@ func loadOrCreateRoot(dir string, log zerolog.Logger) (*x509.Certificate, crypto
 		IsCA:                  true,
 		MaxPathLenZero:        true,
 		SubjectKeyId:          keyID(&key.PublicKey),
+		// A DNS constraint covers the name and every name below it
+		// (RFC 5280 4.2.1.10): dev.example.com permits x.dev.example.com.
+		// Critical, so that a verifier that does not understand it
+		// rejects the chain instead of ignoring the limit.
+		PermittedDNSDomainsCritical: true,
+		PermittedDNSDomains:         slices.Clone(domains),
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
@@ -132,8 +153,39 @@ func loadOrCreateRoot(dir string, log zerolog.Logger) (*x509.Certificate, crypto
 	if err != nil {
 		return nil, nil, fmt.Errorf("certs: internal CA: %w", err)
 	}
-	log.Info().Str("root", certPath).Msg("created local certificate authority; run `envgate trust` to trust it")
+	if replacing != "" {
+		log.Warn().Str("root", certPath).Str("reason", replacing).Strs("domains", domains).
+			Msg("replaced the local certificate authority's root; machines and browsers that trusted the old one must trust the new one: run `envgate trust --install` (it replaces the system store's copy) and, in browsers with their own store, remove \"envgate local CA\" and add the new root as `envgate trust` prints")
+		return root, key, nil
+	}
+	log.Info().Str("root", certPath).Strs("domains", domains).Msg("created local certificate authority; run `envgate trust` to trust it")
 	return root, key, nil
+}
+
+// rootUnfit says why root must be replaced, or "" if it may stay: it must
+// be limited, by a critical name constraint, to exactly domains and
+// nothing else, live no longer than rootLifetime, and not expire within
+// rootRenewBefore.
+func rootUnfit(root *x509.Certificate, domains []string, now time.Time) string {
+	permitted := slices.Sorted(slices.Values(root.PermittedDNSDomains))
+	want := slices.Sorted(slices.Values(domains))
+	switch {
+	case len(root.PermittedDNSDomains) == 0:
+		return "it has no name constraints, so it can sign for any site"
+	case !root.PermittedDNSDomainsCritical:
+		return "its name constraints are not critical"
+	case !slices.Equal(permitted, want):
+		return fmt.Sprintf("its name constraints %v are not the configured domains %v", permitted, want)
+	case len(root.ExcludedDNSDomains) > 0 || len(root.PermittedIPRanges) > 0 || len(root.ExcludedIPRanges) > 0 ||
+		len(root.PermittedEmailAddresses) > 0 || len(root.ExcludedEmailAddresses) > 0 ||
+		len(root.PermittedURIDomains) > 0 || len(root.ExcludedURIDomains) > 0:
+		return "it carries name constraints other than the configured domains"
+	case root.NotAfter.Sub(root.NotBefore) > rootLifetime+2*time.Hour:
+		return fmt.Sprintf("it lives %v, longer than %v", root.NotAfter.Sub(root.NotBefore).Round(time.Hour), rootLifetime)
+	case root.NotAfter.Sub(now) < rootRenewBefore:
+		return "it expires on " + root.NotAfter.UTC().Format(time.DateOnly)
+	}
+	return ""
 }
 
 func parseRoot(certPEM, keyPEM []byte) (*x509.Certificate, crypto.Signer, error) {
