@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -63,6 +64,10 @@ func CheckClean(t testing.TB, prefix string) {
 	}
 	if !left.Empty() {
 		t.Errorf("leaked: namespaces %v, links %v, %d processes", left.Namespaces, left.Links, left.Processes)
+	}
+	if out, err := exec.Command("nft", "list", "table", "inet", netns.TableName(prefix)).CombinedOutput(); err == nil {
+		t.Errorf("leaked: nftables table %s:\n%s", netns.TableName(prefix), out)
+		netns.RemoveFirewall(prefix)
 	}
 }
 

@@ -58,6 +58,7 @@ func sweepDead(t testing.TB) {
 				t.Logf("netnstest: removed what dead test process %d left under prefix %s: %+v %v", pid, prefix, left, err)
 			}
 		}
+		netns.RemoveFirewall(prefix)
 		removeCgroups("envgate/" + prefix)
 		removeForeign(prefix)
 		os.Remove(f)

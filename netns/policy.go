@@ -1,0 +1,466 @@
+package netns
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// ErrFirewallUnsupported is returned by OpenFirewall when the kernel has
+// no nf_tables (or the process may not use it).
+var ErrFirewallUnsupported = errors.New("netns: nftables unavailable")
+
+// Egress is where a sandbox's own connections may go beyond the host.
+type Egress int
+
+const (
+	// EgressNone: nowhere; the sandbox gets no default route.
+	EgressNone Egress = iota
+	// EgressInternet: anywhere outside Blocked, masqueraded behind the
+	// host's address on the way out.
+	EgressInternet
+	// EgressAllow: only Policy.Allow's destinations (which may lie in
+	// Blocked ranges: an explicit allow wins).
+	EgressAllow
+)
+
+// Blocked are the destinations EgressInternet never reaches: private,
+// shared (CGNAT), link-local (cloud metadata at 169.254.169.254),
+// loopback, multicast and reserved ranges. The host's own addresses are
+// not forwarded at all (the input chain decides for them).
+var Blocked = []netip.Prefix{
+	netip.MustParsePrefix("0.0.0.0/8"),
+	netip.MustParsePrefix("10.0.0.0/8"),
+	netip.MustParsePrefix("100.64.0.0/10"),
+	netip.MustParsePrefix("127.0.0.0/8"),
+	netip.MustParsePrefix("169.254.0.0/16"),
+	netip.MustParsePrefix("172.16.0.0/12"),
+	netip.MustParsePrefix("192.168.0.0/16"),
+	netip.MustParsePrefix("224.0.0.0/3"), // multicast, reserved, broadcast
+}
+
+// Destination is one entry of an allow list: a prefix and a TCP/UDP
+// port, or every port when Port is 0.
+type Destination struct {
+	Prefix netip.Prefix
+	Port   uint16
+}
+
+// Policy is what the sandboxes attached to it may reach. The zero Policy
+// reaches nothing but replies to the gateway's own connections.
+type Policy struct {
+	// Name identifies the policy; Attach takes it.
+	Name string
+	// Egress is where connections out of the host may go.
+	Egress Egress
+	// Allow is the allow list of EgressAllow.
+	Allow []Destination
+	// HostPorts are the TCP and UDP ports of the host a sandbox may
+	// connect to, on its own host end address only.
+	HostPorts []uint16
+}
+
+// FirewallConfig says whose firewall this is and which policies it has.
+type FirewallConfig struct {
+	// Prefix is the Manager's instance prefix: the table is
+	// TableName(Prefix) and every host link "<Prefix>-*" is a sandbox's.
+	Prefix string
+	// Policies, by distinct Name. Sandboxes not attached to one get
+	// the zero Policy.
+	Policies []Policy
+}
+
+// TableName is the name of the nftables table (family inet) of the
+// firewall of instance prefix.
+func TableName(prefix string) string { return "envgate-" + prefix }
+
+// Firewall is an instance's nftables table: the kernel's policy for the
+// traffic of its sandboxes. Sandboxes are matched by their host links'
+// names ("<prefix>-*"), so a sandbox is confined from the moment its veth
+// exists, before Attach; Attach puts its host link into the set of its
+// policy, one netlink transaction per change, and no rule changes after
+// OpenFirewall.
+//
+// The table only drops sandbox traffic, and accepts nothing another
+// table would drop (an accept ends only the chain it is in): other
+// software's tables (Docker, firewalld, CNI plugins) keep deciding for
+// everything else, and for sandbox traffic too, where they drop it. With
+// EgressInternet or EgressAllow in use, OpenFirewall turns on
+// net.ipv4.ip_forward if it was off, and then adds a guard chain that
+// drops every forwarded packet no envgate table let through, so no other
+// interface starts routing; Close turns forwarding off again when no
+// other envgate table needs it.
+type Firewall struct {
+	prefix   string
+	table    *nftables.Table
+	conn     *nftables.Conn
+	policies map[string]*Policy
+	sets     map[string]*nftables.Set // by policy name
+	guard    bool                     // the table has the guard chain
+
+	mu     sync.Mutex
+	member map[string]string // guarded by mu; host link -> policy name
+}
+
+// OpenFirewall installs the firewall of cfg.Prefix and returns it. A
+// table left by an earlier run of the instance (a predecessor that
+// handed over, or a crash) is replaced in the same transaction, so the
+// policy never lapses; the host links its sets held keep their policy
+// when a policy of the same name still exists.
+func OpenFirewall(cfg FirewallConfig) (_ *Firewall, err error) {
+	if err := ValidatePrefix(cfg.Prefix); err != nil {
+		return nil, err
+	}
+	f := &Firewall{
+		prefix:   cfg.Prefix,
+		table:    &nftables.Table{Name: TableName(cfg.Prefix), Family: nftables.TableFamilyINet},
+		policies: map[string]*Policy{},
+		sets:     map[string]*nftables.Set{},
+		member:   map[string]string{},
+	}
+	egress := false
+	for i := range cfg.Policies {
+		p := &cfg.Policies[i]
+		if p.Name == "" || f.policies[p.Name] != nil {
+			return nil, fmt.Errorf("netns: firewall: policy name %q empty or repeated", p.Name)
+		}
+		f.policies[p.Name] = p
+		egress = egress || p.Egress != EgressNone
+	}
+	f.conn, err = nftables.New(nftables.AsLasting())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrFirewallUnsupported, err)
+	}
+	defer func() {
+		if err != nil {
+			f.conn.CloseLasting()
+		}
+	}()
+	tables, err := f.conn.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrFirewallUnsupported, err)
+	}
+	carried, hadGuard := f.carryOver(tables)
+	forwarding, err := ipForward()
+	if err != nil && egress {
+		return nil, err
+	}
+	f.guard = egress && (hadGuard || !forwarding || otherGuard(f.conn, tables, f.table.Name))
+	f.build(carried)
+	if err := f.conn.Flush(); err != nil {
+		return nil, fmt.Errorf("netns: firewall: install table %s: %w", f.table.Name, err)
+	}
+	// Forwarding goes on only now that the guard is in place.
+	if egress && !forwarding {
+		if err := setIPForward(true); err != nil {
+			return nil, err
+		}
+	}
+	return f, nil
+}
+
+// carryOver returns the set members of an existing table of the same
+// name (host link -> policy name), for policies that still exist, and
+// whether that table had the guard chain.
+func (f *Firewall) carryOver(tables []*nftables.Table) (map[string]string, bool) {
+	found := false
+	for _, t := range tables {
+		found = found || t.Name == f.table.Name
+	}
+	if !found {
+		return nil, false
+	}
+	carried := map[string]string{}
+	sets, _ := f.conn.GetSets(f.table)
+	for _, s := range sets {
+		name, ok := strings.CutPrefix(s.Name, "p-")
+		if !ok || f.policies[name] == nil {
+			continue
+		}
+		elems, _ := f.conn.GetSetElements(s)
+		for _, e := range elems {
+			carried[strings.TrimRight(string(e.Key), "\x00")] = name
+		}
+	}
+	_, err := f.conn.ListChain(f.table, "guard")
+	return carried, err == nil
+}
+
+// otherGuard reports whether another envgate table has a guard chain:
+// forwarding was off before the first of them turned it on.
+func otherGuard(cc *nftables.Conn, tables []*nftables.Table, own string) bool {
+	for _, t := range tables {
+		if t.Name == own || !strings.HasPrefix(t.Name, "envgate-") {
+			continue
+		}
+		if _, err := cc.ListChain(t, "guard"); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// Attach gives sb the policy named policy ("" for the zero Policy):
+// its host link joins that policy's set (leaving any other), IPv6 is
+// turned off on both ends of its veth, and it gets a default route via
+// its host end when the policy has egress, or loses it when not.
+// Attaching again, with the same or another policy, is allowed (a warm
+// spare given to an env).
+func (f *Firewall) Attach(sb *Sandbox, policy string) error {
+	var p Policy
+	if policy != "" {
+		pp := f.policies[policy]
+		if pp == nil {
+			return fmt.Errorf("netns: firewall: no policy %q", policy)
+		}
+		p = *pp
+	}
+	if err := f.setMember(sb.HostIf, policy); err != nil {
+		return err
+	}
+	return configureSandbox(sb, p.Egress != EgressNone)
+}
+
+// Detach takes sb's host link out of its policy's set; the sandbox is
+// then confined to the zero Policy. Use it when the sandbox goes: its
+// host link's name comes back with the next sandbox in its slot.
+func (f *Firewall) Detach(sb *Sandbox) error { return f.setMember(sb.HostIf, "") }
+
+// setMember moves host link ifname into policy's set ("" for none) in
+// one transaction.
+func (f *Firewall) setMember(ifname, policy string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	old := f.member[ifname]
+	if old == policy {
+		return nil
+	}
+	key := []nftables.SetElement{{Key: ifnameKey(ifname)}}
+	if old != "" {
+		if err := f.conn.SetDeleteElements(f.sets[old], key); err != nil {
+			return fmt.Errorf("netns: firewall: %s: %w", ifname, err)
+		}
+	}
+	if policy != "" {
+		if err := f.conn.SetAddElements(f.sets[policy], key); err != nil {
+			return fmt.Errorf("netns: firewall: %s: %w", ifname, err)
+		}
+	}
+	if err := f.conn.Flush(); err != nil {
+		return fmt.Errorf("netns: firewall: %s to policy %q: %w", ifname, policy, err)
+	}
+	if policy == "" {
+		delete(f.member, ifname)
+	} else {
+		f.member[ifname] = policy
+	}
+	return nil
+}
+
+// Close removes the table, and turns IP forwarding off when this
+// firewall turned it on (or inherited that from a predecessor) and no
+// other envgate table's guard still needs it. Do not Close a firewall
+// whose sandboxes a successor takes over.
+func (f *Firewall) Close() error {
+	err := removeTable(f.conn, f.table)
+	f.conn.CloseLasting()
+	return err
+}
+
+// RemoveFirewall removes the table of instance prefix, as Close does,
+// for `envgate gc` and start-up cleanup without a Firewall value. A
+// table already gone is success.
+func RemoveFirewall(prefix string) error {
+	if err := ValidatePrefix(prefix); err != nil {
+		return err
+	}
+	cc, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrFirewallUnsupported, err)
+	}
+	return removeTable(cc, &nftables.Table{Name: TableName(prefix), Family: nftables.TableFamilyINet})
+}
+
+func removeTable(cc *nftables.Conn, t *nftables.Table) error {
+	tables, err := cc.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrFirewallUnsupported, err)
+	}
+	exists := false
+	for _, x := range tables {
+		exists = exists || x.Name == t.Name
+	}
+	if !exists {
+		return nil
+	}
+	_, err = cc.ListChain(t, "guard")
+	guard := err == nil
+	cc.DelTable(t)
+	if err := cc.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("netns: firewall: delete table %s: %w", t.Name, err)
+	}
+	if guard && !otherGuard(cc, tables, t.Name) {
+		return setIPForward(false)
+	}
+	return nil
+}
+
+const ipForwardPath = "/proc/sys/net/ipv4/ip_forward"
+
+func ipForward() (bool, error) {
+	b, err := os.ReadFile(ipForwardPath)
+	if err != nil {
+		return false, fmt.Errorf("netns: firewall: %w", err)
+	}
+	return strings.TrimSpace(string(b)) != "0", nil
+}
+
+func setIPForward(on bool) error {
+	v := "0\n"
+	if on {
+		v = "1\n"
+	}
+	if err := os.WriteFile(ipForwardPath, []byte(v), 0o644); err != nil {
+		return fmt.Errorf("netns: firewall: set ip_forward: %w", err)
+	}
+	return nil
+}
+
+// build queues the whole table: replacing one that exists, in the same
+// transaction.
+func (f *Firewall) build(carried map[string]string) {
+	cc, t := f.conn, f.table
+	cc.AddTable(t) // so that the delete below cannot fail
+	cc.DelTable(t)
+	cc.AddTable(t)
+	for name := range f.policies {
+		// Host byte order, as nft keeps strings, so that `nft list`
+		// shows the names.
+		s := &nftables.Set{Table: t, Name: "p-" + name, KeyType: nftables.TypeIFName, KeyByteOrder: binaryutil.NativeEndian}
+		var elems []nftables.SetElement
+		for ifname, p := range carried {
+			if p == name {
+				elems = append(elems, nftables.SetElement{Key: ifnameKey(ifname)})
+				f.member[ifname] = name
+			}
+		}
+		_ = cc.AddSet(s, elems) // errors only for malformed sets; Flush reports them
+		f.sets[name] = s
+	}
+	f.buildInput()
+	f.buildForward()
+	f.buildOutput()
+	f.buildNAT()
+}
+
+// ifs is the name prefix of every sandbox host link of the instance.
+func (f *Firewall) ifs() string { return f.prefix + "-" }
+
+// Base chains sit at the filter priority, after conntrack (ct state) and
+// mangle; where among other tables' filter chains they run does not
+// matter, as each only drops.
+func (f *Firewall) baseChain(name string, hook *nftables.ChainHook, typ nftables.ChainType, prio *nftables.ChainPriority) *nftables.Chain {
+	accept := nftables.ChainPolicyAccept
+	return f.conn.AddChain(&nftables.Chain{Name: name, Table: f.table, Hooknum: hook, Priority: prio, Type: typ, Policy: &accept})
+}
+
+func (f *Firewall) chain(name string) *nftables.Chain {
+	return f.conn.AddChain(&nftables.Chain{Name: name, Table: f.table})
+}
+
+// buildInput: a sandbox reaches the host only with replies to the
+// gateway's connections and on its policy's host ports, at its own host
+// end. This covers services on 0.0.0.0 and every other host address.
+func (f *Firewall) buildInput() {
+	cc := f.conn
+	in := f.baseChain("input", nftables.ChainHookInput, nftables.ChainTypeFilter, nftables.ChainPriorityFilter)
+	envIn := f.chain("env-input")
+	rule(cc, in, ifPrefix(expr.MetaKeyIIFNAME, f.ifs(), expr.CmpOpEq), jump(expr.VerdictGoto, envIn.Name))
+	rule(cc, envIn, nfproto(unix.NFPROTO_IPV6), verdict(expr.VerdictDrop))
+	rule(cc, envIn, ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictReturn))
+	for name, p := range f.policies {
+		for _, port := range p.HostPorts {
+			for _, proto := range []byte{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {
+				rule(cc, envIn, ifInSet(f.sets[name]), l4proto(proto), dport(port), daddrLocalOnIif(), verdict(expr.VerdictReturn))
+			}
+		}
+	}
+	rule(cc, envIn, verdict(expr.VerdictDrop))
+}
+
+// buildForward: a sandbox's packets leave the host only as its policy
+// allows, and only replies come back; nothing goes from one sandbox to
+// another. Packets let through carry fwdMark for the guard chains.
+func (f *Firewall) buildForward() {
+	cc := f.conn
+	fwd := f.baseChain("forward", nftables.ChainHookForward, nftables.ChainTypeFilter, nftables.ChainPriorityFilter)
+	out, back := f.chain("env-out"), f.chain("env-back")
+	rule(cc, fwd, ifPrefix(expr.MetaKeyIIFNAME, f.ifs(), expr.CmpOpEq), setMark(fwdMark), jump(expr.VerdictGoto, out.Name))
+	rule(cc, fwd, ifPrefix(expr.MetaKeyOIFNAME, f.ifs(), expr.CmpOpEq), setMark(fwdMark), jump(expr.VerdictGoto, back.Name))
+
+	rule(cc, out, ifPrefix(expr.MetaKeyOIFNAME, f.ifs(), expr.CmpOpEq), verdict(expr.VerdictDrop))
+	rule(cc, out, nfproto(unix.NFPROTO_IPV6), verdict(expr.VerdictDrop))
+	for name, p := range f.policies {
+		if p.Egress != EgressAllow {
+			continue
+		}
+		for _, d := range p.Allow {
+			if d.Port == 0 {
+				rule(cc, out, ifInSet(f.sets[name]), daddrIn(d.Prefix), verdict(expr.VerdictReturn))
+				continue
+			}
+			for _, proto := range []byte{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {
+				rule(cc, out, ifInSet(f.sets[name]), daddrIn(d.Prefix), l4proto(proto), dport(d.Port), verdict(expr.VerdictReturn))
+			}
+		}
+	}
+	for _, b := range Blocked {
+		rule(cc, out, daddrIn(b), verdict(expr.VerdictDrop))
+	}
+	for name, p := range f.policies {
+		if p.Egress == EgressInternet {
+			rule(cc, out, ifInSet(f.sets[name]), verdict(expr.VerdictReturn))
+		}
+	}
+	rule(cc, out, verdict(expr.VerdictDrop))
+
+	rule(cc, back, nfproto(unix.NFPROTO_IPV6), verdict(expr.VerdictDrop))
+	rule(cc, back, ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictReturn))
+	rule(cc, back, verdict(expr.VerdictDrop))
+
+	if f.guard {
+		// After every filter chain at priority 0: whatever no envgate
+		// table marked was forwarded only because envgate turned
+		// forwarding on.
+		g := f.baseChain("guard", nftables.ChainHookForward, nftables.ChainTypeFilter, nftables.ChainPriorityRef(10))
+		rule(cc, g, markIs(expr.CmpOpNeq, fwdMark), verdict(expr.VerdictDrop))
+	}
+}
+
+// buildOutput: of the host's new connections to a sandbox, only those of
+// sockets marked with DialMark (the gateway's) go through.
+func (f *Firewall) buildOutput() {
+	cc := f.conn
+	o := f.baseChain("output", nftables.ChainHookOutput, nftables.ChainTypeFilter, nftables.ChainPriorityFilter)
+	envConn := f.chain("env-connect")
+	rule(cc, o, ifPrefix(expr.MetaKeyOIFNAME, f.ifs(), expr.CmpOpEq), jump(expr.VerdictGoto, envConn.Name))
+	rule(cc, envConn, nfproto(unix.NFPROTO_IPV6), verdict(expr.VerdictDrop))
+	rule(cc, envConn, ctState(expr.CtStateBitNEW), markIs(expr.CmpOpNeq, DialMark), rejectAdmin())
+}
+
+// buildNAT: what a sandbox sends out of the host leaves with the host's
+// address (the forward chain has already decided what may).
+func (f *Firewall) buildNAT() {
+	cc := f.conn
+	post := f.baseChain("postrouting", nftables.ChainHookPostrouting, nftables.ChainTypeNAT, nftables.ChainPriorityNATSource)
+	rule(cc, post, ifPrefix(expr.MetaKeyIIFNAME, f.ifs(), expr.CmpOpEq), ifPrefix(expr.MetaKeyOIFNAME, f.ifs(), expr.CmpOpNeq),
+		nfproto(unix.NFPROTO_IPV4), []expr.Any{&expr.Masq{}})
+}

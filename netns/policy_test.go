@@ -1,0 +1,418 @@
+package netns_test
+
+import (
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/envgate/envgate/netns"
+	"github.com/envgate/envgate/netns/netnstest"
+	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
+)
+
+// openFirewall opens the firewall of m's prefix; when the test ends it
+// is closed and its table must be gone.
+func openFirewall(t *testing.T, m *netns.Manager, policies ...netns.Policy) *netns.Firewall {
+	t.Helper()
+	fw, err := netns.OpenFirewall(netns.FirewallConfig{Prefix: m.Prefix(), Policies: policies})
+	if err != nil {
+		t.Fatalf("open firewall: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := fw.Close(); err != nil {
+			t.Errorf("close firewall: %v", err)
+		}
+		if tableExists(t, netns.TableName(m.Prefix())) {
+			t.Errorf("table %s left after Close", netns.TableName(m.Prefix()))
+		}
+	})
+	return fw
+}
+
+func attach(t *testing.T, fw *netns.Firewall, sb *netns.Sandbox, policy string) {
+	t.Helper()
+	if err := fw.Attach(sb, policy); err != nil {
+		t.Fatalf("attach %s to %q: %v", sb.Name, policy, err)
+	}
+}
+
+func tableExists(t *testing.T, name string) bool {
+	t.Helper()
+	out, err := exec.Command("nft", "list", "tables").CombinedOutput()
+	if err != nil {
+		t.Fatalf("nft list tables: %v: %s", err, out)
+	}
+	return strings.Contains(string(out), " "+name+"\n")
+}
+
+// ipForward reads net.ipv4.ip_forward; the test restores it if the code
+// under test did not.
+func ipForward(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func keepIPForward(t *testing.T) {
+	before := ipForward(t)
+	t.Cleanup(func() {
+		if now := ipForward(t); now != before {
+			t.Errorf("ip_forward = %s after the test, was %s", now, before)
+			os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte(before), 0o644)
+		}
+	})
+}
+
+// hostListener listens on the host at addr ("0.0.0.0:0") and answers
+// every connection with a greeting.
+func hostListener(t *testing.T, addr string) int {
+	t.Helper()
+	ln, err := net.Listen("tcp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("host\n"))
+			c.Close()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// Timeouts of dials expected to fail (a drop never answers) and of those
+// expected to succeed (on a loaded machine the first packet of a new
+// path can take a while).
+const (
+	failFast  = 300 * time.Millisecond
+	succeedBy = 5 * time.Second
+)
+
+// dialFrom connects from inside sb to addr and reads one line, waiting
+// up to timeout.
+func dialFrom(sb *netns.Sandbox, addr string, timeout time.Duration) error {
+	var c net.Conn
+	err := sb.Do(func() (err error) {
+		c, err = net.DialTimeout("tcp4", addr, timeout)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	_, err = readGreeting(c)
+	return err
+}
+
+// dialHost connects from the host to addr, marked as the gateway's own
+// connections are or not.
+func dialHost(addr string, marked bool, timeout time.Duration) error {
+	d := net.Dialer{Timeout: timeout}
+	if marked {
+		d.Control = netns.MarkSocket
+	}
+	c, err := d.Dial("tcp4", addr)
+	if err != nil {
+		return err
+	}
+	_, err = readGreeting(c)
+	return err
+}
+
+func hostPort(a netip.Addr, port int) string { return net.JoinHostPort(a.String(), strconv.Itoa(port)) }
+
+// uplinkAddr returns an IPv4 address of the interface of the host's
+// default route, if there is one.
+func uplinkAddr(t *testing.T) (netip.Addr, bool) {
+	routes, err := netlink.RouteGet(net.IPv4(192, 0, 2, 200))
+	if err != nil || len(routes) == 0 {
+		return netip.Addr{}, false
+	}
+	l, err := netlink.LinkByIndex(routes[0].LinkIndex)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	addrs, _ := netlink.AddrList(l, netlink.FAMILY_V4)
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && ip.IsGlobalUnicast() {
+			return ip, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// metadataLink puts 169.254.169.254 on an interface of the host (a veth
+// pair, both ends in the root namespace: this kernel has no dummy), as a
+// cloud's metadata service would answer there.
+func metadataLink(t *testing.T, prefix string) netip.Addr {
+	t.Helper()
+	d := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: prefix + "md"}, PeerName: prefix + "mp"}
+	if err := netlink.LinkAdd(d); err != nil {
+		t.Fatalf("add dummy: %v", err)
+	}
+	t.Cleanup(func() { netlink.LinkDel(d) })
+	addr, _ := netlink.ParseAddr("169.254.169.254/32")
+	if err := netlink.AddrAdd(d, addr); err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.LinkSetUp(d); err != nil {
+		t.Fatal(err)
+	}
+	return netip.MustParseAddr("169.254.169.254")
+}
+
+// foreignTable installs a table of someone else's, with a base chain
+// whose policy is drop, on the forward hook (as Docker's FORWARD chain
+// is): envgate must work next to it and never remove it.
+func foreignTable(t *testing.T, prefix string) *nftables.Table {
+	t.Helper()
+	cc := &nftables.Conn{}
+	tb := cc.AddTable(&nftables.Table{Name: "foreign-" + prefix, Family: nftables.TableFamilyINet})
+	drop := nftables.ChainPolicyDrop
+	cc.AddChain(&nftables.Chain{Name: "forward", Table: tb, Hooknum: nftables.ChainHookForward,
+		Priority: nftables.ChainPriorityFilter, Type: nftables.ChainTypeFilter, Policy: &drop})
+	if err := cc.Flush(); err != nil {
+		t.Fatalf("foreign table: %v", err)
+	}
+	t.Cleanup(func() {
+		cc.DelTable(tb)
+		cc.Flush()
+	})
+	return tb
+}
+
+func foreignIntact(t *testing.T, tb *nftables.Table) {
+	t.Helper()
+	c, err := (&nftables.Conn{}).ListChain(tb, "forward")
+	if err != nil || c.Policy == nil || *c.Policy != nftables.ChainPolicyDrop {
+		t.Errorf("foreign table %s changed: %+v %v", tb.Name, c, err)
+	}
+}
+
+// TestFirewallConfinesSandbox: from inside env A (with a default route,
+// so it is the policy, not a missing route, that stops it), the host's
+// services on 0.0.0.0 and 127.0.0.1, env B, the metadata address and
+// the host's uplink address are unreachable; the gateway (a marked
+// socket) reaches A and B, and no other local process does.
+func TestFirewallConfinesSandbox(t *testing.T) {
+	keepIPForward(t)
+	m := newManager(t)
+	foreign := foreignTable(t, m.Prefix())
+	fw := openFirewall(t, m, netns.Policy{Name: "web", Egress: netns.EgressInternet})
+	a, b := create(t, m, "a"), create(t, m, "b")
+	attach(t, fw, a, "web")
+	attach(t, fw, b, "web")
+	listenIn(t, a, 3000, "a")
+	listenIn(t, b, 3000, "b")
+	wild := hostListener(t, "0.0.0.0:0")
+	local := hostListener(t, "127.0.0.1:0")
+	meta := metadataLink(t, m.Prefix())
+
+	unreachable := map[string]string{
+		"host service on 0.0.0.0 via A's host end": hostPort(a.Slot.Host, wild),
+		"host service on 127.0.0.1":                "127.0.0.1:" + strconv.Itoa(local),
+		"host service on 127.0.0.1 via host end":   hostPort(a.Slot.Host, local),
+		"B's host end":                             hostPort(b.Slot.Host, wild),
+		"env B":                                    hostPort(b.Addr(), 3000),
+		"metadata":                                 hostPort(meta, wild),
+	}
+	if up, ok := uplinkAddr(t); ok {
+		unreachable["uplink address "+up.String()] = hostPort(up, wild)
+	}
+	for what, addr := range unreachable {
+		if err := dialFrom(a, addr, failFast); err == nil {
+			t.Errorf("A reached %s (%s)", what, addr)
+		}
+	}
+	for _, sb := range []*netns.Sandbox{a, b} {
+		if err := dialHost(hostPort(sb.Addr(), 3000), true, succeedBy); err != nil {
+			t.Errorf("gateway's marked dial to %s: %v", sb.ID, err)
+		}
+		if err := dialHost(hostPort(sb.Addr(), 3000), false, failFast); err == nil {
+			t.Errorf("an unmarked local process reached %s", sb.ID)
+		}
+	}
+	foreignIntact(t, foreign)
+
+	// Without the firewall, the same dials go through: the policy is
+	// what stopped them.
+	if err := fw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, what := range []string{"host service on 0.0.0.0 via A's host end", "metadata"} {
+		if err := dialFrom(a, unreachable[what], succeedBy); err != nil {
+			t.Errorf("without the firewall, A does not reach %s either: %v", what, err)
+		}
+	}
+	if err := dialHost(hostPort(a.Addr(), 3000), false, succeedBy); err != nil {
+		t.Errorf("without the firewall, an unmarked dial to A fails: %v", err)
+	}
+	foreignIntact(t, foreign)
+}
+
+// internet makes a namespace standing for the internet: a sandbox of
+// another prefix (so, to the firewall under test, a host link like any
+// uplink) at 203.0.113.x (TEST-NET-3, not a private range), with a
+// server on each of ports. Packets to it never leave the machine.
+func internet(t *testing.T, ports ...int) netip.Addr {
+	t.Helper()
+	m, err := netns.New(netns.Config{Prefix: netnstest.Prefix(t), Pool: netip.MustParsePrefix("203.0.113.0/28")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb := create(t, m, "internet")
+	for _, p := range ports {
+		listenIn(t, sb, p, "internet")
+	}
+	routes, err := netlink.RouteGet(sb.Addr().AsSlice())
+	if err != nil || len(routes) == 0 {
+		t.Fatalf("no route to %s: %v", sb.Addr(), err)
+	}
+	if l, err := netlink.LinkByIndex(routes[0].LinkIndex); err != nil || l.Attrs().Name != sb.HostIf {
+		t.Fatalf("route to %s is not via %s: %+v", sb.Addr(), sb.HostIf, routes[0])
+	}
+	return sb.Addr()
+}
+
+// TestFirewallEgress: the test internet is reachable from A with egress
+// internet, unreachable with none, and only on the allowed port with an
+// allow list; private ranges stay closed with internet.
+func TestFirewallEgress(t *testing.T) {
+	keepIPForward(t)
+	m := newManager(t)
+	inet := internet(t, 8080, 8081)
+	fw := openFirewall(t, m,
+		netns.Policy{Name: "internet", Egress: netns.EgressInternet},
+		netns.Policy{Name: "none", Egress: netns.EgressNone},
+		netns.Policy{Name: "allow", Egress: netns.EgressAllow,
+			Allow: []netns.Destination{{Prefix: netip.PrefixFrom(inet, 32), Port: 8080}}},
+	)
+	if ipForward(t) != "1" {
+		t.Fatalf("ip_forward is off with egress in use")
+	}
+	a := create(t, m, "a")
+	for _, c := range []struct {
+		policy     string
+		want8080   bool
+		want8081   bool
+		wantRouted bool
+	}{
+		{"internet", true, true, true},
+		{"none", false, false, false},
+		{"allow", true, false, true},
+		{"", false, false, false},
+		{"internet", true, true, true},
+	} {
+		attach(t, fw, a, c.policy)
+		for port, want := range map[int]bool{8080: c.want8080, 8081: c.want8081} {
+			timeout := failFast
+			if want {
+				timeout = succeedBy
+			}
+			err := dialFrom(a, hostPort(inet, port), timeout)
+			if (err == nil) != want {
+				t.Errorf("policy %q: reach internet port %d: %v, want reachable %v", c.policy, port, err, want)
+			}
+		}
+	}
+}
+
+// TestFirewallHostPorts: with host port P, A reaches the host on P at
+// its own host end, and on nothing else.
+func TestFirewallHostPorts(t *testing.T) {
+	m := newManager(t)
+	open := hostListener(t, "0.0.0.0:0")
+	closed := hostListener(t, "0.0.0.0:0")
+	fw := openFirewall(t, m, netns.Policy{Name: "db", HostPorts: []uint16{uint16(open)}})
+	a, b := create(t, m, "a"), create(t, m, "b")
+	attach(t, fw, a, "db")
+	if err := dialFrom(a, hostPort(a.Slot.Host, open), succeedBy); err != nil {
+		t.Errorf("A does not reach its host port %d: %v", open, err)
+	}
+	if err := dialFrom(a, hostPort(a.Slot.Host, closed), failFast); err == nil {
+		t.Errorf("A reaches host port %d, not listed", closed)
+	}
+	if err := dialFrom(b, hostPort(b.Slot.Host, open), failFast); err == nil {
+		t.Errorf("B, without the policy, reaches host port %d", open)
+	}
+	if err := fw.Detach(a); err != nil {
+		t.Fatal(err)
+	}
+	if err := dialFrom(a, hostPort(a.Slot.Host, open), failFast); err == nil {
+		t.Errorf("A reaches host port %d after Detach", open)
+	}
+}
+
+// TestFirewallRemovedAfterCrash: a firewall never closed (its process
+// was killed) is removed by RemoveFirewall (what `envgate gc` calls):
+// the table goes, ip_forward is as before, the foreign table stays. A
+// successor's OpenFirewall replaces the table and keeps set members.
+func TestFirewallRemovedAfterCrash(t *testing.T) {
+	keepIPForward(t)
+	m := newManager(t)
+	foreign := foreignTable(t, m.Prefix())
+	before := ipForward(t)
+	policies := []netns.Policy{{Name: "web", Egress: netns.EgressInternet}}
+	fw, err := netns.OpenFirewall(netns.FirewallConfig{Prefix: m.Prefix(), Policies: policies})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := create(t, m, "a")
+	attach(t, fw, a, "web")
+
+	// A successor (a handoff) takes over the table: A keeps its policy.
+	next, err := netns.OpenFirewall(netns.FirewallConfig{Prefix: m.Prefix(), Policies: policies})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := exec.Command("nft", "list", "set", "inet", netns.TableName(m.Prefix()), "p-web").CombinedOutput()
+	if !strings.Contains(string(out), a.HostIf) {
+		t.Errorf("successor's set p-web lost %s:\n%s", a.HostIf, out)
+	}
+	if err := next.Attach(a, "web"); err != nil {
+		t.Errorf("re-attach after takeover: %v", err)
+	}
+
+	if err := netns.RemoveFirewall(m.Prefix()); err != nil {
+		t.Fatalf("RemoveFirewall: %v", err)
+	}
+	if tableExists(t, netns.TableName(m.Prefix())) {
+		t.Errorf("table left after RemoveFirewall")
+	}
+	if now := ipForward(t); now != before && !otherGuard(t) {
+		t.Errorf("ip_forward = %s after RemoveFirewall, was %s", now, before)
+	}
+	if err := netns.RemoveFirewall(m.Prefix()); err != nil {
+		t.Errorf("second RemoveFirewall: %v", err)
+	}
+	foreignIntact(t, foreign)
+	if err := netns.RemoveFirewall("docker"); err != nil {
+		t.Errorf("RemoveFirewall of a prefix with no table: %v", err)
+	}
+	// Both values only close their netlink sockets now.
+	for _, f := range []*netns.Firewall{fw, next} {
+		if err := f.Close(); err != nil {
+			t.Errorf("close after removal: %v", err)
+		}
+	}
+}
+
+// otherGuard reports whether another envgate table (a parallel test
+// process's) still keeps forwarding on.
+func otherGuard(t *testing.T) bool {
+	out, _ := exec.Command("nft", "list", "chains").CombinedOutput()
+	return strings.Contains(string(out), "chain guard")
+}
