@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/netns"
 	"github.com/rs/zerolog"
 )
 
@@ -98,6 +99,9 @@ func NewHandler(cfg Config) (*Handler, error) {
 			DialContext: (&net.Dialer{
 				Timeout:   5 * time.Second,
 				KeepAlive: 30 * time.Second,
+				// The firewall lets only the gateway's marked
+				// sockets connect into envs.
+				Control: netns.MarkSocket,
 			}).DialContext,
 			MaxIdleConns:          4096,
 			MaxIdleConnsPerHost:   256,

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/envgate/envgate/netns"
 	"github.com/rs/zerolog"
 )
 
@@ -89,7 +90,7 @@ func NewTCPProxy(cfg TCPConfig) (*TCPProxy, error) {
 	if cfg.Conns == nil {
 		cfg.Conns = &Conns{}
 	}
-	p := &TCPProxy{cfg: cfg, lns: make(map[net.Listener]struct{}), dialer: net.Dialer{Timeout: 5 * time.Second}}
+	p := &TCPProxy{cfg: cfg, lns: make(map[net.Listener]struct{}), dialer: net.Dialer{Timeout: 5 * time.Second, Control: netns.MarkSocket}}
 	p.ports, _ = cfg.Envs.(PortNamer)
 	switch cfg.Mode {
 	case TLSTerminate:

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/envgate/envgate/netns"
 )
 
 // Probe pacing: a check every millisecond for the first probeTightFor
@@ -42,7 +44,7 @@ var probeClient = &http.Client{
 	Transport: &http.Transport{
 		DisableKeepAlives: true,
 		Proxy:             nil,
-		DialContext:       (&net.Dialer{Timeout: probeDialTimeout}).DialContext,
+		DialContext:       (&net.Dialer{Timeout: probeDialTimeout, Control: netns.MarkSocket}).DialContext,
 	},
 	// A probe must not follow a redirect off to somewhere else.
 	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
@@ -387,7 +389,8 @@ func probeOnce(ctx context.Context, addr netip.AddrPort, httpPath string) error 
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	if httpPath == "" {
-		d := net.Dialer{Timeout: probeDialTimeout}
+		// Marked as the gateway's own: the firewall rejects the rest.
+		d := net.Dialer{Timeout: probeDialTimeout, Control: netns.MarkSocket}
 		c, err := d.DialContext(ctx, "tcp", addr.String())
 		if err != nil {
 			return err

@@ -1,0 +1,46 @@
+package gateway_test
+
+import (
+	"context"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/envgate/envgate/netns"
+)
+
+// TestProxiesThroughFirewall: with the instance's firewall on, envs
+// start (the readiness probe is the gateway's own, marked connection)
+// and are proxied to, and a local process that is not the gateway cannot
+// connect to an env's address.
+func TestProxiesThroughFirewall(t *testing.T) {
+	g := startGateway(t, gwOptions{})
+	fw, err := netns.OpenFirewall(netns.FirewallConfig{Prefix: g.NS.Prefix()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Registered after startGateway's cleanups, so it runs before them.
+	t.Cleanup(func() {
+		if err := fw.Close(); err != nil {
+			t.Errorf("close firewall: %v", err)
+		}
+	})
+	for _, env := range []string{"fw-a", "fw-b"} {
+		resp := g.get(t, env+".localhost:8080", "/")
+		body := readAll(t, resp.Body)
+		if resp.StatusCode != 200 || !strings.Contains(body, env) {
+			t.Fatalf("%s: status %d, body %q: want the demo page", env, resp.StatusCode, body)
+		}
+		lease, err := g.Envs.Acquire(context.Background(), env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := lease.Addr.String()
+		lease.Release()
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			t.Errorf("%s: an unmarked local connection to %s went through", env, addr)
+		}
+	}
+}
