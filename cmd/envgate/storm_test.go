@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -126,26 +128,28 @@ shutdown_timeout: 20s
 	time.Sleep(5 * time.Second)
 	cpuBefore := procCPU(g.cmd.Process.Pid)
 	stormBegan := time.Now()
-	rep, err := loadtest.Run(context.Background(), loadtest.Options{
-		Addr:         addr,
-		HostTemplate: "storm-{{.I}}.localhost",
-		Envs:         2000,
-		Rate:         400,
-		Duration:     20 * time.Second,
-		Path:         "/healthz",
-		NoCheck:      true,
-	}, io.Discard)
-	if err != nil {
-		t.Fatalf("loadtest: %v", err)
+	// The storm as the issue made it: `envgate loadtest`, a process of
+	// its own (not slowed by this test binary's race detector).
+	var out, errOut strings.Builder
+	storm := exec.Command(envgateBinary(t), "loadtest", "--addr", addr, "--hosts", "storm-{{.I}}.localhost",
+		"--envs", "2000", "--rate", "400", "--duration", "20s", "--path", "/healthz", "--no-check", "--json")
+	storm.Stdout, storm.Stderr = &out, &errOut
+	if err := storm.Run(); err != nil {
+		t.Fatalf("envgate loadtest: %v\n%s", err, errOut.String())
+	}
+	var rep loadtest.Report
+	if err := json.Unmarshal([]byte(out.String()), &rep); err != nil {
+		t.Fatalf("envgate loadtest report: %v\n%s", err, out.String())
 	}
 	sendEnd := stormBegan.Add(time.Duration(rep.SendDurationS * float64(time.Second)))
 	cpuStorm := procCPU(g.cmd.Process.Pid) - cpuBefore
+	started, _ := instanceState(t, instance)
 	stopProber()
 	prober.Wait()
 	probes.Wait()
-	t.Logf("storm: %d requests in %.1fs (sending %.1fs): status %v, errors %v, latency p50 %.0f ms p99 %.0f ms; the gateway process used %.2f CPUs",
+	t.Logf("storm: %d requests in %.1fs (sending %.1fs): status %v, errors %v, latency p50 %.0f ms p99 %.0f ms; %d envs running after it; the gateway process used %.2f CPUs",
 		rep.Requests, rep.DurationS, rep.SendDurationS, rep.Status, nonZero(rep.Errors), rep.Latency.Overall.P50, rep.Latency.Overall.P99,
-		cpuStorm.Seconds()/rep.DurationS)
+		len(started), cpuStorm.Seconds()/rep.DurationS)
 
 	window := func(from, to time.Time) (took []time.Duration, failed int) {
 		for _, s := range samples {
