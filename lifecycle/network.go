@@ -2,6 +2,7 @@ package lifecycle
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"os/exec"
 
@@ -26,7 +27,12 @@ type Sandbox interface {
 }
 
 // NetnsNetwork runs envs in network namespaces of a netns.Manager.
-type NetnsNetwork struct{ M *netns.Manager }
+type NetnsNetwork struct {
+	M *netns.Manager
+	// Policy, when set, puts every sandbox under the instance's
+	// firewall (firewall.go).
+	Policy *SandboxPolicy
+}
 
 // Create implements Network.
 func (n NetnsNetwork) Create(ctx context.Context, name string) (Sandbox, error) {
@@ -34,19 +40,30 @@ func (n NetnsNetwork) Create(ctx context.Context, name string) (Sandbox, error) 
 	if err != nil {
 		return nil, err
 	}
+	if err := n.Policy.attach(sb, name); err != nil {
+		n.M.Destroy(sb) // best effort; the policy's error is what matters
+		return nil, err
+	}
 	return sb, nil
 }
 
 // Destroy implements Network.
-func (n NetnsNetwork) Destroy(sb Sandbox) error { return n.M.Destroy(sb.(*netns.Sandbox)) }
+func (n NetnsNetwork) Destroy(sb Sandbox) error {
+	return errors.Join(n.M.Destroy(sb.(*netns.Sandbox)), n.Policy.detach(sb.(*netns.Sandbox)))
+}
 
 // DestroyAll implements BatchNetwork with netns.Manager.DestroyAll.
 func (n NetnsNetwork) DestroyAll(sbs []Sandbox) error {
 	all := make([]*netns.Sandbox, len(sbs))
+	errs := make([]error, 1, len(sbs)+1)
 	for i, sb := range sbs {
 		all[i] = sb.(*netns.Sandbox)
 	}
-	return n.M.DestroyAll(all)
+	errs[0] = n.M.DestroyAll(all)
+	for _, sb := range all {
+		errs = append(errs, n.Policy.detach(sb))
+	}
+	return errors.Join(errs...)
 }
 
 // Settle waits until the kernel has removed the veths of destroyed
@@ -61,5 +78,8 @@ type settler interface {
 
 // Rename implements RenamingNetwork with netns.Manager.Rename.
 func (n NetnsNetwork) Rename(sb Sandbox, name string) error {
-	return n.M.Rename(sb.(*netns.Sandbox), name)
+	if err := n.M.Rename(sb.(*netns.Sandbox), name); err != nil {
+		return err
+	}
+	return n.Policy.attach(sb.(*netns.Sandbox), name)
 }

@@ -121,6 +121,10 @@ func TestQueuedStartDroppedWhenEveryWaiterLeaves(t *testing.T) {
 		if s := stateNow(m, "queued"); s != Starting {
 			t.Fatalf("queued env is %v, want starting", s)
 		}
+		// Its entry, kept: once dropped, the reaper may forget it.
+		m.mu.Lock()
+		e := m.envs["queued"]
+		m.mu.Unlock()
 		if q := m.queuedStarts.Load(); q != 1 {
 			t.Fatalf("queued starts = %d, want 1 (two callers, one start)", q)
 		}
@@ -159,7 +163,6 @@ func TestQueuedStartDroppedWhenEveryWaiterLeaves(t *testing.T) {
 		if c := n.creates.Load(); c != 1 {
 			t.Fatalf("creates = %d, want 1: the dropped start made a sandbox", c)
 		}
-		e := m.envs["queued"]
 		e.mu.Lock()
 		failures, failure := e.failures, e.failure
 		e.mu.Unlock()

@@ -57,6 +57,10 @@ type Config struct {
 		// kept ready so that a cold start only spawns the dev server (and
 		// never waits on the kernel's namespace setup). Default 0.
 		WarmPool int `yaml:"warm_pool"`
+		// Firewall confines every env with the instance's nftables
+		// table (see TemplateNetworkConfig): on (default) or off, which
+		// logs a warning at every env start.
+		Firewall string `yaml:"firewall"`
 	} `yaml:"network"`
 	Limits LimitsConfig `yaml:"limits"`
 	// Source decides which env names exist; see SourceConfig. Default
@@ -178,6 +182,8 @@ type TemplateConfig struct {
 	// Upstream is how the gateway talks to the dev server: http (default)
 	// or h2c (HTTP/2 without TLS, for gRPC servers).
 	Upstream string `yaml:"upstream"`
+	// Network is what the envs may reach; see TemplateNetworkConfig.
+	Network TemplateNetworkConfig `yaml:"network"`
 }
 
 // Duration is a time.Duration written as "30s", "15m".
@@ -436,6 +442,7 @@ func (c *Config) validate() error {
 	errs = append(errs, c.validateSource()...)
 	errs = append(errs, c.validatePorts()...)
 	errs = append(errs, c.validateProxying()...)
+	errs = append(errs, c.validateNetwork()...)
 	if len(c.Templates) == 0 {
 		add(c.errAt("templates", "at least one template is required"))
 	}

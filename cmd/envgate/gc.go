@@ -15,7 +15,9 @@ func newGCCmd(g *globalFlags) *cobra.Command {
 		Use:   "gc",
 		Short: "Remove namespaces, veths and processes a crashed gateway left behind",
 		Long: `Remove every network namespace, host veth end and process carrying this
-instance's prefix (config key instance, default "envgate"). Nothing of other
+instance's prefix (config key instance, default "envgate"), and its nftables
+table (envgate-<instance>), turning net.ipv4.ip_forward back off if envgate
+turned it on. Nothing of other
 instances is touched. Refuses while a gateway of the same instance runs,
 since those would be its live envs. 'envgate serve' does the same at start-up.`,
 		Args: cobra.NoArgs,
@@ -38,7 +40,12 @@ since those would be its live envs. 'envgate serve' does the same at start-up.`,
 			}
 			left, err := m.GC(nil)
 			cgs, cerr := lifecycle.RemoveCgroups(cfg.cgroupParent())
-			err = errors.Join(err, cerr)
+			// The firewall table, and ip_forward if envgate turned it on.
+			ferr := netns.RemoveFirewall(cfg.Instance)
+			if errors.Is(ferr, netns.ErrFirewallUnsupported) {
+				ferr = nil // no nftables: no table to remove either
+			}
+			err = errors.Join(err, cerr, ferr)
 			out := cmd.OutOrStdout()
 			for _, c := range cgs {
 				fmt.Fprintln(out, "removed cgroup", c)

@@ -93,6 +93,25 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
+	// The instance's firewall confines envs from before the first one
+	// exists. Deferred before the manager, so it goes after the envs; a
+	// successor that takes the envs over takes the table over too.
+	fw, err := cfg.openFirewall()
+	if err != nil {
+		return err
+	}
+	if fw == nil {
+		log.Warn().Msg("network.firewall is off: envs can reach the host, each other and the network")
+	}
+	defer func() {
+		if fw != nil && !handedOff {
+			if err := fw.Close(); err != nil {
+				log.Error().Err(err).Msg("removing the firewall")
+			}
+		}
+	}()
+	netPolicy := &lifecycle.SandboxPolicy{Firewall: fw, PolicyOf: lifecycle.TemplatePolicy(tmpls),
+		Log: log.With().Str("component", "firewall").Logger()}
 	// Which env names exist. Dir and git sources re-read in the
 	// background; Allow is a map lookup, as the manager calls it with its
 	// lock held. Deferred first, so it closes after the manager.
@@ -105,7 +124,7 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 	envs, err := lifecycle.New(lifecycle.Config{
 		Templates: tmpls,
 		DataRoot:  filepath.Join(cfg.StateDir, "envs"),
-		Network:   lifecycle.NetnsNetwork{M: nsm},
+		Network:   lifecycle.NetnsNetwork{M: nsm, Policy: netPolicy},
 		Allow:     src.Allow,
 		Limits:    cfg.lifecycleLimits(),
 		StateFile: cfg.stateFile(),
