@@ -58,6 +58,14 @@ type Config struct {
 	// start and stop, so that Recover in the next gateway process can
 	// adopt them after a crash.
 	StateFile string
+	// LogDir, if set, keeps each env's output in LogDir/<env>.log, each
+	// line prefixed with its time (LogTimeFormat), rotated when it passes
+	// LogMaxSize MiB (default 10), with LogMaxBackups old files (default
+	// 2). The files outlive stops and gateway restarts; Destroy removes
+	// them.
+	LogDir        string
+	LogMaxSize    int
+	LogMaxBackups int
 	// Log receives lifecycle events and dev servers' output.
 	Log zerolog.Logger
 }
@@ -130,6 +138,12 @@ func New(cfg Config) (*Manager, error) {
 	if err := os.MkdirAll(cfg.DataRoot, 0o711); err != nil {
 		return nil, fmt.Errorf("lifecycle: data root: %w", err)
 	}
+	if cfg.LogDir != "" {
+		// 0700: an env's output is for the gateway's operators only.
+		if err := os.MkdirAll(cfg.LogDir, 0o700); err != nil {
+			return nil, fmt.Errorf("lifecycle: log dir: %w", err)
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{cfg: cfg, log: cfg.Log, ctx: ctx, cancel: cancel, envs: make(map[string]*env),
 		startTurns: make(chan struct{}, cfg.Limits.MaxStarting)}
@@ -154,6 +168,7 @@ type env struct {
 
 	state      atomic.Int32 // State
 	inflight   atomic.Int64
+	requests   atomic.Int64 // leases taken, for the admin API
 	lastActive atomic.Int64 // unix nanoseconds
 	addr       atomic.Pointer[netip.AddrPort]
 	holdsSlot  atomic.Bool // admitted: counts against Limits.MaxEnvs
@@ -221,6 +236,7 @@ func (e *env) tryLease() *Lease {
 		e.inflight.Add(-1)
 		return nil
 	}
+	e.requests.Add(1)
 	e.lastActive.Store(time.Now().UnixNano())
 	return &Lease{Addr: *e.addr.Load(), e: e}
 }
@@ -322,6 +338,7 @@ func (m *Manager) lookup(name string) (*env, error) {
 		out:     newOutputBuffer(),
 		log:     m.log.With().Str("env", name).Logger(),
 	}
+	e.out.disk = m.newDiskLogFor(name)
 	m.envs[name] = e
 	return e, nil
 }

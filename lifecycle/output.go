@@ -26,6 +26,9 @@ type outputBuffer struct {
 	pos int    // guarded by mu; next write position once full
 	all bool   // guarded by mu; buf has wrapped
 	seq uint64 // guarded by mu; lines written, for waiters
+	// disk, if set, also gets every line (Config.LogDir); pump writes it
+	// and closes it when the output ends.
+	disk *diskLog
 }
 
 // outputBufferFirst is the buffer's first allocation. It doubles as
@@ -106,11 +109,12 @@ func pump(r io.Reader, buf *outputBuffer, log zerolog.Logger, lines chan<- struc
 		line, isPrefix, err := br.ReadLine()
 		if len(line) > 0 || (err == nil && !isPrefix) {
 			buf.writeLine(line)
+			now := time.Now()
+			buf.disk.writeLine(now, line)
 			select {
 			case lines <- struct{}{}: // a nil lines blocks: skipped
 			default:
 			}
-			now := time.Now()
 			if now.Sub(windowStart) >= time.Second {
 				if suppressed > 0 {
 					log.Warn().Int("lines", suppressed).Msg("dev server output suppressed (too fast to log)")
@@ -132,6 +136,9 @@ func pump(r io.Reader, buf *outputBuffer, log zerolog.Logger, lines chan<- struc
 			if suppressed > 0 {
 				log.Warn().Int("lines", suppressed).Msg("dev server output suppressed (too fast to log)")
 			}
+			// The output has ended (the dev server is gone or handed
+			// over): no descriptor is kept for an env that does not run.
+			buf.disk.close()
 			return
 		}
 	}

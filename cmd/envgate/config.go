@@ -63,6 +63,10 @@ type Config struct {
 		Firewall string `yaml:"firewall"`
 	} `yaml:"network"`
 	Limits LimitsConfig `yaml:"limits"`
+	// Admin is the operator API; see AdminConfig.
+	Admin AdminConfig `yaml:"admin"`
+	// Logs keeps each env's output on disk; see LogsConfig.
+	Logs LogsConfig `yaml:"logs"`
 	// Source decides which env names exist; see SourceConfig. Default
 	// kind any: every name a template matches.
 	Source SourceConfig `yaml:"source"`
@@ -318,6 +322,7 @@ func (c *Config) setDefaults() {
 	if c.TLS.Mode == "" {
 		c.TLS.Mode = string(certs.DefaultMode(c.Domains))
 	}
+	c.setAdminDefaults()
 }
 
 // errAt builds a ConfigError for the key at path (e.g. "templates.0.port").
@@ -442,6 +447,7 @@ func (c *Config) validate() error {
 	errs = append(errs, c.validateSource()...)
 	errs = append(errs, c.validatePorts()...)
 	errs = append(errs, c.validateProxying()...)
+	errs = append(errs, c.validateAdmin()...)
 	errs = append(errs, c.validateNetwork()...)
 	if len(c.Templates) == 0 {
 		add(c.errAt("templates", "at least one template is required"))

@@ -76,6 +76,13 @@ Try:  sudo envgate serve   then   curl http://feature-x.localhost:8080/`,
 		newConfigCmd(g),
 		newTrustCmd(g),
 		newLoadtestCmd(),
+		newVersionCmd(),
+		newLsCmd(g),
+		newStatusCmd(g),
+		newEnvActionCmd(g, "stop", "Stop an env's dev server and remove its namespace (its data stays)"),
+		newEnvActionCmd(g, "restart", "Stop an env if it runs and start it again; waits until it is ready"),
+		newEnvActionCmd(g, "destroy", "Stop an env and remove its data dir and log files"),
+		newLogsCmd(g),
 	)
 	return root
 }

@@ -128,6 +128,10 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 		Allow:     src.Allow,
 		Limits:    cfg.lifecycleLimits(),
 		StateFile: cfg.stateFile(),
+		// Each env's output on disk (admin.go: envgate logs).
+		LogDir:        cfg.logDir(),
+		LogMaxSize:    int(max(cfg.Logs.MaxSize>>20, 1)),
+		LogMaxBackups: cfg.Logs.MaxBackups,
 		// Each env gets a cgroup here (limits, memory for eviction).
 		CgroupParent: cfg.cgroupParent(),
 		WarmPool:     cfg.Network.WarmPool,
@@ -221,6 +225,10 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
+	adm, err := newAdminServers(cfg, envs, nil, lset, log.With().Str("component", "admin").Logger())
+	if err != nil {
+		return err
+	}
 	lset.closeUnclaimed()
 	if pred != nil {
 		if err := pred.takeOver(envs, nsm); err != nil {
@@ -254,6 +262,8 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 	}
 	var tcpErr error
 	wg.Go(func() { tcpErr = tcps.serve(ctx, time.Duration(cfg.ShutdownTimeout)) })
+	var adminErr error
+	wg.Go(func() { adminErr = adm.serve(ctx, time.Duration(cfg.ShutdownTimeout)) })
 	wg.Go(func() {
 		// Upgraded connections (WebSockets) get the same grace as requests,
 		// on a stop and on a restart alike: http.Server.Shutdown does not
@@ -269,7 +279,7 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 	if !handedOff {
 		removePidFile(cfg)
 	}
-	return errors.Join(append(errs, tcpErr)...)
+	return errors.Join(append(errs, tcpErr, adminErr)...)
 }
 
 // lockInstance takes an exclusive lock on the instance, so that two
