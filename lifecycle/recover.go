@@ -11,7 +11,9 @@ import (
 )
 
 // Recover deals with the envs that an earlier process of this gateway
-// recorded in Config.StateFile and left running when it died. With adopt,
+// recorded in Config.StateFile and left running when it died. A record
+// is acted on only if its process passes checkRecorded (pid above 1,
+// leading its group, inside the recorded network namespace). With adopt,
 // each env whose dev server is still alive (same pid and start time),
 // whose template is unchanged and whose sandbox is intact is taken over
 // as TakeOver does: it answers at once, with no new start. Every other
@@ -34,6 +36,12 @@ func (m *Manager) Recover(adopt bool) (adopted []string, err error) {
 		log := m.log.With().Str("env", r.Name).Int("pid", r.Pid).Logger()
 		if start, err := pidStartTime(r.Pid); err != nil || start != r.PidStart {
 			log.Info().Msg("recorded env's dev server is gone")
+			continue
+		}
+		if err := checkRecorded(r); err != nil {
+			// Neither signalled nor adopted: the caller's GC removes this
+			// instance's sandboxes and whatever runs inside them.
+			log.Warn().Err(err).Msg("not signalling or adopting the process of a recorded env")
 			continue
 		}
 		if !adopt {
