@@ -180,6 +180,9 @@ func (h *Handler) serveDirect(w http.ResponseWriter, r *http.Request, lease *lif
 	}
 	dst := w.Header()
 	copyResponseHeader(dst, res.Header)
+	if _, ok := dst["Set-Cookie"]; ok {
+		h.scopeCookies(dst, lease.Template())
+	}
 	dst[RequestIDHeader] = []string{f.id}
 	if lease.Cold > 0 {
 		dst[ColdStartHeader] = []string{formatMillis(lease.Cold)}

@@ -97,10 +97,19 @@ func isUpgrade(h http.Header) bool {
 }
 
 // modifyResponse gives every proxied response, 101 included, the
-// request's ID, replacing whatever the env sent under that name.
-func modifyResponse(res *http.Response) error {
+// request's ID, replacing whatever the env sent under that name, and
+// makes cookies for the shared domain host-only (see cookies.go).
+func (h *Handler) modifyResponse(res *http.Response) error {
 	if id := res.Request.Header.Get(RequestIDHeader); id != "" {
 		res.Header.Set(RequestIDHeader, id)
+	}
+	if _, ok := res.Header["Set-Cookie"]; ok {
+		l, _ := res.Request.Context().Value(leaseKey{}).(*lifecycle.Lease)
+		var t *lifecycle.Template
+		if l != nil {
+			t = l.Template()
+		}
+		h.scopeCookies(res.Header, t)
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/envgate/envgate/gateway/access"
 	"github.com/envgate/envgate/lifecycle"
 	"github.com/envgate/envgate/netns"
 	"github.com/rs/zerolog"
@@ -54,6 +55,13 @@ type Config struct {
 	// needs Envs to implement ProgressReporter; without it browsers wait
 	// like every other client.
 	WaitingPageAfter time.Duration
+	// Access decides who may reach each env, before anything else is
+	// done for a request. Default (nil): no rules, so envs under
+	// localhost domains are open and all others refused with a 403.
+	Access *access.Policy
+	// NewEnvs limits the envs each client address may bring into being;
+	// nil: no limit. It counts only when Envs implements EnvKnower.
+	NewEnvs *NewEnvLimit
 }
 
 // Handler routes each request by Host to its env and proxies it there.
@@ -69,6 +77,11 @@ type Handler struct {
 	envConns  envConns  // the transports' connections, by env address
 	protocolState
 	fast *fastTransport // bodyless HTTP/1.1 requests; see fasttransport.go
+	// access, newEnvs: Config.Access (never nil) and Config.NewEnvs;
+	// known: Config.Envs, if it tells known envs (see accessgate.go).
+	access  *access.Policy
+	newEnvs *NewEnvLimit
+	known   EnvKnower
 }
 
 type leaseKey struct{}
@@ -115,11 +128,16 @@ func NewHandler(cfg Config) (*Handler, error) {
 	h.transport.DialContext = h.envConns.track(h.transport.DialContext)
 	h.fast = newFastTransport(h.transport)
 	h.ports, _ = cfg.Envs.(PortNamer)
+	h.known, _ = cfg.Envs.(EnvKnower)
+	h.access, h.newEnvs = cfg.Access, cfg.NewEnvs
+	if h.access == nil {
+		h.access, _ = access.New(access.Config{})
+	}
 	h.initProtocols(cfg)
 	h.proxy = &httputil.ReverseProxy{
 		Rewrite:        h.rewrite,
 		Transport:      upstreams{h1: h.transport, h2c: h.h2c, fast: h.fast},
-		ModifyResponse: modifyResponse,
+		ModifyResponse: h.modifyResponse,
 		BufferPool:     bufferPool{},
 		ErrorHandler:   h.proxyError,
 		ErrorLog:       newStdLogger(cfg.Log, "proxy"),
@@ -155,8 +173,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	env, port := SplitPort(label, h.sep, h.ports)
-	if r.URL.Path == StatusPath {
-		h.serveStatus(w, r, env)
+	dec, status := h.gate(w, r, env)
+	if status != 0 {
+		h.logRequest(r, env, status, began)
 		return
 	}
 	body := bodyOf(r)
@@ -166,13 +185,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	lease, err := h.acquire(w, r, env)
+	lease, err := h.acquire(w, r, env, dec.ShowOutput)
 	if errors.Is(err, errPageShown) {
 		h.logRequest(r, env, http.StatusServiceUnavailable, began)
 		return
 	}
 	if err != nil {
-		status := h.acquireError(w, r, env, err)
+		status := h.acquireError(w, r, env, err, dec.ShowOutput)
 		h.logRequest(r, env, status, began)
 		return
 	}
@@ -222,8 +241,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.logRequest(r, env, sw.status, began)
 }
 
-// acquireError answers a failed Acquire and returns the status sent.
-func (h *Handler) acquireError(w http.ResponseWriter, r *http.Request, env string, err error) int {
+// acquireError answers a failed Acquire and returns the status sent. The
+// dev server's output is shown only if showOutput.
+func (h *Handler) acquireError(w http.ResponseWriter, r *http.Request, env string, err error, showOutput bool) int {
 	p := &errorPage{Env: env}
 	var se *lifecycle.StartError
 	var ce *lifecycle.CapacityError
@@ -234,7 +254,9 @@ func (h *Handler) acquireError(w http.ResponseWriter, r *http.Request, env strin
 			p.Status, p.Error = http.StatusGatewayTimeout, "start_timeout"
 		}
 		p.Message = "Environment " + env + " did not start: " + se.Reason + "."
-		p.Output = se.Tail
+		if showOutput {
+			p.Output = se.Tail
+		}
 		if d := time.Until(se.RetryAt); d > 0 {
 			p.RetryAfter = int(d.Seconds()) + 1
 			p.Message += fmt.Sprintf(" It failed repeatedly; the next attempt is in %ds.", p.RetryAfter)

@@ -8,11 +8,14 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/envgate/envgate/gateway/access"
+	"github.com/envgate/envgate/lifecycle"
 	"github.com/envgate/envgate/netns"
 	"github.com/rs/zerolog"
 )
@@ -53,6 +56,10 @@ type TCPConfig struct {
 	HandshakeTimeout time.Duration
 	// Log receives connection logs (debug) and failures (warn).
 	Log zerolog.Logger
+	// Access and NewEnvs are as in Config. A connection carries no HTTP
+	// request, so only an access rule's allow_cidrs can admit it.
+	Access  *access.Policy
+	NewEnvs *NewEnvLimit
 }
 
 // TCPProxy accepts TLS connections, routes each by SNI to an env (starting
@@ -63,6 +70,7 @@ type TCPProxy struct {
 	cfg    TCPConfig
 	tls    *tls.Config // terminate mode only
 	ports  PortNamer
+	known  EnvKnower // Config.Envs, if it tells known envs
 	dialer net.Dialer
 
 	ctx    context.Context // cancelled when Shutdown gives up waiting
@@ -90,8 +98,12 @@ func NewTCPProxy(cfg TCPConfig) (*TCPProxy, error) {
 	if cfg.Conns == nil {
 		cfg.Conns = &Conns{}
 	}
+	if cfg.Access == nil {
+		cfg.Access, _ = access.New(access.Config{})
+	}
 	p := &TCPProxy{cfg: cfg, lns: make(map[net.Listener]struct{}), dialer: net.Dialer{Timeout: 5 * time.Second, Control: netns.MarkSocket}}
 	p.ports, _ = cfg.Envs.(PortNamer)
+	p.known, _ = cfg.Envs.(EnvKnower)
 	switch cfg.Mode {
 	case TLSTerminate:
 		if cfg.TLS == nil {
@@ -103,7 +115,13 @@ func NewTCPProxy(cfg TCPConfig) (*TCPProxy, error) {
 		// up or issued for them.
 		next := p.tls.GetConfigForClient
 		p.tls.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
-			if _, err := ParseHost(hello.ServerName, cfg.Domains); err != nil {
+			label, err := ParseHost(hello.ServerName, cfg.Domains)
+			if err != nil {
+				return nil, err
+			}
+			// Nor for a client access control refuses.
+			env, _ := SplitPort(label, p.cfg.PortSeparator, p.ports)
+			if err := p.cfg.Access.CheckConn(connAddr(hello.Conn), env, isLocalHost(hello.ServerName)); err != nil {
 				return nil, err
 			}
 			if next != nil {
@@ -191,7 +209,16 @@ func (p *TCPProxy) handle(c net.Conn) {
 		port = p.cfg.Port
 	}
 	log = log.With().Str("env", env).Str("port", port).Logger()
+	if err := p.admit(c, env, serverName); err != nil {
+		log.Debug().Err(err).Msg("tcp: refused")
+		return
+	}
 	lease, err := p.cfg.Envs.Acquire(p.ctx, env)
+	if errors.Is(err, lifecycle.ErrNotAllowed) || errors.Is(err, lifecycle.ErrNoTemplate) {
+		// Names anyone can make up: not worth more than a debug line.
+		log.Debug().Err(err).Msg("tcp: no such env")
+		return
+	}
 	if err != nil {
 		log.Warn().Err(err).Msg("tcp: acquire env")
 		return
@@ -212,6 +239,31 @@ func (p *TCPProxy) handle(c net.Conn) {
 	up, down := splice(client, backend)
 	log.Debug().Int64("bytes_up", up).Int64("bytes_down", down).Dur("took", time.Since(began)).
 		Dur("cold", lease.Cold).Msg("tcp connection")
+}
+
+// admit applies access control and the new-env limit to c, a connection
+// for env by SNI serverName.
+func (p *TCPProxy) admit(c net.Conn, env, serverName string) error {
+	client := connAddr(c)
+	local := isLocalHost(serverName)
+	if err := p.cfg.Access.CheckConn(client, env, local); err != nil {
+		return err
+	}
+	if p.cfg.NewEnvs.applies(local) && p.known != nil && !p.known.Known(env) {
+		if wait := p.cfg.NewEnvs.take(client); wait > 0 {
+			return fmt.Errorf("gateway: tcp: %s started too many new envs; next in %v", client, wait.Round(time.Second))
+		}
+	}
+	return nil
+}
+
+// connAddr is c's peer address, unmapped; the zero Addr if unknown.
+func connAddr(c net.Conn) netip.Addr {
+	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return ta.AddrPort().Addr().Unmap()
+	}
+	ap, _ := netip.ParseAddrPort(c.RemoteAddr().String())
+	return ap.Addr().Unmap()
 }
 
 // accept reads the ClientHello (passthrough) or completes the handshake

@@ -25,6 +25,9 @@ func startTCP(t *testing.T, g *gw, cfg gateway.TCPConfig) string {
 	t.Helper()
 	cfg.Domains = []string{testDomain}
 	cfg.Envs = g.Envs
+	if cfg.Access == nil {
+		cfg.Access = loopbackAccess(t)
+	}
 	cfg.Log = zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
 	p, err := gateway.NewTCPProxy(cfg)
 	if err != nil {
@@ -99,7 +102,8 @@ func internalCA(t *testing.T) (*certs.Manager, *x509.CertPool) {
 // cold for it; then the other ways a TCP listener reaches a port.
 func TestTCPBySNI(t *testing.T) {
 	envCert, envRoots := testCert(t, "dbtls--feature-x."+testDomain, "feature-x."+testDomain)
-	g := startGateway(t, gwOptions{Templates: []*lifecycle.Template{multiPortTemplate(t, envCert)}, Domains: []string{testDomain}})
+	g := startGateway(t, gwOptions{Templates: []*lifecycle.Template{multiPortTemplate(t, envCert)}, Domains: []string{testDomain},
+		Config: func(c *gateway.Config) { c.Access = loopbackAccess(t) }})
 	cm, gwRoots := internalCA(t)
 	terminate := startTCP(t, g, gateway.TCPConfig{Port: "db", TLS: cm.TLSConfig()})
 	passthrough := startTCP(t, g, gateway.TCPConfig{Port: "dbtls", Mode: gateway.TLSPassthrough})
@@ -184,7 +188,8 @@ func inflight(g *gw, env string) int64 {
 // template is an env name of its own.
 func TestNamedPortsHTTP(t *testing.T) {
 	cert, _ := testCert(t, "x")
-	g := startGateway(t, gwOptions{Templates: []*lifecycle.Template{multiPortTemplate(t, cert)}, Domains: []string{testDomain}})
+	g := startGateway(t, gwOptions{Templates: []*lifecycle.Template{multiPortTemplate(t, cert)}, Domains: []string{testDomain},
+		Config: func(c *gateway.Config) { c.Access = loopbackAccess(t) }})
 	for _, tc := range []struct {
 		host, env, want string
 	}{

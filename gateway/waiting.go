@@ -32,8 +32,9 @@ var (
 // acquire is Acquire with the cold-start experience: a browser navigation
 // to an env that is not ready within h.pageAfter gets the waiting page
 // (and errPageShown), unless the env's template says to block. Everything
-// else waits for the start.
-func (h *Handler) acquire(w http.ResponseWriter, r *http.Request, env string) (*lifecycle.Lease, error) {
+// else waits for the start. The page shows the dev server's output only
+// if showOutput.
+func (h *Handler) acquire(w http.ResponseWriter, r *http.Request, env string, showOutput bool) (*lifecycle.Lease, error) {
 	if h.progress == nil || !isNavigation(r) {
 		return h.envs.Acquire(r.Context(), env)
 	}
@@ -46,7 +47,7 @@ func (h *Handler) acquire(w http.ResponseWriter, r *http.Request, env string) (*
 	if !errors.Is(err, errSlowStart) {
 		return lease, err
 	}
-	p, err := h.progress.Progress(env, waitingTail)
+	p, err := h.progress.Progress(env, outputLines(showOutput))
 	if err != nil {
 		return nil, err
 	}
@@ -59,6 +60,15 @@ func (h *Handler) acquire(w http.ResponseWriter, r *http.Request, env string) (*
 		lease.Cold = time.Since(began)
 	}
 	return lease, err
+}
+
+// outputLines is how many lines of output the status and waiting pages
+// show.
+func outputLines(showOutput bool) int {
+	if showOutput {
+		return waitingTail
+	}
+	return 0
 }
 
 // isNavigation reports whether r is a browser loading a page: a GET that
@@ -100,16 +110,19 @@ func newStartStatus(env string, p lifecycle.Progress) startStatus {
 	return s
 }
 
-// serveStatus answers StatusPath. It starts nothing.
-func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request, env string) {
+// serveStatus answers StatusPath. It starts nothing. The answer holds the
+// dev server's output only if showOutput: the state is for everyone who
+// may ask about the env's name, the output only for clients access
+// control allowed.
+func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request, env string, showOutput bool) {
 	if h.progress == nil {
 		(&errorPage{Status: http.StatusNotFound, Error: "no_status", Env: env,
 			Message: "This gateway does not report start progress."}).write(w, r)
 		return
 	}
-	p, err := h.progress.Progress(env, waitingTail)
+	p, err := h.progress.Progress(env, outputLines(showOutput))
 	if err != nil {
-		h.acquireError(w, r, env, err)
+		h.acquireError(w, r, env, err, false)
 		return
 	}
 	hdr := w.Header()

@@ -75,6 +75,11 @@ type Template struct {
 	// UpstreamHTTP (default, "") or UpstreamH2C (gRPC). Read by the
 	// gateway.
 	Upstream string
+	// SharedDomainCookies lets the dev server set cookies for the shared
+	// domain (Domain=.<domain>), which reach every other env. Default
+	// false: the gateway makes such cookies host-only. Read by the
+	// gateway.
+	SharedDomainCookies bool
 
 	parsed []*template.Template // Command, then Dir, then Env in key order
 	cred   *credential          // from User; nil: the gateway's own

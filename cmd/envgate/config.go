@@ -63,6 +63,9 @@ type Config struct {
 		Firewall string `yaml:"firewall"`
 	} `yaml:"network"`
 	Limits LimitsConfig `yaml:"limits"`
+	// Access says who may reach which envs; see AccessConfig. Default
+	// none: envs under localhost domains are open, others refused.
+	Access []AccessConfig `yaml:"access"`
 	// Admin is the operator API; see AdminConfig.
 	Admin AdminConfig `yaml:"admin"`
 	// Logs keeps each env's output on disk; see LogsConfig.
@@ -186,6 +189,12 @@ type TemplateConfig struct {
 	// Upstream is how the gateway talks to the dev server: http (default)
 	// or h2c (HTTP/2 without TLS, for gRPC servers).
 	Upstream string `yaml:"upstream"`
+	Cookies  struct {
+		// SharedDomain lets the dev servers set cookies for the shared
+		// domain (Domain=.<domain>), which every other env then gets.
+		// Default false: the gateway makes them host-only.
+		SharedDomain bool `yaml:"shared_domain"`
+	} `yaml:"cookies"`
 	// Network is what the envs may reach; see TemplateNetworkConfig.
 	Network TemplateNetworkConfig `yaml:"network"`
 }
@@ -322,6 +331,7 @@ func (c *Config) setDefaults() {
 	if c.TLS.Mode == "" {
 		c.TLS.Mode = string(certs.DefaultMode(c.Domains))
 	}
+	c.setAccessDefaults()
 	c.setAdminDefaults()
 }
 
@@ -447,6 +457,7 @@ func (c *Config) validate() error {
 	errs = append(errs, c.validateSource()...)
 	errs = append(errs, c.validatePorts()...)
 	errs = append(errs, c.validateProxying()...)
+	errs = append(errs, c.validateAccess()...)
 	errs = append(errs, c.validateAdmin()...)
 	errs = append(errs, c.validateNetwork()...)
 	if len(c.Templates) == 0 {
@@ -507,6 +518,8 @@ func (c *Config) template(i int) (*lifecycle.Template, error) {
 		StopGrace:   time.Duration(tc.StopGrace),
 		Waiting:     tc.Waiting,
 		Upstream:    tc.Upstream,
+
+		SharedDomainCookies: tc.Cookies.SharedDomain,
 	}
 	if err := t.Prepare(); err != nil {
 		return nil, err

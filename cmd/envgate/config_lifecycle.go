@@ -16,8 +16,14 @@ import (
 type LimitsConfig struct {
 	// MaxEnvs caps envs running (and starting or stopping). A start past
 	// it stops the least recently used idle env first; with none idle the
-	// request gets 503 with Retry-After. Default 0: no cap.
+	// request gets 503 with Retry-After. 0: no cap but the address pool.
+	// Default 100, or 0 when every domain is a localhost one.
 	MaxEnvs int `yaml:"max_envs"`
+	// NewEnvsPerClient bounds the envs each client address may bring
+	// into being (requests for envs the gateway does not know yet), as
+	// starts/period: "20/1m", or "off". Past it: 429 with Retry-After.
+	// Default 20/1m on domains other than localhost ones, where it is off.
+	NewEnvsPerClient string `yaml:"new_envs_per_client"`
 	// MaxStarting caps starts in progress at once; more wait their turn.
 	// Default 2 × CPUs.
 	MaxStarting int `yaml:"max_starting"`

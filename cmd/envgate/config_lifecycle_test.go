@@ -35,11 +35,12 @@ templates:
 		t.Fatalf("template %+v", tm[0])
 	}
 
-	d, err := loadString(t, "domains: [x.test]\n")
+	d, err := loadString(t, "domains: [x.test]\naccess: [{allow_cidrs: [10.0.0.0/8]}]\n")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.OnRestart != "adopt" || d.Limits.MaxEnvs != 0 {
+	// A public domain gets a cap by default; localhost keeps none.
+	if d.OnRestart != "adopt" || d.Limits.MaxEnvs != 100 {
 		t.Fatalf("defaults: on_restart %q, limits %+v", d.OnRestart, d.Limits)
 	}
 }

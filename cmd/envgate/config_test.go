@@ -55,6 +55,7 @@ func TestConfigValues(t *testing.T) {
 	c := load(t, `
 instance: eg2
 domains: [Dev.Example.COM.]
+access: [{allow_cidrs: [10.0.0.0/8]}]
 listen: {http: ":80", https: ":443"}
 network: {pool: 10.99.0.0/24}
 shutdown_timeout: 3s

@@ -166,7 +166,16 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 		log.Info().Msg("stopped")
 	}()
 
+	// Who may reach which envs: asked before anything else is done for
+	// a request or connection.
+	policy, err := cfg.accessPolicy(log.With().Str("component", "access").Logger())
+	if err != nil {
+		return err
+	}
+	newEnvs := cfg.newEnvLimit()
 	h, err := gateway.NewHandler(gateway.Config{
+		Access:  policy,
+		NewEnvs: newEnvs,
 		Domains: cfg.Domains,
 		Envs:    envs,
 		Log:     log.With().Str("component", "gateway").Logger(),
@@ -221,7 +230,7 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
-	tcps, err := newTCPListeners(cfg, envs, tcpTLS, lset, log)
+	tcps, err := newTCPListeners(cfg, envs, tcpTLS, lset, policy, newEnvs, log)
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/envgate/envgate/gateway"
+	"github.com/envgate/envgate/gateway/access"
 	"github.com/envgate/envgate/lifecycle"
 	"github.com/rs/zerolog"
 )
@@ -19,7 +20,8 @@ type tcpListeners struct {
 	lns     [][]net.Listener
 }
 
-func newTCPListeners(cfg *Config, envs *lifecycle.Manager, tlsCfg *tls.Config, lset *listenerSet, log zerolog.Logger) (*tcpListeners, error) {
+func newTCPListeners(cfg *Config, envs *lifecycle.Manager, tlsCfg *tls.Config, lset *listenerSet,
+	policy *access.Policy, newEnvs *gateway.NewEnvLimit, log zerolog.Logger) (*tcpListeners, error) {
 	t := &tcpListeners{}
 	conns := &gateway.Conns{} // one registry: one grace period for all
 	for _, l := range cfg.TCP {
@@ -31,6 +33,8 @@ func newTCPListeners(cfg *Config, envs *lifecycle.Manager, tlsCfg *tls.Config, l
 			Mode:          gateway.TLSMode(l.TLS),
 			TLS:           tlsCfg,
 			Conns:         conns,
+			Access:        policy,
+			NewEnvs:       newEnvs,
 			Log:           log.With().Str("component", "tcp").Str("listen", l.Listen).Logger(),
 		})
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -65,6 +66,10 @@ func (s *tlsSetup) write(t *testing.T) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "instance: %s\n", s.instance)
 	fmt.Fprintf(&b, "domains: [%s]\n", strings.Join(s.domains, ", "))
+	if !slices.ContainsFunc(s.domains, func(d string) bool { return d == "localhost" }) {
+		// Envs under other domains are closed to everyone by default.
+		b.WriteString("access: [{allow_cidrs: [127.0.0.0/8, \"::1/128\"]}]\n")
+	}
 	fmt.Fprintf(&b, "listen:\n  http: %q\n  https: %q\n", s.httpAddr(), s.httpsAddr())
 	fmt.Fprintf(&b, "state_dir: %s\n", s.stateDir)
 	fmt.Fprintf(&b, "network:\n  pool: %s\n", netnstest.Pool(tlsPoolBlock))

@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # Scenario 5 of loadtest/bench/run.sh: the gateway at scale. One gateway
-# (no max_envs, the /16 pool, max_starting at its default) grows its set of
+# (max_envs 16384, as many as the /16 pool holds, set explicitly so a
+# lower default cannot cap the run; max_starting at its default) grows its set of
 # live demo envs step by step; at each step the script measures cold-start
 # TTFB one request at a time, reads the gateway's RSS and threads, and at the
 # end times SIGTERM until the gateway has exited and nothing of its instance
@@ -52,8 +53,8 @@ scenario_scale() {
 	local cfg=$TMP/scale.yaml
 	# The /16 pool holds 16,384 envs of a /30 each: room for the largest step
 	# plus every step's cold starts.
-	write_config "$cfg" 15m "" ""
-	cmd "cat scale.yaml  # = cold.yaml: no max_envs, pool $POOL, max_starting default (2 × CPUs), idle_timeout 15m"
+	write_config "$cfg" 15m "  max_envs: 16384" ""
+	cmd "cat scale.yaml  # = cold.yaml + max_envs 16384 (the pool's size), pool $POOL, max_starting default (2 × CPUs), idle_timeout 15m"
 	start_gateway scale "$cfg"
 	local scale_t0=$SECONDS
 
@@ -159,7 +160,7 @@ scenario_scale() {
 
 	md "## 5. Scale"
 	md ""
-	md "One gateway (\`scale.yaml\` = \`cold.yaml\`: the demo template, no \`max_envs\`, pool $POOL,"
+	md "One gateway (\`scale.yaml\` = \`cold.yaml\` + \`max_envs: 16384\`: the demo template, pool $POOL,"
 	md "\`max_starting\` at its default of 2 × CPUs, idle_timeout 15m so nothing is reaped) grows its set"
 	md "of live envs to each step in turn. *start rate* is the growth to that step: \`benchtool grow\` sends"
 	md "one request to each new host, $conc in flight at once over keep-alive connections, and divides the"

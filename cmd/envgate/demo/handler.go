@@ -60,6 +60,7 @@ func newServer(opts Options) (*server, error) {
 
 	s.mux.HandleFunc("GET /{$}", s.servePage)
 	s.mux.HandleFunc("GET /healthz", serveHealthz)
+	s.mux.HandleFunc("GET /set-cookie", serveSetCookie)
 	s.mux.HandleFunc("GET /ws", s.serveWebSocket)
 	s.mux.HandleFunc("GET /events", s.serveEvents)
 	s.mux.HandleFunc("GET /slow", serveSlow)
@@ -193,6 +194,17 @@ func wantsJSON(accept []string) bool {
 }
 
 func serveHealthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	io.WriteString(w, "ok")
+}
+
+// serveSetCookie answers with a Set-Cookie field for each value of the
+// query parameter c, as written ("s=1; Domain=.localhost"), so that
+// tests can see what reaches the browser.
+func serveSetCookie(w http.ResponseWriter, r *http.Request) {
+	for _, c := range r.URL.Query()["c"] {
+		w.Header().Add("Set-Cookie", c)
+	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	io.WriteString(w, "ok")
 }
