@@ -76,6 +76,11 @@ type FirewallConfig struct {
 	// Policies, by distinct Name. Sandboxes not attached to one get
 	// the zero Policy.
 	Policies []Policy
+	// DNSPort, when set, is the port of a DNS forwarder listening on the
+	// host's wildcard address (package dnsfwd): every DNS query of a
+	// sandbox, to whatever address, is redirected there, at its own
+	// host end. Default 0: DNS is traffic like any other.
+	DNSPort uint16
 }
 
 // TableName is the name of the nftables table (family inet) of the
@@ -100,6 +105,7 @@ func TableName(prefix string) string { return "envgate-" + prefix }
 // other envgate table needs it.
 type Firewall struct {
 	prefix   string
+	dnsPort  uint16
 	table    *nftables.Table
 	conn     *nftables.Conn
 	policies map[string]*Policy
@@ -121,6 +127,7 @@ func OpenFirewall(cfg FirewallConfig) (_ *Firewall, err error) {
 	}
 	f := &Firewall{
 		prefix:   cfg.Prefix,
+		dnsPort:  cfg.DNSPort,
 		table:    &nftables.Table{Name: TableName(cfg.Prefix), Family: nftables.TableFamilyINet},
 		policies: map[string]*Policy{},
 		sets:     map[string]*nftables.Set{},
@@ -386,6 +393,11 @@ func (f *Firewall) buildInput() {
 	rule(cc, in, ifPrefix(expr.MetaKeyIIFNAME, f.ifs(), expr.CmpOpEq), jump(expr.VerdictGoto, envIn.Name))
 	rule(cc, envIn, nfproto(unix.NFPROTO_IPV6), verdict(expr.VerdictDrop))
 	rule(cc, envIn, ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictReturn))
+	if f.dnsPort != 0 {
+		for _, proto := range []byte{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {
+			rule(cc, envIn, l4proto(proto), dport(f.dnsPort), daddrLocalOnIif(), verdict(expr.VerdictReturn))
+		}
+	}
 	for name, p := range f.policies {
 		for _, port := range p.HostPorts {
 			for _, proto := range []byte{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {
@@ -457,9 +469,17 @@ func (f *Firewall) buildOutput() {
 }
 
 // buildNAT: what a sandbox sends out of the host leaves with the host's
-// address (the forward chain has already decided what may).
+// address (the forward chain has already decided what may); its DNS
+// queries go to the forwarder instead, if there is one.
 func (f *Firewall) buildNAT() {
 	cc := f.conn
+	if f.dnsPort != 0 {
+		pre := f.baseChain("prerouting", nftables.ChainHookPrerouting, nftables.ChainTypeNAT, nftables.ChainPriorityNATDest)
+		for _, proto := range []byte{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {
+			rule(cc, pre, ifPrefix(expr.MetaKeyIIFNAME, f.ifs(), expr.CmpOpEq), nfproto(unix.NFPROTO_IPV4),
+				l4proto(proto), dport(53), redirectTo(f.dnsPort))
+		}
+	}
 	post := f.baseChain("postrouting", nftables.ChainHookPostrouting, nftables.ChainTypeNAT, nftables.ChainPriorityNATSource)
 	rule(cc, post, ifPrefix(expr.MetaKeyIIFNAME, f.ifs(), expr.CmpOpEq), ifPrefix(expr.MetaKeyOIFNAME, f.ifs(), expr.CmpOpNeq),
 		nfproto(unix.NFPROTO_IPV4), []expr.Any{&expr.Masq{}})

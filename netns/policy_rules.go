@@ -138,3 +138,12 @@ func jump(k expr.VerdictKind, chain string) []expr.Any {
 func rejectAdmin() []expr.Any {
 	return []expr.Any{&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_ADMIN_PROHIBITED}}
 }
+
+// redirectTo is `redirect to :port`: to the incoming interface's primary
+// address (a sandbox's host end), at port.
+func redirectTo(port uint16) []expr.Any {
+	return []expr.Any{
+		&expr.Immediate{Register: 1, Data: binaryutil.BigEndian.PutUint16(port)},
+		&expr.Redir{RegisterProtoMin: 1},
+	}
+}

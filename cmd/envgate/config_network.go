@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/envgate/envgate/netns"
+	"github.com/envgate/envgate/netns/dnsfwd"
+	"github.com/rs/zerolog"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -144,16 +146,30 @@ func (c *Config) firewallPolicies() []netns.Policy {
 }
 
 // openFirewall installs the instance's firewall unless network.firewall
-// is off. A kernel without nftables stops serve here: envs would run
-// unconfined otherwise.
-func (c *Config) openFirewall() (*netns.Firewall, error) {
+// is off, with a DNS forwarder for the envs (package dnsfwd) when the
+// host has resolvers. A kernel without nftables stops serve here: envs
+// would run unconfined otherwise. stop ends the forwarder.
+func (c *Config) openFirewall(log zerolog.Logger) (_ *netns.Firewall, stop func(), err error) {
+	stop = func() {}
 	if !c.firewallEnabled() {
-		return nil, nil
+		return nil, stop, nil
 	}
-	fw, err := netns.OpenFirewall(netns.FirewallConfig{Prefix: c.Instance, Policies: c.firewallPolicies()})
-	if errors.Is(err, netns.ErrFirewallUnsupported) {
-		return nil, fmt.Errorf("%w: envs would reach the host, each other and the network unconfined, so none are started; "+
-			"load nf_tables (modprobe nf_tables) or set network.firewall: off to run them without a firewall", err)
+	fc := netns.FirewallConfig{Prefix: c.Instance, Policies: c.firewallPolicies()}
+	fwd, err := dnsfwd.Start(dnsfwd.Config{Clients: netip.MustParsePrefix(c.Network.Pool)})
+	if err != nil {
+		log.Warn().Err(err).Msg("no DNS for envs: they resolve names only through resolvers their egress reaches")
+	} else {
+		fc.DNSPort = fwd.Port()
+		stop = func() { fwd.Close() }
 	}
-	return fw, err
+	fw, err := netns.OpenFirewall(fc)
+	if err != nil {
+		stop()
+		if errors.Is(err, netns.ErrFirewallUnsupported) {
+			err = fmt.Errorf("%w: envs would reach the host, each other and the network unconfined, so none are started; "+
+				"load nf_tables (modprobe nf_tables) or set network.firewall: off to run them without a firewall", err)
+		}
+		return nil, func() {}, err
+	}
+	return fw, stop, nil
 }

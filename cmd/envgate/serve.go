@@ -96,7 +96,7 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 	// The instance's firewall confines envs from before the first one
 	// exists. Deferred before the manager, so it goes after the envs; a
 	// successor that takes the envs over takes the table over too.
-	fw, err := cfg.openFirewall()
+	fw, stopDNS, err := cfg.openFirewall(log.With().Str("component", "firewall").Logger())
 	if err != nil {
 		return err
 	}
@@ -104,6 +104,7 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 		log.Warn().Msg("network.firewall is off: envs can reach the host, each other and the network")
 	}
 	defer func() {
+		stopDNS()
 		if fw != nil && !handedOff {
 			if err := fw.Close(); err != nil {
 				log.Error().Err(err).Msg("removing the firewall")
