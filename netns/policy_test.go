@@ -449,3 +449,47 @@ func BenchmarkFirewallAttach(b *testing.B) {
 		}
 	}
 }
+
+// TestFirewallClosesIPv6: an attached sandbox has IPv6 off on both ends
+// of its veth (no link-local address to reach anything by), and the
+// table drops IPv6 from and to sandboxes anyway.
+func TestFirewallClosesIPv6(t *testing.T) {
+	m := newManager(t)
+	fw := openFirewall(t, m, netns.Policy{Name: "web", Egress: netns.EgressInternet})
+	a := create(t, m, "a")
+	attach(t, fw, a, "web")
+	read := func(dev string) string {
+		b, err := os.ReadFile("/proc/sys/net/ipv6/conf/" + dev + "/disable_ipv6")
+		if err != nil {
+			t.Fatalf("%s: %v", dev, err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	if v := read(a.HostIf); v != "1" {
+		t.Errorf("host end %s: disable_ipv6 = %s", a.HostIf, v)
+	}
+	err := a.Do(func() error {
+		for _, dev := range []string{"all", "default", netns.PeerIfName} {
+			if v := read(dev); v != "1" {
+				t.Errorf("inside %s: %s disable_ipv6 = %s", a.Name, dev, v)
+			}
+		}
+		addrs, err := netlink.AddrList(nil, netlink.FAMILY_V6)
+		for _, ad := range addrs {
+			if !ad.IP.IsLoopback() {
+				t.Errorf("inside %s: IPv6 address %s", a.Name, ad.IP)
+			}
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("nft", "list", "table", "inet", netns.TableName(m.Prefix())).CombinedOutput()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(out), "meta nfproto ipv6 drop"); n < 4 {
+		t.Errorf("%d chains drop IPv6, want 4 (input, out, back, connect):\n%s", n, out)
+	}
+}
