@@ -246,9 +246,6 @@ func (c *Config) validateACME() error {
 	if c.MaxOrdersPerWeek < -1 {
 		return fmt.Errorf("tls.max_orders_per_week: %d; use a positive number, or -1 for no cap", c.MaxOrdersPerWeek)
 	}
-	if c.Wildcard == nil && c.AnyEnv {
-		return errPerNameAnySource
-	}
 	for name, p := range map[string]int{"tls.alt_http_port": c.AltHTTPPort, "tls.alt_tls_alpn_port": c.AltTLSALPNPort} {
 		if p < 0 || p > 65535 {
 			return fmt.Errorf("%s: port %d out of range", name, p)
@@ -257,6 +254,9 @@ func (c *Config) validateACME() error {
 	if c.Wildcard == nil {
 		if c.DisableHTTP01 && c.DisableTLSALPN {
 			return errors.New("tls.disable_http01: with tls.disable_tls_alpn too no challenge is left; enable one or set tls.wildcard")
+		}
+		if c.AnyEnv {
+			return errPerNameAnySource
 		}
 		return nil
 	}

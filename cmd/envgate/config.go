@@ -100,6 +100,7 @@ type TLSConfig struct {
 	CA                  string `yaml:"ca"`
 	CARoot              string `yaml:"ca_root"`
 	MaxIssuancesPerHour int    `yaml:"max_issuances_per_hour"`
+	MaxOrdersPerWeek    int    `yaml:"max_orders_per_week"`
 	CertFile            string `yaml:"cert_file"`
 	KeyFile             string `yaml:"key_file"`
 	RedirectHTTP        *bool  `yaml:"redirect_http"`
@@ -114,6 +115,9 @@ type TLSConfig struct {
 	EAB            *struct {
 		KeyID  string `yaml:"key_id"`
 		MACKey string `yaml:"mac_key"`
+		// MACKeyFile holds mac_key instead (surrounding whitespace is
+		// ignored), so that the config itself holds no secret.
+		MACKeyFile string `yaml:"mac_key_file"`
 	} `yaml:"eab"`
 	// Wildcard, in acme mode, obtains one *.<domain> certificate per
 	// domain through DNS-01 (RFC 2136 updates) instead of one per env.
@@ -129,6 +133,9 @@ type WildcardConfig struct {
 	TSIGKeyName   string `yaml:"tsig_key_name"`
 	TSIGAlgorithm string `yaml:"tsig_algorithm"`
 	TSIGSecret    string `yaml:"tsig_secret"`
+	// TSIGSecretFile holds tsig_secret instead (surrounding whitespace is
+	// ignored), so that the config itself holds no secret.
+	TSIGSecretFile string `yaml:"tsig_secret_file"`
 	// Resolvers answer zone and propagation lookups, host:port each.
 	// Default: the system's.
 	Resolvers []string `yaml:"resolvers"`
@@ -321,8 +328,9 @@ func (c *Config) setDefaults() {
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = Duration(10 * time.Second)
 	}
-	if len(c.Templates) == 0 {
-		// No templates: run the demo dev server, as the embedded default does.
+	if len(c.Templates) == 0 && certs.DefaultMode(c.Domains) == certs.ModeInternal {
+		// No templates on localhost: run the demo dev server, as the
+		// embedded default does. Elsewhere it is an error (validate).
 		var d Config
 		if err := yaml.Unmarshal(defaultConfig, &d); err == nil {
 			c.Templates = d.Templates
@@ -461,7 +469,7 @@ func (c *Config) validate() error {
 	errs = append(errs, c.validateAdmin()...)
 	errs = append(errs, c.validateNetwork()...)
 	if len(c.Templates) == 0 {
-		add(c.errAt("templates", "at least one template is required"))
+		add(c.noTemplatesError())
 	}
 	names := map[string]bool{}
 	for i, tc := range c.Templates {

@@ -14,15 +14,20 @@ func newConfigCmd(g *globalFlags) *cobra.Command {
 		Short: "Print the embedded default config, or check a config file",
 		Long: `Without flags, print the embedded default configuration (a starting point
 for your own file). With --config FILE --check, load FILE and report every
-problem with its file, line and field, or "ok".`,
+problem with its file, line and field, or "ok"; warnings (secrets other
+users can read) go to stderr.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !check {
 				_, err := os.Stdout.Write(defaultConfig)
 				return err
 			}
-			if _, err := LoadConfig(g.config); err != nil {
+			c, err := LoadConfig(g.config)
+			if err != nil {
 				return err
+			}
+			for _, w := range c.secretWarnings() {
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w)
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), "ok")
 			return nil

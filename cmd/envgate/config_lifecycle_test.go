@@ -35,7 +35,7 @@ templates:
 		t.Fatalf("template %+v", tm[0])
 	}
 
-	d, err := loadString(t, "domains: [x.test]\naccess: [{allow_cidrs: [10.0.0.0/8]}]\n")
+	d, err := loadString(t, "domains: [x.test]\naccess: [{allow_cidrs: [10.0.0.0/8]}]\n"+publicBasics)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,7 @@ func TestConfigMaxQueuedStarts(t *testing.T) {
 	if l := c.lifecycleLimits(); l.MaxStarting != 3 || l.MaxQueuedStarts != 7 {
 		t.Fatalf("limits %+v, want max_starting 3, max_queued_starts 7", l)
 	}
-	d, err := loadString(t, "domains: [x.test]\naccess: [{allow_cidrs: [10.0.0.0/8]}]\n")
+	d, err := loadString(t, "domains: [x.test]\naccess: [{allow_cidrs: [10.0.0.0/8]}]\n"+publicBasics)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,7 +24,7 @@ func TestConfigSource(t *testing.T) {
 		allowed    []string
 		refused    []string
 	}{
-		{"default", "domains: [x.test]\naccess: [{allow_cidrs: [10.0.0.0/8]}]\n", []string{"anything", "main"}, nil},
+		{"default", "domains: [x.test]\naccess: [{allow_cidrs: [10.0.0.0/8]}]\n" + publicBasics, []string{"anything", "main"}, nil},
 		{"any", "source: {kind: any}\n", []string{"anything"}, nil},
 		{"list", "source:\n  kind: list\n  names: [main, pr-12]\n", []string{"main", "pr-12"}, []string{"pr-13", "feature-x"}},
 		{"dir", "source: {kind: dir, path: " + checkouts + ", refresh: 1s}\n", []string{"main", "feature-x"}, []string{"pr-12"}},

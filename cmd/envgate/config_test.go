@@ -59,6 +59,7 @@ access: [{allow_cidrs: [10.0.0.0/8]}]
 listen: {http: ":80", https: ":443"}
 network: {pool: 10.99.0.0/24}
 shutdown_timeout: 3s
+tls: {mode: "off"}
 templates:
   - name: web
     match: "feature-*"

@@ -13,7 +13,7 @@ import (
 // Validate), turning its "tls.xxx: ..." messages into ConfigErrors that
 // name the file and line of the key at fault.
 func (c *Config) validateTLS() []*ConfigError {
-	var errs []*ConfigError
+	errs := c.loadSecretFiles()
 	if w := c.TLS.Wildcard; w != nil {
 		if _, err := w.propagationTimeout(); err != nil {
 			errs = append(errs, c.errAt("tls.wildcard.propagation_timeout", "%v", err))
@@ -31,7 +31,12 @@ func (c *Config) validateTLS() []*ConfigError {
 		if !ok || strings.ContainsAny(field, " \t") {
 			field, msg = "tls", err.Error()
 		}
-		errs = append(errs, c.errAt(field, "%s", msg))
+		e := c.errAt(field, "%s", msg)
+		if e.Line == 0 && field == "source.kind" {
+			// kind any by default: point at the per-name ACME half.
+			e.Line = lineOf(c.root, "tls.mode")
+		}
+		errs = append(errs, e)
 	}
 	return errs
 }
@@ -63,14 +68,17 @@ func (c *Config) certsConfig() certs.Config {
 		CA:                  c.TLS.CA,
 		CARoot:              c.TLS.CARoot,
 		MaxIssuancesPerHour: c.TLS.MaxIssuancesPerHour,
-		CertFile:            c.TLS.CertFile,
-		KeyFile:             c.TLS.KeyFile,
-		RedirectHTTP:        c.TLS.RedirectHTTP,
-		DisableHTTP01:       c.TLS.DisableHTTP01,
-		DisableTLSALPN:      c.TLS.DisableTLSALPN,
-		AltHTTPPort:         c.TLS.AltHTTPPort,
-		AltTLSALPNPort:      c.TLS.AltTLSALPNPort,
-		HTTPSPort:           listenPort(c.Listen.HTTPS),
+		MaxOrdersPerWeek:    c.TLS.MaxOrdersPerWeek,
+		// validateSource defaults the kind to any, maybe after this runs.
+		AnyEnv:         c.Source.Kind == "" || c.Source.Kind == sourceAny,
+		CertFile:       c.TLS.CertFile,
+		KeyFile:        c.TLS.KeyFile,
+		RedirectHTTP:   c.TLS.RedirectHTTP,
+		DisableHTTP01:  c.TLS.DisableHTTP01,
+		DisableTLSALPN: c.TLS.DisableTLSALPN,
+		AltHTTPPort:    c.TLS.AltHTTPPort,
+		AltTLSALPNPort: c.TLS.AltTLSALPNPort,
+		HTTPSPort:      listenPort(c.Listen.HTTPS),
 	}
 	// The gateway answers both challenge types on its own listeners;
 	// pointing certmagic at those ports means it finds them taken and

@@ -70,6 +70,7 @@ domains: [dev.example.com]
 access: [{allow_cidrs: [10.0.0.0/8]}]
 listen: {http: "127.0.0.1:8080", https: ":8443"}
 state_dir: /srv/envgate
+templates: [{name: web, command: ["true"], port: 3000, user: nobody}]
 tls:
   mode: acme
   email: ops@example.com
@@ -100,7 +101,7 @@ tls:
 		t.Fatalf("wildcard %+v", w)
 	}
 
-	c = load(t, "domains: [dev.example.com]\naccess: [{allow_cidrs: [10.0.0.0/8]}]\ntls:\n  alt_http_port: 5002\n  alt_tls_alpn_port: 5001\n  wildcard: {nameserver: \"ns:53\", propagation_timeout: 30s}\n")
+	c = load(t, "domains: [dev.example.com]\naccess: [{allow_cidrs: [10.0.0.0/8]}]\n"+publicTemplate+"tls:\n  alt_http_port: 5002\n  alt_tls_alpn_port: 5001\n  wildcard: {nameserver: \"ns:53\", propagation_timeout: 30s}\n")
 	cc = c.certsConfig()
 	if cc.AltHTTPPort != 5002 || cc.AltTLSALPNPort != 5001 || cc.Wildcard.PropagationTimeout != 30*time.Second {
 		t.Fatalf("explicit alt ports and timeout: %+v %+v", cc, cc.Wildcard)

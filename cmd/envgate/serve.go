@@ -73,7 +73,11 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 	}
 	defer unlock()
 	handedOff := false // envs given to a successor: do not stop them
-	defer startPprof(log)()
+	stopPprof, err := startPprof(log)
+	if err != nil {
+		return err
+	}
+	defer stopPprof()
 
 	nsm, err := netns.New(netns.Config{Prefix: cfg.Instance, Pool: netip.MustParsePrefix(cfg.Network.Pool)})
 	if err != nil {

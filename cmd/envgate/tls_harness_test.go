@@ -38,6 +38,7 @@ type tlsSetup struct {
 	httpPort  int
 	httpsPort int
 	match     string   // the template's match; default "*"
+	source    string   // the source: section's value (flow style); default none (kind any)
 	tls       []string // lines under tls:, without indentation
 	cfgPath   string
 }
@@ -74,6 +75,9 @@ func (s *tlsSetup) write(t *testing.T) string {
 	fmt.Fprintf(&b, "state_dir: %s\n", s.stateDir)
 	fmt.Fprintf(&b, "network:\n  pool: %s\n", netnstest.Pool(tlsPoolBlock))
 	fmt.Fprintf(&b, "shutdown_timeout: 5s\n")
+	if s.source != "" {
+		fmt.Fprintf(&b, "source: %s\n", s.source)
+	}
 	b.WriteString("tls:\n")
 	for _, l := range s.tls {
 		b.WriteString("  " + l + "\n")

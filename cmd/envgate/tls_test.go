@@ -26,6 +26,13 @@ const acmeDomain = "dev.envgate.test"
 func TestTLSACMEThroughGateway(t *testing.T) {
 	s := newTLSSetup(t, acmeDomain)
 	s.match = "feature-*"
+	// Per-name ACME needs a source that lists its names (issue 13): the
+	// names the subtests ask certificates for.
+	names := []string{"feature-x", "feature-alpn"}
+	for i := range 20 {
+		names = append(names, fmt.Sprintf("feature-lat-%02d", i))
+	}
+	s.source = "{kind: list, names: [" + strings.Join(names, ", ") + "]}"
 	p := pebbletest.Start(t, pebbletest.Options{HTTPPort: s.httpPort, TLSPort: s.httpsPort})
 	s.tls = []string{
 		"mode: acme",
