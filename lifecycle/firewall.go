@@ -63,3 +63,11 @@ func TemplatePolicy(templates []*Template) func(name string) string {
 		return ""
 	}
 }
+
+// detachAll is detach for many sandboxes at once.
+func (p *SandboxPolicy) detachAll(sbs []*netns.Sandbox) error {
+	if p == nil || p.Firewall == nil {
+		return nil
+	}
+	return p.Firewall.DetachAll(sbs)
+}

@@ -55,15 +55,10 @@ func (n NetnsNetwork) Destroy(sb Sandbox) error {
 // DestroyAll implements BatchNetwork with netns.Manager.DestroyAll.
 func (n NetnsNetwork) DestroyAll(sbs []Sandbox) error {
 	all := make([]*netns.Sandbox, len(sbs))
-	errs := make([]error, 1, len(sbs)+1)
 	for i, sb := range sbs {
 		all[i] = sb.(*netns.Sandbox)
 	}
-	errs[0] = n.M.DestroyAll(all)
-	for _, sb := range all {
-		errs = append(errs, n.Policy.detach(sb))
-	}
-	return errors.Join(errs...)
+	return errors.Join(n.M.DestroyAll(all), n.Policy.detachAll(all))
 }
 
 // Settle waits until the kernel has removed the veths of destroyed

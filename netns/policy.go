@@ -241,6 +241,31 @@ func (f *Firewall) Attach(sb *Sandbox, policy string) error {
 // host link's name comes back with the next sandbox in its slot.
 func (f *Firewall) Detach(sb *Sandbox) error { return f.setMember(sb.HostIf, "") }
 
+// DetachAll is Detach for many sandboxes, in one transaction (a
+// shutdown with a thousand envs would otherwise make a thousand).
+func (f *Firewall) DetachAll(sbs []*Sandbox) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var gone []string
+	for _, sb := range sbs {
+		old := f.member[sb.HostIf]
+		if old == "" {
+			continue
+		}
+		if err := f.conn.SetDeleteElements(f.sets[old], []nftables.SetElement{{Key: ifnameKey(sb.HostIf)}}); err != nil {
+			return fmt.Errorf("netns: firewall: %s: %w", sb.HostIf, err)
+		}
+		gone = append(gone, sb.HostIf)
+	}
+	if err := f.conn.Flush(); err != nil {
+		return fmt.Errorf("netns: firewall: detach %d sandboxes: %w", len(gone), err)
+	}
+	for _, ifname := range gone {
+		delete(f.member, ifname)
+	}
+	return nil
+}
+
 // setMember moves host link ifname into policy's set ("" for none) in
 // one transaction.
 func (f *Firewall) setMember(ifname, policy string) error {

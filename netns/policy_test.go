@@ -358,6 +358,18 @@ func TestFirewallHostPorts(t *testing.T) {
 	if err := dialFrom(a, hostPort(a.Slot.Host, open), failFast); err == nil {
 		t.Errorf("A reaches host port %d after Detach", open)
 	}
+	// DetachAll, as a shutdown does: one transaction, sandboxes without
+	// a policy (A now) skipped.
+	attach(t, fw, b, "db")
+	if err := dialFrom(b, hostPort(b.Slot.Host, open), succeedBy); err != nil {
+		t.Errorf("B, attached, does not reach host port %d: %v", open, err)
+	}
+	if err := fw.DetachAll([]*netns.Sandbox{a, b}); err != nil {
+		t.Fatal(err)
+	}
+	if err := dialFrom(b, hostPort(b.Slot.Host, open), failFast); err == nil {
+		t.Errorf("B reaches host port %d after DetachAll", open)
+	}
 }
 
 // TestFirewallRemovedAfterCrash: a firewall never closed (its process
