@@ -44,20 +44,21 @@ var errCannotCarry = errors.New("lifecycle: the forking thread cannot carry the 
 // to the env every page any gateway thread faults in.
 var errMainThread = fmt.Errorf("%w: it is the main thread", errCannotCarry)
 
-// startProcess starts cmd in sb. join lists the cgroup v1 cgroup.procs
-// files of the env's cgroups (none on v2 or without cgroups); nnp asks
-// for no_new_privs. Only the trampoline can set no_new_privs, and it joins
-// the cgroups too then; else the forking thread carries the dev server
-// into them, if sb can run hooks on that thread.
-func startProcess(sb Sandbox, cmd *exec.Cmd, nnp bool, join []string) error {
-	if ts, ok := sb.(threadStarter); ok && !nnp && len(join) > 0 {
-		err := startInCgroupsV1(ts, cmd, join)
+// startProcess starts cmd in sb. sp.Cgroups lists the cgroup v1
+// cgroup.procs files of the env's cgroups (none on v2 or without
+// cgroups). Only the trampoline can do the rest of sp (no_new_privs,
+// rlimits, isolation), and it joins the cgroups too then; else the
+// forking thread carries the dev server into them, if sb can run hooks on
+// that thread.
+func startProcess(sb Sandbox, cmd *exec.Cmd, sp launchSpec) error {
+	if ts, ok := sb.(threadStarter); ok && len(sp.Cgroups) > 0 && !sp.NNP && !sp.Init && len(sp.Rlimits) == 0 {
+		err := startInCgroupsV1(ts, cmd, sp.Cgroups)
 		if !errors.Is(err, errCannotCarry) {
 			return err
 		}
 		// Nothing started, nothing moved: the trampoline can do it.
 	}
-	viaTrampoline(cmd, nnp, join)
+	viaTrampoline(cmd, sp)
 	return sb.Start(cmd)
 }
 

@@ -53,6 +53,19 @@ type Config struct {
 	// of its own, with its template's Resources as limits; its memory use
 	// then picks eviction victims. Required by templates with Resources.
 	CgroupParent string
+	// Users is the range the uids of dynamic users (templates with User
+	// DynamicUser) come from; default DefaultUIDRange. Two gateways on one
+	// machine need ranges that do not overlap.
+	Users UIDRange
+	// Isolate runs each dev server in pid and mount namespaces of its own
+	// (which needs root): it sees only its own processes, has a private
+	// /tmp and /dev/shm, and the trampoline is the init of its pid
+	// namespace (see pidinit.go). Default false: the host's.
+	Isolate bool
+	// Mounts, if set, lists what an isolated env sees of the host besides
+	// the host's own file system, bound read-only (its /etc/resolv.conf,
+	// say). Called at each start, after the sandbox is made.
+	Mounts func(env string, sb Sandbox) []BindMount
 	// StateFile, if set, is where the manager records its running envs
 	// (name, namespace, address, pid), rewritten atomically at every
 	// start and stop, so that Recover in the next gateway process can
@@ -90,6 +103,7 @@ type Manager struct {
 
 	reapNext    time.Time     // the reap loop's: the next idle teardown may start then
 	warm        *warmPool     // nil without Config.WarmPool
+	uids        *uidAllocator // dynamic users' uids
 	warmOn      bool          // guarded by mu; the refill loop runs
 	startTurns  chan struct{} // one token per start in progress (MaxStarting)
 	admitMu     sync.Mutex
@@ -152,6 +166,7 @@ func New(cfg Config) (*Manager, error) {
 		cancel()
 		return nil, err
 	}
+	m.uids = newUIDAllocator(cfg.Users, cfg.DataRoot)
 	m.wg.Go(m.reapLoop)
 	m.wg.Go(m.memoryLoop)
 	return m, nil

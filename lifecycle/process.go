@@ -56,22 +56,32 @@ func spawn(sb Sandbox, x expanded, baseEnv []string, cg envCgroup, buf *outputBu
 	cmd.Stderr = w  // grandchildren that keep the pipe open
 	cmd.ExtraFiles = []*os.File{keep}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	nnp := dropPrivileges(cmd, x.cred)
-	var join []string
+	sp := launchSpec{Rlimits: x.rlimits}
+	if iso := x.iso; iso != nil {
+		// The trampoline, as root, sets the namespaces up and drops
+		// privileges for the dev server it starts (pidinit.go).
+		cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWPID | syscall.CLONE_NEWNS
+		sp.Init, sp.TmpSize, sp.Keep, sp.Hide, sp.Binds = true, iso.tmpSize, iso.keep, hiddenMounts(), iso.binds
+		if c := x.cred; c != nil && c.uid != 0 {
+			sp.Cred, sp.NNP = &specCred{c.uid, c.gid}, true
+		}
+	} else {
+		sp.NNP = dropPrivileges(cmd, x.cred)
+	}
 	if cg != nil && cg.dirFD() >= 0 {
 		// cgroup v2: the child starts inside its cgroup, before it can fork.
 		cmd.SysProcAttr.UseCgroupFD = true
 		cmd.SysProcAttr.CgroupFD = cg.dirFD()
 	} else if cg != nil {
 		// cgroup v1: startProcess joins it before the dev server runs.
-		if join, err = cg.procsFiles(x.cred); err != nil {
+		if sp.Cgroups, err = cg.procsFiles(x.cred); err != nil {
 			r.Close()
 			w.Close()
 			keep.Close()
 			return nil, fmt.Errorf("cgroup %s: %w", cg.path(), err)
 		}
 	}
-	err = startProcess(sb, cmd, nnp, join)
+	err = startProcess(sb, cmd, sp)
 	keep.Close()
 	if err != nil {
 		r.Close()

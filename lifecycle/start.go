@@ -222,11 +222,9 @@ func (m *Manager) launch(ctx context.Context, e *env) (Sandbox, *process, error)
 	if err := os.MkdirAll(e.dataDir, 0o700); err != nil {
 		return sb, nil, fmt.Errorf("data dir: %w", err)
 	}
-	if c := e.tmpl.cred; c != nil {
-		// The data dir is the env's: its user must be able to write it.
-		if err := os.Chown(e.dataDir, int(c.uid), int(c.gid)); err != nil {
-			return sb, nil, fmt.Errorf("data dir: %w", err)
-		}
+	cred, err := m.ownDataDir(e)
+	if err != nil {
+		return sb, nil, fmt.Errorf("data dir: %w", err)
 	}
 	x, err := e.tmpl.expand(Vars{Name: e.name, Port: e.tmpl.Port, DataDir: e.dataDir})
 	if err != nil {
@@ -235,6 +233,7 @@ func (m *Manager) launch(ctx context.Context, e *env) (Sandbox, *process, error)
 	if x.dir == "" {
 		x.dir = e.dataDir
 	}
+	m.runAs(&x, cred, e, sb)
 	path := os.Getenv("PATH")
 	if path == "" {
 		path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -248,7 +247,7 @@ func (m *Manager) launch(ctx context.Context, e *env) (Sandbox, *process, error)
 	}
 	var cg envCgroup
 	if m.cfg.CgroupParent != "" {
-		if cg, err = newCgroup(m.cfg.CgroupParent, e.name, e.tmpl.Resources); err != nil {
+		if cg, err = newCgroup(m.cfg.CgroupParent, e.name, e.tmpl.cgroupResources()); err != nil {
 			if e.tmpl.Resources.any() {
 				return sb, nil, err // its limits cannot be enforced
 			}

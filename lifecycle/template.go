@@ -15,6 +15,9 @@ const (
 	DefaultStartTimeout = 60 * time.Second
 	DefaultIdleTimeout  = 15 * time.Minute
 	DefaultStopGrace    = 5 * time.Second
+	// DefaultPids is Resources.Pids where the env gets a cgroup and its
+	// template sets none.
+	DefaultPids = 1024
 )
 
 // Template says how to run the envs whose names it matches.
@@ -51,15 +54,24 @@ type Template struct {
 	// DefaultIdleTimeout.
 	IdleTimeout time.Duration
 	// User runs the dev server as this user: a name, a uid or uid:gid,
-	// with no supplementary groups, no capabilities and no_new_privs; its
-	// data dir is made its own. Default "": the gateway's own user. The
-	// gateway's config refuses to leave it unset when the gateway runs
-	// as root unless AllowRoot is set.
+	// or DynamicUser ("dynamic"): a uid of the env's own from
+	// Config.Users, kept while its data dir exists. Either way with no
+	// supplementary groups, no capabilities and no_new_privs, and its
+	// data dir is made its own. Envs of a named user can read each
+	// other's data; a dynamic user's cannot. Default "": the gateway's
+	// own user (the gateway's config makes that "dynamic" unless
+	// AllowRoot is set).
 	User string
 	// AllowRoot allows User to be root (uid 0). Default false.
 	AllowRoot bool
+	// RLimits are the dev server's rlimits; see RLimits for defaults.
+	RLimits RLimits
+	// TmpSize bounds an isolated env's private /tmp (Config.Isolate), in
+	// bytes; default DefaultTmpSize.
+	TmpSize int64
 	// Resources limit each env's memory, CPU and processes (through its
-	// cgroup; see Config.CgroupParent). Default: no limits.
+	// cgroup; see Config.CgroupParent). Default: no limits but
+	// DefaultPids processes where envs get cgroups.
 	Resources Resources
 	// MaxLifetime, when set, stops an env that has run this long the
 	// next time nothing is in flight, however active it is (the next
@@ -81,8 +93,9 @@ type Template struct {
 	// gateway.
 	SharedDomainCookies bool
 
-	parsed []*template.Template // Command, then Dir, then Env in key order
-	cred   *credential          // from User; nil: the gateway's own
+	parsed  []*template.Template // Command, then Dir, then Env in key order
+	cred    *credential          // from User; nil: the gateway's own or dynamic
+	dynamic bool                 // User is DynamicUser
 }
 
 // Probe says when a dev server is ready.
@@ -174,6 +187,17 @@ func (t *Template) envKeys() []string {
 	return keys
 }
 
+// cgroupResources are the limits of an env's cgroup: Resources, with
+// DefaultPids. Only the template's own Resources make a start fail when
+// the env cannot have a cgroup.
+func (t *Template) cgroupResources() Resources {
+	r := t.Resources
+	if r.Pids == 0 {
+		r.Pids = DefaultPids
+	}
+	return r
+}
+
 // Matches reports whether the template applies to env name.
 func (t *Template) Matches(name string) bool {
 	ok, _ := path.Match(t.Match, name)
@@ -186,6 +210,9 @@ type expanded struct {
 	dir  string
 	env  map[string]string
 	cred *credential // nil: the gateway's own user
+	// Filled in by runAs.
+	rlimits []rlimit
+	iso     *isolation // nil: the host's pid and mount namespaces
 }
 
 func (t *Template) expand(v Vars) (expanded, error) {

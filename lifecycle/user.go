@@ -5,75 +5,41 @@ import (
 	"os"
 	"os/exec"
 	"os/user"
-	"runtime"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 
+	"github.com/envgate/envgate/netns"
 	"golang.org/x/sys/unix"
 )
 
-// The trampoline. Some things must happen inside the dev server's process
-// after fork and before it runs: no_new_privs (SysProcAttr has no field
-// for PR_SET_NO_NEW_PRIVS) and, on cgroup v1 (which has no clone into a
-// cgroup), joining its cgroup before it can fork (without no_new_privs,
-// startInCgroupsV1 does that without a trampoline). So such dev servers are
-// started as /proc/self/exe, the gateway's own binary, with these
-// variables; this package's init does the work and execs the real
-// program. It costs one extra exec, a few milliseconds.
+// DynamicUser is the Template.User that runs each env as a uid of its
+// own, from Config.Users (like systemd's DynamicUser).
+const DynamicUser = "dynamic"
+
+// Defaults for the limits of isolated envs and dynamic users.
 const (
-	execVar       = "ENVGATE_EXEC"        // the program to become
-	execNNPVar    = "ENVGATE_EXEC_NNP"    // "1": set no_new_privs first
-	execCgroupVar = "ENVGATE_EXEC_CGROUP" // cgroup.procs files to join, ":"-separated
+	// DefaultTmpSize bounds an isolated env's private /tmp (and
+	// /dev/shm); its pages count against the env's cgroup memory.
+	DefaultTmpSize = 256 << 20
+	// DefaultOpenFiles is RLIMIT_NOFILE of isolated envs.
+	DefaultOpenFiles = 65536
+	// DefaultProcesses is RLIMIT_NPROC of dynamic users' envs. It counts
+	// every task (thread) of the uid: with a uid per env, the env's.
+	DefaultProcesses = 1024
 )
 
-func init() {
-	path := os.Getenv(execVar)
-	if path == "" {
-		return
-	}
-	// no_new_privs is per thread and survives execve: set it on the
-	// thread that execs.
-	runtime.LockOSThread()
-	nnp, cgs := os.Getenv(execNNPVar) == "1", os.Getenv(execCgroupVar)
-	for _, v := range []string{execVar, execNNPVar, execCgroupVar} {
-		os.Unsetenv(v)
-	}
-	if cgs != "" {
-		for _, f := range strings.Split(cgs, ":") {
-			// "0" is the writing process itself.
-			if err := os.WriteFile(f, []byte("0"), 0); err != nil {
-				fmt.Fprintf(os.Stderr, "envgate: join cgroup: %v\n", err)
-				os.Exit(126)
-			}
-		}
-	}
-	if nnp {
-		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-			fmt.Fprintf(os.Stderr, "envgate: no_new_privs: %v\n", err)
-			os.Exit(126)
-		}
-	}
-	err := syscall.Exec(path, os.Args, os.Environ())
-	fmt.Fprintf(os.Stderr, "envgate: exec %s: %v\n", path, err)
-	os.Exit(127)
-}
-
-// viaTrampoline makes cmd start through the trampoline.
-func viaTrampoline(cmd *exec.Cmd, nnp bool, cgroupProcs []string) {
-	if cmd.Err != nil || !nnp && len(cgroupProcs) == 0 {
-		return // Start reports the failed path lookup
-	}
-	cmd.Env = append(cmd.Env, execVar+"="+cmd.Path)
-	if nnp {
-		cmd.Env = append(cmd.Env, execNNPVar+"=1")
-	}
-	if len(cgroupProcs) > 0 {
-		cmd.Env = append(cmd.Env, execCgroupVar+"="+strings.Join(cgroupProcs, ":"))
-	}
-	// /proc/self/exe, not the binary's path: the directories on the way to
-	// the gateway's binary need not be open to the dev server's user.
-	cmd.Path = "/proc/self/exe"
+// RLimits are a dev server's resource limits (soft and hard alike).
+type RLimits struct {
+	// OpenFiles is RLIMIT_NOFILE. Default: DefaultOpenFiles for isolated
+	// envs, else the gateway's own.
+	OpenFiles uint64
+	// Processes is RLIMIT_NPROC, counted over every process and thread of
+	// the env's uid, on the whole machine. Default: DefaultProcesses for
+	// dynamic users, else none (a named user's count spans all its envs).
+	Processes uint64
 }
 
 // credential is who a dev server runs as.
@@ -110,8 +76,12 @@ func resolveUser(s string) (credential, error) {
 
 // prepareUser checks User and AllowRoot; Prepare calls it.
 func (t *Template) prepareUser() error {
-	t.cred = nil
+	t.cred, t.dynamic = nil, false
 	if t.User == "" {
+		return nil
+	}
+	if t.User == DynamicUser {
+		t.dynamic = true
 		return nil
 	}
 	c, err := resolveUser(t.User)
@@ -125,6 +95,87 @@ func (t *Template) prepareUser() error {
 	return nil
 }
 
+// Dynamic reports whether the template's envs run as uids of their own.
+func (t *Template) Dynamic() bool { return t.dynamic }
+
+// ownDataDir makes e's data dir (already made, 0700) belong to the user
+// e runs as, and returns that user: the template's, or for a dynamic
+// user the env's own uid (with a gid of the same number).
+func (m *Manager) ownDataDir(e *env) (*credential, error) {
+	c := e.tmpl.cred
+	if e.tmpl.dynamic {
+		uid, err := m.uids.assign(e.name)
+		if err != nil {
+			return nil, err
+		}
+		c = &credential{uid, uid}
+	}
+	if c == nil {
+		return nil, nil
+	}
+	// The data dir is the env's: its user must be able to write it.
+	if err := os.Chown(e.dataDir, int(c.uid), int(c.gid)); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// isolation is how an isolated env's namespaces are set up.
+type isolation struct {
+	tmpSize int64
+	keep    []string // paths under /tmp the env must still see
+	binds   []BindMount
+}
+
+// runAs fills in who x runs as, its rlimits and, with Config.Isolate, its
+// namespaces.
+func (m *Manager) runAs(x *expanded, cred *credential, e *env, sb Sandbox) {
+	x.cred = cred
+	lim := e.tmpl.RLimits
+	if m.cfg.Isolate {
+		x.iso = &isolation{tmpSize: e.tmpl.TmpSize}
+		if x.iso.tmpSize == 0 {
+			x.iso.tmpSize = DefaultTmpSize
+		}
+		prog := x.argv[0]
+		if !strings.Contains(prog, "/") {
+			prog, _ = exec.LookPath(prog)
+		}
+		// The whole data root (0711), as the env would see it outside /tmp;
+		// and files under /tmp the command names, even inside a script
+		// (sh -c "exec /tmp/x/server").
+		for _, p := range append([]string{m.cfg.DataRoot, x.dir, prog}, tmpPathsIn(x)...) {
+			if !filepath.IsAbs(p) {
+				continue
+			}
+			r, err := filepath.EvalSymlinks(p)
+			if err != nil || !underTmp(r) || slices.ContainsFunc(x.iso.keep, func(k string) bool { return within(r, k) }) {
+				continue
+			}
+			x.iso.keep = append(x.iso.keep, r)
+		}
+		if m.cfg.Mounts != nil {
+			x.iso.binds = m.cfg.Mounts(e.name, sb)
+		}
+		if lim.OpenFiles == 0 {
+			lim.OpenFiles = DefaultOpenFiles
+		}
+	}
+	if e.tmpl.dynamic && lim.Processes == 0 {
+		lim.Processes = DefaultProcesses
+	}
+	if lim.OpenFiles > 0 {
+		x.rlimits = append(x.rlimits, rlimit{syscall.RLIMIT_NOFILE, lim.OpenFiles})
+	}
+	if lim.Processes > 0 {
+		x.rlimits = append(x.rlimits, rlimit{unix.RLIMIT_NPROC, lim.Processes})
+	}
+}
+
+// hiddenMounts are the host mounts an isolated env's mount namespace
+// drops.
+func hiddenMounts() []string { return []string{netns.RunDir} }
+
 // dropPrivileges makes cmd run as cred, with no supplementary groups and
 // no capabilities (the kernel clears them when root becomes another uid).
 // It reports whether it did: the caller then asks the trampoline for
@@ -135,4 +186,27 @@ func dropPrivileges(cmd *exec.Cmd, cred *credential) bool {
 	}
 	cmd.SysProcAttr.Credential = &syscall.Credential{Uid: cred.uid, Gid: cred.gid, Groups: []uint32{}}
 	return true
+}
+
+// tmpPathsIn returns the words of x's argv and env values that are paths
+// under /tmp.
+func tmpPathsIn(x *expanded) []string {
+	var out []string
+	add := func(s string) {
+		if !strings.Contains(s, "/tmp/") {
+			return
+		}
+		for _, w := range strings.FieldsFunc(s, func(r rune) bool { return strings.ContainsRune(" \t\n'\";=:,()<>|&`", r) }) {
+			if underTmp(w) {
+				out = append(out, filepath.Clean(w))
+			}
+		}
+	}
+	for _, a := range x.argv {
+		add(a)
+	}
+	for _, v := range x.env {
+		add(v)
+	}
+	return out
 }

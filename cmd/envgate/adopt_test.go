@@ -40,28 +40,30 @@ func demoPage(t *testing.T, g *gatewayProc, env string) (pid int, cold bool) {
 }
 
 // waitRecorded waits until the gateway's state file lists every env in
-// envs.
-func waitRecorded(t *testing.T, stateFile string, envs []string) {
+// envs, and returns their recorded pids: in the host's pid namespace (the
+// pid a demo page shows is its own namespace's).
+func waitRecorded(t *testing.T, stateFile string, envs []string) map[string]int {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		var st struct {
 			Envs []struct {
 				Name string `json:"name"`
+				Pid  int    `json:"pid"`
 			} `json:"envs"`
 		}
 		b, err := os.ReadFile(stateFile)
 		if err == nil && json.Unmarshal(b, &st) == nil {
-			on := map[string]bool{}
+			on := map[string]int{}
 			for _, e := range st.Envs {
-				on[e.Name] = true
+				on[e.Name] = e.Pid
 			}
 			all := true
 			for _, e := range envs {
-				all = all && on[e]
+				all = all && on[e] > 0
 			}
 			if all {
-				return
+				return on
 			}
 		}
 		if time.Now().After(deadline) {
@@ -99,10 +101,10 @@ func TestRestartAfterKill(t *testing.T) {
 			}
 			// An env is on file shortly after it got ready, off the
 			// request path: kill the gateway once all three are.
-			waitRecorded(t, filepath.Join(filepath.Dir(cfg), "state", "run", instance+".state.json"), envs)
+			hostPids := waitRecorded(t, filepath.Join(filepath.Dir(cfg), "state", "run", instance+".state.json"), envs)
 			g.stop(t, syscall.SIGKILL)
 			for _, env := range envs {
-				if !running(pids[env]) {
+				if !running(hostPids[env]) {
 					t.Fatalf("dev server of %s died with the gateway", env)
 				}
 			}
@@ -115,16 +117,16 @@ func TestRestartAfterKill(t *testing.T) {
 					t.Fatalf("on_restart clean left namespaces %v links %v", ns, links)
 				}
 				for _, env := range envs {
-					if running(pids[env]) {
-						t.Fatalf("on_restart clean left %s's dev server %d running", env, pids[env])
+					if running(hostPids[env]) {
+						t.Fatalf("on_restart clean left %s's dev server %d running", env, hostPids[env])
 					}
 				}
 				return
 			}
 			for _, env := range envs {
 				pid, cold := demoPage(t, g, env)
-				if cold || pid != pids[env] {
-					t.Fatalf("%s after restart: pid %d (was %d), cold start %v; want the adopted server, warm", env, pid, pids[env], cold)
+				if cold || pid != pids[env] || !running(hostPids[env]) {
+					t.Fatalf("%s after restart: pid %d (was %d), host pid %d running %v, cold start %v; want the adopted server, warm", env, pid, pids[env], hostPids[env], running(hostPids[env]), cold)
 				}
 			}
 			if !strings.Contains(g.log.String(), "adopted envs left running by the earlier run") {

@@ -62,6 +62,8 @@ type Config struct {
 		// logs a warning at every env start.
 		Firewall string `yaml:"firewall"`
 	} `yaml:"network"`
+	// Users says where dynamic users come from; see UsersConfig.
+	Users  UsersConfig  `yaml:"users"`
 	Limits LimitsConfig `yaml:"limits"`
 	// Access says who may reach which envs; see AccessConfig. Default
 	// none: envs under localhost domains are open, others refused.
@@ -180,12 +182,26 @@ type TemplateConfig struct {
 	} `yaml:"ready"`
 	IdleTimeout Duration `yaml:"idle_timeout"`
 	MaxLifetime Duration `yaml:"max_lifetime"`
-	// User runs the dev servers as this user (name, uid or uid:gid), with
-	// no capabilities and no_new_privs. Default: none, which is an error
-	// unless allow_root is true (dev servers then run as root).
+	// User runs the dev servers as this user, with no capabilities and
+	// no_new_privs: dynamic (a uid of each env's own from users.uid_range,
+	// owning only its data dir), or a name, uid or uid:gid shared by all
+	// the template's envs (which can then read each other's data).
+	// Default: dynamic, or root when allow_root is true.
 	User string `yaml:"user"`
 	// AllowRoot says dev servers may run as root. Default false.
 	AllowRoot bool `yaml:"allow_root"`
+	// RLimits are the dev servers' rlimits. Defaults: nofile 65536 (or the
+	// gateway's own hard limit, if lower), nproc 1024 for dynamic users.
+	RLimits struct {
+		// NoFile is RLIMIT_NOFILE, open files per process.
+		NoFile uint64 `yaml:"nofile"`
+		// NProc is RLIMIT_NPROC, counted over every process and thread of
+		// the user on the machine: for a named user, across all its envs.
+		NProc uint64 `yaml:"nproc"`
+	} `yaml:"rlimits"`
+	// TmpSize bounds each env's private /tmp (and /dev/shm), a tmpfs
+	// whose pages count as the env's memory. Default 256MiB.
+	TmpSize Size `yaml:"tmp_size"`
 	// Resources limit each env of the template through its cgroup.
 	Resources ResourcesConfig `yaml:"resources"`
 	StopGrace Duration        `yaml:"stop_grace"`
@@ -465,6 +481,7 @@ func (c *Config) validate() error {
 	errs = append(errs, c.validateSource()...)
 	errs = append(errs, c.validatePorts()...)
 	errs = append(errs, c.validateProxying()...)
+	errs = append(errs, c.validateUsers()...)
 	errs = append(errs, c.validateAccess()...)
 	errs = append(errs, c.validateAdmin()...)
 	errs = append(errs, c.validateNetwork()...)
@@ -478,9 +495,6 @@ func (c *Config) validate() error {
 			add(c.errAt(p+".name", "%q used twice", tc.Name))
 		}
 		names[tc.Name] = true
-		if tc.User == "" && !tc.AllowRoot {
-			add(c.errAt(p+".name", "dev servers of template %q would run as root: set user: (e.g. nobody) to drop privileges, or allow_root: true to say root is intended", tc.Name))
-		}
 		if tc.Ready.HTTP != "" && tc.Ready.TCP {
 			add(c.errAt(p+".ready", "set http or tcp, not both"))
 		}
@@ -520,8 +534,10 @@ func (c *Config) template(i int) (*lifecycle.Template, error) {
 		Ready:       lifecycle.Probe{HTTPPath: tc.Ready.HTTP, Timeout: time.Duration(tc.Ready.Timeout)},
 		IdleTimeout: time.Duration(tc.IdleTimeout),
 		MaxLifetime: time.Duration(tc.MaxLifetime),
-		User:        tc.User,
+		User:        tc.lifecycleUser(),
 		AllowRoot:   tc.AllowRoot,
+		RLimits:     lifecycle.RLimits{OpenFiles: tc.RLimits.NoFile, Processes: tc.RLimits.NProc},
+		TmpSize:     int64(tc.TmpSize),
 		Resources:   tc.Resources.lifecycle(),
 		StopGrace:   time.Duration(tc.StopGrace),
 		Waiting:     tc.Waiting,

@@ -15,7 +15,7 @@ func newConfigCmd(g *globalFlags) *cobra.Command {
 		Long: `Without flags, print the embedded default configuration (a starting point
 for your own file). With --config FILE --check, load FILE and report every
 problem with its file, line and field, or "ok"; warnings (secrets other
-users can read) go to stderr.`,
+users can read, templates whose envs share a user) go to stderr.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !check {
@@ -26,7 +26,7 @@ users can read) go to stderr.`,
 			if err != nil {
 				return err
 			}
-			for _, w := range c.secretWarnings() {
+			for _, w := range append(c.secretWarnings(), c.userWarnings()...) {
 				fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w)
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), "ok")

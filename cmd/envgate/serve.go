@@ -140,6 +140,10 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 		// Each env gets a cgroup here (limits, memory for eviction).
 		CgroupParent: cfg.cgroupParent(),
 		WarmPool:     cfg.Network.WarmPool,
+
+		// A uid per env (user: dynamic), and pid and mount namespaces.
+		Users:   cfg.uidRange(),
+		Isolate: true,
 		// The handler is made below; no env runs, so none stops, before.
 		BeforeStop: func(env string, addr netip.AddrPort) {
 			if h := handler.Load(); h != nil {
