@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -425,5 +426,39 @@ func TestSetCookieHostOnly(t *testing.T) {
 		if got := resp.Header.Values("Set-Cookie"); len(got) != 2 || !strings.Contains(got[0], "Domain=.localhost") {
 			t.Errorf("%s, template with shared_domain: Set-Cookie %q, want Domain kept", m, got)
 		}
+	}
+}
+
+// A TCP listener carries no HTTP request: only allow_cidrs admits a
+// connection, and a refused one starts nothing, in either TLS mode.
+func TestTCPAccess(t *testing.T) {
+	envCert, _ := testCert(t, "dbtls--feature-x."+testDomain, "feature-x."+testDomain)
+	g := startGateway(t, gwOptions{Templates: []*lifecycle.Template{multiPortTemplate(t, envCert)}, Domains: []string{testDomain},
+		Config: func(c *gateway.Config) { c.Access = loopbackAccess(t) }})
+	users := filepath.Join(t.TempDir(), "htpasswd")
+	writeUsers(t, users, "alice", "wonder")
+	policy, err := access.New(access.Config{Rules: []access.Rule{
+		{Match: "open-*", AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}},
+		{Match: "*", AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}, Basic: &access.Basic{HtpasswdFile: users}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm, gwRoots := internalCA(t)
+	terminate := startTCP(t, g, gateway.TCPConfig{Port: "db", TLS: cm.TLSConfig(), Access: policy})
+	passthrough := startTCP(t, g, gateway.TCPConfig{Port: "dbtls", Mode: gateway.TLSPassthrough, Access: policy})
+	if _, err := echoOnce(t, terminate, "db--feature-x."+testDomain, gwRoots, "x"); err == nil {
+		t.Error("terminate: a loopback client got through a rule that admits 192.0.2.0/24 or basic users")
+	}
+	d := &tls.Dialer{Config: &tls.Config{ServerName: "feature-x." + testDomain, InsecureSkipVerify: true}}
+	if c, err := d.Dial("tcp", passthrough); err == nil {
+		c.Close()
+		t.Error("passthrough: a refused client reached the env's TLS server")
+	}
+	if n := g.Net.Creates.Load(); n != 0 {
+		t.Fatalf("%d sandboxes created for refused connections", n)
+	}
+	if got, err := echoOnce(t, terminate, "db--open-1."+testDomain, gwRoots, "hello\n"); err != nil || got != "hello\n" {
+		t.Fatalf("admitted client: %q, %v", got, err)
 	}
 }

@@ -30,7 +30,7 @@ func (h *Handler) gate(w http.ResponseWriter, r *http.Request, env string) (acce
 		return d, h.refuse(w, r, env, &d)
 	}
 	d.Apply(r.Header)
-	if h.newEnvs.applies(local) && h.known != nil && !h.known.Known(env) {
+	if h.newEnvs.counts(h.known, env, local) {
 		if wait := h.newEnvs.take(access.ClientAddr(r, h.trusted)); wait > 0 {
 			secs := int(wait/time.Second) + 1
 			(&errorPage{Status: http.StatusTooManyRequests, Error: "too_many_new_envs", Env: env, RetryAfter: secs,

@@ -95,3 +95,27 @@ func TestIsLocalHost(t *testing.T) {
 		}
 	}
 }
+
+type fakeKnower struct{ known, refused map[string]bool }
+
+func (f fakeKnower) Known(n string) bool { return f.known[n] }
+func (f fakeKnower) Allowed(n string) error {
+	if f.refused[n] {
+		return errorString("refused")
+	}
+	return nil
+}
+
+// Only names that are new and could start take a token.
+func TestNewEnvLimitCounts(t *testing.T) {
+	l := NewNewEnvLimit(1, time.Minute, false)
+	k := fakeKnower{known: map[string]bool{"old": true}, refused: map[string]bool{"nope": true}}
+	for env, want := range map[string]bool{"old": false, "nope": false, "new": true} {
+		if got := l.counts(k, env, false); got != want {
+			t.Errorf("%s counts %v, want %v", env, got, want)
+		}
+	}
+	if l.counts(k, "new", true) || l.counts(nil, "new", false) {
+		t.Error("counted on localhost, or without a knower")
+	}
+}

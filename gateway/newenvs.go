@@ -45,6 +45,15 @@ type EnvKnower interface {
 	// Known reports whether env name has an entry (running, starting,
 	// stopped or failed), without making one.
 	Known(name string) bool
+	// Allowed reports whether a start of env name could run: a name no
+	// template or source allows is refused anyway, and takes no token.
+	Allowed(name string) error
+}
+
+// counts reports whether a request for env from a client counts against
+// l: l applies to the domain, and env is new and could start.
+func (l *NewEnvLimit) counts(k EnvKnower, env string, local bool) bool {
+	return l.applies(local) && k != nil && !k.Known(env) && k.Allowed(env) == nil
 }
 
 // applies reports whether the limit counts requests for a domain that is

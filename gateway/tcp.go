@@ -249,7 +249,7 @@ func (p *TCPProxy) admit(c net.Conn, env, serverName string) error {
 	if err := p.cfg.Access.CheckConn(client, env, local); err != nil {
 		return err
 	}
-	if p.cfg.NewEnvs.applies(local) && p.known != nil && !p.known.Known(env) {
+	if p.cfg.NewEnvs.counts(p.known, env, local) {
 		if wait := p.cfg.NewEnvs.take(client); wait > 0 {
 			return fmt.Errorf("gateway: tcp: %s started too many new envs; next in %v", client, wait.Round(time.Second))
 		}

@@ -306,3 +306,23 @@ func FuzzClientAddr(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkCheck(b *testing.B) {
+	open := mustNew(&testing.T{}, Config{})
+	cidr := mustNew(&testing.T{}, Config{Rules: []Rule{{Match: "pr-*", AllowCIDRs: prefixes("10.0.0.0/8")}, {AllowCIDRs: prefixes("127.0.0.0/8")}}})
+	r := req("127.0.0.1:1234")
+	b.Run("open-localhost", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			d := open.Check(r, "main", true)
+			d.Apply(r.Header)
+		}
+	})
+	b.Run("cidr", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			d := cidr.Check(r, "main", false)
+			d.Apply(r.Header)
+		}
+	})
+}
