@@ -152,7 +152,8 @@ func isHex(c byte) bool {
 }
 
 // serveDirect proxies r, which directEligible accepted, to target.
-func (h *Handler) serveDirect(w http.ResponseWriter, r *http.Request, lease *lifecycle.Lease, target netip.AddrPort) {
+// It returns the status it sent.
+func (h *Handler) serveDirect(w http.ResponseWriter, r *http.Request, lease *lifecycle.Lease, target netip.AddrPort) int {
 	f := h.forwardingFor(r)
 	conn := r.Header["Connection"]
 	write := func(bw *bufio.Writer) error {
@@ -171,12 +172,12 @@ func (h *Handler) serveDirect(w http.ResponseWriter, r *http.Request, lease *lif
 	res, err := h.fast.exchange(r.Context(), target, r, false, write, got1xx)
 	if err != nil {
 		h.upstreamError(w, r, lease.Env(), err)
-		return
+		return upstreamErrorStatus(r)
 	}
 	defer res.Body.Close()
 	if res.StatusCode == http.StatusSwitchingProtocols {
 		h.upstreamError(w, r, lease.Env(), errUnaskedSwitch)
-		return
+		return upstreamErrorStatus(r)
 	}
 	dst := w.Header()
 	copyResponseHeader(dst, res.Header)
@@ -203,18 +204,19 @@ func (h *Handler) serveDirect(w http.ResponseWriter, r *http.Request, lease *lif
 	}
 	res.Body.Close() // now, so that res.Trailer is filled in
 	if len(res.Trailer) == 0 {
-		return
+		return res.StatusCode
 	}
 	// Force chunking, so net/http does not add a Content-Length to a
 	// short body and drop the trailers.
 	http.NewResponseController(w).Flush()
 	if len(res.Trailer) == announced {
 		copyResponseHeader(dst, res.Trailer)
-		return
+		return res.StatusCode
 	}
 	for k, vv := range res.Trailer {
 		dst[http.TrailerPrefix+k] = append(dst[http.TrailerPrefix+k], vv...)
 	}
+	return res.StatusCode
 }
 
 var errUnaskedSwitch = errorString("the dev server switched protocols, which the request did not ask for")

@@ -34,6 +34,9 @@ type Config struct {
 	Domains []string
 	// Envs acquires envs. Required.
 	Envs Envs
+	// Requests, if set, is told of every request (metrics); see
+	// RequestObserver.
+	Requests RequestObserver
 	// Log receives request logs (debug) and proxy failures (warn).
 	Log zerolog.Logger
 	// PortSeparator joins a port name to an env name in a host label
@@ -66,6 +69,7 @@ type Config struct {
 
 // Handler routes each request by Host to its env and proxies it there.
 type Handler struct {
+	requests  RequestObserver // Config.Requests; nil: none
 	domains   []string
 	envs      Envs
 	log       zerolog.Logger
@@ -127,6 +131,7 @@ func NewHandler(cfg Config) (*Handler, error) {
 	}
 	h.transport.DialContext = h.envConns.track(h.transport.DialContext)
 	h.fast = newFastTransport(h.transport)
+	h.requests = cfg.Requests
 	h.ports, _ = cfg.Envs.(PortNamer)
 	h.known, _ = cfg.Envs.(EnvKnower)
 	h.access, h.newEnvs = cfg.Access, cfg.NewEnvs
@@ -210,7 +215,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if t := lease.Template(); (t == nil || t.Upstream != lifecycle.UpstreamH2C) && directEligible(r) {
 		if !h.debug {
-			h.serveDirect(w, r, lease, target)
+			h.observe(h.serveDirect(w, r, lease, target), began)
 			return
 		}
 		sw := &statusWriter{ResponseWriter: w}
@@ -232,7 +237,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if body != nil {
 		pr.Body = body
 	}
-	if !h.debug {
+	if !h.debug && h.requests == nil {
 		h.proxy.ServeHTTP(w, pr)
 		return
 	}
@@ -315,6 +320,7 @@ func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, env stri
 }
 
 func (h *Handler) logRequest(r *http.Request, env string, status int, began time.Time) {
+	h.observe(status, began)
 	if !h.debug {
 		return
 	}

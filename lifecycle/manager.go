@@ -79,6 +79,8 @@ type Config struct {
 	LogDir        string
 	LogMaxSize    int
 	LogMaxBackups int
+	// Observer, if set, is told of starts, refusals and stops (metrics).
+	Observer Observer
 	// Log receives lifecycle events and dev servers' output.
 	Log zerolog.Logger
 }

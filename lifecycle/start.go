@@ -119,6 +119,7 @@ func (m *Manager) start(e *env) (err error) {
 	// memory floor, all within the template's start timeout, and it is
 	// dropped if every caller waiting for it goes meanwhile.
 	if err := m.refusal(e); err != nil {
+		m.observeRefusal(e, err)
 		e.log.Warn().Err(err).Msg("start refused: at capacity, nothing idle to evict")
 		return err
 	}
@@ -128,6 +129,7 @@ func (m *Manager) start(e *env) (err error) {
 	e.mu.Unlock()
 	endTurn, err := m.beginStart(e)
 	if err != nil {
+		m.observeRefusal(e, err)
 		e.mu.Lock()
 		e.setStateLocked(prev)
 		e.mu.Unlock()
@@ -141,10 +143,12 @@ func (m *Manager) start(e *env) (err error) {
 	defer m.warm.refill()
 	ctx, cancel := context.WithTimeoutCause(m.ctx, e.tmpl.Ready.Timeout, errStartTimeout)
 	defer cancel()
+	launchAt := time.Now()
 	sb, proc, err := m.launch(ctx, e)
 	if err != nil {
 		return m.failStart(e, sb, proc, err)
 	}
+	spawnedAt := time.Now()
 	// The dev server boots at a lower CPU priority and gets the normal one
 	// once it is ready: in a start storm, envs already serving keep the
 	// CPUs; on a quiet machine nothing competes and nothing slows.
@@ -167,6 +171,8 @@ func (m *Manager) start(e *env) (err error) {
 	e.setStateLocked(Ready)
 	e.mu.Unlock()
 	e.log.Info().Str("addr", addr.String()).Int("pid", proc.Pid()).Dur("took", took).Msg("env ready")
+	setup, boot := spawnedAt.Sub(launchAt), time.Since(spawnedAt)
+	m.observer().Started(e.name, StartPhases{Wait: max(took-setup-boot, 0), Setup: setup, Boot: boot})
 	m.saveStateSoon()
 	m.supWG.Go(func() { m.supervise(e, proc) })
 	return nil
@@ -307,6 +313,7 @@ func (m *Manager) failStart(e *env, sb Sandbox, proc *process, cause error) erro
 	failures := e.failures
 	e.mu.Unlock()
 	e.log.Warn().Str("reason", se.Reason).AnErr("cause", se.Err).Int("failures", failures).Msg("env start failed")
+	m.observer().StartFailed(e.name, se.Timeout)
 	return se
 }
 

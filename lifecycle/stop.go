@@ -30,6 +30,7 @@ func (m *Manager) supervise(e *env, proc *process) {
 	e.mu.Unlock()
 
 	e.log.Warn().Str("exit", proc.exitDescription()).Msg("dev server exited on its own")
+	m.observer().Stopped(e.name, StopCrashed)
 	m.releaseSlot(e)
 	if err := m.cfg.Network.Destroy(sb); err != nil {
 		e.log.Error().Err(err).Msg("destroy sandbox")
@@ -111,6 +112,7 @@ func (m *Manager) stop(e *env, reason string, force, nice bool) bool {
 	close(e.stopped)
 	e.mu.Unlock()
 	e.log.Info().Str("reason", reason).Str("exit", proc.exitDescription()).Dur("took", time.Since(began)).Msg("env stopped")
+	m.observer().Stopped(e.name, StopCause(reason))
 	m.saveStateSoon()
 	return true
 }

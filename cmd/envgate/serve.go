@@ -17,6 +17,7 @@ import (
 
 	"github.com/envgate/envgate/certs"
 	"github.com/envgate/envgate/gateway"
+	"github.com/envgate/envgate/gateway/admin"
 	"github.com/envgate/envgate/lifecycle"
 	"github.com/envgate/envgate/netns"
 	"github.com/rs/zerolog"
@@ -126,6 +127,9 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 	}
 	defer src.Close()
 	var handler atomic.Pointer[gateway.Handler]
+	// Prometheus metrics: told of lifecycle events and requests, served
+	// by the admin listeners.
+	metrics := admin.NewMetrics(buildVersion())
 	envs, err := lifecycle.New(lifecycle.Config{
 		Templates: tmpls,
 		DataRoot:  filepath.Join(cfg.StateDir, "envs"),
@@ -150,11 +154,13 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 				h.CloseEnvConns(env, addr)
 			}
 		},
-		Log: log.With().Str("component", "lifecycle").Logger(),
+		Observer: metrics,
+		Log:      log.With().Str("component", "lifecycle").Logger(),
 	})
 	if err != nil {
 		return err
 	}
+	metrics.WatchEnvs(envs)
 	if pred == nil {
 		recoverEnvs(cfg, envs, nsm, log)
 	}
@@ -191,6 +197,8 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 		// Named ports: <port><sep><env>.<domain>.
 		PortSeparator:  cfg.PortSeparator,
 		TrustedProxies: cfg.trustedProxies(),
+		// Requests by status class and their latency (no allocation).
+		Requests: metrics,
 	})
 	if err != nil {
 		return err
@@ -243,7 +251,7 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
-	adm, err := newAdminServers(cfg, envs, nil, lset, log.With().Str("component", "admin").Logger())
+	adm, err := newAdminServers(cfg, envs, metrics.Handler(), lset, log.With().Str("component", "admin").Logger())
 	if err != nil {
 		return err
 	}

@@ -47,9 +47,7 @@ type Config struct {
 	Reload func() error
 	// Metrics, if set, serves GET /metrics.
 	Metrics http.Handler
-	// Dashboard, if set, serves GET / (the HTML dashboard).
-	Dashboard http.Handler
-	Log       zerolog.Logger
+	Log     zerolog.Logger
 }
 
 // Handler serves the API. Make it with New.
@@ -82,15 +80,24 @@ func New(cfg Config) *Handler {
 	if cfg.Metrics != nil {
 		h.mux.Handle("GET /metrics", cfg.Metrics)
 	}
-	if cfg.Dashboard != nil {
-		h.mux.Handle("GET /{$}", cfg.Dashboard)
-	}
+	h.mux.HandleFunc("GET /{$}", h.dashboard)
 	return h
 }
+
+// ActionHeader must be set (to anything) on every request that changes
+// something (POST, DELETE): a browser sends a custom header only from a
+// script of the same origin, so another site's page cannot make a
+// browser that can reach the API (a forwarded socket, a token cookie)
+// stop or destroy envs.
+const ActionHeader = "X-Envgate-Admin"
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
+	if r.Method != http.MethodGet && r.Method != http.MethodHead && r.Header.Get(ActionHeader) == "" {
+		writeError(w, http.StatusForbidden, "a request that changes something needs the header "+ActionHeader+": 1 (the CLI and the dashboard send it)")
+		return
+	}
 	h.mux.ServeHTTP(w, r)
 }
 

@@ -103,7 +103,11 @@ func logLine(t time.Time, s string) string {
 func do(t *testing.T, h http.Handler, method, path string) *httptest.ResponseRecorder {
 	t.Helper()
 	w := httptest.NewRecorder()
-	h.ServeHTTP(w, httptest.NewRequest(method, path, nil))
+	r := httptest.NewRequest(method, path, nil)
+	if method != "GET" {
+		r.Header.Set(ActionHeader, "1")
+	}
+	h.ServeHTTP(w, r)
 	return w
 }
 
@@ -139,6 +143,11 @@ func TestEndpoints(t *testing.T) {
 		t.Errorf("status: %+v", st)
 	}
 
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest("POST", "/v1/envs/web/stop", nil))
+	if w.Code != http.StatusForbidden || len(f.stopped) != 0 {
+		t.Errorf("POST without %s: %d, stopped %v", ActionHeader, w.Code, f.stopped)
+	}
 	r := decode[ActionResult](t, do(t, h, "POST", "/v1/envs/web/stop"))
 	if !r.Changed || len(f.stopped) != 1 {
 		t.Errorf("stop: %+v, stopped %v", r, f.stopped)
@@ -271,6 +280,32 @@ func TestTokenRequired(t *testing.T) {
 	}
 	if w := do(t, h, "GET", "/healthz"); w.Code != 200 {
 		t.Errorf("healthz without token: %d", w.Code)
+	}
+	if w := do(t, h, "GET", "/"); w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/login" {
+		t.Errorf("dashboard without token: %d %q", w.Code, w.Header().Get("Location"))
+	}
+	// A browser logs in with the token and gets it as a cookie.
+	bad := httptest.NewRequest("POST", "/login", strings.NewReader("token=nope"))
+	bad.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	w = httptest.NewRecorder()
+	h.ServeHTTP(w, bad)
+	if w.Code != 401 || len(w.Result().Cookies()) != 0 {
+		t.Errorf("login with a wrong token: %d, cookies %v", w.Code, w.Result().Cookies())
+	}
+	good := httptest.NewRequest("POST", "/login", strings.NewReader("token=0123456789abcdef0123"))
+	good.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	w = httptest.NewRecorder()
+	h.ServeHTTP(w, good)
+	cs := w.Result().Cookies()
+	if w.Code != http.StatusSeeOther || len(cs) != 1 || !cs[0].HttpOnly || cs[0].SameSite != http.SameSiteStrictMode {
+		t.Fatalf("login: %d, cookies %v", w.Code, cs)
+	}
+	req = httptest.NewRequest("GET", "/v1/envs", nil)
+	req.AddCookie(cs[0])
+	w = httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	if w.Code != 200 {
+		t.Errorf("with the login cookie: %d", w.Code)
 	}
 }
 

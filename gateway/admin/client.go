@@ -58,6 +58,7 @@ func (c *Client) Do(ctx context.Context, method, path string) (*http.Response, e
 	if err != nil {
 		return nil, err
 	}
+	req.Header.Set(ActionHeader, "1")
 	if c.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.Token)
 	}

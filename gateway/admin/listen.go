@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -106,20 +107,68 @@ func ReadToken(path string) (string, error) {
 	return tok, nil
 }
 
-// RequireToken wraps h so that a request without "Authorization: Bearer
-// <token>" is answered 401. The comparison takes the same time whatever
-// the token sent. /healthz stays open (probes).
+// RequireToken wraps h so that a request without the token is answered
+// 401. The token comes as "Authorization: Bearer <token>" (the CLI, curl,
+// Prometheus) or in the cookie POST /login sets (a browser, for the
+// dashboard: HttpOnly, SameSite=Strict). The comparison takes the same
+// time whatever the token sent. /healthz stays open (probes).
 func RequireToken(token string, h http.Handler) http.Handler {
-	want := []byte("Bearer " + token)
+	want := []byte(token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got := []byte(r.Header.Get("Authorization"))
-		if r.URL.Path != "/healthz" && subtle.ConstantTimeCompare(got, want) != 1 {
+		switch {
+		case r.URL.Path == "/healthz":
+		case r.URL.Path == "/login":
+			login(w, r, want)
+			return
+		case !tokenOK(r, want):
+			if r.Method == http.MethodGet && r.URL.Path == "/" {
+				http.Redirect(w, r, "/login", http.StatusSeeOther)
+				return
+			}
 			w.Header().Set("WWW-Authenticate", `Bearer realm="envgate admin"`)
 			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token (Authorization: Bearer <the content of admin.token_file>)")
 			return
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// tokenCookie holds the token in a browser that logged in.
+const tokenCookie = "envgate_admin_token"
+
+func tokenOK(r *http.Request, want []byte) bool {
+	var got string
+	if a := r.Header.Get("Authorization"); strings.HasPrefix(a, "Bearer ") {
+		got = a[len("Bearer "):]
+	} else if c, err := r.Cookie(tokenCookie); err == nil {
+		got = c.Value
+	}
+	return subtle.ConstantTimeCompare([]byte(got), want) == 1
+}
+
+const loginPage = `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>envgate: log in</title><style>body{font:15px system-ui,sans-serif;max-width:24rem;margin:4rem auto;padding:0 1rem}input,button{font:inherit;padding:.4rem;width:100%;margin:.3rem 0}</style></head>
+<body><h1>envgate</h1><p>MESSAGE</p><form method="post" action="/login"><label>Admin token (admin.token_file)<input name="token" type="password" autocomplete="current-password" autofocus></label><button>Log in</button></form></body></html>`
+
+// login shows the token form (GET) or checks the token and sets the
+// cookie (POST).
+func login(w http.ResponseWriter, r *http.Request, want []byte) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("X-Frame-Options", "DENY")
+	if r.Method != http.MethodPost {
+		io.WriteString(w, strings.Replace(loginPage, "MESSAGE", "The dashboard needs the gateway's admin token.", 1))
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
+	tok := r.PostFormValue("token")
+	if subtle.ConstantTimeCompare([]byte(tok), want) != 1 {
+		w.WriteHeader(http.StatusUnauthorized)
+		io.WriteString(w, strings.Replace(loginPage, "MESSAGE", "Wrong token.", 1))
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: tokenCookie, Value: tok, Path: "/", HttpOnly: true,
+		SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
+	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
 // NewServer returns an http.Server for the admin API. Like the gateway's,
