@@ -367,3 +367,31 @@ func BenchmarkIsolatedStart(b *testing.B) {
 		})
 	}
 }
+
+// A dev server that leaves the init's process group (setsid) misses the
+// gateway's group signal; the init passes its own on, so a stop is still
+// a SIGTERM the dev server handles, not a SIGKILL after the grace period.
+func TestIsolatedInitForwardsSignals(t *testing.T) {
+	netnstest.RequireRoot(t)
+	tp := lifecycletest.Shell(`exec setsid "$DEMO"`, 20*time.Second)
+	tp.StopGrace = 20 * time.Second
+	f := newFixture(t, lifecycle.Config{Templates: []*lifecycle.Template{tp}, Isolate: true})
+	l := acquire(t, f.m, "loner")
+	l.Release()
+	init, server := envProcs(t, f, "loner")
+	if pg, err := syscall.Getpgid(server); err != nil || pg == init {
+		t.Fatalf("dev server's process group %d (%v): want one of its own, not the init's %d", pg, err, init)
+	}
+	begin := time.Now()
+	f.m.Stop("loner", "test")
+	if took := time.Since(begin); took > tp.StopGrace/2 {
+		t.Errorf("stop took %v: the dev server did not get SIGTERM (grace %v)", took, tp.StopGrace)
+	}
+	p, err := f.m.Progress("loner", 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(p.Tail, "\n"), "shutting down") {
+		t.Errorf("the demo did not shut down on SIGTERM; output:\n%s", strings.Join(p.Tail, "\n"))
+	}
+}
