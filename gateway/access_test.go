@@ -1,11 +1,14 @@
 package gateway_test
 
 import (
+	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -14,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,6 +26,7 @@ import (
 	"github.com/envgate/envgate/gateway/access"
 	"github.com/envgate/envgate/lifecycle"
 	"github.com/envgate/envgate/lifecycle/lifecycletest"
+	"github.com/rs/zerolog"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -460,5 +465,89 @@ func TestTCPAccess(t *testing.T) {
 	}
 	if got, err := echoOnce(t, terminate, "db--open-1."+testDomain, gwRoots, "hello\n"); err != nil || got != "hello\n" {
 		t.Fatalf("admitted client: %q, %v", got, err)
+	}
+}
+
+// noNetwork makes no sandbox: a test that must start nothing.
+type noNetwork struct{ creates atomic.Int64 }
+
+func (n *noNetwork) Create(context.Context, string) (lifecycle.Sandbox, error) {
+	n.creates.Add(1)
+	return nil, errors.New("test: no sandbox")
+}
+func (n *noNetwork) Destroy(lifecycle.Sandbox) error { return nil }
+
+// Names the source refuses make nothing, and no log line above debug,
+// over HTTP and over a TCP listener: anyone can make them up by the
+// thousand.
+func TestRefusedNamesQuiet(t *testing.T) {
+	src, err := lifecycle.NewListSource([]string{"main"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(src.Close)
+	tmpl := &lifecycle.Template{Name: "all", Match: "*", Command: []string{"true"}, Port: 3000}
+	if err := tmpl.Prepare(); err != nil {
+		t.Fatal(err)
+	}
+	var logs lockedBuffer
+	log := zerolog.New(&logs).Level(zerolog.DebugLevel)
+	nw := &noNetwork{}
+	data := t.TempDir()
+	m, err := lifecycle.New(lifecycle.Config{Templates: []*lifecycle.Template{tmpl}, DataRoot: data, Network: nw, Allow: src.Allow, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		m.Close(ctx)
+	})
+	h, err := gateway.NewHandler(gateway.Config{Domains: []string{"localhost"}, Envs: m, Log: log,
+		NewEnvs: gateway.NewNewEnvLimit(1000, time.Minute, true)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := httptest.NewServer(h)
+	t.Cleanup(s.Close)
+	tcp, err := gateway.NewTCPProxy(gateway.TCPConfig{Domains: []string{"localhost"}, Envs: m, Log: log, Mode: gateway.TLSPassthrough})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go tcp.Serve(ln)
+	t.Cleanup(func() { tcp.Shutdown(context.Background()) })
+
+	for i := range 20 {
+		name := fmt.Sprintf("made-up-%d", i)
+		req, _ := http.NewRequest("GET", s.URL+"/", nil)
+		req.Host = name + ".localhost"
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("%s: %d, want 403", name, resp.StatusCode)
+		}
+		d := &tls.Dialer{Config: &tls.Config{ServerName: name + ".localhost", InsecureSkipVerify: true}}
+		if c, err := d.Dial("tcp", ln.Addr().String()); err == nil {
+			c.Close()
+			t.Fatalf("%s over TCP: handshake succeeded", name)
+		}
+	}
+	if n := nw.creates.Load(); n != 0 || len(m.List()) != 0 {
+		t.Fatalf("%d sandboxes, %d env entries for refused names", n, len(m.List()))
+	}
+	if ents, _ := os.ReadDir(data); len(ents) != 0 {
+		t.Fatalf("data dirs for refused names: %v", ents)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		if line != "" && !strings.Contains(line, `"level":"debug"`) {
+			t.Errorf("log line above debug for a refused name: %s", line)
+		}
 	}
 }
