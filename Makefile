@@ -15,9 +15,15 @@ run: build
 	./$(BIN) serve
 
 # The whole suite, as root, against the real kernel, with the race detector.
-# Fuzz targets' seed corpora run as ordinary tests.
+# Fuzz targets' seed corpora run as ordinary tests. Then the scale tests
+# (1,000 live envs; a storm of 2,000 new names) on their own, so that no
+# other package's tests share the CPUs they measure; the gateway they run
+# is a separate, non-race binary either way.
+SCALE_TESTS := ^(TestThousandEnvs|TestStartStormKeepsWarmEnvFast)$$
+
 test:
 	$(GO) test -race -count=1 -timeout 40m $(PKGS)
+	ENVGATE_SCALE_TESTS=1 $(GO) test -count=1 -timeout 15m -run '$(SCALE_TESTS)' -v ./cmd/envgate/
 
 lint:
 	$(GO) vet $(PKGS)

@@ -24,9 +24,7 @@ import (
 // SIGTERM stops everything within 5 s and leaves no namespace, veth,
 // process or cgroup of the instance.
 func TestThousandEnvs(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts 1,000 envs; skipped with -short")
-	}
+	scaleTest(t)
 	const (
 		envs       = 1000
 		clients    = 8

@@ -33,9 +33,7 @@ const stormPool = "10.216.0.0/18"
 // throughout (p99 under 50 ms, measured by a client at a steady 100
 // requests/s), and 10 s after the storm a new env starts within 1 s.
 func TestStartStormKeepsWarmEnvFast(t *testing.T) {
-	if testing.Short() {
-		t.Skip("a 20 s storm of 2,000 new envs; skipped in -short")
-	}
+	scaleTest(t)
 	instance := netnstest.Prefix(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	dir := t.TempDir()
