@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/envgate/envgate/certs"
 	"github.com/envgate/envgate/gateway"
+	"github.com/envgate/envgate/gateway/access"
 	"github.com/envgate/envgate/gateway/admin"
 	"github.com/envgate/envgate/lifecycle"
 	"github.com/envgate/envgate/netns"
@@ -224,7 +226,15 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 		// Certificates only for envs the lifecycle would run: the same
 		// template match and allow check as Acquire, asked before any ACME
 		// order.
-		allow := func(_ context.Context, env string) error { return envs.Allowed(env) }
+		// And only for envs some access rule lets anyone reach: on
+		// domains other than localhost ones, others are refused anyway.
+		closed := !slices.ContainsFunc(cfg.Domains, gateway.LocalDomain)
+		allow := func(_ context.Context, env string) error {
+			if closed && !policy.Covers(env) {
+				return fmt.Errorf("%w: no access rule admits anyone to env %s", access.ErrRefused, env)
+			}
+			return envs.Allowed(env)
+		}
 		cm, err := certs.New(cfg.certsConfig(), allow, log.With().Str("component", "certs").Logger())
 		if err != nil {
 			return err

@@ -26,8 +26,9 @@ func newShareCmd(g *globalFlags) *cobra.Command {
 		Short: "Print a link that lets anyone who opens it reach one env until it expires",
 		Long: `Prints a signed URL for <env>.<domain>. Whoever opens it before it expires
 gets a cookie for that env's host only, which admits them to that env whatever
-its access: entry says (basic, forward_auth or allow_cidrs); it admits to no
-other env. The links are signed with state_dir/share.key (made on first use,
+its access: entry asks for (basic, forward_auth or allow_cidrs); it admits to no
+other env, and not to an env that no access: entry covers on a domain other
+than localhost (such envs are closed to everyone). The links are signed with state_dir/share.key (made on first use,
 mode 0600): delete that file, and restart the gateway, to revoke every link.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

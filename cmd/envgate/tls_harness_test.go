@@ -39,6 +39,7 @@ type tlsSetup struct {
 	httpsPort int
 	match     string   // the template's match; default "*"
 	source    string   // the source: section's value (flow style); default none (kind any)
+	access    string   // the access: section's value (flow style); default loopback to every env off localhost
 	tls       []string // lines under tls:, without indentation
 	cfgPath   string
 }
@@ -67,7 +68,9 @@ func (s *tlsSetup) write(t *testing.T) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "instance: %s\n", s.instance)
 	fmt.Fprintf(&b, "domains: [%s]\n", strings.Join(s.domains, ", "))
-	if !slices.ContainsFunc(s.domains, func(d string) bool { return d == "localhost" }) {
+	if s.access != "" {
+		fmt.Fprintf(&b, "access: %s\n", s.access)
+	} else if !slices.ContainsFunc(s.domains, func(d string) bool { return d == "localhost" }) {
 		// Envs under other domains are closed to everyone by default.
 		b.WriteString("access: [{allow_cidrs: [127.0.0.0/8, \"::1/128\"]}]\n")
 	}

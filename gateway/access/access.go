@@ -278,6 +278,11 @@ func (p *Policy) CheckConn(client netip.Addr, env string, local bool) error {
 	return fmt.Errorf("%w: %s may not reach env %s over TCP (only allow_cidrs admits a connection without HTTP)", ErrRefused, client, env)
 }
 
+// Covers reports whether some rule matches env: without one, env is
+// closed to everyone on domains other than localhost ones, and needs no
+// certificate there.
+func (p *Policy) Covers(env string) bool { return p.ruleFor(env) != nil }
+
 // ErrRefused is CheckConn's refusal.
 var ErrRefused = errors.New("access: refused")
 

@@ -47,6 +47,9 @@ func TestNoRuleOpenOnLocalhostOnly(t *testing.T) {
 	if d := p.Check(req("127.0.0.1:1"), "a", false); d.Outcome != Refused || d.Status != 403 || d.Kind != "no_access" {
 		t.Fatalf("public domain: %+v, want a 403", d)
 	}
+	if p.Covers("a") || !mustNew(t, Config{Rules: []Rule{{Match: "a*", AllowCIDRs: prefixes("10.0.0.0/8")}}}).Covers("ab") {
+		t.Fatal("Covers")
+	}
 }
 
 func TestCIDRAndTrustedProxies(t *testing.T) {
