@@ -145,6 +145,16 @@ func isolateMounts(sp *launchSpec) error {
 		}
 		keep = append(keep, kept{p, fd, st.Mode&unix.S_IFMT == unix.S_IFDIR})
 	}
+	// Bind sources too are opened before /tmp goes: one may lie under
+	// it (a state dir in /tmp, as in tests).
+	binds := make([]int, len(sp.Binds))
+	for i, b := range sp.Binds {
+		fd, err := unix.Open(b.Source, unix.O_PATH|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return &os.PathError{Op: "open", Path: b.Source, Err: err}
+		}
+		binds[i] = fd
+	}
 	if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return &os.PathError{Op: "mount proc", Path: "/proc", Err: err}
 	}
@@ -167,20 +177,22 @@ func isolateMounts(sp *launchSpec) error {
 		}
 		unix.Close(k.fd)
 	}
-	for _, b := range sp.Binds {
-		fi, err := os.Stat(b.Source)
-		if err != nil {
+	for i, b := range sp.Binds {
+		var st unix.Stat_t
+		if err := unix.Fstat(binds[i], &st); err != nil {
+			return &os.PathError{Op: "stat", Path: b.Source, Err: err}
+		}
+		if err := mountPoint(b.Target, st.Mode&unix.S_IFMT == unix.S_IFDIR); err != nil {
 			return err
 		}
-		if err := mountPoint(b.Target, fi.IsDir()); err != nil {
-			return err
-		}
-		if err := unix.Mount(b.Source, b.Target, "", unix.MS_BIND, ""); err != nil {
+		src := "/proc/self/fd/" + strconv.Itoa(binds[i])
+		if err := unix.Mount(src, b.Target, "", unix.MS_BIND, ""); err != nil {
 			return &os.PathError{Op: "bind " + b.Source, Path: b.Target, Err: err}
 		}
 		if err := unix.Mount("", b.Target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
 			return &os.PathError{Op: "make read-only", Path: b.Target, Err: err}
 		}
+		unix.Close(binds[i])
 	}
 	return nil
 }

@@ -148,19 +148,21 @@ func (c *Config) firewallPolicies() []netns.Policy {
 // openFirewall installs the instance's firewall unless network.firewall
 // is off, with a DNS forwarder for the envs (package dnsfwd) when the
 // host has resolvers. A kernel without nftables stops serve here: envs
-// would run unconfined otherwise. stop ends the forwarder.
-func (c *Config) openFirewall(log zerolog.Logger) (_ *netns.Firewall, stop func(), err error) {
+// would run unconfined otherwise. stop ends the forwarder; dns says
+// whether it runs (and so envs get a resolv.conf naming it: envdns.go).
+func (c *Config) openFirewall(log zerolog.Logger) (_ *netns.Firewall, dns bool, stop func(), err error) {
 	stop = func() {}
 	if !c.firewallEnabled() {
-		return nil, stop, nil
+		return nil, false, stop, nil
 	}
 	fc := netns.FirewallConfig{Prefix: c.Instance, Policies: c.firewallPolicies()}
-	fwd, err := dnsfwd.Start(dnsfwd.Config{Clients: netip.MustParsePrefix(c.Network.Pool)})
+	fwd, err := dnsfwd.Start(dnsfwd.Config{Clients: netip.MustParsePrefix(c.Network.Pool), HostResolvConf: hostResolvConf()})
 	if err != nil {
 		log.Warn().Err(err).Msg("no DNS for envs: they resolve names only through resolvers their egress reaches")
 	} else {
 		fc.DNSPort = fwd.Port()
 		stop = func() { fwd.Close() }
+		dns = true
 	}
 	fw, err := netns.OpenFirewall(fc)
 	if err != nil {
@@ -169,7 +171,7 @@ func (c *Config) openFirewall(log zerolog.Logger) (_ *netns.Firewall, stop func(
 			err = fmt.Errorf("%w: envs would reach the host, each other and the network unconfined, so none are started; "+
 				"load nf_tables (modprobe nf_tables) or set network.firewall: off to run them without a firewall", err)
 		}
-		return nil, func() {}, err
+		return nil, false, func() {}, err
 	}
-	return fw, stop, nil
+	return fw, dns, stop, nil
 }

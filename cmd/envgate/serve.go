@@ -103,7 +103,7 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 	// The instance's firewall confines envs from before the first one
 	// exists. Deferred before the manager, so it goes after the envs; a
 	// successor that takes the envs over takes the table over too.
-	fw, stopDNS, err := cfg.openFirewall(log.With().Str("component", "firewall").Logger())
+	fw, envDNS, stopDNS, err := cfg.openFirewall(log.With().Str("component", "firewall").Logger())
 	if err != nil {
 		return err
 	}
@@ -150,6 +150,8 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 		// A uid per env (user: dynamic), and pid and mount namespaces.
 		Users:   cfg.uidRange(),
 		Isolate: true,
+		// With the DNS forwarder, a resolv.conf naming it (envdns.go).
+		Mounts: cfg.envMounts(envDNS, log.With().Str("component", "dns").Logger()),
 		// The handler is made below; no env runs, so none stops, before.
 		BeforeStop: func(env string, addr netip.AddrPort) {
 			if h := handler.Load(); h != nil {

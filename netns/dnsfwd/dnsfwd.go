@@ -38,8 +38,11 @@ type Config struct {
 	// pool); others get no answer. Required.
 	Clients netip.Prefix
 	// Upstreams are resolvers as host:port; default the nameservers of
-	// ResolvConf.
+	// the file HostResolvConf names.
 	Upstreams []string
+	// HostResolvConf is the file whose nameservers are the upstreams
+	// when Upstreams is empty; default ResolvConf.
+	HostResolvConf string
 }
 
 // Forwarder is a running DNS forwarder.
@@ -59,8 +62,11 @@ func Start(cfg Config) (*Forwarder, error) {
 	if cfg.Addr == "" {
 		cfg.Addr = "0.0.0.0:0"
 	}
+	if cfg.HostResolvConf == "" {
+		cfg.HostResolvConf = ResolvConf
+	}
 	if len(cfg.Upstreams) == 0 {
-		cc, err := dns.ClientConfigFromFile(ResolvConf)
+		cc, err := dns.ClientConfigFromFile(cfg.HostResolvConf)
 		if err != nil {
 			return nil, fmt.Errorf("dnsfwd: host resolvers: %w", err)
 		}
@@ -68,7 +74,7 @@ func Start(cfg Config) (*Forwarder, error) {
 			cfg.Upstreams = append(cfg.Upstreams, net.JoinHostPort(s, cc.Port))
 		}
 		if len(cfg.Upstreams) == 0 {
-			return nil, fmt.Errorf("dnsfwd: no nameserver in %s", ResolvConf)
+			return nil, fmt.Errorf("dnsfwd: no nameserver in %s", cfg.HostResolvConf)
 		}
 	}
 	f := &Forwarder{cfg: cfg}
