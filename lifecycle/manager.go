@@ -79,6 +79,10 @@ type Config struct {
 	LogDir        string
 	LogMaxSize    int
 	LogMaxBackups int
+	// Checkouts, when set, gives each env a checkout of its code before
+	// each start (Vars.Checkout), where the template's PrepareSteps run.
+	// Default nil: no checkouts.
+	Checkouts Checkouts
 	// Observer, if set, is told of starts, refusals and stops (metrics).
 	Observer Observer
 	// Log receives lifecycle events and dev servers' output.

@@ -232,7 +232,11 @@ func (m *Manager) launch(ctx context.Context, e *env) (Sandbox, *process, error)
 	if err != nil {
 		return sb, nil, fmt.Errorf("data dir: %w", err)
 	}
-	x, err := e.tmpl.expand(Vars{Name: e.name, Port: e.tmpl.Port, DataDir: e.dataDir})
+	checkout, err := m.checkout(ctx, e, sb, cred)
+	if err != nil {
+		return sb, nil, err
+	}
+	x, err := e.tmpl.expand(Vars{Name: e.name, Port: e.tmpl.Port, DataDir: e.dataDir, Checkout: checkout})
 	if err != nil {
 		return sb, nil, fmt.Errorf("template %s: %w", e.tmpl.Name, err)
 	}
@@ -298,6 +302,8 @@ func (m *Manager) failStart(e *env, sb Sandbox, proc *process, cause error) erro
 		se.Reason = "dev server " + proc.exitDescription() + " before it was ready"
 	case errors.Is(cause, context.Canceled):
 		se.Reason = "gateway shutting down"
+	case errors.As(cause, new(*PrepareError)):
+		se.Reason = cause.Error()
 	default:
 		se.Reason = "could not start"
 	}

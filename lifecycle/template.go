@@ -32,6 +32,12 @@ type Template struct {
 	Command []string
 	// Dir is the working directory; default the env's data dir.
 	Dir string
+	// PrepareSteps are commands run, in order, in the env's checkout
+	// (Config.Checkouts), as the env's user inside its sandbox, before
+	// the dev server starts, whenever the checkout is new or its commit
+	// changed since the last successful run. Elements are not expanded.
+	// Default none.
+	PrepareSteps [][]string
 	// Env is added to the dev server's environment, which otherwise holds
 	// only PATH, HOME (the data dir), PORT, ENVGATE_ENV and
 	// ENVGATE_DATA_DIR: the gateway's own environment is not passed on.
@@ -113,7 +119,10 @@ type Vars struct {
 	Name    string
 	Port    int
 	DataDir string
-	Ports   map[string]int // the template's named ports: {{.Ports.api}}
+	// Checkout is the env's checkout of its branch (Config.Checkouts);
+	// "" without checkouts.
+	Checkout string
+	Ports    map[string]int // the template's named ports: {{.Ports.api}}
 }
 
 // Prepare checks t and fills in defaults. Errors name the field.
@@ -132,6 +141,11 @@ func (t *Template) Prepare() error {
 	}
 	if _, err := path.Match(t.Match, "x"); err != nil {
 		return fmt.Errorf("match: %q: %w", t.Match, err)
+	}
+	for i, step := range t.PrepareSteps {
+		if len(step) == 0 || step[0] == "" {
+			return fmt.Errorf("prepare[%d]: empty command", i)
+		}
 	}
 	if t.Ready.HTTPPath != "" && !strings.HasPrefix(t.Ready.HTTPPath, "/") {
 		return fmt.Errorf("ready.http: %q must start with /", t.Ready.HTTPPath)
@@ -156,7 +170,7 @@ func (t *Template) Prepare() error {
 		}
 		// Execute once with sample values so a bad field ({{.Nmae}}) fails
 		// now, not at the first request.
-		if err := tp.Execute(&bytes.Buffer{}, Vars{Name: "x", Port: 1, DataDir: "/x", Ports: t.Ports}); err != nil {
+		if err := tp.Execute(&bytes.Buffer{}, Vars{Name: "x", Port: 1, DataDir: "/x", Checkout: "/x", Ports: t.Ports}); err != nil {
 			return fmt.Errorf("%s: %w", field, err)
 		}
 		t.parsed = append(t.parsed, tp)

@@ -220,6 +220,11 @@ type TemplateConfig struct {
 	} `yaml:"cookies"`
 	// Network is what the envs may reach; see TemplateNetworkConfig.
 	Network TemplateNetworkConfig `yaml:"network"`
+	// Prepare are commands run in the env's checkout (source.checkouts),
+	// as the env's user inside its namespace, before the dev server
+	// starts, when the checkout is new or its commit changed since they
+	// last succeeded. Default none.
+	Prepare [][]string `yaml:"prepare"`
 }
 
 // Duration is a time.Duration written as "30s", "15m".
@@ -479,6 +484,7 @@ func (c *Config) validate() error {
 	}
 	errs = append(errs, c.validateLimits()...)
 	errs = append(errs, c.validateSource()...)
+	errs = append(errs, c.validatePreviews()...)
 	errs = append(errs, c.validatePorts()...)
 	errs = append(errs, c.validateProxying()...)
 	errs = append(errs, c.validateUsers()...)
@@ -545,6 +551,7 @@ func (c *Config) template(i int) (*lifecycle.Template, error) {
 
 		SharedDomainCookies: tc.Cookies.SharedDomain,
 	}
+	t.PrepareSteps = tc.Prepare
 	if err := t.Prepare(); err != nil {
 		return nil, err
 	}

@@ -23,12 +23,20 @@ type SourceConfig struct {
 	// Path, for kind dir, is a directory whose subdirectories' names are
 	// the allowed env names (e.g. one checkout per branch).
 	Path string `yaml:"path"`
-	// Repo, for kind git, is a repository (bare, or a work tree) whose
-	// branches, mapped to DNS labels, are the allowed env names.
+	// Repo, for kind git, is a repository whose branches, mapped to DNS
+	// labels, are the allowed env names: a local path (bare, or a work
+	// tree) or a URL (https://..., ssh://..., git@host:path), of which
+	// envgate keeps a mirror in state_dir/git.
 	Repo string `yaml:"repo"`
-	// Refresh, for kinds dir and git, is how often the names are re-read,
-	// in the background. Default 5s.
+	// Refresh, for kinds dir and git, is how often the names are re-read
+	// (the mirror fetched), in the background. Default 5s, or 5m with a
+	// mirror.
 	Refresh Duration `yaml:"refresh"`
+	// Checkouts, for kind git, gives each env a worktree of its branch's
+	// head, made on its first start and moved to the new head when the
+	// branch moves (templates use it as {{.Checkout}}); it implies a
+	// mirror in state_dir/git. Default false.
+	Checkouts bool `yaml:"checkouts"`
 }
 
 // source: kinds.
@@ -64,8 +72,8 @@ func (c *Config) validateSource() []error {
 			add("path", "%q: kind dir needs an absolute path, e.g. /srv/checkouts", s.Path)
 		}
 	case sourceGit:
-		if !filepath.IsAbs(s.Repo) {
-			add("repo", "%q: kind git needs the absolute path of a repository, e.g. /srv/repo.git", s.Repo)
+		if !filepath.IsAbs(s.Repo) && !isRepoURL(s.Repo) {
+			add("repo", "%q: kind git needs a repository URL or absolute path, e.g. https://github.com/acme/app.git or /srv/repo.git", s.Repo)
 		}
 	default:
 		add("kind", "%q: want any, list, dir or git", s.Kind)
@@ -111,6 +119,9 @@ func (c *Config) envSource(ctx context.Context, log zerolog.Logger) (lifecycle.S
 		}
 		return src, nil
 	case sourceGit:
+		if s.mirrored() {
+			return c.gitPreviewSource(ctx, log)
+		}
 		src, err := lifecycle.NewGitSource(ctx, s.Repo, refresh, log)
 		if err != nil {
 			return nil, c.errAt("source.repo", "%v (is git installed, and is this a repository?)", err)

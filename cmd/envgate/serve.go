@@ -103,7 +103,7 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 	// The instance's firewall confines envs from before the first one
 	// exists. Deferred before the manager, so it goes after the envs; a
 	// successor that takes the envs over takes the table over too.
-	fw, envDNS, stopDNS, err := cfg.openFirewall(log.With().Str("component", "firewall").Logger())
+	fw, stopDNS, err := cfg.openFirewall(log.With().Str("component", "firewall").Logger())
 	if err != nil {
 		return err
 	}
@@ -137,6 +137,8 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 		DataRoot:  filepath.Join(cfg.StateDir, "envs"),
 		Network:   lifecycle.NetnsNetwork{M: nsm, Policy: netPolicy},
 		Allow:     src.Allow,
+		// A worktree per env (source.checkouts), made before its start.
+		Checkouts: cfg.checkoutsOf(src),
 		Limits:    cfg.lifecycleLimits(),
 		StateFile: cfg.stateFile(),
 		// Each env's output on disk (admin.go: envgate logs).
@@ -150,8 +152,6 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 		// A uid per env (user: dynamic), and pid and mount namespaces.
 		Users:   cfg.uidRange(),
 		Isolate: true,
-		// With the DNS forwarder, a resolv.conf naming it (envdns.go).
-		Mounts: cfg.envMounts(envDNS, log.With().Str("component", "dns").Logger()),
 		// The handler is made below; no env runs, so none stops, before.
 		BeforeStop: func(env string, addr netip.AddrPort) {
 			if h := handler.Load(); h != nil {
@@ -165,6 +165,9 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 		return err
 	}
 	metrics.WatchEnvs(envs)
+	// A push restarts the envs of moved branches; a deleted branch's env
+	// is destroyed.
+	watchPushes(ctx, src, envs, log.With().Str("component", "source").Logger())
 	if pred == nil {
 		recoverEnvs(cfg, envs, nsm, log)
 	}

@@ -1,0 +1,128 @@
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Checkouts gives envs their code: a checkout of the env's branch made or
+// moved to the branch's head before each start. lifecycle knows nothing
+// of where the code comes from (lifecycle/sources does).
+type Checkouts interface {
+	// Checkout makes env's checkout, or moves it to its branch's newest
+	// commit, owned by uid:gid, and returns its directory and commit.
+	Checkout(ctx context.Context, env string, uid, gid int) (dir, commit string, err error)
+}
+
+// preparedFile, in an env's data dir, holds the commit whose prepare
+// steps last succeeded.
+const preparedFile = ".envgate-prepared"
+
+// PrepareError is a failed prepare step; the env's output holds what the
+// step printed.
+type PrepareError struct {
+	Step   []string
+	Commit string
+	Exit   string // "exit status 1"
+}
+
+func (e *PrepareError) Error() string {
+	return fmt.Sprintf("prepare step %q on %.12s: %s", strings.Join(e.Step, " "), e.Commit, e.Exit)
+}
+
+// checkout brings e's checkout up to date and runs the template's prepare
+// steps in it when its commit changed since they last succeeded. It
+// returns the checkout's directory, "" without Config.Checkouts.
+func (m *Manager) checkout(ctx context.Context, e *env, sb Sandbox, cred *credential) (string, error) {
+	if m.cfg.Checkouts == nil {
+		return "", nil
+	}
+	uid, gid := os.Getuid(), os.Getgid()
+	if cred != nil {
+		uid, gid = int(cred.uid), int(cred.gid)
+	}
+	dir, commit, err := m.cfg.Checkouts.Checkout(ctx, e.name, uid, gid)
+	if err != nil {
+		return "", fmt.Errorf("checkout: %w", err)
+	}
+	if len(e.tmpl.PrepareSteps) == 0 {
+		return dir, nil
+	}
+	marker := filepath.Join(e.dataDir, preparedFile)
+	if b, err := os.ReadFile(marker); err == nil && strings.TrimSpace(string(b)) == commit {
+		return dir, nil
+	}
+	e.out.writeLine(fmt.Appendf(nil, "envgate: preparing %.12s", commit))
+	for _, step := range e.tmpl.PrepareSteps {
+		if err := m.prepareStep(ctx, e, sb, cred, dir, step); err != nil {
+			var pe *PrepareError
+			if errors.As(err, &pe) {
+				pe.Commit = commit
+			}
+			e.out.writeLine(fmt.Appendf(nil, "envgate: %v", err))
+			return "", err
+		}
+	}
+	if err := writeMarker(e.dataDir, commit); err != nil {
+		return "", fmt.Errorf("prepare: record commit: %w", err)
+	}
+	return dir, nil
+}
+
+// prepareStep runs one prepare step in dir, like the dev server (same
+// user, sandbox, isolation and environment) but without its cgroup, and
+// waits for it.
+func (m *Manager) prepareStep(ctx context.Context, e *env, sb Sandbox, cred *credential, dir string, step []string) error {
+	x := expanded{argv: step, dir: dir}
+	m.runAs(&x, cred, e, sb)
+	path := os.Getenv("PATH")
+	if path == "" {
+		path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	}
+	base := []string{
+		"PATH=" + path,
+		"HOME=" + e.dataDir,
+		"PORT=" + strconv.Itoa(e.tmpl.Port),
+		"ENVGATE_ENV=" + e.name,
+		"ENVGATE_DATA_DIR=" + e.dataDir,
+		"ENVGATE_CHECKOUT=" + dir,
+	}
+	e.out.writeLine(fmt.Appendf(nil, "envgate: prepare: %s", strings.Join(step, " ")))
+	proc, err := spawn(sb, x, base, nil, e.out, e.log.With().Str("stream", "prepare").Logger())
+	if err != nil {
+		return fmt.Errorf("prepare: spawn %s: %w", step[0], err)
+	}
+	defer proc.release(e.log)
+	select {
+	case <-proc.exited:
+	case <-ctx.Done():
+		proc.stop(e.tmpl.StopGrace, false)
+		return fmt.Errorf("prepare %q: %w", strings.Join(step, " "), context.Cause(ctx))
+	}
+	if proc.state == nil || !proc.state.Success() {
+		return &PrepareError{Step: step, Exit: proc.exitDescription()}
+	}
+	return nil
+}
+
+// writeMarker records commit in dataDir. The data dir belongs to the env's
+// user, so the file is made fresh (O_EXCL, never through a link the user
+// planted) and renamed into place.
+func writeMarker(dataDir, commit string) error {
+	f, err := os.CreateTemp(dataDir, preparedFile+".*")
+	if err != nil {
+		return err
+	}
+	_, werr := f.WriteString(commit + "\n")
+	cerr := f.Close()
+	if err := errors.Join(werr, cerr); err != nil {
+		os.Remove(f.Name())
+		return err
+	}
+	return os.Rename(f.Name(), filepath.Join(dataDir, preparedFile))
+}

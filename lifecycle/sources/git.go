@@ -1,0 +1,360 @@
+package sources
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// gitTimeout bounds one git command, so a hung remote never stops the
+// refresh loop or a start for good.
+const gitTimeout = 5 * time.Minute
+
+// runGit runs git with a clean environment: nothing of the gateway's own
+// (no GIT_* variables, no credentials in variables), no prompts. Its
+// output is returned; a failure carries git's stderr.
+func runGit(ctx context.Context, env []string, args ...string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, gitTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "git", args...)
+	cmd.Env = append([]string{
+		"PATH=/usr/local/bin:/usr/bin:/bin",
+		"HOME=/nonexistent",
+		"GIT_TERMINAL_PROMPT=0",
+		"GIT_CONFIG_NOSYSTEM=1",
+		"LC_ALL=C",
+	}, env...)
+	cmd.WaitDelay = time.Second
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		return nil, fmt.Errorf("git %s: %w: %s", args[0], err, msg)
+	}
+	return out, nil
+}
+
+// Mirror is a mirror clone of a repository (a URL or a local path) kept
+// at Dir, with worktrees for envs under Worktrees.
+type Mirror struct {
+	Repo      string
+	Dir       string // the mirror's git dir, e.g. <state_dir>/git/mirror.git
+	Worktrees string // parent of the worktrees, e.g. <state_dir>/git/checkouts
+}
+
+// gitDir runs git on the mirror.
+func (m *Mirror) git(ctx context.Context, args ...string) ([]byte, error) {
+	return runGit(ctx, []string{"GIT_DIR=" + m.Dir}, args...)
+}
+
+// Sync clones the mirror if it does not exist yet, else fetches into it
+// (branches deleted upstream are pruned).
+func (m *Mirror) Sync(ctx context.Context) error {
+	if _, err := os.Stat(filepath.Join(m.Dir, "HEAD")); err != nil {
+		if err := os.MkdirAll(filepath.Dir(m.Dir), 0o711); err != nil {
+			return fmt.Errorf("sources: mirror: %w", err)
+		}
+		tmp := m.Dir + ".new"
+		os.RemoveAll(tmp)
+		if _, err := runGit(ctx, nil, "clone", "--mirror", "--quiet", "--", m.Repo, tmp); err != nil {
+			os.RemoveAll(tmp)
+			return fmt.Errorf("sources: mirror %s: %w", m.Repo, err)
+		}
+		if err := os.Rename(tmp, m.Dir); err != nil {
+			return fmt.Errorf("sources: mirror: %w", err)
+		}
+		return nil
+	}
+	if _, err := m.git(ctx, "fetch", "--prune", "--quiet", "origin"); err != nil {
+		return fmt.Errorf("sources: fetch %s: %w", m.Repo, err)
+	}
+	return nil
+}
+
+// Heads returns the mirror's branches and their head commits.
+func (m *Mirror) Heads(ctx context.Context) (map[string]string, error) {
+	out, err := m.git(ctx, "for-each-ref", "--format=%(objectname) %(refname)", "refs/heads")
+	if err != nil {
+		return nil, fmt.Errorf("sources: %w", err)
+	}
+	heads := make(map[string]string)
+	for line := range strings.SplitSeq(string(out), "\n") {
+		sha, ref, ok := strings.Cut(line, " ")
+		if b, isHead := strings.CutPrefix(ref, "refs/heads/"); ok && isHead {
+			heads[b] = sha
+		}
+	}
+	return heads, nil
+}
+
+// worktreeGit runs git on env's worktree. GIT_DIR and GIT_WORK_TREE are
+// given, so git never reads the worktree's own .git file, which the env's
+// user could replace with a repository whose config runs commands.
+func (m *Mirror) worktreeGit(ctx context.Context, env string, args ...string) ([]byte, error) {
+	return runGit(ctx, []string{
+		"GIT_DIR=" + filepath.Join(m.Dir, "worktrees", env),
+		"GIT_WORK_TREE=" + filepath.Join(m.Worktrees, env),
+	}, args...)
+}
+
+// Worktree makes env's worktree at commit (detached), or moves an
+// existing one there with a forced checkout (never a merge: the preview
+// shows the branch as pushed), then makes it all uid:gid's. It returns
+// the worktree's path.
+func (m *Mirror) Worktree(ctx context.Context, env, commit string, uid, gid int) (string, error) {
+	dir := filepath.Join(m.Worktrees, env)
+	if _, err := os.Stat(filepath.Join(m.Dir, "worktrees", env, "HEAD")); err != nil {
+		if err := os.MkdirAll(m.Worktrees, 0o711); err != nil {
+			return "", fmt.Errorf("sources: worktree %s: %w", env, err)
+		}
+		// Leftovers of a worktree whose admin dir is gone.
+		os.RemoveAll(dir)
+		m.git(ctx, "worktree", "prune")
+		if _, err := m.git(ctx, "worktree", "add", "--detach", "--quiet", dir, commit); err != nil {
+			return "", fmt.Errorf("sources: worktree %s: %w", env, err)
+		}
+	} else {
+		head, err := m.worktreeGit(ctx, env, "rev-parse", "HEAD")
+		if err != nil || strings.TrimSpace(string(head)) != commit {
+			if _, err := m.worktreeGit(ctx, env, "checkout", "--force", "--detach", "--quiet", commit); err != nil {
+				return "", fmt.Errorf("sources: worktree %s: %w", env, err)
+			}
+		}
+	}
+	if err := chownTree(dir, uid, gid); err != nil {
+		return "", fmt.Errorf("sources: worktree %s: %w", env, err)
+	}
+	// One env's code is not another's to read.
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return "", fmt.Errorf("sources: worktree %s: %w", env, err)
+	}
+	return dir, nil
+}
+
+// RemoveWorktree removes env's worktree; one that is gone is success.
+func (m *Mirror) RemoveWorktree(ctx context.Context, env string) error {
+	err := os.RemoveAll(filepath.Join(m.Worktrees, env))
+	if _, perr := m.git(ctx, "worktree", "prune"); perr != nil && err == nil {
+		err = perr
+	}
+	if err != nil {
+		return fmt.Errorf("sources: remove worktree %s: %w", env, err)
+	}
+	return nil
+}
+
+// chownTree makes every file under dir uid:gid's, never following links
+// (Lchown; WalkDir does not descend into linked directories).
+func chownTree(dir string, uid, gid int) error {
+	return filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, uid, gid)
+	})
+}
+
+// Git is the env source of a repository with previews: it allows the
+// labels of the mirror's branches (see Labels), refreshes the mirror in
+// the background, and with checkouts gives each env a worktree of its
+// branch (lifecycle.Checkouts).
+type Git struct {
+	mirror *Mirror
+	log    zerolog.Logger
+	// onChange is called after a refresh with the labels whose head
+	// commit moved and the labels that are gone.
+	onChange atomic.Pointer[func(moved, gone []string)]
+
+	state  atomic.Pointer[gitState]
+	syncMu sync.Mutex // serialises Sync and worktree changes in the mirror
+	cancel context.CancelFunc
+	done   chan struct{}
+	close  sync.Once
+	kick   chan struct{}
+}
+
+type gitState struct {
+	labels map[string]string // label -> branch
+	heads  map[string]string // branch -> commit
+}
+
+// GitConfig configures NewGit.
+type GitConfig struct {
+	Mirror  Mirror
+	Refresh time.Duration
+	Log     zerolog.Logger
+}
+
+// NewGit clones or fetches the mirror now, failing if it cannot, then
+// again every Refresh (and at each Refresh call) until Close or ctx ends.
+func NewGit(ctx context.Context, cfg GitConfig) (*Git, error) {
+	g := &Git{mirror: &cfg.Mirror, log: cfg.Log, done: make(chan struct{}), kick: make(chan struct{}, 1)}
+	g.state.Store(&gitState{})
+	if err := g.sync(ctx); err != nil {
+		return nil, err
+	}
+	every := cfg.Refresh
+	if every <= 0 {
+		every = 5 * time.Minute
+	}
+	ctx, g.cancel = context.WithCancel(ctx)
+	go g.loop(ctx, every)
+	return g, nil
+}
+
+// Allow allows the labels of the mirror's branches.
+func (g *Git) Allow(name string) error {
+	if _, ok := g.state.Load().labels[name]; !ok {
+		return fmt.Errorf("repository %s has no branch for %s", g.mirror.Repo, name)
+	}
+	return nil
+}
+
+// Branch returns the branch and head commit of env name.
+func (g *Git) Branch(name string) (branch, commit string, ok bool) {
+	st := g.state.Load()
+	branch, ok = st.labels[name]
+	return branch, st.heads[branch], ok
+}
+
+// Label returns branch's env name, "" if it has none.
+func (g *Git) Label(branch string) string {
+	for l, b := range g.state.Load().labels {
+		if b == branch {
+			return l
+		}
+	}
+	return ""
+}
+
+// OnChange sets fn to be called after each refresh that changed
+// something, on the refresh goroutine with no lock held, with the labels
+// whose branch moved to a new commit and those whose branch is gone.
+func (g *Git) OnChange(fn func(moved, gone []string)) { g.onChange.Store(&fn) }
+
+// Refresh asks for a fetch now (a webhook said something changed); it
+// does not wait for it.
+func (g *Git) Refresh() {
+	select {
+	case g.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Close stops the refresh loop and waits for it.
+func (g *Git) Close() {
+	g.close.Do(func() {
+		g.cancel()
+		<-g.done
+	})
+}
+
+// Checkout implements lifecycle.Checkouts: env's worktree at its
+// branch's head.
+func (g *Git) Checkout(ctx context.Context, env string, uid, gid int) (dir, commit string, err error) {
+	_, commit, ok := g.Branch(env)
+	if !ok {
+		return "", "", fmt.Errorf("sources: no branch for env %s", env)
+	}
+	g.syncMu.Lock()
+	defer g.syncMu.Unlock()
+	dir, err = g.mirror.Worktree(ctx, env, commit, uid, gid)
+	return dir, commit, err
+}
+
+// RemoveCheckout removes env's worktree.
+func (g *Git) RemoveCheckout(ctx context.Context, env string) error {
+	g.syncMu.Lock()
+	defer g.syncMu.Unlock()
+	return g.mirror.RemoveWorktree(ctx, env)
+}
+
+func (g *Git) loop(ctx context.Context, every time.Duration) {
+	defer close(g.done)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	failing := ""
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-g.kick:
+		}
+		err := g.sync(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil && err.Error() != failing:
+			failing = err.Error()
+			g.log.Warn().Err(err).Str("repo", g.mirror.Repo).Msg("git mirror refresh failed; keeping the last branches read")
+		case err == nil && failing != "":
+			failing = ""
+			g.log.Info().Str("repo", g.mirror.Repo).Msg("git mirror refreshed again")
+		}
+	}
+}
+
+// sync fetches, reads the heads and swaps the new state in, then tells
+// OnChange what moved.
+func (g *Git) sync(ctx context.Context) error {
+	g.syncMu.Lock()
+	err := g.mirror.Sync(ctx)
+	var heads map[string]string
+	if err == nil {
+		heads, err = g.mirror.Heads(ctx)
+	}
+	g.syncMu.Unlock()
+	if err != nil {
+		return err
+	}
+	branches := make([]string, 0, len(heads))
+	for b := range heads {
+		branches = append(branches, b)
+	}
+	cur := &gitState{labels: Labels(branches), heads: heads}
+	old := g.state.Swap(cur)
+	var moved, gone []string
+	for l, b := range old.labels {
+		nb, ok := cur.labels[l]
+		switch {
+		case !ok || nb != b:
+			gone = append(gone, l)
+		case old.heads[b] != heads[b]:
+			moved = append(moved, l)
+		}
+	}
+	if old.labels != nil && (len(moved) > 0 || len(gone) > 0) {
+		g.log.Info().Strs("moved", moved).Strs("gone", gone).Int("envs", len(cur.labels)).Msg("git branches changed")
+		if fn := g.onChange.Load(); fn != nil {
+			(*fn)(moved, gone)
+		}
+	}
+	return nil
+}
+
+// RemoteHeads lists repo's branches and head commits with git ls-remote
+// (a URL or a local path; no mirror needed).
+func RemoteHeads(ctx context.Context, repo string) (map[string]string, error) {
+	out, err := runGit(ctx, nil, "ls-remote", "--heads", "--", repo)
+	if err != nil {
+		return nil, fmt.Errorf("sources: %w", err)
+	}
+	heads := make(map[string]string)
+	for line := range strings.SplitSeq(string(out), "\n") {
+		sha, ref, ok := strings.Cut(line, "\t")
+		if b, isHead := strings.CutPrefix(ref, "refs/heads/"); ok && isHead {
+			heads[b] = sha
+		}
+	}
+	return heads, nil
+}
