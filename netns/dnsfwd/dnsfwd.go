@@ -17,7 +17,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
@@ -78,18 +80,11 @@ func Start(cfg Config) (*Forwarder, error) {
 		}
 	}
 	f := &Forwarder{cfg: cfg}
-	// The UDP port first, then TCP on the same one.
-	pc, err := net.ListenPacket("udp4", cfg.Addr)
+	pc, ln, err := listenPair(cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("dnsfwd: %w", err)
 	}
 	f.port = uint16(pc.LocalAddr().(*net.UDPAddr).Port)
-	host, _, _ := net.SplitHostPort(cfg.Addr)
-	ln, err := net.Listen("tcp4", net.JoinHostPort(host, fmt.Sprint(f.port)))
-	if err != nil {
-		pc.Close()
-		return nil, fmt.Errorf("dnsfwd: %w", err)
-	}
 	f.udp = &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(f.serve)}
 	f.tcp = &dns.Server{Listener: ln, Handler: dns.HandlerFunc(f.serve), ReadTimeout: exchangeTimeout}
 	for _, s := range []*dns.Server{f.udp, f.tcp} {
@@ -145,4 +140,29 @@ func (f *Forwarder) allowed(a net.Addr) bool {
 	}
 	addr, ok := netip.AddrFromSlice(ip)
 	return ok && f.cfg.Clients.Contains(addr.Unmap())
+}
+
+// listenPair listens on addr over UDP, then over TCP on the same port.
+// With port 0 the kernel picks a free UDP port, which another socket may
+// hold over TCP: then it tries another, a few times.
+func listenPair(addr string) (net.PacketConn, net.Listener, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	for attempt := 0; ; attempt++ {
+		pc, err := net.ListenPacket("udp4", addr)
+		if err != nil {
+			return nil, nil, err
+		}
+		p := pc.LocalAddr().(*net.UDPAddr).Port
+		ln, err := net.Listen("tcp4", net.JoinHostPort(host, strconv.Itoa(p)))
+		if err == nil {
+			return pc, ln, nil
+		}
+		pc.Close()
+		if port != "0" || !errors.Is(err, syscall.EADDRINUSE) || attempt == 15 {
+			return nil, nil, err
+		}
+	}
 }
