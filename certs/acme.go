@@ -28,7 +28,8 @@ type acmeManager struct {
 	cap    *issuanceCap
 	weekly *orderLedger
 
-	stop context.CancelFunc // ends background wildcard management
+	stop  context.CancelFunc // ends background wildcard management
+	event func(CertEvent)    // Config.event
 }
 
 // acmeRequestHook, when set by a test before New, sees every HTTP request
@@ -53,7 +54,7 @@ func newACMEManager(cfg *Config, decide func(context.Context, string) error, log
 		return nil, err
 	}
 	zl := newZapLogger(log)
-	a := &acmeManager{log: log, cap: newIssuanceCap(cfg.MaxIssuancesPerHour, log), weekly: weekly}
+	a := &acmeManager{log: log, cap: newIssuanceCap(cfg.MaxIssuancesPerHour, log), weekly: weekly, event: cfg.event}
 	var magic *certmagic.Config
 	a.cache = certmagic.NewCache(certmagic.CacheOptions{
 		GetConfigForCert: func(certmagic.Certificate) (*certmagic.Config, error) { return magic, nil },
@@ -161,10 +162,11 @@ func (a *acmeManager) onEvent(ctx context.Context, event string, data map[string
 		}
 		a.log.Debug().Str("server_name", name).Bool("renewal", renewal).Msg("ordering certificate")
 	case "cert_obtained":
-		msg := "certificate obtained"
+		msg, ev := "certificate obtained", CertObtained
 		if renewal {
-			msg = "certificate renewed"
+			msg, ev = "certificate renewed", CertRenewed
 		}
+		a.event(ev)
 		issuer, _ := data["issuer"].(string)
 		a.log.Info().Str("server_name", name).Str("issuer", issuer).Msg(msg)
 	case "cert_failed":
@@ -172,6 +174,7 @@ func (a *acmeManager) onEvent(ctx context.Context, event string, data map[string
 		if err == nil {
 			err = errors.New("unknown error")
 		}
+		a.event(CertFailed)
 		a.log.Error().Err(err).Str("server_name", name).Bool("renewal", renewal).Msg("certificate failed")
 	case "cert_ocsp_revoked":
 		a.log.Warn().Interface("subjects", data["subjects"]).Msg("certificate revoked; replacing it")

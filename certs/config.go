@@ -69,6 +69,9 @@ type Config struct {
 	// DisableTLSALPN and DisableHTTP01 turn off one ACME challenge type
 	// (tls.disable_tls_alpn, tls.disable_http01). Default: both enabled.
 	DisableTLSALPN, DisableHTTP01 bool
+	// OnEvent, if set, is told when a certificate is obtained, renewed
+	// or fails (events.go), for metrics. It must not block.
+	OnEvent func(CertEvent)
 	// AltHTTPPort and AltTLSALPNPort are where certmagic would open its own
 	// challenge listener when the gateway does not serve that port
 	// (tls.alt_http_port, tls.alt_tls_alpn_port). Default 80 and 443.

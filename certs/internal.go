@@ -54,6 +54,7 @@ type internalCA struct {
 	root         *x509.Certificate
 	rootKey      crypto.Signer
 	issuing      singleflight.Group
+	event        func(CertEvent) // Config.event
 
 	mu     sync.Mutex
 	leaves map[string]*tls.Certificate // guarded by mu; keyed by lower-case server name
@@ -71,6 +72,7 @@ func newInternalCA(cfg *Config, decide func(context.Context, string) error, log 
 		rootCertPath: filepath.Join(dir, rootCertFile),
 		root:         root,
 		rootKey:      key,
+		event:        cfg.event,
 		leaves:       make(map[string]*tls.Certificate),
 	}, nil
 }
@@ -215,7 +217,18 @@ func (ca *internalCA) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certifica
 	if err := ca.decide(hello.Context(), name); err != nil {
 		return nil, err
 	}
-	v, err, _ := ca.issuing.Do(name, func() (any, error) { return ca.issue(name, now) })
+	v, err, _ := ca.issuing.Do(name, func() (any, error) {
+		c, err := ca.issue(name, now)
+		switch {
+		case err != nil:
+			ca.event(CertFailed)
+		case cert != nil:
+			ca.event(CertRenewed)
+		default:
+			ca.event(CertObtained)
+		}
+		return c, err
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -116,6 +116,13 @@ templates:
 	expect(m, "envgate_requests_total", 1, "code", "2xx")
 	expect(m, "envgate_envs", 1, "state", "ready")
 	expect(m, "envgate_env_requests_total", 1, "env", "alpha")
+	// Bytes over the client connection: at least the request head, and
+	// the response's head and page.
+	recv, sent := metricValue(m, "envgate_client_bytes_total", "direction", "received"), metricValue(m, "envgate_client_bytes_total", "direction", "sent")
+	if recv < 30 || sent < 200 {
+		t.Errorf("client bytes received %v, sent %v after a GET of a page", recv, sent)
+	}
+	expect(m, "envgate_certificate_events_total", 0, "event", "obtained")
 
 	// A start refused: alpha is busy (a slow request), max_envs is 1.
 	var wg sync.WaitGroup
@@ -132,6 +139,9 @@ templates:
 	expect(m, "envgate_requests_total", 1, "code", "5xx")
 	expect(m, "envgate_requests_total", 2, "code", "2xx")
 	expect(m, "envgate_env_starts_total", 1)
+	if now := metricValue(m, "envgate_client_bytes_total", "direction", "sent"); now <= sent {
+		t.Errorf("client bytes sent did not move with two more answers: %v, then %v", sent, now)
+	}
 
 	// The idle reap.
 	adminWaitFor(t, "alpha to be reaped", func() bool {

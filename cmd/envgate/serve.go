@@ -103,7 +103,7 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 	// The instance's firewall confines envs from before the first one
 	// exists. Deferred before the manager, so it goes after the envs; a
 	// successor that takes the envs over takes the table over too.
-	fw, stopDNS, err := cfg.openFirewall(log.With().Str("component", "firewall").Logger())
+	fw, envDNS, stopDNS, err := cfg.openFirewall(log.With().Str("component", "firewall").Logger())
 	if err != nil {
 		return err
 	}
@@ -137,8 +137,6 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 		DataRoot:  filepath.Join(cfg.StateDir, "envs"),
 		Network:   lifecycle.NetnsNetwork{M: nsm, Policy: netPolicy},
 		Allow:     src.Allow,
-		// A worktree per env (source.checkouts), made before its start.
-		Checkouts: cfg.checkoutsOf(src),
 		Limits:    cfg.lifecycleLimits(),
 		StateFile: cfg.stateFile(),
 		// Each env's output on disk (admin.go: envgate logs).
@@ -152,6 +150,8 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 		// A uid per env (user: dynamic), and pid and mount namespaces.
 		Users:   cfg.uidRange(),
 		Isolate: true,
+		// With the DNS forwarder, a resolv.conf naming it (envdns.go).
+		Mounts: cfg.envMounts(envDNS, log.With().Str("component", "dns").Logger()),
 		// The handler is made below; no env runs, so none stops, before.
 		BeforeStop: func(env string, addr netip.AddrPort) {
 			if h := handler.Load(); h != nil {
@@ -165,9 +165,6 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 		return err
 	}
 	metrics.WatchEnvs(envs)
-	// A push restarts the envs of moved branches; a deleted branch's env
-	// is destroyed.
-	watchPushes(ctx, src, envs, log.With().Str("component", "source").Logger())
 	if pred == nil {
 		recoverEnvs(cfg, envs, nsm, log)
 	}
@@ -240,7 +237,9 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 			}
 			return envs.Allowed(env)
 		}
-		cm, err := certs.New(cfg.certsConfig(), allow, log.With().Str("component", "certs").Logger())
+		cc := cfg.certsConfig()
+		cc.OnEvent = func(e certs.CertEvent) { metrics.CertEvent(string(e)) }
+		cm, err := certs.New(cc, allow, log.With().Str("component", "certs").Logger())
 		if err != nil {
 			return err
 		}
@@ -253,14 +252,20 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 		}
 		srv := gateway.NewHTTPServer(h, log.With().Str("component", "https").Logger())
 		srv.TLSConfig = cm.TLSConfig()
+		recv, sent := metrics.ByteCounters()
 		for i, ln := range lns {
-			lns[i] = tls.NewListener(ln, srv.TLSConfig)
+			lns[i] = tls.NewListener(gateway.CountBytes(ln, recv, sent), srv.TLSConfig)
 		}
 		servers = append(servers, server{srv, lns})
 	}
 	lns, err := lset.listen(cfg.Listen.HTTP)
 	if err != nil {
 		return err
+	}
+	// Bytes through the gateway: counted on its client connections.
+	recv, sent := metrics.ByteCounters()
+	for i, ln := range lns {
+		lns[i] = gateway.CountBytes(ln, recv, sent)
 	}
 	tcps, err := newTCPListeners(cfg, envs, tcpTLS, lset, policy, newEnvs, log)
 	if err != nil {

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/envgate/envgate/lifecycle"
@@ -22,6 +23,11 @@ type Metrics struct {
 	// two atomic adds and a histogram observation, no lookup or allocation.
 	requests   [6]prometheus.Counter // by status/100; [0]: no status sent
 	reqSeconds prometheus.Histogram
+	// Bytes clients sent and got, added to by the listeners' connections
+	// (gateway.CountBytes) and read at each scrape.
+	bytesReceived, bytesSent atomic.Uint64
+
+	certEvents map[string]prometheus.Counter // by certificate event
 
 	starts       prometheus.Counter
 	startSeconds prometheus.Histogram
@@ -37,11 +43,13 @@ var (
 	stopCauses     = []string{lifecycle.StopIdle, lifecycle.StopMaxLifetime, lifecycle.StopEvictEnvs,
 		lifecycle.StopEvictMemory, lifecycle.StopCrashed, lifecycle.StopOperator, lifecycle.StopOther}
 	refusalLimits = []string{"max_envs", "max_starting", "max_queued_starts", "min_available_memory", "other"}
+	certEvents    = []string{"obtained", "renewed", "failed"} // certs.CertEvent values
 )
 
 // NewMetrics makes the metrics of a gateway of the given build.
 func NewMetrics(version, revision string) *Metrics {
-	m := &Metrics{reg: prometheus.NewRegistry(), stops: map[string]prometheus.Counter{}, refusals: map[string]prometheus.Counter{}}
+	m := &Metrics{reg: prometheus.NewRegistry(), stops: map[string]prometheus.Counter{}, refusals: map[string]prometheus.Counter{},
+		certEvents: map[string]prometheus.Counter{}}
 	f := func(c prometheus.Collector) { m.reg.MustRegister(c) }
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -57,6 +65,17 @@ func NewMetrics(version, revision string) *Metrics {
 	m.reqSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "envgate_request_duration_seconds",
 		Help: "Time from a request's arrival until the gateway finished answering it (streams and upgrades: until they ended).", Buckets: requestBuckets})
 	f(m.reqSeconds)
+	for dir, n := range map[string]*atomic.Uint64{"received": &m.bytesReceived, "sent": &m.bytesSent} {
+		f(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "envgate_client_bytes_total",
+			Help:        "Bytes over the gateway's HTTP and HTTPS listeners' connections (heads, bodies, upgraded streams, TLS records), by direction: received from clients or sent to them.",
+			ConstLabels: prometheus.Labels{"direction": dir}}, func() float64 { return float64(n.Load()) }))
+	}
+	certs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "envgate_certificate_events_total",
+		Help: "Certificates obtained, renewed, and orders or issuances that failed (ACME or the internal CA)."}, []string{"event"})
+	f(certs)
+	for _, e := range certEvents {
+		m.certEvents[e] = certs.WithLabelValues(e)
+	}
 
 	m.starts = prometheus.NewCounter(prometheus.CounterOpts{Name: "envgate_env_starts_total", Help: "Env starts that got ready."})
 	m.startSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "envgate_env_start_duration_seconds",
@@ -102,6 +121,20 @@ func (m *Metrics) Request(status int, took time.Duration) {
 	}
 	m.requests[c].Inc()
 	m.reqSeconds.Observe(took.Seconds())
+}
+
+// ByteCounters are the counters gateway.CountBytes adds to: bytes
+// received from clients and sent to them.
+func (m *Metrics) ByteCounters() (received, sent *atomic.Uint64) {
+	return &m.bytesReceived, &m.bytesSent
+}
+
+// CertEvent counts a certificate event (certs.Config.OnEvent): obtained,
+// renewed or failed; anything else is not counted.
+func (m *Metrics) CertEvent(event string) {
+	if c, ok := m.certEvents[event]; ok {
+		c.Inc()
+	}
 }
 
 // Started implements lifecycle.Observer.
