@@ -137,6 +137,8 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 		DataRoot:  filepath.Join(cfg.StateDir, "envs"),
 		Network:   lifecycle.NetnsNetwork{M: nsm, Policy: netPolicy},
 		Allow:     src.Allow,
+		// A worktree per env (source.checkouts), made before its start.
+		Checkouts: cfg.checkoutsOf(src),
 		Limits:    cfg.lifecycleLimits(),
 		StateFile: cfg.stateFile(),
 		// Each env's output on disk (admin.go: envgate logs).
@@ -165,6 +167,9 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 		return err
 	}
 	metrics.WatchEnvs(envs)
+	// A push restarts the envs of moved branches; a deleted branch's env
+	// is destroyed.
+	watchPushes(ctx, src, envs, log.With().Str("component", "source").Logger())
 	if pred == nil {
 		recoverEnvs(cfg, envs, nsm, log)
 	}
