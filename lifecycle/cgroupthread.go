@@ -59,7 +59,23 @@ func startProcess(sb Sandbox, cmd *exec.Cmd, sp launchSpec) error {
 		// Nothing started, nothing moved: the trampoline can do it.
 	}
 	viaTrampoline(cmd, sp)
+	if ts, ok := sb.(threadStarter); ok {
+		// A child starts with its forking thread's nice value: so the
+		// trampoline and the dev server boot at bootNice from their first
+		// instruction (the Go runtime's start-up included), not from when
+		// the start gets round to setGroupNice.
+		return ts.StartWith(cmd, func() error { return setThreadNice(bootNice) }, func() error { return setThreadNice(0) })
+	}
 	return sb.Start(cmd)
+}
+
+// setThreadNice sets the nice value of the calling OS thread only (on
+// Linux, PRIO_PROCESS with a thread ID names that thread).
+func setThreadNice(nice int) error {
+	if err := unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), nice); err != nil {
+		return fmt.Errorf("lifecycle: nice %d: %w", nice, err)
+	}
+	return nil
 }
 
 // startInCgroupsV1 starts cmd in sb with the forking thread in the
