@@ -65,6 +65,11 @@ type Config struct {
 	// NewEnvs limits the envs each client address may bring into being;
 	// nil: no limit. It counts only when Envs implements EnvKnower.
 	NewEnvs *NewEnvLimit
+	// Cluster, in cluster mode, says which node serves each env; requests
+	// for envs of other nodes are forwarded there (see cluster.go). Node
+	// is this node's name, sent in HopHeader. Default nil: single node.
+	Cluster Placer
+	Node    string
 }
 
 // Handler routes each request by Host to its env and proxies it there.
@@ -86,6 +91,7 @@ type Handler struct {
 	access  *access.Policy
 	newEnvs *NewEnvLimit
 	known   EnvKnower
+	cluster *clusterRoute // nil unless cluster mode
 }
 
 type leaseKey struct{}
@@ -139,6 +145,7 @@ func NewHandler(cfg Config) (*Handler, error) {
 		h.access, _ = access.New(access.Config{})
 	}
 	h.initProtocols(cfg)
+	h.initCluster(cfg)
 	h.proxy = &httputil.ReverseProxy{
 		Rewrite:        h.rewrite,
 		Transport:      upstreams{h1: h.transport, h2c: h.h2c, fast: h.fast},
@@ -181,6 +188,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	dec, status := h.gate(w, r, env)
 	if status != 0 {
 		h.logRequest(r, env, status, began)
+		return
+	}
+	if h.cluster != nil && h.routeCluster(w, r, env, began) {
 		return
 	}
 	body := bodyOf(r)

@@ -90,6 +90,9 @@ type Config struct {
 	// Default 10s.
 	ShutdownTimeout Duration         `yaml:"shutdown_timeout"`
 	Templates       []TemplateConfig `yaml:"templates"`
+	// Cluster shares envs among several gateways through etcd; see
+	// ClusterConfig. Default nil: this gateway runs alone.
+	Cluster *ClusterConfig `yaml:"cluster"`
 
 	file string     // where it came from, for messages
 	root *yaml.Node // for line numbers in validation errors
@@ -362,6 +365,7 @@ func (c *Config) setDefaults() {
 	}
 	c.setAccessDefaults()
 	c.setAdminDefaults()
+	c.setClusterDefaults()
 }
 
 // errAt builds a ConfigError for the key at path (e.g. "templates.0.port").
@@ -491,6 +495,7 @@ func (c *Config) validate() error {
 	errs = append(errs, c.validateAccess()...)
 	errs = append(errs, c.validateAdmin()...)
 	errs = append(errs, c.validateNetwork()...)
+	errs = append(errs, c.validateCluster()...)
 	if len(c.Templates) == 0 {
 		add(c.noTemplatesError())
 	}

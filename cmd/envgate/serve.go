@@ -167,6 +167,18 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 		return err
 	}
 	metrics.WatchEnvs(envs)
+	// Cluster mode: members and env owners through etcd. Deferred before
+	// the envs' stop, so its session (and this node's owner keys) ends
+	// after them.
+	var placer gateway.Placer
+	if cfg.Cluster != nil {
+		node, err := startCluster(cfg, envs, log)
+		if err != nil {
+			return err
+		}
+		defer node.Close()
+		placer = node
+	}
 	// A push restarts the envs of moved branches; a deleted branch's env
 	// is destroyed.
 	watchPushes(ctx, src, envs, log.With().Str("component", "source").Logger())
@@ -208,6 +220,9 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 		TrustedProxies: cfg.trustedProxies(),
 		// Requests by status class and their latency (no allocation).
 		Requests: metrics,
+		// Cluster mode: envs of other nodes are forwarded there.
+		Cluster: placer,
+		Node:    cfg.clusterNode(),
 	})
 	if err != nil {
 		return err

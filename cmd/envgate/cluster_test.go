@@ -1,0 +1,362 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/envgate/envgate/netns/netnstest"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+)
+
+// testEtcd is a real etcd server, embedded in the test process, on
+// loopback ports, its data in a temp dir.
+type testEtcd struct {
+	cfg      *embed.Config
+	e        *embed.Etcd
+	endpoint string
+}
+
+func startTestEtcd(t *testing.T) *testEtcd {
+	t.Helper()
+	cfg := embed.NewConfig()
+	cfg.Dir = t.TempDir()
+	cfg.Name = "test"
+	cfg.LogLevel = "error"
+	cu, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", freePort(t)))
+	pu, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", freePort(t)))
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	te := &testEtcd{cfg: cfg, endpoint: cu.String()}
+	te.start(t)
+	t.Cleanup(te.stop)
+	return te
+}
+
+func (te *testEtcd) start(t *testing.T) {
+	t.Helper()
+	e, err := embed.StartEtcd(te.cfg)
+	if err != nil {
+		t.Fatalf("etcd: %v", err)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case <-time.After(30 * time.Second):
+		e.Close()
+		t.Fatal("etcd not ready after 30s")
+	}
+	te.e = e
+}
+
+func (te *testEtcd) stop() {
+	if te.e != nil {
+		te.e.Close()
+		te.e = nil
+	}
+}
+
+func (te *testEtcd) client(t *testing.T) *clientv3.Client {
+	t.Helper()
+	c, err := clientv3.New(clientv3.Config{Endpoints: []string{te.endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// clusterNode is one gateway of a test cluster.
+type clusterNode struct {
+	name, instance, cfgPath, addr string
+	g                             *gatewayProc
+}
+
+// startCluster runs n gateways (own instance, address pool and port
+// each; one state dir) in the cluster named name on etcd.
+// extra is appended to each config.
+func startTestCluster(t *testing.T, te *testEtcd, name string, n int, ttl time.Duration, extra string) []*clusterNode {
+	t.Helper()
+	state := filepath.Join(t.TempDir(), "shared-state")
+	// The package's test pool (a /20), split into a /22 per node.
+	pool := netnstest.Pool(6)
+	nodes := make([]*clusterNode, n)
+	for i := range nodes {
+		sub := netip.PrefixFrom(netip.AddrFrom4([4]byte{pool.Addr().As4()[0], pool.Addr().As4()[1], pool.Addr().As4()[2] + byte(4*i), 0}), 22)
+		c := &clusterNode{name: fmt.Sprintf("gw-%d", i), instance: netnstest.Prefix(t)}
+		c.addr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		cfg := fmt.Sprintf(`instance: %s
+domains: [localhost]
+listen: {http: "%s"}
+state_dir: %s
+tls: {mode: "off"}
+network: {pool: %s}
+shutdown_timeout: 5s
+cluster:
+  etcd: {endpoints: ["%s"]}
+  name: %s
+  node: %s
+  advertise: "%s"
+  session_ttl: %s
+%s`, c.instance, c.addr, state, sub, te.endpoint, name, c.name, c.addr, ttl, extra)
+		c.cfgPath = filepath.Join(t.TempDir(), "envgate.yaml")
+		if err := os.WriteFile(c.cfgPath, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		c.g = startServe(t, c.cfgPath, c.addr)
+		// A clean stop removes the node's envs and namespaces (startServe's
+		// own cleanup only SIGKILLs).
+		t.Cleanup(func() { c.g.stop(t, syscall.SIGTERM) })
+		nodes[i] = c
+	}
+	return nodes
+}
+
+var demoEnvRE = regexp.MustCompile(`<h1>([^<]*)</h1>`)
+
+// getEnv asks node for env's demo page; it returns the status, the env
+// name the page shows and the visit count.
+func (c *clusterNode) getEnv(t *testing.T, env string) (status int, shown string, visits int, hdr string) {
+	t.Helper()
+	status, body, h := c.g.get(t, env+".localhost", "/")
+	if m := demoEnvRE.FindStringSubmatch(body); m != nil {
+		shown = m[1]
+	}
+	visits, _ = strconv.Atoi(h.Get("X-Demo-Visits"))
+	return status, shown, visits, h.Get("Retry-After")
+}
+
+// owners reads the owner keys of cluster name: env -> node.
+func owners(t *testing.T, c *clientv3.Client, name string) map[string]string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	prefix := "/envgate/" + name + "/envs/"
+	resp, err := c.Get(ctx, prefix, clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, kv := range resp.Kvs {
+		out[strings.TrimPrefix(string(kv.Key), prefix)] = string(kv.Value)
+	}
+	return out
+}
+
+// TestClusterPlacementAndNodeLoss is issue 16's tests 1 and 2: three
+// gateways on one etcd; 300 requests for 30 envs spread over the nodes
+// run each env on exactly one node and every answer comes from the right
+// env; then one node is SIGKILLed and, within session_ttl plus a cold
+// start, each of its envs answers through the others with its data.
+func TestClusterPlacementAndNodeLoss(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (network namespaces)")
+	}
+	if testing.Short() {
+		t.Skip("starts 30 envs on three gateways")
+	}
+	te := startTestEtcd(t)
+	cli := te.client(t)
+	const ttl = 5 * time.Second
+	nodes := startTestCluster(t, te, "t1", 3, ttl, "")
+
+	// Test 1: 300 requests, env i%30 through node (i/30)%3, ten at a time.
+	envs := make([]string, 30)
+	for i := range envs {
+		envs[i] = fmt.Sprintf("cl%d", i)
+	}
+	visits := make([]int, len(envs)) // the last count seen per env
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 10)
+	misroutes := 0
+	for i := range 300 {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			env := envs[i%30]
+			status, shown, v, _ := nodes[(i/30)%3].getEnv(t, env)
+			mu.Lock()
+			defer mu.Unlock()
+			if status != 200 || shown != env {
+				misroutes++
+				t.Errorf("GET %s via %s: status %d, page of %q", env, nodes[(i/30)%3].name, status, shown)
+			}
+			visits[i%30] = max(visits[i%30], v)
+		}()
+	}
+	wg.Wait()
+	if misroutes > 0 {
+		t.Fatalf("%d of 300 requests failed or misrouted", misroutes)
+	}
+	own := owners(t, cli, "t1")
+	if len(own) != len(envs) {
+		t.Fatalf("%d owner keys for %d envs: %v", len(own), len(envs), own)
+	}
+	perNode := map[string]int{}
+	for _, n := range own {
+		perNode[n]++
+	}
+	total := 0
+	for _, c := range nodes {
+		ns, _ := instanceState(t, c.instance)
+		t.Logf("%s: %d owner keys, %d namespaces", c.name, perNode[c.name], len(ns))
+		if len(ns) != perNode[c.name] {
+			t.Errorf("%s runs %d namespaces but owns %d envs", c.name, len(ns), perNode[c.name])
+		}
+		total += len(ns)
+	}
+	if total != len(envs) {
+		t.Fatalf("%d namespaces over the three nodes for %d envs", total, len(envs))
+	}
+	for i, v := range visits {
+		if v < 10 {
+			t.Errorf("env %s counted %d visits, want at least 10", envs[i], v)
+		}
+	}
+
+	// Test 2: SIGKILL the node owning the most envs.
+	victim := nodes[0]
+	for _, c := range nodes {
+		if perNode[c.name] > perNode[victim.name] {
+			victim = c
+		}
+	}
+	var moved []int
+	for i, env := range envs {
+		if own[env] == victim.name {
+			moved = append(moved, i)
+		}
+	}
+	// The killed gateway leaves its namespaces and dev servers behind, as
+	// a crashed one would: `envgate gc` removes them (before the leak
+	// check that netnstest.Prefix registered first).
+	t.Cleanup(func() {
+		out, err := exec.Command(envgateBinary(t), "gc", "--config", victim.cfgPath).CombinedOutput()
+		if err != nil {
+			t.Errorf("envgate gc for the killed node: %v\n%s", err, out)
+		}
+	})
+	killed := time.Now()
+	victim.g.cmd.Process.Signal(syscall.SIGKILL)
+	<-victim.g.done
+	var others []*clusterNode
+	for _, c := range nodes {
+		if c != victim {
+			others = append(others, c)
+		}
+	}
+	bound := ttl + 15*time.Second // session_ttl, a cold start, and slack for a loaded machine
+	for k, i := range moved {
+		env := envs[i]
+		via := others[k%len(others)]
+		for {
+			status, shown, v, _ := via.getEnv(t, env)
+			if status == 200 {
+				if shown != env {
+					t.Fatalf("%s via %s: page of %q", env, via.name, shown)
+				}
+				if v <= visits[i] {
+					t.Errorf("%s: visit count %d after the move, was %d before: data lost", env, v, visits[i])
+				}
+				break
+			}
+			if time.Since(killed) > bound {
+				t.Fatalf("%s not answering through %s %v after the kill (last status %d)", env, via.name, bound, status)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	t.Logf("%d envs of the killed node answered through the others %v after the kill", len(moved), time.Since(killed).Round(time.Millisecond))
+	own = owners(t, cli, "t1")
+	for _, i := range moved {
+		if n := own[envs[i]]; n == victim.name || n == "" {
+			t.Errorf("env %s owned by %q after the kill", envs[i], n)
+		}
+	}
+}
+
+// TestClusterEtcdDown is issue 16's test 4: etcd stopped for 20s; the
+// running envs keep answering (through either node), a new env gets a
+// 503 with Retry-After once the start timeout passes, and after etcd
+// returns new envs start again, without restarting a gateway.
+func TestClusterEtcdDown(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (network namespaces)")
+	}
+	if testing.Short() {
+		t.Skip("stops etcd for 20s")
+	}
+	te := startTestEtcd(t)
+	// A session outlives the outage; placements wait 4s (the start
+	// timeout) for etcd.
+	nodes := startTestCluster(t, te, "t4", 2, 30*time.Second, `templates:
+  - name: demo
+    match: "*"
+    command: ["{{.Self}}", "demo-server", "--listen", ":{{.Port}}", "--name", "{{.Name}}", "--data-dir", "{{.DataDir}}"]
+    port: 3000
+    ready: {http: /healthz, timeout: 4s}
+    allow_root: true
+`)
+	running := []string{"up0", "up1", "up2", "up3"}
+	for i, env := range running {
+		if status, shown, _, _ := nodes[i%2].getEnv(t, env); status != 200 || shown != env {
+			t.Fatalf("%s: status %d, page of %q", env, status, shown)
+		}
+	}
+	te.stop()
+	stopped := time.Now()
+	got503 := false
+	for i := 0; time.Since(stopped) < 20*time.Second; i++ {
+		for j, env := range running {
+			via := nodes[(i+j)%2]
+			if status, shown, _, _ := via.getEnv(t, env); status != 200 || shown != env {
+				t.Fatalf("%v into the outage, %s via %s: status %d, page of %q", time.Since(stopped).Round(time.Millisecond), env, via.name, status, shown)
+			}
+		}
+		if !got503 && time.Since(stopped) > 2*time.Second {
+			began := time.Now()
+			status, _, _, retry := nodes[0].getEnv(t, "new0")
+			if status != 503 || retry == "" {
+				t.Fatalf("new env during the outage: status %d, Retry-After %q; want 503 with Retry-After", status, retry)
+			}
+			t.Logf("new env during the outage: 503 after %v, Retry-After %s", time.Since(began).Round(time.Millisecond), retry)
+			got503 = true
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	te.start(t)
+	deadline := time.Now().Add(30 * time.Second)
+	for _, env := range []string{"new0", "new1", "new2"} {
+		for {
+			status, shown, _, _ := nodes[1].getEnv(t, env)
+			if status == 200 && shown == env {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s after etcd returned: status %d, page of %q", env, status, shown)
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+	}
+	for j, env := range running {
+		if status, shown, _, _ := nodes[j%2].getEnv(t, env); status != 200 || shown != env {
+			t.Fatalf("%s after the outage: status %d, page of %q", env, status, shown)
+		}
+	}
+}

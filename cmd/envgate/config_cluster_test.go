@@ -1,0 +1,44 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// Without cluster: nothing changes; with it, defaults fill in and each
+// mistake names its file, line and field.
+func TestConfigCluster(t *testing.T) {
+	c, err := loadString(t, "{}\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Cluster != nil || c.clusterNode() != "" {
+		t.Fatalf("cluster mode on without a cluster section: %+v", c.Cluster)
+	}
+	c, err = loadString(t, `cluster:
+  etcd: {endpoints: ["https://10.0.0.10:2379"]}
+  node: gw-a
+  advertise: "10.0.0.5:8080"
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Cluster.Name != "envgate" || time.Duration(c.Cluster.SessionTTL) != 10*time.Second || c.clusterNode() != "gw-a" {
+		t.Errorf("defaults: %+v", c.Cluster)
+	}
+	for _, tc := range []struct{ yaml, want string }{
+		{"cluster: {node: a, advertise: \"h:1\"}\n", ":1: cluster.etcd.endpoints: required"},
+		{"cluster:\n  etcd: {endpoints: [\"10.0.0.1:2379\"]}\n  advertise: \"h:1\"\n", ":2: cluster.etcd.endpoints[0]:"},
+		{"cluster:\n  etcd: {endpoints: [\"http://e:2379\"]}\n  advertise: \"h:1\"\n  node: \"a/b\"\n", ":4: cluster.node:"},
+		{"cluster:\n  etcd: {endpoints: [\"http://e:2379\"]}\n  advertise: \"0.0.0.0:8080\"\n", ":3: cluster.advertise:"},
+		{"cluster:\n  etcd: {endpoints: [\"http://e:2379\"]}\n  advertise: \"h:1\"\n  session_ttl: 1500ms\n", ":4: cluster.session_ttl:"},
+		{"cluster:\n  etcd: {endpoints: [\"http://e:2379\"], cert_file: /nonexistent}\n  advertise: \"h:1\"\n", "cluster.etcd.cert_file"},
+		{"cluster:\n  etcd: {endpoints: [\"http://e:2379\"]}\n  advertise: \"h:1\"\n  nodes: x\n", ":4: nodes: unknown key"},
+	} {
+		_, err := loadString(t, tc.yaml)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want an error containing %q", tc.yaml, err, tc.want)
+		}
+	}
+}

@@ -1,0 +1,327 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+)
+
+// Errors Place returns; the gateway answers each with a 503 and
+// Retry-After.
+var (
+	// ErrUnavailable means etcd could not be reached in time to place an
+	// env (or this node has no session yet).
+	ErrUnavailable = errors.New("cluster: etcd unavailable, cannot place the env now")
+	// ErrNoRoom means no live node has room for another env.
+	ErrNoRoom = errors.New("cluster: no node has room for another env")
+	// ErrElsewhere means the env runs on another node and the request has
+	// already been forwarded once.
+	ErrElsewhere = errors.New("cluster: env is owned by another node")
+)
+
+// owner is who holds an env's owner key, and the key's revision (the
+// fencing token).
+type owner struct {
+	node string
+	rev  int64
+}
+
+// Node is this gateway's membership in the cluster.
+type Node struct {
+	cfg    Config
+	cli    *clientv3.Client
+	prefix string // /envgate/<name>/
+
+	mu sync.RWMutex
+	// Guarded by mu: the live members and env owners, as the watch last
+	// reported them; the current session (nil while there is none) and
+	// ready, closed when a session exists.
+	members map[string]Member
+	owners  map[string]owner
+	session *concurrency.Session
+	ready   chan struct{}
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// New connects (lazily) to etcd; Start begins the membership.
+func New(cfg Config) (*Node, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	tc, err := cfg.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:            cfg.Endpoints,
+		TLS:                  tc,
+		DialTimeout:          5 * time.Second,
+		DialKeepAliveTime:    cfg.SessionTTL / 3,
+		DialKeepAliveTimeout: cfg.SessionTTL / 3,
+		Logger:               zap.NewNop(),
+		// gRPC's default reconnect backoff grows to two minutes: after
+		// an outage of etcd, the node would stay away long enough to
+		// lose its session. Retry every few seconds at most instead.
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 250 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+			MinConnectTimeout: 2 * time.Second,
+		})},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cluster: etcd client: %w", err)
+	}
+	return &Node{
+		cfg:     cfg,
+		cli:     cli,
+		prefix:  "/envgate/" + cfg.Name + "/",
+		members: map[string]Member{},
+		owners:  map[string]owner{},
+		ready:   make(chan struct{}),
+	}, nil
+}
+
+// Start runs the membership in the background until Close: a session,
+// the member key, the watch; a new session whenever one ends.
+func (n *Node) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	n.wg.Go(func() { n.run(ctx) })
+}
+
+// Close ends the session (its owner keys go with it, so call it after
+// the envs have stopped) and the etcd client.
+func (n *Node) Close() error {
+	if n.cancel != nil {
+		n.cancel()
+	}
+	n.wg.Wait()
+	return n.cli.Close()
+}
+
+// Client is the etcd client, for tests and the admin view.
+func (n *Node) Client() *clientv3.Client { return n.cli }
+
+func (n *Node) memberKey(node string) string { return n.prefix + "nodes/" + node }
+func (n *Node) envKey(env string) string     { return n.prefix + "envs/" + env }
+
+func (n *Node) run(ctx context.Context) {
+	for ctx.Err() == nil {
+		err := n.runSession(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		n.cfg.Log.Warn().Err(err).Msg("cluster session ended; registering again")
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// runSession holds one session: it registers, loads the members and
+// owners, follows the watch, and returns when the session ends.
+func (n *Node) runSession(ctx context.Context) error {
+	ttl := max(int(n.cfg.SessionTTL/time.Second), 1)
+	s, err := concurrency.NewSession(n.cli, concurrency.WithTTL(ttl), concurrency.WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("cluster: session: %w", err)
+	}
+	defer func() {
+		if ctx.Err() != nil {
+			// A clean shutdown: revoke at once, so that the others
+			// place this node's envs without waiting out the TTL.
+			cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			n.cli.Revoke(cctx, s.Lease())
+		}
+	}()
+	running := -1
+	if running, err = n.publish(ctx, s, running); err != nil {
+		return err
+	}
+	rev, err := n.load(ctx)
+	if err != nil {
+		return err
+	}
+	n.mu.Lock()
+	n.session = s
+	close(n.ready)
+	n.mu.Unlock()
+	n.cfg.Log.Info().Str("node", n.cfg.Node).Int64("lease", int64(s.Lease())).Msg("cluster member registered")
+
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	wch := n.cli.Watch(clientv3.WithRequireLeader(wctx), n.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	tick := time.NewTicker(max(n.cfg.SessionTTL/3, time.Second))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			n.endSession(false)
+			return ctx.Err()
+		case <-s.Done():
+			n.endSession(true)
+			return errors.New("cluster: session lost (lease expired or etcd unreachable for session_ttl)")
+		case wr, ok := <-wch:
+			if !ok || wr.Err() != nil {
+				// Compacted, or no leader: load afresh and watch again.
+				if rev, err = n.load(wctx); err != nil {
+					select {
+					case <-ctx.Done():
+					case <-time.After(500 * time.Millisecond):
+					}
+					continue
+				}
+				// The old watch has ended (its channel closes after an
+				// error), so wctx can carry the new one.
+				wch = n.cli.Watch(clientv3.WithRequireLeader(wctx), n.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+				continue
+			}
+			n.apply(wr.Events)
+		case <-tick.C:
+			if r, err := n.publish(ctx, s, running); err == nil {
+				running = r
+			}
+		}
+	}
+}
+
+// publish puts this node's member key when its capacity changed.
+func (n *Node) publish(ctx context.Context, s *concurrency.Session, last int) (int, error) {
+	m := Member{Node: n.cfg.Node, Advertise: n.cfg.Advertise, MaxEnvs: n.cfg.MaxEnvs, Running: n.running()}
+	if m.Running == last {
+		return last, nil
+	}
+	b, _ := json.Marshal(m)
+	pctx, cancel := context.WithTimeout(ctx, n.cfg.SessionTTL)
+	defer cancel()
+	if _, err := n.cli.Put(pctx, n.memberKey(n.cfg.Node), string(b), clientv3.WithLease(s.Lease())); err != nil {
+		return last, fmt.Errorf("cluster: register: %w", err)
+	}
+	return m.Running, nil
+}
+
+func (n *Node) running() int {
+	if n.cfg.Running != nil {
+		return n.cfg.Running()
+	}
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	c := 0
+	for _, o := range n.owners {
+		if o.node == n.cfg.Node {
+			c++
+		}
+	}
+	return c
+}
+
+// load replaces the cache with etcd's members and owners and returns the
+// revision they were read at.
+func (n *Node) load(ctx context.Context) (int64, error) {
+	gctx, cancel := context.WithTimeout(ctx, n.cfg.SessionTTL)
+	defer cancel()
+	resp, err := n.cli.Get(gctx, n.prefix, clientv3.WithPrefix())
+	if err != nil {
+		return 0, fmt.Errorf("cluster: load: %w", err)
+	}
+	members, owners := map[string]Member{}, map[string]owner{}
+	for _, kv := range resp.Kvs {
+		k := strings.TrimPrefix(string(kv.Key), n.prefix)
+		if node, ok := strings.CutPrefix(k, "nodes/"); ok {
+			var m Member
+			if json.Unmarshal(kv.Value, &m) == nil {
+				members[node] = m
+			}
+		} else if env, ok := strings.CutPrefix(k, "envs/"); ok {
+			owners[env] = owner{string(kv.Value), kv.ModRevision}
+		}
+	}
+	n.mu.Lock()
+	var lost []string
+	for env, o := range n.owners {
+		if o.node == n.cfg.Node && owners[env].node != n.cfg.Node {
+			lost = append(lost, env)
+		}
+	}
+	n.members, n.owners = members, owners
+	n.mu.Unlock()
+	n.lose(lost)
+	return resp.Header.Revision, nil
+}
+
+// apply updates the cache from watch events. An env this node owned that
+// now has another owner, or none, is lost.
+func (n *Node) apply(evs []*clientv3.Event) {
+	var lost []string
+	n.mu.Lock()
+	for _, ev := range evs {
+		k := strings.TrimPrefix(string(ev.Kv.Key), n.prefix)
+		put := ev.Type == clientv3.EventTypePut
+		if node, ok := strings.CutPrefix(k, "nodes/"); ok {
+			var m Member
+			if put && json.Unmarshal(ev.Kv.Value, &m) == nil {
+				n.members[node] = m
+			} else {
+				delete(n.members, node)
+			}
+			continue
+		}
+		env, ok := strings.CutPrefix(k, "envs/")
+		if !ok {
+			continue
+		}
+		was := n.owners[env]
+		if put {
+			n.owners[env] = owner{string(ev.Kv.Value), ev.Kv.ModRevision}
+		} else {
+			delete(n.owners, env)
+		}
+		if was.node == n.cfg.Node && n.owners[env].node != n.cfg.Node {
+			lost = append(lost, env)
+		}
+	}
+	n.mu.Unlock()
+	n.lose(lost)
+}
+
+// endSession forgets the session; when it was lost (not closed), every
+// env this node owned is stopped: its keys expire with the lease, and
+// another node may start them.
+func (n *Node) endSession(lost bool) {
+	var envs []string
+	n.mu.Lock()
+	n.session = nil
+	n.ready = make(chan struct{})
+	if lost {
+		for env, o := range n.owners {
+			if o.node == n.cfg.Node {
+				envs = append(envs, env)
+				delete(n.owners, env)
+			}
+		}
+		delete(n.members, n.cfg.Node)
+	}
+	n.mu.Unlock()
+	n.lose(envs)
+}
+
+func (n *Node) lose(envs []string) {
+	if len(envs) == 0 {
+		return
+	}
+	n.cfg.Log.Warn().Strs("envs", envs).Msg("cluster: envs no longer owned here; stopping them")
+	n.wg.Go(func() { n.cfg.Lost(envs) })
+}
