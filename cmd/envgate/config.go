@@ -75,6 +75,9 @@ type Config struct {
 	// Source decides which env names exist; see SourceConfig. Default
 	// kind any: every name a template matches.
 	Source SourceConfig `yaml:"source"`
+	// Previews are pull-request previews: webhooks, deployments and
+	// comments; see PreviewsConfig. Default nil: none.
+	Previews *PreviewsConfig `yaml:"previews"`
 	// OnRestart says what a gateway starting after a crash does with the
 	// envs the previous process left running (recorded in
 	// state_dir/run/<instance>.state.json): adopt (default) keeps those

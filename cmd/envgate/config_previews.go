@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -44,7 +46,7 @@ func (c *Config) validatePreviews() []error {
 			errs = append(errs, c.errAt(fmt.Sprintf("templates.%d.prepare", i), "prepare steps run in the env's checkout: set source.checkouts: true (with kind git)"))
 		}
 	}
-	return errs
+	return append(errs, c.validatePreviewsSection()...)
 }
 
 // mirror is the git source's mirror and worktrees in state_dir.
@@ -77,41 +79,93 @@ func (c *Config) checkoutsOf(src lifecycle.Source) lifecycle.Checkouts {
 	return nil
 }
 
-// watchPushes acts on what a refresh of the mirror found: an env whose
-// branch moved and that runs restarts on the new commit (its data dir is
-// kept; requests in flight finish on the old server); an env whose
-// branch is gone is destroyed (stopped, worktree and data dir removed).
-// The work runs on goroutines of its own, off the refresh loop; they end
-// with ctx's manager (Acquire fails once it is closed).
-func watchPushes(ctx context.Context, src lifecycle.Source, envs *lifecycle.Manager, log zerolog.Logger) {
-	g, ok := src.(*sources.Git)
-	if !ok {
-		return
+// PreviewsConfig is the previews: section: webhooks that tell envgate of
+// pushes and pull requests, and what envgate tells pull requests back.
+type PreviewsConfig struct {
+	// Host receives the webhooks, on /_envgate/webhooks/github and
+	// /_envgate/webhooks/gitlab. Default: the first domain itself (e.g.
+	// dev.example.com).
+	Host string `yaml:"host"`
+	// GitHub: webhooks signed with the secret in secret_file; with a
+	// token_file, deployments (environment preview/<env>) and one comment
+	// per pull request of repo (owner/name) through api (default
+	// https://api.github.com).
+	GitHub *GitHubPreviews `yaml:"github"`
+	// GitLab: webhooks carrying the token in secret_file as
+	// X-Gitlab-Token. (Merge request environments are not posted yet:
+	// token_file, project and api are read but unused.)
+	GitLab *GitLabPreviews `yaml:"gitlab"`
+	// OnPush is what a push does to a running env: restart (default) it
+	// on the new commit as soon as the fetch lands, or next-request: mark
+	// it stale and restart it when its next request comes.
+	OnPush string `yaml:"on_push"`
+	// DestroyAfter removes the checkout and data dir of envs that had no
+	// request for this long. Default 0: never.
+	DestroyAfter Duration `yaml:"destroy_after"`
+}
+
+// GitHubPreviews is previews.github.
+type GitHubPreviews struct {
+	SecretFile string `yaml:"secret_file"`
+	TokenFile  string `yaml:"token_file"`
+	Repo       string `yaml:"repo"`
+	API        string `yaml:"api"`
+}
+
+// GitLabPreviews is previews.gitlab.
+type GitLabPreviews struct {
+	SecretFile string `yaml:"secret_file"`
+	TokenFile  string `yaml:"token_file"`
+	Project    string `yaml:"project"`
+	API        string `yaml:"api"`
+}
+
+// on_push values.
+const (
+	onPushRestart     = "restart"
+	onPushNextRequest = "next-request"
+)
+
+var ownerRepoRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$`)
+
+// validatePreviewsSection checks previews:, defaulting host and on_push.
+func (c *Config) validatePreviewsSection() []error {
+	p := c.Previews
+	if p == nil {
+		return nil
 	}
-	g.OnChange(func(moved, gone []string) {
-		for _, name := range moved {
-			if d, ok := envs.Detail(name); !ok || d.State != lifecycle.Ready {
-				continue // the next start checks the new commit out
-			}
-			go func() {
-				log.Info().Str("env", name).Msg("branch moved: restarting the env on its new commit")
-				if _, err := envs.Restart(ctx, name); err != nil {
-					log.Warn().Err(err).Str("env", name).Msg("restart after a push failed")
-				}
-			}()
+	var errs []error
+	add := func(field, msg string, args ...any) { errs = append(errs, c.errAt("previews."+field, msg, args...)) }
+	if c.Source.Kind != sourceGit {
+		errs = append(errs, c.errAt("previews", "previews need source.kind: git"))
+	}
+	if p.Host == "" && len(c.Domains) > 0 {
+		p.Host = c.Domains[0]
+	}
+	p.Host = strings.TrimSuffix(strings.ToLower(p.Host), ".")
+	switch p.OnPush {
+	case "":
+		p.OnPush = onPushRestart
+	case onPushRestart, onPushNextRequest:
+	default:
+		add("on_push", "%q: want restart or next-request", p.OnPush)
+	}
+	if gh := p.GitHub; gh != nil {
+		if !filepath.IsAbs(gh.SecretFile) {
+			add("github.secret_file", "%q: want the absolute path of the webhook secret's file", gh.SecretFile)
 		}
-		for _, name := range gone {
-			go func() {
-				err := envs.Destroy(name)
-				if rerr := g.RemoveCheckout(ctx, name); rerr != nil {
-					log.Warn().Err(rerr).Str("env", name).Msg("remove the worktree of a deleted branch")
-				}
-				if err != nil {
-					log.Warn().Err(err).Str("env", name).Msg("destroy the env of a deleted branch")
-					return
-				}
-				log.Info().Str("env", name).Msg("branch deleted: env destroyed")
-			}()
+		if gh.TokenFile != "" && !filepath.IsAbs(gh.TokenFile) {
+			add("github.token_file", "%q: want an absolute path", gh.TokenFile)
 		}
-	})
+		if gh.TokenFile != "" && !ownerRepoRE.MatchString(gh.Repo) {
+			add("github.repo", "%q: want owner/name, e.g. acme/app (needed with token_file)", gh.Repo)
+		}
+		if u, err := url.Parse(gh.API); gh.API != "" && (err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "") {
+			add("github.api", "%q: want a URL, e.g. https://api.github.com", gh.API)
+		}
+	}
+	if gl := p.GitLab; gl != nil && !filepath.IsAbs(gl.SecretFile) {
+		add("gitlab.secret_file", "%q: want the absolute path of the webhook token's file", gl.SecretFile)
+	}
+	return errs
 }

@@ -15,6 +15,11 @@ func TestConfigPreviewsErrors(t *testing.T) {
 		{"empty prepare step", "source: {kind: git, repo: /srv/repo.git, checkouts: true}\n" + tmpl + "    prepare: [[]]\n", ":6: templates[0].prepare[0]: empty command"},
 		{"relative repo", "source: {kind: git, repo: repo.git}\n", "source.repo: \"repo.git\": kind git needs a repository URL or absolute path"},
 		{"unknown key", "source: {kind: git, repo: /srv/r.git, checkout: true}\n", "checkout"},
+		{"previews without git", "previews: {on_push: restart}\n", ":1: previews: previews need source.kind: git"},
+		{"bad on_push", "source: {kind: git, repo: /srv/r.git}\npreviews: {on_push: later}\n", ":2: previews.on_push: \"later\": want restart or next-request"},
+		{"github without repo", "source: {kind: git, repo: /srv/r.git}\npreviews:\n  github: {secret_file: /s, token_file: /t}\n", ":3: previews.github.repo"},
+		{"relative secret", "source: {kind: git, repo: /srv/r.git}\npreviews:\n  gitlab: {secret_file: s}\n", ":3: previews.gitlab.secret_file"},
+		{"unknown previews key", "source: {kind: git, repo: /srv/r.git}\npreviews: {destroy_afer: 1h}\n", "destroy_afer"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := loadString(t, tc.yaml)

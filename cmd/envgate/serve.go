@@ -179,9 +179,14 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 		defer node.Close()
 		placer = node
 	}
-	// A push restarts the envs of moved branches; a deleted branch's env
-	// is destroyed.
-	watchPushes(ctx, src, envs, log.With().Str("component", "source").Logger())
+	// Pull-request previews: a push restarts the envs of moved branches,
+	// a deleted branch's env is destroyed; webhooks, GitHub deployments,
+	// destroy_after.
+	pv, err := cfg.startPreviews(ctx, src, envs, log.With().Str("component", "previews").Logger())
+	if err != nil {
+		return err
+	}
+	defer pv.Close()
 	if pred == nil {
 		recoverEnvs(cfg, envs, nsm, log)
 	}
@@ -229,7 +234,10 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 	}
 	handler.Store(h)
 
-	var httpHandler http.Handler = h
+	// Webhooks on previews.host, authenticated by their signature: in
+	// front of access control, for that host only.
+	front := pv.front(h)
+	var httpHandler http.Handler = front
 	type server struct {
 		srv *http.Server
 		lns []net.Listener
@@ -264,13 +272,13 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 			return err
 		}
 		defer cm.Close()
-		httpHandler = cm.HTTPHandler(h)
+		httpHandler = cm.HTTPHandler(front)
 		tcpTLS = cm.TLSConfig()
 		lns, err := lset.listen(cfg.Listen.HTTPS)
 		if err != nil {
 			return err
 		}
-		srv := gateway.NewHTTPServer(h, log.With().Str("component", "https").Logger())
+		srv := gateway.NewHTTPServer(front, log.With().Str("component", "https").Logger())
 		srv.TLSConfig = cm.TLSConfig()
 		recv, sent := metrics.ByteCounters()
 		for i, ln := range lns {

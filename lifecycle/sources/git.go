@@ -176,12 +176,13 @@ type Git struct {
 	// commit moved and the labels that are gone.
 	onChange atomic.Pointer[func(moved, gone []string)]
 
-	state  atomic.Pointer[gitState]
-	syncMu sync.Mutex // serialises Sync and worktree changes in the mirror
-	cancel context.CancelFunc
-	done   chan struct{}
-	close  sync.Once
-	kick   chan struct{}
+	state     atomic.Pointer[gitState]
+	syncMu    sync.Mutex // serialises Sync and worktree changes in the mirror
+	refreshMu sync.Mutex // serialises whole refreshes, so a move is reported once
+	cancel    context.CancelFunc
+	done      chan struct{}
+	close     sync.Once
+	kick      chan struct{}
 }
 
 type gitState struct {
@@ -304,9 +305,14 @@ func (g *Git) loop(ctx context.Context, every time.Duration) {
 	}
 }
 
+// Sync fetches now and waits for it, then tells OnChange what moved.
+func (g *Git) Sync(ctx context.Context) error { return g.sync(ctx) }
+
 // sync fetches, reads the heads and swaps the new state in, then tells
 // OnChange what moved.
 func (g *Git) sync(ctx context.Context) error {
+	g.refreshMu.Lock()
+	defer g.refreshMu.Unlock()
 	g.syncMu.Lock()
 	err := g.mirror.Sync(ctx)
 	var heads map[string]string

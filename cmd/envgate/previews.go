@@ -1,0 +1,304 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/envgate/envgate/gateway/webhook"
+	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/lifecycle/sources"
+	"github.com/rs/zerolog"
+)
+
+// previews runs pull-request previews for serve: it acts on what a
+// refresh of the mirror found (restart or mark stale the envs of moved
+// branches, destroy those of deleted ones), on webhooks, and on
+// destroy_after; and tells GitHub. Its goroutines end at Close.
+type previews struct {
+	cfg  *Config
+	git  *sources.Git // nil: not a mirrored git source, previews do nothing
+	envs *lifecycle.Manager
+	gh   *sources.GitHub // nil without previews.github.token_file
+	hook http.Handler    // nil without webhooks
+	host string          // previews.host
+	log  zerolog.Logger
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu    sync.Mutex
+	prs   map[string]int      // guarded by mu; branch -> open pull request
+	stale map[string]struct{} // guarded by mu; envs to restart at their next request
+}
+
+// startPreviews starts what previews need; Close stops it. Without a
+// mirrored git source it only returns a previews whose front is a
+// pass-through.
+func (c *Config) startPreviews(ctx context.Context, src lifecycle.Source, envs *lifecycle.Manager, log zerolog.Logger) (*previews, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	p := &previews{cfg: c, envs: envs, log: log, ctx: ctx, cancel: cancel,
+		prs: make(map[string]int), stale: make(map[string]struct{})}
+	p.git, _ = src.(*sources.Git)
+	if p.git == nil {
+		return p, nil
+	}
+	pc := c.Previews
+	if pc == nil {
+		pc = &PreviewsConfig{OnPush: onPushRestart}
+	}
+	p.host = pc.Host
+	wcfg := webhook.Config{Events: p, Log: log}
+	read := func(field, path string) ([]byte, error) {
+		b, err := os.ReadFile(path)
+		if err == nil && len(strings.TrimSpace(string(b))) == 0 {
+			err = errors.New("empty")
+		}
+		if err != nil {
+			return nil, c.errAt(field, "%v", err)
+		}
+		return []byte(strings.TrimSpace(string(b))), nil
+	}
+	var err error
+	if gh := pc.GitHub; gh != nil {
+		if wcfg.GitHubSecret, err = read("previews.github.secret_file", gh.SecretFile); err != nil {
+			cancel()
+			return nil, err
+		}
+		if gh.TokenFile != "" {
+			tok, err := read("previews.github.token_file", gh.TokenFile)
+			if err != nil {
+				cancel()
+				return nil, err
+			}
+			p.gh = sources.NewGitHub(gh.API, gh.Repo, string(tok), log.With().Str("component", "github").Logger())
+		}
+	}
+	if gl := pc.GitLab; gl != nil {
+		if wcfg.GitLabToken, err = read("previews.gitlab.secret_file", gl.SecretFile); err != nil {
+			cancel()
+			if p.gh != nil {
+				p.gh.Close()
+			}
+			return nil, err
+		}
+	}
+	if wcfg.GitHubSecret != nil || wcfg.GitLabToken != nil {
+		p.hook = webhook.New(wcfg)
+	}
+	p.git.OnChange(func(moved, gone []string) { p.changed(pc.OnPush, moved, gone) })
+	if ttl := time.Duration(pc.DestroyAfter); ttl > 0 {
+		p.wg.Go(func() { p.ttlLoop(ttl) })
+	}
+	return p, nil
+}
+
+// Close stops the goroutines previews started and waits for them.
+func (p *previews) Close() {
+	p.cancel()
+	p.wg.Wait()
+	if p.gh != nil {
+		p.gh.Close()
+	}
+}
+
+// front returns next with the webhooks in front of it on previews.host
+// (authenticated by their signature, not by access control), and stale
+// envs restarted before their next request reaches next.
+func (p *previews) front(next http.Handler) http.Handler {
+	if p.git == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := strings.TrimSuffix(strings.ToLower(r.Host), ".")
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		if p.hook != nil && host == p.host && strings.HasPrefix(r.URL.Path, "/_envgate/webhooks/") {
+			p.hook.ServeHTTP(w, r)
+			return
+		}
+		if env, _, ok := strings.Cut(host, "."); ok && p.takeStale(env) {
+			p.log.Info().Str("env", env).Msg("stale env: restarting on its branch's new commit")
+			p.envs.Stop(env, "its branch moved (on_push: next-request)")
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (p *previews) takeStale(env string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.stale[env]; !ok {
+		return false
+	}
+	delete(p.stale, env)
+	return true
+}
+
+// changed acts on a refresh: a running env whose branch moved restarts
+// on the new commit (on_push: restart) or is marked stale (next-request;
+// an env not running checks the new commit out at its next start); an
+// env whose branch is gone is destroyed.
+func (p *previews) changed(onPush string, moved, gone []string) {
+	if p.ctx.Err() != nil {
+		return // shutting down: the next gateway sees the change
+	}
+	for _, name := range moved {
+		d, ok := p.envs.Detail(name)
+		running := ok && d.State == lifecycle.Ready
+		if running && onPush == onPushNextRequest {
+			p.mu.Lock()
+			p.stale[name] = struct{}{}
+			p.mu.Unlock()
+		} else if running {
+			p.wg.Go(func() {
+				p.log.Info().Str("env", name).Msg("branch moved: restarting the env on its new commit")
+				if _, err := p.envs.Restart(p.ctx, name); err != nil {
+					p.log.Warn().Err(err).Str("env", name).Msg("restart after a push failed")
+				}
+			})
+		}
+		p.deployed(name)
+	}
+	for _, name := range gone {
+		p.wg.Go(func() { p.destroy(name, "branch deleted") })
+	}
+}
+
+// deployed tells GitHub that env serves its branch's head.
+func (p *previews) deployed(env string) {
+	if p.gh == nil {
+		return
+	}
+	branch, commit, ok := p.git.Branch(env)
+	if !ok {
+		return
+	}
+	u := envURL(p.cfg, env, p.cfg.Domains[0])
+	p.gh.Deployed(env, commit, u)
+	p.mu.Lock()
+	pr, hasPR := p.prs[branch]
+	p.mu.Unlock()
+	if hasPR {
+		p.gh.Comment(pr, fmt.Sprintf("Preview of `%s`: %s\n\nCommit %.12s, updated %s.",
+			branch, u, commit, time.Now().UTC().Format(time.RFC3339)))
+	}
+}
+
+// destroy stops env and removes its worktree and data dir, and tells
+// GitHub.
+func (p *previews) destroy(env, why string) {
+	err := p.envs.Destroy(env)
+	if rerr := p.git.RemoveCheckout(p.ctx, env); rerr != nil {
+		p.log.Warn().Err(rerr).Str("env", env).Msg("remove the worktree of a destroyed env")
+	}
+	if err != nil {
+		p.log.Warn().Err(err).Str("env", env).Str("why", why).Msg("destroy env")
+		return
+	}
+	p.log.Info().Str("env", env).Str("why", why).Msg("env destroyed: worktree and data dir removed")
+	if p.gh != nil {
+		p.gh.Destroyed(env)
+	}
+}
+
+// sync fetches on a webhook's word, off the request's goroutine; what
+// moved is then handled by changed.
+func (p *previews) sync(after func()) {
+	p.wg.Go(func() {
+		if err := p.git.Sync(p.ctx); err != nil {
+			p.log.Warn().Err(err).Msg("fetch after a webhook failed")
+		}
+		if after != nil {
+			after()
+		}
+	})
+}
+
+// Pushed implements webhook.Events.
+func (p *previews) Pushed(string, string) { p.sync(nil) }
+
+// BranchDeleted implements webhook.Events: the fetch prunes the branch,
+// and changed destroys its env.
+func (p *previews) BranchDeleted(string) { p.sync(nil) }
+
+// PullRequestUpdated implements webhook.Events.
+func (p *previews) PullRequestUpdated(pr webhook.PullRequest) {
+	p.mu.Lock()
+	p.prs[pr.Branch] = pr.Number
+	p.mu.Unlock()
+	p.sync(func() {
+		if env := p.git.Label(pr.Branch); env != "" {
+			p.deployed(env)
+		}
+	})
+}
+
+// PullRequestClosed implements webhook.Events: the env goes even if the
+// branch stays (a later request for it makes a fresh one).
+func (p *previews) PullRequestClosed(pr webhook.PullRequest) {
+	p.mu.Lock()
+	delete(p.prs, pr.Branch)
+	p.mu.Unlock()
+	env := p.git.Label(pr.Branch)
+	if env == "" {
+		return
+	}
+	p.wg.Go(func() {
+		p.destroy(env, fmt.Sprintf("pull request #%d closed", pr.Number))
+		if p.gh != nil {
+			p.gh.Comment(pr.Number, fmt.Sprintf("Preview of `%s` removed: the pull request was closed (%s).",
+				pr.Branch, time.Now().UTC().Format(time.RFC3339)))
+		}
+	})
+}
+
+// ttlLoop destroys envs that had no request for ttl: those the manager
+// knows by their last activity, others (not run since the gateway
+// started) by their data dir's modification time.
+func (p *previews) ttlLoop(ttl time.Duration) {
+	every := min(max(ttl/4, 100*time.Millisecond), time.Minute)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	root := filepath.Join(p.cfg.StateDir, "envs")
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-t.C:
+		}
+		ents, _ := os.ReadDir(root)
+		now := time.Now()
+		for _, de := range ents {
+			name := de.Name()
+			if !de.IsDir() || !lifecycle.ValidName(name) {
+				continue
+			}
+			var last time.Time
+			if d, ok := p.envs.Detail(name); ok {
+				if d.InFlight > 0 {
+					continue
+				}
+				last = d.LastActive
+				if d.StartedAt.After(last) {
+					last = d.StartedAt
+				}
+			}
+			if fi, err := de.Info(); err == nil && fi.ModTime().After(last) && last.Unix() <= 0 {
+				last = fi.ModTime()
+			}
+			if now.Sub(last) > ttl {
+				p.destroy(name, fmt.Sprintf("no request for %s (destroy_after)", ttl))
+			}
+		}
+	}
+}

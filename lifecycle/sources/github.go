@@ -1,0 +1,222 @@
+package sources
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// CommentMarker starts the one comment envgate keeps on a pull request;
+// it is how the comment is found again to be edited.
+const CommentMarker = "<!-- envgate-preview -->"
+
+// GitHub tells pull requests about their previews through GitHub's REST
+// API: deployments with statuses (the "View deployment" button) and one
+// comment per pull request. Calls run on its own goroutine, in order,
+// each retried with backoff: they never block the caller, and a failure
+// is logged, never returned.
+type GitHub struct {
+	api, repo, token string
+	client           *http.Client
+	log              zerolog.Logger
+
+	queue chan ghTask
+	stop  context.CancelFunc
+	done  chan struct{}
+	once  sync.Once
+}
+
+type ghTask struct {
+	what string
+	do   func(ctx context.Context) error
+}
+
+// ghAttempts bounds the tries of one task; ghMaxBackoff the wait between.
+const (
+	ghAttempts   = 6
+	ghMaxBackoff = 30 * time.Second
+	ghQueue      = 256
+)
+
+// NewGitHub starts a GitHub notifier for repo ("owner/name") at api
+// (default https://api.github.com) with token. Close stops it.
+func NewGitHub(api, repo, token string, log zerolog.Logger) *GitHub {
+	if api == "" {
+		api = "https://api.github.com"
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	g := &GitHub{api: strings.TrimSuffix(api, "/"), repo: repo, token: token, log: log,
+		client: &http.Client{Timeout: 30 * time.Second},
+		queue:  make(chan ghTask, ghQueue), stop: cancel, done: make(chan struct{})}
+	go g.run(ctx)
+	return g
+}
+
+// Close drops the tasks not yet done and waits for the one running.
+func (g *GitHub) Close() {
+	g.once.Do(func() {
+		g.stop()
+		<-g.done
+	})
+}
+
+func (g *GitHub) enqueue(what string, do func(ctx context.Context) error) {
+	select {
+	case g.queue <- ghTask{what, do}:
+	default:
+		g.log.Warn().Str("task", what).Msg("github: queue full; dropping the update")
+	}
+}
+
+func (g *GitHub) run(ctx context.Context) {
+	defer close(g.done)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case t := <-g.queue:
+			g.attempt(ctx, t)
+		}
+	}
+}
+
+// attempt runs t until it succeeds, ghAttempts fail, or ctx ends.
+func (g *GitHub) attempt(ctx context.Context, t ghTask) {
+	wait := time.Second
+	for i := 1; ; i++ {
+		err := t.do(ctx)
+		if err == nil {
+			return
+		}
+		if i == ghAttempts || ctx.Err() != nil {
+			g.log.Error().Err(err).Str("task", t.what).Int("attempts", i).Msg("github: giving up")
+			return
+		}
+		g.log.Warn().Err(err).Str("task", t.what).Dur("retry_in", wait).Msg("github: API call failed; retrying")
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		case <-timer.C:
+		}
+		wait = min(wait*2, ghMaxBackoff)
+	}
+}
+
+// call sends one API request and decodes a JSON answer into out (if not
+// nil). Any status but 2xx is an error.
+func (g *GitHub) call(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, g.api+path, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Accept", "application/vnd.github+json")
+	req.Header.Set("X-GitHub-Api-Version", "2022-11-28")
+	req.Header.Set("Authorization", "Bearer "+g.token)
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := g.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("github: %s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("github: %s %s: %s: %.200s", method, path, resp.Status, b)
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			return fmt.Errorf("github: %s %s: %w", method, path, err)
+		}
+	}
+	return nil
+}
+
+// Environment is the GitHub environment of env's previews.
+func Environment(env string) string { return "preview/" + env }
+
+// Deployed records that env serves commit at envURL: a deployment of the
+// commit with a success status carrying the URL.
+func (g *GitHub) Deployed(env, commit, envURL string) {
+	var id int64 // kept across retries: a retry does not make a second deployment
+	g.enqueue("deploy "+env, func(ctx context.Context) error {
+		if id == 0 {
+			var d struct {
+				ID int64 `json:"id"`
+			}
+			err := g.call(ctx, http.MethodPost, "/repos/"+g.repo+"/deployments", map[string]any{
+				"ref": commit, "environment": Environment(env), "auto_merge": false,
+				"required_contexts": []string{}, "transient_environment": true,
+				"description": "envgate preview",
+			}, &d)
+			if err != nil {
+				return err
+			}
+			id = d.ID
+		}
+		return g.call(ctx, http.MethodPost, fmt.Sprintf("/repos/%s/deployments/%d/statuses", g.repo, id), map[string]any{
+			"state": "success", "environment_url": envURL, "auto_inactive": true,
+		}, nil)
+	})
+}
+
+// Destroyed marks env's deployments inactive.
+func (g *GitHub) Destroyed(env string) {
+	g.enqueue("inactive "+env, func(ctx context.Context) error {
+		var ds []struct {
+			ID int64 `json:"id"`
+		}
+		q := url.Values{"environment": {Environment(env)}}
+		if err := g.call(ctx, http.MethodGet, "/repos/"+g.repo+"/deployments?"+q.Encode(), nil, &ds); err != nil {
+			return err
+		}
+		for _, d := range ds {
+			if err := g.call(ctx, http.MethodPost, fmt.Sprintf("/repos/%s/deployments/%d/statuses", g.repo, d.ID),
+				map[string]any{"state": "inactive"}, nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Comment makes or edits pull request pr's one envgate comment to say
+// text (the marker is added).
+func (g *GitHub) Comment(pr int, text string) {
+	body := CommentMarker + "\n" + text
+	g.enqueue(fmt.Sprintf("comment #%d", pr), func(ctx context.Context) error {
+		var cs []struct {
+			ID   int64  `json:"id"`
+			Body string `json:"body"`
+		}
+		// One page of 100: the marker comment is among a PR's first.
+		if err := g.call(ctx, http.MethodGet, fmt.Sprintf("/repos/%s/issues/%d/comments?per_page=100", g.repo, pr), nil, &cs); err != nil {
+			return err
+		}
+		for _, c := range cs {
+			if strings.HasPrefix(c.Body, CommentMarker) {
+				return g.call(ctx, http.MethodPatch, fmt.Sprintf("/repos/%s/issues/comments/%d", g.repo, c.ID), map[string]string{"body": body}, nil)
+			}
+		}
+		return g.call(ctx, http.MethodPost, fmt.Sprintf("/repos/%s/issues/%d/comments", g.repo, pr), map[string]string{"body": body}, nil)
+	})
+}
