@@ -29,6 +29,8 @@ type GitHub struct {
 	client           *http.Client
 	log              zerolog.Logger
 
+	firstWait time.Duration // the first retry's wait; doubles up to ghMaxBackoff
+
 	queue chan ghTask
 	stop  context.CancelFunc
 	done  chan struct{}
@@ -55,8 +57,8 @@ func NewGitHub(api, repo, token string, log zerolog.Logger) *GitHub {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	g := &GitHub{api: strings.TrimSuffix(api, "/"), repo: repo, token: token, log: log,
-		client: &http.Client{Timeout: 30 * time.Second},
-		queue:  make(chan ghTask, ghQueue), stop: cancel, done: make(chan struct{})}
+		client: &http.Client{Timeout: 30 * time.Second}, firstWait: time.Second,
+		queue: make(chan ghTask, ghQueue), stop: cancel, done: make(chan struct{})}
 	go g.run(ctx)
 	return g
 }
@@ -91,7 +93,7 @@ func (g *GitHub) run(ctx context.Context) {
 
 // attempt runs t until it succeeds, ghAttempts fail, or ctx ends.
 func (g *GitHub) attempt(ctx context.Context, t ghTask) {
-	wait := time.Second
+	wait := g.firstWait
 	for i := 1; ; i++ {
 		err := t.do(ctx)
 		if err == nil {
