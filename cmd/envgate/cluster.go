@@ -18,7 +18,17 @@ func startCluster(cfg *Config, envs *lifecycle.Manager, log zerolog.Logger) (*cl
 			}
 		}
 	}
-	node, err := cluster.New(cfg.clusterConfig(lost, lg))
+	ccfg := cfg.clusterConfig(lost, lg)
+	ccfg.Local = func() []string {
+		var names []string
+		for _, e := range envs.List() {
+			if e.State == lifecycle.Starting || e.State == lifecycle.Ready {
+				names = append(names, e.Name)
+			}
+		}
+		return names
+	}
+	node, err := cluster.New(ccfg)
 	if err != nil {
 		return nil, err
 	}

@@ -156,11 +156,12 @@ func owners(t *testing.T, c *clientv3.Client, name string) map[string]string {
 	return out
 }
 
-// TestClusterPlacementAndNodeLoss is issue 16's tests 1 and 2: three
+// TestClusterPlacementAndNodeLoss is issue 16's tests 1, 2 and 3: three
 // gateways on one etcd; 300 requests for 30 envs spread over the nodes
 // run each env on exactly one node and every answer comes from the right
 // env; then one node is SIGKILLed and, within session_ttl plus a cold
-// start, each of its envs answers through the others with its data.
+// start, each of its envs answers through the others with its data;
+// restarted, it stops the copies its crash left and runs none of them.
 func TestClusterPlacementAndNodeLoss(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (network namespaces)")
@@ -287,6 +288,40 @@ func TestClusterPlacementAndNodeLoss(t *testing.T) {
 	for _, i := range moved {
 		if n := own[envs[i]]; n == victim.name || n == "" {
 			t.Errorf("env %s owned by %q after the kill", envs[i], n)
+		}
+	}
+
+	// Test 3: the killed node restarted adopts the envs its crash left
+	// running (on_restart: adopt), learns that they moved, and stops
+	// them: it runs no env another node owns, and its namespaces go.
+	victim.g = startServe(t, victim.cfgPath, victim.addr)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ns, _ := instanceState(t, victim.instance)
+		if len(ns) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("restarted %s still has namespaces %v 30s after its start", victim.name, ns)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for _, i := range moved {
+		env := envs[i]
+		if status, shown, _, _ := victim.getEnv(t, env); status != 200 || shown != env {
+			t.Errorf("%s through the restarted %s: status %d, page of %q", env, victim.name, status, shown)
+		}
+	}
+	if ns, _ := instanceState(t, victim.instance); len(ns) != 0 {
+		t.Errorf("restarted %s runs namespaces %v for envs other nodes own", victim.name, ns)
+	}
+	if after := owners(t, cli, "t1"); len(after) != len(envs) {
+		t.Errorf("%d owner keys after the restart, want %d", len(after), len(envs))
+	} else {
+		for _, i := range moved {
+			if after[envs[i]] != own[envs[i]] {
+				t.Errorf("env %s moved from %s to %s after the restart", envs[i], own[envs[i]], after[envs[i]])
+			}
 		}
 	}
 }

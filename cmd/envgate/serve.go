@@ -167,18 +167,6 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 		return err
 	}
 	metrics.WatchEnvs(envs)
-	// Cluster mode: members and env owners through etcd. Deferred before
-	// the envs' stop, so its session (and this node's owner keys) ends
-	// after them.
-	var placer gateway.Placer
-	if cfg.Cluster != nil {
-		node, err := startCluster(cfg, envs, log)
-		if err != nil {
-			return err
-		}
-		defer node.Close()
-		placer = node
-	}
 	// Pull-request previews: a push restarts the envs of moved branches,
 	// a deleted branch's env is destroyed; webhooks, GitHub deployments,
 	// destroy_after.
@@ -189,6 +177,19 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 	defer pv.Close()
 	if pred == nil {
 		recoverEnvs(cfg, envs, nsm, log)
+	}
+	// Cluster mode: members and env owners through etcd. Deferred before
+	// the envs' stop, so its session (and this node's owner keys) ends
+	// after them. Started after the recovery, so that envs adopted from
+	// a crashed run that another node owns now are stopped.
+	var placer gateway.Placer
+	if cfg.Cluster != nil {
+		node, err := startCluster(cfg, envs, log)
+		if err != nil {
+			return err
+		}
+		defer node.Close()
+		placer = node
 	}
 	defer func() {
 		if handedOff {

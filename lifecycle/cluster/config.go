@@ -47,9 +47,13 @@ type Config struct {
 	// MaxEnvs is this node's capacity, published to the others; 0: no
 	// limit.
 	MaxEnvs int
-	// Running returns how many envs run here (published as capacity).
-	// Default: the number of envs this node owns.
-	Running func() int
+	// Local returns the envs running (or starting) here. Each time the
+	// node loads the owners (at registration, after a lost watch), a
+	// local env another node owns, or nobody, is lost: so a node back
+	// from a crash or a partition stops the copies of envs that moved.
+	// Its length is the published capacity use. Default: none known, and
+	// the capacity use is the number of envs this node owns.
+	Local func() []string
 	// Lost is called (on its own goroutine) with envs this node must stop
 	// at once: all it owned when its session ended, or one another node
 	// now owns. Required.

@@ -214,8 +214,8 @@ func (n *Node) publish(ctx context.Context, s *concurrency.Session, last int) (i
 }
 
 func (n *Node) running() int {
-	if n.cfg.Running != nil {
-		return n.cfg.Running()
+	if n.cfg.Local != nil {
+		return len(n.cfg.Local())
 	}
 	n.mu.RLock()
 	defer n.mu.RUnlock()
@@ -249,17 +249,32 @@ func (n *Node) load(ctx context.Context) (int64, error) {
 			owners[env] = owner{string(kv.Value), kv.ModRevision}
 		}
 	}
+	rev := resp.Header.Revision
+	var local []string
+	if n.cfg.Local != nil {
+		local = n.cfg.Local()
+	}
 	n.mu.Lock()
+	for env, o := range n.owners {
+		if o.rev > rev {
+			owners[env] = o // claimed after the read: newer than it
+		}
+	}
 	var lost []string
 	for env, o := range n.owners {
 		if o.node == n.cfg.Node && owners[env].node != n.cfg.Node {
 			lost = append(lost, env)
 		}
 	}
+	for _, env := range local {
+		if o, ok := n.owners[env]; owners[env].node != n.cfg.Node && (!ok || o.node != n.cfg.Node) {
+			lost = append(lost, env)
+		}
+	}
 	n.members, n.owners = members, owners
 	n.mu.Unlock()
 	n.lose(lost)
-	return resp.Header.Revision, nil
+	return rev, nil
 }
 
 // apply updates the cache from watch events. An env this node owned that
