@@ -24,8 +24,13 @@ type AdminConfig struct {
 	// /healthz), without a token: keep it on loopback or a private
 	// network. Default "": /metrics is on the socket (and Listen) only.
 	Metrics string `yaml:"metrics"`
-	// DashboardHost, e.g. envgate.dev.example.com, is reserved for serving
-	// the dashboard behind access control; not served yet.
+	// DashboardHost, e.g. envgate.dev.example.com (<label>.<a domain>),
+	// serves the dashboard and the API it reads, with its stop, restart
+	// and destroy buttons, on the gateway's listeners behind access
+	// control: an access: entry must match the label (envgate) and admit
+	// the client; env logs only with that entry's show_output. No
+	// reload, no /metrics. An env of the same name is then unreachable.
+	// Default "": none.
 	DashboardHost string `yaml:"dashboard_host"`
 }
 
@@ -67,7 +72,7 @@ func (c *Config) validateAdmin() []error {
 		errs = append(errs, c.errAt("admin.listen", "needs admin.token_file: the TCP API takes a bearer token (make one with: openssl rand -hex 32 > /etc/envgate/admin.token; chmod 600 it)"))
 	}
 	if c.Admin.DashboardHost != "" {
-		errs = append(errs, c.errAt("admin.dashboard_host", "not supported yet: reach the dashboard on admin.listen or through the socket"))
+		errs = append(errs, c.validateDashboardHost()...)
 	}
 	if c.Logs.MaxSize < 1<<20 {
 		errs = append(errs, c.errAt("logs.max_size", "want at least 1MiB"))

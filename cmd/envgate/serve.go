@@ -167,21 +167,9 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 		return err
 	}
 	metrics.WatchEnvs(envs)
-	// Pull-request previews: a push restarts the envs of moved branches,
-	// a deleted branch's env is destroyed; webhooks, GitHub deployments,
-	// destroy_after.
-	pv, err := cfg.startPreviews(ctx, src, envs, log.With().Str("component", "previews").Logger())
-	if err != nil {
-		return err
-	}
-	defer pv.Close()
-	if pred == nil {
-		recoverEnvs(cfg, envs, nsm, log)
-	}
 	// Cluster mode: members and env owners through etcd. Deferred before
 	// the envs' stop, so its session (and this node's owner keys) ends
-	// after them. Started after the recovery, so that envs adopted from
-	// a crashed run that another node owns now are stopped.
+	// after them.
 	var placer gateway.Placer
 	if cfg.Cluster != nil {
 		node, err := startCluster(cfg, envs, log)
@@ -190,6 +178,12 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 		}
 		defer node.Close()
 		placer = node
+	}
+	// A push restarts the envs of moved branches; a deleted branch's env
+	// is destroyed.
+	watchPushes(ctx, src, envs, log.With().Str("component", "source").Logger())
+	if pred == nil {
+		recoverEnvs(cfg, envs, nsm, log)
 	}
 	defer func() {
 		if handedOff {
@@ -235,10 +229,12 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 	}
 	handler.Store(h)
 
-	// Webhooks on previews.host, authenticated by their signature: in
-	// front of access control, for that host only.
-	front := pv.front(h)
-	var httpHandler http.Handler = front
+	// The dashboard at admin.dashboard_host, if set (dashboardhost.go).
+	var front http.Handler = h
+	if cfg.Admin.DashboardHost != "" {
+		front = h.WithDashboard(front, cfg.Admin.DashboardHost, dashboardHandler(cfg, envs, log.With().Str("component", "dashboard").Logger()))
+	}
+	httpHandler := front
 	type server struct {
 		srv *http.Server
 		lns []net.Listener
@@ -260,7 +256,11 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 		// And only for envs some access rule lets anyone reach: on
 		// domains other than localhost ones, others are refused anyway.
 		closed := !slices.ContainsFunc(cfg.Domains, gateway.LocalDomain)
+		dashboard := cfg.dashboardLabel()
 		allow := func(_ context.Context, env string) error {
+			if env == dashboard {
+				return nil // admin.dashboard_host: an access entry covers it (config check)
+			}
 			if closed && !policy.Covers(env) {
 				return fmt.Errorf("%w: no access rule admits anyone to env %s", access.ErrRefused, env)
 			}
