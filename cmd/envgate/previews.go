@@ -160,18 +160,48 @@ func (p *previews) changed(onPush string, moved, gone []string) {
 			p.stale[name] = struct{}{}
 			p.mu.Unlock()
 		} else if running {
-			p.wg.Go(func() {
-				p.log.Info().Str("env", name).Msg("branch moved: restarting the env on its new commit")
-				if _, err := p.envs.Restart(p.ctx, name); err != nil {
-					p.log.Warn().Err(err).Str("env", name).Msg("restart after a push failed")
-				}
-			})
+			p.wg.Go(func() { p.restart(name) })
 		}
 		p.deployed(name)
 	}
 	for _, name := range gone {
 		p.wg.Go(func() { p.destroy(name, "branch deleted") })
 	}
+}
+
+// restartDrain bounds how long a restart after a push waits for the
+// env's requests in flight (and streams) to finish on the old server
+// before it stops it anyway.
+const restartDrain = 30 * time.Second
+
+// restart stops env once nothing is in flight (or restartDrain has
+// passed) and starts it again on its branch's new commit.
+func (p *previews) restart(env string) {
+	p.log.Info().Str("env", env).Msg("branch moved: restarting the env on its new commit once its requests are done")
+	const reason = "its branch moved (on_push: restart)"
+	deadline := time.Now().Add(restartDrain)
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for !p.envs.StopIdle(env, reason) {
+		if d, ok := p.envs.Detail(env); !ok || d.State != lifecycle.Ready {
+			return // stopped meanwhile: its next start checks the new commit out
+		}
+		if time.Now().After(deadline) {
+			p.envs.Stop(env, reason+", after waiting for its requests")
+			break
+		}
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+	l, err := p.envs.Acquire(p.ctx, env)
+	if err != nil {
+		p.log.Warn().Err(err).Str("env", env).Msg("restart after a push failed")
+		return
+	}
+	l.Release()
 }
 
 // deployed tells GitHub that env serves its branch's head.

@@ -2,9 +2,11 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -13,6 +15,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/envgate/envgate/gateway/webhook"
 )
@@ -110,6 +113,15 @@ func (f *fakeGitHub) count() int {
 	return len(f.calls)
 }
 
+// client returns an HTTP client whose connections all go to the gateway.
+func (g *gatewayProc) client() *http.Client {
+	tr := &http.Transport{DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, g.addr)
+	}}
+	return &http.Client{Transport: tr, Timeout: 60 * time.Second}
+}
+
 // deliver posts a GitHub webhook to the gateway's previews host.
 func deliver(t *testing.T, g *gatewayProc, secret, event, id string, payload any) int {
 	t.Helper()
@@ -178,6 +190,21 @@ func TestPreviewWebhooks(t *testing.T) {
 		return fake.has("POST /repos/acme/app/issues/7/comments", "envgate-preview", envURL)
 	})
 
+	// A download in flight on the old server when the push lands: it
+	// must finish whole before the restart (the client reads it only
+	// after the push, so the server is blocked writing meanwhile).
+	const size = 64 << 20
+	dl := g.client().Get
+	resp, err := dl("http://feature-login-page.localhost/download?bytes=" + fmt.Sprint(size))
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("download: %v %v", resp, err)
+	}
+	defer resp.Body.Close()
+	first := make([]byte, 4096)
+	if _, err := io.ReadFull(resp.Body, first); err != nil {
+		t.Fatal(err)
+	}
+
 	repo.commit("feature/Login_Page", map[string]string{"VERSION": "login-v2\n"})
 	head := repo.git("rev-parse", "feature/Login_Page")
 	push := map[string]any{"ref": "refs/heads/feature/Login_Page", "after": head}
@@ -186,6 +213,9 @@ func TestPreviewWebhooks(t *testing.T) {
 	}
 	if code := deliver(t, g, "hook-secret", "push", "d-push", push); code != 202 {
 		t.Fatalf("signed push: status %d, want 202", code)
+	}
+	if n, err := io.Copy(io.Discard, resp.Body); err != nil || n+int64(len(first)) != size {
+		t.Errorf("download in flight during the push: %d bytes, %v; want all %d: requests in flight finish on the old server", n+int64(len(first)), err, size)
 	}
 	waitFor(t, "feature-login-page to serve login-v2", func() bool {
 		code, body, _ := g.get(t, "feature-login-page.localhost", "/")
