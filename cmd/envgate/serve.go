@@ -167,9 +167,21 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 		return err
 	}
 	metrics.WatchEnvs(envs)
+	// Pull-request previews: a push restarts the envs of moved branches,
+	// a deleted branch's env is destroyed; webhooks, GitHub deployments,
+	// destroy_after.
+	pv, err := cfg.startPreviews(ctx, src, envs, log.With().Str("component", "previews").Logger())
+	if err != nil {
+		return err
+	}
+	defer pv.Close()
+	if pred == nil {
+		recoverEnvs(cfg, envs, nsm, log)
+	}
 	// Cluster mode: members and env owners through etcd. Deferred before
 	// the envs' stop, so its session (and this node's owner keys) ends
-	// after them.
+	// after them. Started after the recovery, so that envs adopted from
+	// a crashed run that another node owns now are stopped.
 	var placer gateway.Placer
 	if cfg.Cluster != nil {
 		node, err := startCluster(cfg, envs, log)
@@ -178,12 +190,6 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 		}
 		defer node.Close()
 		placer = node
-	}
-	// A push restarts the envs of moved branches; a deleted branch's env
-	// is destroyed.
-	watchPushes(ctx, src, envs, log.With().Str("component", "source").Logger())
-	if pred == nil {
-		recoverEnvs(cfg, envs, nsm, log)
 	}
 	defer func() {
 		if handedOff {
@@ -229,12 +235,14 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 	}
 	handler.Store(h)
 
+	// Webhooks on previews.host, authenticated by their signature: in
+	// front of access control, for that host only.
+	front := pv.front(h)
 	// The dashboard at admin.dashboard_host, if set (dashboardhost.go).
-	var front http.Handler = h
 	if cfg.Admin.DashboardHost != "" {
 		front = h.WithDashboard(front, cfg.Admin.DashboardHost, dashboardHandler(cfg, envs, log.With().Str("component", "dashboard").Logger()))
 	}
-	httpHandler := front
+	var httpHandler http.Handler = front
 	type server struct {
 		srv *http.Server
 		lns []net.Listener
