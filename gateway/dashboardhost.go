@@ -51,7 +51,7 @@ func (h *Handler) WithDashboard(next http.Handler, host string, dash http.Handle
 				Message: "No access rule admits anyone to the dashboard; the gateway's operator must add an access: entry matching " + label + "."}).write(w, r)
 			return
 		}
-		d := h.access.Check(r, label, local)
+		d := h.access.CheckOperator(r, label, local)
 		if d.Outcome != access.Allowed {
 			h.refuse(w, r, label, &d)
 			return

@@ -222,6 +222,16 @@ func (d *Decision) Apply(h http.Header) {
 	}
 }
 
+// CheckOperator is Check for a host that is not an env but is matched
+// by its first label as if it were one (the dashboard): share links do
+// not apply, so a link made for an env that happens to share the label
+// never opens it.
+func (p *Policy) CheckOperator(r *http.Request, label string, local bool) Decision {
+	q := *p
+	q.shares = nil
+	return q.Check(r, label, local)
+}
+
 // Check decides r, a request for env on a domain that is a localhost
 // domain if local. It may make a forward-auth subrequest (bounded by the
 // rule's timeout and r's context), and it never reads r's body.

@@ -269,6 +269,20 @@ func TestShareLink(t *testing.T) {
 	if d := p.Check(r, "pr-2", false); d.Outcome == Allowed {
 		t.Fatal("share cookie of pr-1 admits to pr-2")
 	}
+	// A share for an env named like the dashboard's label must not open
+	// the dashboard.
+	dash := k.Token("envgate", time.Now().Add(time.Hour))
+	r = req("198.51.100.1:5")
+	r.AddCookie(p.RedeemShare("envgate", dash, true))
+	if d := p.Check(r, "envgate", false); d.Outcome != Allowed {
+		t.Fatalf("share cookie holder of env envgate: %+v", d)
+	}
+	if d := p.CheckOperator(r, "envgate", false); d.Outcome == Allowed {
+		t.Fatal("a share cookie opens the dashboard")
+	}
+	if d := p.CheckOperator(req("192.0.2.7:5"), "envgate", false); d.Outcome != Allowed {
+		t.Fatalf("allowed address at the dashboard: %+v", d)
+	}
 }
 
 func TestRulesAreChecked(t *testing.T) {
