@@ -92,8 +92,10 @@ type PreviewsConfig struct {
 	// https://api.github.com).
 	GitHub *GitHubPreviews `yaml:"github"`
 	// GitLab: webhooks carrying the token in secret_file as
-	// X-Gitlab-Token. (Merge request environments are not posted yet:
-	// token_file, project and api are read but unused.)
+	// X-Gitlab-Token; with a token_file, an environment preview/<env>
+	// with the env's URL (the merge request's "View app") and one note
+	// per merge request of project (group/name) through api (default
+	// https://gitlab.com/api/v4).
 	GitLab *GitLabPreviews `yaml:"gitlab"`
 	// OnPush is what a push does to a running env: restart (default) it
 	// on the new commit as soon as the fetch lands, or next-request: mark
@@ -164,8 +166,19 @@ func (c *Config) validatePreviewsSection() []error {
 			add("github.api", "%q: want a URL, e.g. https://api.github.com", gh.API)
 		}
 	}
-	if gl := p.GitLab; gl != nil && !filepath.IsAbs(gl.SecretFile) {
-		add("gitlab.secret_file", "%q: want the absolute path of the webhook token's file", gl.SecretFile)
+	if gl := p.GitLab; gl != nil {
+		if !filepath.IsAbs(gl.SecretFile) {
+			add("gitlab.secret_file", "%q: want the absolute path of the webhook token's file", gl.SecretFile)
+		}
+		if gl.TokenFile != "" && !filepath.IsAbs(gl.TokenFile) {
+			add("gitlab.token_file", "%q: want an absolute path", gl.TokenFile)
+		}
+		if gl.TokenFile != "" && gl.Project == "" {
+			add("gitlab.project", "needed with token_file: the project's path (group/name) or numeric ID")
+		}
+		if u, err := url.Parse(gl.API); gl.API != "" && (err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "") {
+			add("gitlab.api", "%q: want a URL, e.g. https://gitlab.com/api/v4", gl.API)
+		}
 	}
 	return errs
 }

@@ -18,6 +18,7 @@ func TestConfigPreviewsErrors(t *testing.T) {
 		{"previews without git", "previews: {on_push: restart}\n", ":1: previews: previews need source.kind: git"},
 		{"bad on_push", "source: {kind: git, repo: /srv/r.git}\npreviews: {on_push: later}\n", ":2: previews.on_push: \"later\": want restart or next-request"},
 		{"github without repo", "source: {kind: git, repo: /srv/r.git}\npreviews:\n  github: {secret_file: /s, token_file: /t}\n", ":3: previews.github.repo"},
+		{"gitlab token without project", "source: {kind: git, repo: /srv/r.git}\npreviews:\n  gitlab: {secret_file: /s, token_file: /t}\n", ":3: previews.gitlab.project: needed with token_file"},
 		{"relative secret", "source: {kind: git, repo: /srv/r.git}\npreviews:\n  gitlab: {secret_file: s}\n", ":3: previews.gitlab.secret_file"},
 		{"unknown previews key", "source: {kind: git, repo: /srv/r.git}\npreviews: {destroy_afer: 1h}\n", "destroy_afer"},
 	} {

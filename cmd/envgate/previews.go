@@ -26,9 +26,9 @@ type previews struct {
 	cfg  *Config
 	git  *sources.Git // nil: not a mirrored git source, previews do nothing
 	envs *lifecycle.Manager
-	gh   *sources.GitHub // nil without previews.github.token_file
-	hook http.Handler    // nil without webhooks
-	host string          // previews.host
+	tell []forge      // GitHub and GitLab, with their token_file
+	hook http.Handler // nil without webhooks
+	host string       // previews.host
 	log  zerolog.Logger
 
 	ctx    context.Context
@@ -38,6 +38,15 @@ type previews struct {
 	mu    sync.Mutex
 	prs   map[string]int      // guarded by mu; branch -> open pull request
 	stale map[string]struct{} // guarded by mu; envs to restart at their next request
+}
+
+// forge tells pull (merge) requests about their previews: sources.GitHub
+// or sources.GitLab. Calls return at once; the API calls happen later.
+type forge interface {
+	Deployed(env, commit, url string)
+	Destroyed(env string)
+	Comment(pr int, text string)
+	Close()
 }
 
 // startPreviews starts what previews need; Close stops it. Without a
@@ -79,16 +88,21 @@ func (c *Config) startPreviews(ctx context.Context, src lifecycle.Source, envs *
 				cancel()
 				return nil, err
 			}
-			p.gh = sources.NewGitHub(gh.API, gh.Repo, string(tok), log.With().Str("component", "github").Logger())
+			p.tell = append(p.tell, sources.NewGitHub(gh.API, gh.Repo, string(tok), log.With().Str("component", "github").Logger()))
 		}
 	}
 	if gl := pc.GitLab; gl != nil {
 		if wcfg.GitLabToken, err = read("previews.gitlab.secret_file", gl.SecretFile); err != nil {
-			cancel()
-			if p.gh != nil {
-				p.gh.Close()
-			}
+			p.Close()
 			return nil, err
+		}
+		if gl.TokenFile != "" {
+			tok, err := read("previews.gitlab.token_file", gl.TokenFile)
+			if err != nil {
+				p.Close()
+				return nil, err
+			}
+			p.tell = append(p.tell, sources.NewGitLab(gl.API, gl.Project, string(tok), log.With().Str("component", "gitlab").Logger()))
 		}
 	}
 	if wcfg.GitHubSecret != nil || wcfg.GitLabToken != nil {
@@ -105,8 +119,8 @@ func (c *Config) startPreviews(ctx context.Context, src lifecycle.Source, envs *
 func (p *previews) Close() {
 	p.cancel()
 	p.wg.Wait()
-	if p.gh != nil {
-		p.gh.Close()
+	for _, f := range p.tell {
+		f.Close()
 	}
 }
 
@@ -206,7 +220,7 @@ func (p *previews) restart(env string) {
 
 // deployed tells GitHub that env serves its branch's head.
 func (p *previews) deployed(env string) {
-	if p.gh == nil {
+	if len(p.tell) == 0 {
 		return
 	}
 	branch, commit, ok := p.git.Branch(env)
@@ -214,13 +228,18 @@ func (p *previews) deployed(env string) {
 		return
 	}
 	u := envURL(p.cfg, env, p.cfg.Domains[0])
-	p.gh.Deployed(env, commit, u)
+	for _, f := range p.tell {
+		f.Deployed(env, commit, u)
+	}
 	p.mu.Lock()
 	pr, hasPR := p.prs[branch]
 	p.mu.Unlock()
 	if hasPR {
-		p.gh.Comment(pr, fmt.Sprintf("Preview of `%s`: %s\n\nCommit %.12s, updated %s.",
-			branch, u, commit, time.Now().UTC().Format(time.RFC3339)))
+		text := fmt.Sprintf("Preview of `%s`: %s\n\nCommit %.12s, updated %s.",
+			branch, u, commit, time.Now().UTC().Format(time.RFC3339))
+		for _, f := range p.tell {
+			f.Comment(pr, text)
+		}
 	}
 }
 
@@ -236,8 +255,8 @@ func (p *previews) destroy(env, why string) {
 		return
 	}
 	p.log.Info().Str("env", env).Str("why", why).Msg("env destroyed: worktree and data dir removed")
-	if p.gh != nil {
-		p.gh.Destroyed(env)
+	for _, f := range p.tell {
+		f.Destroyed(env)
 	}
 }
 
@@ -285,9 +304,10 @@ func (p *previews) PullRequestClosed(pr webhook.PullRequest) {
 	}
 	p.wg.Go(func() {
 		p.destroy(env, fmt.Sprintf("pull request #%d closed", pr.Number))
-		if p.gh != nil {
-			p.gh.Comment(pr.Number, fmt.Sprintf("Preview of `%s` removed: the pull request was closed (%s).",
-				pr.Branch, time.Now().UTC().Format(time.RFC3339)))
+		text := fmt.Sprintf("Preview of `%s` removed: the pull request was closed (%s).",
+			pr.Branch, time.Now().UTC().Format(time.RFC3339))
+		for _, f := range p.tell {
+			f.Comment(pr.Number, text)
 		}
 	})
 }

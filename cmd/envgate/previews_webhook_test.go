@@ -306,3 +306,107 @@ func TestPreviewDestroyAfter(t *testing.T) {
 		t.Errorf("main after destroy: %d %q", code, body)
 	}
 }
+
+// TestPreviewGitLab: a GitLab push hook with the right token updates the
+// running env and gives the merge request's environment the env's URL; a
+// wrong token gets 401; a merge request merged destroys the env and stops
+// the environment.
+func TestPreviewGitLab(t *testing.T) {
+	repo := newGitRepo(t)
+	repo.commit("main", map[string]string{"VERSION": "main-v1\n"})
+	repo.commit("feature/Login_Page", map[string]string{"VERSION": "login-v1\n"})
+	var mu sync.Mutex
+	var calls []string
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		calls = append(calls, r.Method+" "+r.URL.EscapedPath()+" "+string(b))
+		mu.Unlock()
+		switch {
+		case r.Header.Get("PRIVATE-TOKEN") != "gl-token":
+			w.WriteHeader(401)
+		case r.Method == "GET" && strings.HasSuffix(r.URL.Path, "/environments"):
+			w.Write([]byte(`[{"id": 42, "name": "preview/feature-login-page"}]`))
+		case r.Method == "GET":
+			w.Write([]byte(`[]`))
+		default:
+			w.Write([]byte(`{}`))
+		}
+	}))
+	t.Cleanup(api.Close)
+	has := func(parts ...string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range calls {
+			all := true
+			for _, p := range parts {
+				all = all && strings.Contains(c, p)
+			}
+			if all {
+				return true
+			}
+		}
+		return false
+	}
+	secrets := t.TempDir()
+	os.WriteFile(filepath.Join(secrets, "secret"), []byte("gl-secret\n"), 0o600)
+	os.WriteFile(filepath.Join(secrets, "token"), []byte("gl-token\n"), 0o600)
+	tmpl := strings.Replace(fmt.Sprintf(previewTemplate, repo.dir, publicCopy(t, envgateBinary(t))), "refresh: 200ms", "refresh: 1h", 1)
+	_, cfg, addr := testInstance(t, 6, tmpl+fmt.Sprintf(`previews:
+  gitlab: {secret_file: %s, token_file: %s, project: acme/app, api: %s/api/v4}
+`, filepath.Join(secrets, "secret"), filepath.Join(secrets, "token"), api.URL))
+	for d := filepath.Dir(cfg); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	state := filepath.Join(filepath.Dir(cfg), "state")
+	_, port, _ := strings.Cut(addr, ":")
+	g := startServe(t, cfg, addr)
+	t.Cleanup(func() { g.stop(t, syscall.SIGTERM) })
+	hook := func(event, id, token string, payload any) int {
+		t.Helper()
+		body, _ := json.Marshal(payload)
+		req, _ := http.NewRequest(http.MethodPost, "http://"+g.addr+webhook.GitLabPath, bytes.NewReader(body))
+		req.Host = "localhost"
+		req.Header.Set("X-Gitlab-Event", event)
+		req.Header.Set("X-Gitlab-Event-UUID", id)
+		req.Header.Set("X-Gitlab-Token", token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+
+	if code, body, _ := g.get(t, "feature-login-page.localhost", "/"); code != 200 || !strings.Contains(body, "login-v1") {
+		t.Fatalf("feature-login-page: %d %q", code, body)
+	}
+	repo.commit("feature/Login_Page", map[string]string{"VERSION": "login-v2\n"})
+	push := map[string]any{"ref": "refs/heads/feature/Login_Page", "after": repo.git("rev-parse", "feature/Login_Page")}
+	if code := hook("Push Hook", "u1", "wrong", push); code != 401 {
+		t.Errorf("push hook with a wrong token: %d, want 401", code)
+	}
+	if code := hook("Push Hook", "u1", "gl-secret", push); code != 202 {
+		t.Fatalf("push hook: %d, want 202", code)
+	}
+	waitFor(t, "feature-login-page to serve login-v2", func() bool {
+		code, body, _ := g.get(t, "feature-login-page.localhost", "/")
+		return code == 200 && strings.Contains(body, "login-v2")
+	})
+	waitFor(t, "the environment's URL set", func() bool {
+		return has("PUT /api/v4/projects/acme%2Fapp/environments/42", `"external_url":"http://feature-login-page.localhost:`+port+`/"`)
+	})
+	if code := hook("Merge Request Hook", "u2", "gl-secret", map[string]any{"object_attributes": map[string]any{
+		"iid": 4, "action": "merge", "source_branch": "feature/Login_Page"}}); code != 202 {
+		t.Fatalf("merge request hook: %d", code)
+	}
+	waitFor(t, "the env's data dir removed and the environment stopped", func() bool {
+		_, err := os.Stat(filepath.Join(state, "envs", "feature-login-page"))
+		return os.IsNotExist(err) && has("POST /api/v4/projects/acme%2Fapp/environments/42/stop")
+	})
+	waitFor(t, "a note on the merge request saying the preview is removed", func() bool {
+		return has("POST /api/v4/projects/acme%2Fapp/merge_requests/4/notes", "removed")
+	})
+}

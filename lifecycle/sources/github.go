@@ -25,10 +25,15 @@ const CommentMarker = "<!-- envgate-preview -->"
 // each retried with backoff: they never block the caller, and a failure
 // is logged, never returned.
 type GitHub struct {
+	*notifier
 	api, repo, token string
 	client           *http.Client
-	log              zerolog.Logger
+}
 
+// notifier runs API calls on a goroutine of its own, in order, each
+// retried with backoff; Close drops those not yet done.
+type notifier struct {
+	log       zerolog.Logger
 	firstWait time.Duration // the first retry's wait; doubles up to ghMaxBackoff
 
 	queue chan ghTask
@@ -40,6 +45,13 @@ type GitHub struct {
 type ghTask struct {
 	what string
 	do   func(ctx context.Context) error
+}
+
+func newNotifier(log zerolog.Logger) *notifier {
+	ctx, cancel := context.WithCancel(context.Background())
+	n := &notifier{log: log, firstWait: time.Second, queue: make(chan ghTask, ghQueue), stop: cancel, done: make(chan struct{})}
+	go n.run(ctx)
+	return n
 }
 
 // ghAttempts bounds the tries of one task; ghMaxBackoff the wait between.
@@ -55,31 +67,27 @@ func NewGitHub(api, repo, token string, log zerolog.Logger) *GitHub {
 	if api == "" {
 		api = "https://api.github.com"
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	g := &GitHub{api: strings.TrimSuffix(api, "/"), repo: repo, token: token, log: log,
-		client: &http.Client{Timeout: 30 * time.Second}, firstWait: time.Second,
-		queue: make(chan ghTask, ghQueue), stop: cancel, done: make(chan struct{})}
-	go g.run(ctx)
-	return g
+	return &GitHub{notifier: newNotifier(log), api: strings.TrimSuffix(api, "/"), repo: repo, token: token,
+		client: &http.Client{Timeout: 30 * time.Second}}
 }
 
 // Close drops the tasks not yet done and waits for the one running.
-func (g *GitHub) Close() {
+func (g *notifier) Close() {
 	g.once.Do(func() {
 		g.stop()
 		<-g.done
 	})
 }
 
-func (g *GitHub) enqueue(what string, do func(ctx context.Context) error) {
+func (g *notifier) enqueue(what string, do func(ctx context.Context) error) {
 	select {
 	case g.queue <- ghTask{what, do}:
 	default:
-		g.log.Warn().Str("task", what).Msg("github: queue full; dropping the update")
+		g.log.Warn().Str("task", what).Msg("queue full; dropping the update")
 	}
 }
 
-func (g *GitHub) run(ctx context.Context) {
+func (g *notifier) run(ctx context.Context) {
 	defer close(g.done)
 	for {
 		select {
@@ -92,7 +100,7 @@ func (g *GitHub) run(ctx context.Context) {
 }
 
 // attempt runs t until it succeeds, ghAttempts fail, or ctx ends.
-func (g *GitHub) attempt(ctx context.Context, t ghTask) {
+func (g *notifier) attempt(ctx context.Context, t ghTask) {
 	wait := g.firstWait
 	for i := 1; ; i++ {
 		err := t.do(ctx)
@@ -100,10 +108,10 @@ func (g *GitHub) attempt(ctx context.Context, t ghTask) {
 			return
 		}
 		if i == ghAttempts || ctx.Err() != nil {
-			g.log.Error().Err(err).Str("task", t.what).Int("attempts", i).Msg("github: giving up")
+			g.log.Error().Err(err).Str("task", t.what).Int("attempts", i).Msg("API calls failed; giving up")
 			return
 		}
-		g.log.Warn().Err(err).Str("task", t.what).Dur("retry_in", wait).Msg("github: API call failed; retrying")
+		g.log.Warn().Err(err).Str("task", t.what).Dur("retry_in", wait).Msg("API call failed; retrying")
 		timer := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
