@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -140,22 +141,32 @@ func (p *previews) front(next http.Handler) http.Handler {
 			p.hook.ServeHTTP(w, r)
 			return
 		}
-		if env, _, ok := strings.Cut(host, "."); ok && p.takeStale(env) {
-			p.log.Info().Str("env", env).Msg("stale env: restarting on its branch's new commit")
-			p.envs.Stop(env, "its branch moved (on_push: next-request)")
+		if env, domain, ok := strings.Cut(host, "."); ok && slices.Contains(p.cfg.Domains, domain) && p.isStale(env) {
+			// This runs before access control, so it only stops an env
+			// with nothing in flight (a restart that was due anyway); a
+			// busy one stays stale until a request finds it idle.
+			if p.envs.StopIdle(env, "its branch moved (on_push: next-request)") {
+				p.clearStale(env)
+				p.log.Info().Str("env", env).Msg("stale env stopped: its next start runs its branch's new commit")
+			} else if d, ok := p.envs.Detail(env); !ok || d.State != lifecycle.Ready {
+				p.clearStale(env) // stopped meanwhile: its next start checks the new commit out
+			}
 		}
 		next.ServeHTTP(w, r)
 	})
 }
 
-func (p *previews) takeStale(env string) bool {
+func (p *previews) isStale(env string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if _, ok := p.stale[env]; !ok {
-		return false
-	}
+	_, ok := p.stale[env]
+	return ok
+}
+
+func (p *previews) clearStale(env string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	delete(p.stale, env)
-	return true
 }
 
 // changed acts on a refresh: a running env whose branch moved restarts
