@@ -91,6 +91,7 @@ func (h *Handler) routeCluster(w http.ResponseWriter, r *http.Request, env strin
 		return true
 	}
 	if addr == "" {
+		r.Header.Del(HopHeader) // the dev server need not see it
 		return false
 	}
 	h.cluster.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), forwardKey{}, addr)))

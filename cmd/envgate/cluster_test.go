@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"net/netip"
 	"net/url"
 	"os"
@@ -85,10 +87,10 @@ type clusterNode struct {
 	g                             *gatewayProc
 }
 
-// startCluster runs n gateways (own instance, address pool and port
-// each; one state dir) in the cluster named name on etcd.
-// extra is appended to each config.
-func startTestCluster(t *testing.T, te *testEtcd, name string, n int, ttl time.Duration, extra string) []*clusterNode {
+// startTestCluster runs n gateways (own instance, address pool and port
+// each; one state dir) in the cluster named name; node i reaches etcd at
+// endpoints[i%len(endpoints)]. extra is appended to each config.
+func startTestCluster(t *testing.T, endpoints []string, name string, n int, ttl time.Duration, extra string) []*clusterNode {
 	t.Helper()
 	state := filepath.Join(t.TempDir(), "shared-state")
 	// The package's test pool (a /20), split into a /22 per node.
@@ -111,7 +113,7 @@ cluster:
   node: %s
   advertise: "%s"
   session_ttl: %s
-%s`, c.instance, c.addr, state, sub, te.endpoint, name, c.name, c.addr, ttl, extra)
+%s`, c.instance, c.addr, state, sub, endpoints[i%len(endpoints)], name, c.name, c.addr, ttl, extra)
 		c.cfgPath = filepath.Join(t.TempDir(), "envgate.yaml")
 		if err := os.WriteFile(c.cfgPath, []byte(cfg), 0o644); err != nil {
 			t.Fatal(err)
@@ -172,7 +174,7 @@ func TestClusterPlacementAndNodeLoss(t *testing.T) {
 	te := startTestEtcd(t)
 	cli := te.client(t)
 	const ttl = 5 * time.Second
-	nodes := startTestCluster(t, te, "t1", 3, ttl, "")
+	nodes := startTestCluster(t, []string{te.endpoint}, "t1", 3, ttl, "")
 
 	// Test 1: 300 requests, env i%30 through node (i/30)%3, ten at a time.
 	envs := make([]string, 30)
@@ -338,9 +340,11 @@ func TestClusterEtcdDown(t *testing.T) {
 		t.Skip("stops etcd for 20s")
 	}
 	te := startTestEtcd(t)
-	// A session outlives the outage; placements wait 4s (the start
-	// timeout) for etcd.
-	nodes := startTestCluster(t, te, "t4", 2, 30*time.Second, `templates:
+	// A session outlives the outage: a node stops its envs when no
+	// keepalive was answered for 2/3 of the TTL, and keepalives go every
+	// third of it, so 90s leaves 30s at least. Placements wait 4s (the
+	// start timeout) for etcd.
+	nodes := startTestCluster(t, []string{te.endpoint}, "t4", 2, 90*time.Second, `templates:
   - name: demo
     match: "*"
     command: ["{{.Self}}", "demo-server", "--listen", ":{{.Port}}", "--name", "{{.Name}}", "--data-dir", "{{.DataDir}}"]
@@ -393,5 +397,164 @@ func TestClusterEtcdDown(t *testing.T) {
 		if status, shown, _, _ := nodes[j%2].getEnv(t, env); status != 200 || shown != env {
 			t.Fatalf("%s after the outage: status %d, page of %q", env, status, shown)
 		}
+	}
+}
+
+// cutProxy forwards TCP connections to target until it is cut; then it
+// drops every connection and refuses new ones, as a partition would.
+type cutProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	cut    bool       // guarded by mu
+	conns  []net.Conn // guarded by mu
+	wg     sync.WaitGroup
+}
+
+func startCutProxy(t *testing.T, target string) *cutProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{ln: ln, target: target}
+	p.wg.Go(p.serve)
+	t.Cleanup(func() {
+		ln.Close()
+		p.setCut(true)
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *cutProxy) url() string { return "http://" + p.ln.Addr().String() }
+
+func (p *cutProxy) serve() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		if p.cut {
+			p.mu.Unlock()
+			c.Close()
+			continue
+		}
+		u, err := net.DialTimeout("tcp", p.target, 2*time.Second)
+		if err != nil {
+			p.mu.Unlock()
+			c.Close()
+			continue
+		}
+		p.conns = append(p.conns, c, u)
+		p.mu.Unlock()
+		p.wg.Go(func() { io.Copy(u, c); u.Close() })
+		p.wg.Go(func() { io.Copy(c, u); c.Close() })
+	}
+}
+
+// setCut cuts (true) or heals (false) the link.
+func (p *cutProxy) setCut(cut bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = cut
+	if cut {
+		for _, c := range p.conns {
+			c.Close()
+		}
+		p.conns = nil
+	}
+}
+
+// TestClusterPartitionedNodeStopsFirst is issue 16's test 5: a node whose
+// etcd traffic is cut stops its envs before its session expires (while
+// its owner keys still exist, so no other node can have started them);
+// then the envs answer through the other node, and the healed node
+// registers again without taking them back.
+func TestClusterPartitionedNodeStopsFirst(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (network namespaces)")
+	}
+	if testing.Short() {
+		t.Skip("waits out a session")
+	}
+	te := startTestEtcd(t)
+	cli := te.client(t)
+	link := startCutProxy(t, strings.TrimPrefix(te.endpoint, "http://"))
+	const ttl = 6 * time.Second
+	nodes := startTestCluster(t, []string{link.url(), te.endpoint}, "t5", 2, ttl, "")
+	cut := nodes[0]
+	// Envs through the node to be cut, until it owns three.
+	var mine []string
+	for i := 0; len(mine) < 3; i++ {
+		if i == 40 {
+			t.Fatalf("node %s owns %v after 40 envs", cut.name, mine)
+		}
+		env := fmt.Sprintf("pt%d", i)
+		if status, shown, _, _ := cut.getEnv(t, env); status != 200 || shown != env {
+			t.Fatalf("%s: status %d, page of %q", env, status, shown)
+		}
+		if owners(t, cli, "t5")[env] == cut.name {
+			mine = append(mine, env)
+		}
+	}
+	link.setCut(true)
+	cutAt := time.Now()
+	var stoppedAt time.Time
+	for {
+		ns, _ := instanceState(t, cut.instance)
+		own := owners(t, cli, "t5")
+		held := 0
+		for _, env := range mine {
+			if own[env] == cut.name {
+				held++
+			}
+		}
+		if len(ns) == 0 && stoppedAt.IsZero() {
+			stoppedAt = time.Now()
+			if held != len(mine) {
+				t.Fatalf("%s stopped its envs %v after the cut, but only after its owner keys expired (%d of %d left)", cut.name, stoppedAt.Sub(cutAt).Round(time.Millisecond), held, len(mine))
+			}
+			t.Logf("%s stopped its envs %v after the cut, its owner keys still held", cut.name, stoppedAt.Sub(cutAt).Round(time.Millisecond))
+		}
+		if held == 0 {
+			if stoppedAt.IsZero() {
+				t.Fatalf("owner keys of %s expired %v after the cut, before it stopped its envs (namespaces %v)", cut.name, time.Since(cutAt).Round(time.Millisecond), ns)
+			}
+			t.Logf("its owner keys expired %v after the cut", time.Since(cutAt).Round(time.Millisecond))
+			break
+		}
+		if time.Since(cutAt) > ttl+10*time.Second {
+			t.Fatalf("%v after the cut: namespaces %v, %d owner keys of %s left", time.Since(cutAt).Round(time.Millisecond), ns, held, cut.name)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, env := range mine {
+		if status, shown, _, _ := nodes[1].getEnv(t, env); status != 200 || shown != env {
+			t.Fatalf("%s through %s after the cut: status %d, page of %q", env, nodes[1].name, status, shown)
+		}
+	}
+	link.setCut(false)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		resp, err := cli.Get(ctx, "/envgate/t5/nodes/"+cut.name)
+		cancel()
+		if err == nil && len(resp.Kvs) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not registered again 30s after the link healed", cut.name)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for _, env := range mine {
+		if status, shown, _, _ := cut.getEnv(t, env); status != 200 || shown != env {
+			t.Errorf("%s through the healed %s: status %d, page of %q", env, cut.name, status, shown)
+		}
+	}
+	if ns, _ := instanceState(t, cut.instance); len(ns) != 0 {
+		t.Errorf("healed %s runs %v: the envs moved to %s", cut.name, ns, nodes[1].name)
 	}
 }

@@ -117,8 +117,18 @@ func (n *Node) memberKey(node string) string { return n.prefix + "nodes/" + node
 func (n *Node) envKey(env string) string     { return n.prefix + "envs/" + env }
 
 func (n *Node) run(ctx context.Context) {
+	var stale clientv3.LeaseID // a lease given up on while etcd was away
 	for ctx.Err() == nil {
-		err := n.runSession(ctx)
+		if stale != 0 {
+			// Its owner keys would route requests here until it
+			// expires; revoke it once etcd answers again.
+			rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			if _, err := n.cli.Revoke(rctx, stale); err == nil || rctx.Err() == nil {
+				stale = 0
+			}
+			cancel()
+		}
+		err := n.runSession(ctx, &stale)
 		if ctx.Err() != nil {
 			return
 		}
@@ -131,12 +141,31 @@ func (n *Node) run(ctx context.Context) {
 }
 
 // runSession holds one session: it registers, loads the members and
-// owners, follows the watch, and returns when the session ends.
-func (n *Node) runSession(ctx context.Context) error {
+// owners, follows the watch, and returns when the session ends. A
+// session it gives up on while its lease may still live is left in
+// *stale.
+func (n *Node) runSession(ctx context.Context, stale *clientv3.LeaseID) error {
 	ttl := max(int(n.cfg.SessionTTL/time.Second), 1)
-	s, err := concurrency.NewSession(n.cli, concurrency.WithTTL(ttl), concurrency.WithContext(ctx))
+	lease, err := n.cli.Grant(ctx, int64(ttl))
 	if err != nil {
 		return fmt.Errorf("cluster: session: %w", err)
+	}
+	s, err := concurrency.NewSession(n.cli, concurrency.WithLease(lease.ID), concurrency.WithContext(ctx))
+	if err != nil {
+		*stale = lease.ID
+		return fmt.Errorf("cluster: session: %w", err)
+	}
+	// The session's Done fires only when the client's own view of the
+	// lease has run out, which is about when etcd expires it and another
+	// node may claim this node's envs. Follow the keepalives too, and
+	// stop the envs while a third of the TTL is left.
+	kctx, kcancel := context.WithCancel(ctx)
+	defer kcancel()
+	kach, err := n.cli.KeepAlive(kctx, lease.ID)
+	if err != nil {
+		s.Orphan()
+		*stale = lease.ID
+		return fmt.Errorf("cluster: keepalive: %w", err)
 	}
 	defer func() {
 		if ctx.Err() != nil {
@@ -147,8 +176,7 @@ func (n *Node) runSession(ctx context.Context) error {
 			n.cli.Revoke(cctx, s.Lease())
 		}
 	}()
-	running := -1
-	if running, err = n.publish(ctx, s, running); err != nil {
+	if _, err := n.publish(ctx, s, -1); err != nil {
 		return err
 	}
 	rev, err := n.load(ctx)
@@ -161,36 +189,88 @@ func (n *Node) runSession(ctx context.Context) error {
 	n.mu.Unlock()
 	n.cfg.Log.Info().Str("node", n.cfg.Node).Int64("lease", int64(s.Lease())).Msg("cluster member registered")
 
-	wctx, wcancel := context.WithCancel(ctx)
-	defer wcancel()
-	wch := n.cli.Watch(clientv3.WithRequireLeader(wctx), n.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
-	tick := time.NewTicker(max(n.cfg.SessionTTL/3, time.Second))
-	defer tick.Stop()
+	// The guard and the publisher run beside the watch loop, which may
+	// wait on etcd (a load after the watch failed): nothing may delay
+	// the guard.
+	sctx, scancel := context.WithCancelCause(ctx)
+	var sg sync.WaitGroup
+	defer sg.Wait()
+	defer scancel(nil)
+	fenceAfter := n.cfg.SessionTTL * 2 / 3
+	sg.Go(func() { n.guard(sctx, scancel, kach, fenceAfter) })
+	sg.Go(func() { n.publishLoop(sctx, s) })
+
+	wch := n.cli.Watch(clientv3.WithRequireLeader(sctx), n.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
 	for {
 		select {
-		case <-ctx.Done():
-			n.endSession(false)
-			return ctx.Err()
+		case <-sctx.Done():
+			if ctx.Err() != nil {
+				n.endSession(false)
+				return ctx.Err()
+			}
+			s.Orphan()
+			*stale = s.Lease()
+			return context.Cause(sctx)
 		case <-s.Done():
 			n.endSession(true)
 			return errors.New("cluster: session lost (lease expired or etcd unreachable for session_ttl)")
 		case wr, ok := <-wch:
 			if !ok || wr.Err() != nil {
 				// Compacted, or no leader: load afresh and watch again.
-				if rev, err = n.load(wctx); err != nil {
+				if rev, err = n.load(sctx); err != nil {
 					select {
-					case <-ctx.Done():
+					case <-sctx.Done():
 					case <-time.After(500 * time.Millisecond):
 					}
 					continue
 				}
 				// The old watch has ended (its channel closes after an
-				// error), so wctx can carry the new one.
-				wch = n.cli.Watch(clientv3.WithRequireLeader(wctx), n.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+				// error), so sctx can carry the new one.
+				wch = n.cli.Watch(clientv3.WithRequireLeader(sctx), n.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
 				continue
 			}
 			n.apply(wr.Events)
-		case <-tick.C:
+		}
+	}
+}
+
+// guard stops this node's envs, and ends the session through cancel,
+// when no keepalive has been answered for fenceAfter: etcd may then
+// expire the lease soon and let another node claim the envs, which must
+// have stopped here by then. The session's own Done fires only when the
+// client's view of the lease has run out, about when etcd expires it:
+// too late to stop first.
+func (n *Node) guard(ctx context.Context, cancel context.CancelCauseFunc, kach <-chan *clientv3.LeaseKeepAliveResponse, fenceAfter time.Duration) {
+	t := time.NewTimer(fenceAfter)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-kach:
+			if !ok {
+				kach = nil // the session's Done follows
+				continue
+			}
+			t.Reset(fenceAfter)
+		case <-t.C:
+			n.endSession(true)
+			cancel(fmt.Errorf("cluster: no keepalive answered for %v (session_ttl %v); envs stopped before the lease can expire", fenceAfter, n.cfg.SessionTTL))
+			return
+		}
+	}
+}
+
+// publishLoop keeps the member key's capacity current.
+func (n *Node) publishLoop(ctx context.Context, s *concurrency.Session) {
+	t := time.NewTicker(max(n.cfg.SessionTTL/3, time.Second))
+	defer t.Stop()
+	running := -1
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 			if r, err := n.publish(ctx, s, running); err == nil {
 				running = r
 			}
