@@ -57,7 +57,7 @@ func (m *Manager) checkout(ctx context.Context, e *env, sb Sandbox, cred *creden
 	if b, err := os.ReadFile(marker); err == nil && strings.TrimSpace(string(b)) == commit {
 		return dir, nil
 	}
-	e.out.writeLine(fmt.Appendf(nil, "envgate: preparing %.12s", commit))
+	e.out.writeLine(fmt.Appendf(nil, "envgate: updating to %.7s: running its prepare steps", commit))
 	for _, step := range e.tmpl.PrepareSteps {
 		if err := m.prepareStep(ctx, e, sb, cred, dir, step); err != nil {
 			var pe *PrepareError

@@ -204,6 +204,9 @@ func TestPreviewCheckouts(t *testing.T) {
 	if code != 502 || !strings.Contains(body, "the build is broken: missing semicolon") || !strings.Contains(body, "prepare step") {
 		t.Fatalf("broken: %d %q, want 502 with the prepare step's output", code, body)
 	}
+	if sha := repo.git("rev-parse", "broken")[:7]; !strings.Contains(body, "updating to "+sha) {
+		t.Errorf("broken: the output does not say it was updating to %s: %q", sha, body)
+	}
 	repo.commit("broken", map[string]string{"FAIL": "", "VERSION": "fixed-v2\n"})
 	waitFor(t, "broken to serve fixed-v2 after the fix", func() bool {
 		code, body, _ := g.get(t, "broken.localhost", "/")
