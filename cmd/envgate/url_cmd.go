@@ -58,7 +58,10 @@ from the mirror in state_dir/git when there is one, else from the repository.`,
 func branchHeads(cmd *cobra.Command, cfg *Config) (map[string]string, error) {
 	m := cfg.mirror()
 	if _, err := os.Stat(filepath.Join(m.Dir, "HEAD")); err == nil && cfg.Source.mirrored() {
-		return m.Heads(cmd.Context())
+		if heads, err := m.Heads(cmd.Context()); err == nil {
+			return heads, nil
+		}
+		// The mirror is root's (0700): another user asks the repository.
 	}
 	return sources.RemoteHeads(cmd.Context(), cfg.Source.Repo)
 }

@@ -59,14 +59,31 @@ func (m *Mirror) git(ctx context.Context, args ...string) ([]byte, error) {
 }
 
 // Sync clones the mirror if it does not exist yet, else fetches into it
-// (branches deleted upstream are pruned).
+// (branches deleted upstream are pruned). The mirror is root's alone
+// (0700): its config may hold credentials, and it holds every branch,
+// while dev servers, which can reach the state dir to get to their data
+// dirs, must see only their own checkout.
 func (m *Mirror) Sync(ctx context.Context) error {
+	if err := m.sync(ctx); err != nil {
+		return err
+	}
+	if err := os.Chmod(m.Dir, 0o700); err != nil {
+		return fmt.Errorf("sources: mirror: %w", err)
+	}
+	return nil
+}
+
+func (m *Mirror) sync(ctx context.Context) error {
 	if _, err := os.Stat(filepath.Join(m.Dir, "HEAD")); err != nil {
 		if err := os.MkdirAll(filepath.Dir(m.Dir), 0o711); err != nil {
 			return fmt.Errorf("sources: mirror: %w", err)
 		}
 		tmp := m.Dir + ".new"
 		os.RemoveAll(tmp)
+		// Made 0700 before git fills it, so the clone is never readable.
+		if err := os.Mkdir(tmp, 0o700); err != nil {
+			return fmt.Errorf("sources: mirror: %w", err)
+		}
 		if _, err := runGit(ctx, nil, "clone", "--mirror", "--quiet", "--", m.Repo, tmp); err != nil {
 			os.RemoveAll(tmp)
 			return fmt.Errorf("sources: mirror %s: %w", m.Repo, err)

@@ -55,6 +55,9 @@ func TestMirrorWorktree(t *testing.T) {
 	if err := m.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
+	if fi, err := os.Stat(m.Dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("mirror mode %v (%v), want 0700: it may hold credentials and every branch", fi.Mode(), err)
+	}
 	heads, err := m.Heads(ctx)
 	if err != nil || heads["main"] != c1 {
 		t.Fatalf("heads %v %v, want main at %s", heads, err, c1)
