@@ -138,6 +138,11 @@ func (m *Mirror) Worktree(ctx context.Context, env, commit string, uid, gid int)
 		// Leftovers of a worktree whose admin dir is gone.
 		os.RemoveAll(dir)
 		m.git(ctx, "worktree", "prune")
+		// Made 0700 before git fills it: one env's code is not another's
+		// to read, not even while it is being checked out.
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			return "", fmt.Errorf("sources: worktree %s: %w", env, err)
+		}
 		if _, err := m.git(ctx, "worktree", "add", "--detach", "--quiet", dir, commit); err != nil {
 			return "", fmt.Errorf("sources: worktree %s: %w", env, err)
 		}
