@@ -17,6 +17,12 @@ import (
 
 func benchFixture(b *testing.B, cfg lifecycle.Config) *fixture {
 	b.Helper()
+	if cfg.Limits.MaxQueuedStarts == 0 {
+		// These benchmarks time bursts whose starts all wait their turn
+		// (200 at once, 100 churners): the default bound, 4 × MaxStarting,
+		// would shed most of them, which the shedding tests cover.
+		cfg.Limits.MaxQueuedStarts = 1000
+	}
 	return newFixture(b, cfg)
 }
 
