@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -205,6 +206,27 @@ func TestStartFailures(t *testing.T) {
 			}
 			if p := getPage(t, ok); p.Env != "good-one" {
 				t.Fatalf("good env answered %+v", p)
+			}
+			// An env that never became ready keeps no data dir; one whose
+			// data dir was there before its failed start keeps it whole.
+			if _, err := os.Stat(filepath.Join(f.dataDir, "bad-one")); !errors.Is(err, fs.ErrNotExist) {
+				t.Fatalf("data dir of bad-one after its failed start: %v, want it removed", err)
+			}
+			if _, err := os.Stat(filepath.Join(f.dataDir, "good-one")); err != nil {
+				t.Fatalf("data dir of the ready env: %v", err)
+			}
+			kept := filepath.Join(f.dataDir, "bad-two", "keep.txt")
+			if err := os.MkdirAll(filepath.Dir(kept), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(kept, []byte("data"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.m.Acquire(ctx, "bad-two"); err == nil {
+				t.Fatal("bad-two started")
+			}
+			if b, err := os.ReadFile(kept); err != nil || string(b) != "data" {
+				t.Fatalf("data dir that existed before the failed start: %q, %v", b, err)
 			}
 		})
 	}

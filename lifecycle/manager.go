@@ -210,6 +210,11 @@ type env struct {
 	failures  int           // guarded by mu; consecutive failed starts
 	startedAt time.Time     // guarded by mu
 	readyAt   time.Time     // guarded by mu
+	// madeDataDir: a start of this gateway made the data dir, and the
+	// env has not been ready since; a failed start then removes it
+	// (nothing of the env's is in it but what its failed starts wrote).
+	// Guarded by mu.
+	madeDataDir bool
 	// waiters counts Acquire calls waiting for a start of this env;
 	// leftAt is when the last of them left, and unwatched is closed then.
 	// Guarded by mu.

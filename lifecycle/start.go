@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/netip"
@@ -166,6 +167,7 @@ func (m *Manager) start(e *env) (err error) {
 	// got ready is crash-looping (see supervise).
 	e.failure = nil
 	e.readyAt = time.Now()
+	e.madeDataDir = false
 	e.lastActive.Store(e.readyAt.UnixNano())
 	took := e.readyAt.Sub(e.startedAt)
 	e.setStateLocked(Ready)
@@ -225,6 +227,11 @@ func (m *Manager) launch(ctx context.Context, e *env) (Sandbox, *process, error)
 		}
 	}
 	// 0700: one env's data is not another's, nor other local users'.
+	if _, err := os.Lstat(e.dataDir); errors.Is(err, fs.ErrNotExist) {
+		e.mu.Lock()
+		e.madeDataDir = e.readyAt.IsZero()
+		e.mu.Unlock()
+	}
 	if err := os.MkdirAll(e.dataDir, 0o700); err != nil {
 		return sb, nil, fmt.Errorf("data dir: %w", err)
 	}
@@ -310,6 +317,17 @@ func (m *Manager) failStart(e *env, sb Sandbox, proc *process, cause error) erro
 	se.Tail = e.out.Tail(tailLines)
 
 	e.mu.Lock()
+	if e.madeDataDir && e.readyAt.IsZero() {
+		// An env that never became ready keeps no data dir: a stranger's
+		// random names, or a broken template's, fill no disk or inodes
+		// (its dev server is dead, its sandbox gone). A data dir that was
+		// there before this gateway's first start of it is never removed.
+		if err := os.RemoveAll(e.dataDir); err != nil {
+			e.log.Warn().Err(err).Msg("remove data dir of an env that never became ready")
+		} else {
+			e.madeDataDir = false
+		}
+	}
 	e.failures++
 	if e.failures > 1 {
 		se.RetryAt = time.Now().Add(backoff(e.failures))
