@@ -530,8 +530,8 @@ func TestRefusedNamesQuiet(t *testing.T) {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusForbidden {
-			t.Fatalf("%s: %d, want 403", name, resp.StatusCode)
+		if resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("%s: %d, want 404 (no such env)", name, resp.StatusCode)
 		}
 		d := &tls.Dialer{Config: &tls.Config{ServerName: name + ".localhost", InsecureSkipVerify: true}}
 		if c, err := d.Dial("tcp", ln.Addr().String()); err == nil {

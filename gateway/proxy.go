@@ -284,8 +284,10 @@ func (h *Handler) acquireError(w http.ResponseWriter, r *http.Request, env strin
 		p.Status, p.Error = http.StatusNotFound, "unknown_env"
 		p.Message = "No template runs an environment named " + env + "."
 	case errors.Is(err, lifecycle.ErrNotAllowed):
-		p.Status, p.Error = http.StatusForbidden, "not_allowed"
-		p.Message = "Environment " + env + " is not allowed here."
+		// 404, as for a name no template runs: the source (a branch, a
+		// checkout, a list) has no such env, and a stranger learns no more.
+		p.Status, p.Error = http.StatusNotFound, "no_such_env"
+		p.Message = "There is no environment named " + env + " here."
 	case errors.Is(err, lifecycle.ErrClosed):
 		p.Status, p.Error, p.RetryAfter = http.StatusServiceUnavailable, "shutting_down", 1
 		p.Message = "The gateway is restarting; try again in a moment."

@@ -12,7 +12,7 @@ import (
 )
 
 // SourceConfig is the source: section: which env names exist. The gateway
-// answers a name the source does not allow with 403 not_allowed, and no
+// answers a name the source does not allow with 404 no_such_env, and no
 // certificate is issued for it.
 type SourceConfig struct {
 	// Kind is any (default: every name a template matches), list, dir or

@@ -112,7 +112,7 @@ func TestConfigSourceFirstReadFails(t *testing.T) {
 }
 
 // TestServeDirSource runs the real gateway with a dir source: a name
-// without a checkout is refused with 403 not_allowed, one that appears is
+// without a checkout is answered 404 no_such_env, one that appears is
 // served once the background refresh has seen it.
 func TestServeDirSource(t *testing.T) {
 	checkouts := t.TempDir()
@@ -127,8 +127,8 @@ func TestServeDirSource(t *testing.T) {
 	if code, body, _ := g.get(t, "main.localhost", "/"); code != 200 || !strings.Contains(body, "main") {
 		t.Fatalf("main: %d %q", code, body)
 	}
-	if code, body, _ := g.get(t, "feature-x.localhost", "/"); code != 403 || !strings.Contains(body, "not_allowed") {
-		t.Fatalf("feature-x without a checkout: %d %q, want 403 not_allowed", code, body)
+	if code, body, _ := g.get(t, "feature-x.localhost", "/"); code != 404 || !strings.Contains(body, "no_such_env") {
+		t.Fatalf("feature-x without a checkout: %d %q, want 404 no_such_env", code, body)
 	}
 	if err := os.Mkdir(filepath.Join(checkouts, "feature-x"), 0o755); err != nil {
 		t.Fatal(err)
@@ -139,7 +139,7 @@ func TestServeDirSource(t *testing.T) {
 		if code == 200 && strings.Contains(body, "feature-x") {
 			break
 		}
-		if code != 403 || time.Now().After(deadline) {
+		if code != 404 || time.Now().After(deadline) {
 			t.Fatalf("feature-x after its checkout appeared: %d %q", code, body)
 		}
 		time.Sleep(50 * time.Millisecond)

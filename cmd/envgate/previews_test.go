@@ -176,8 +176,8 @@ func TestPreviewCheckouts(t *testing.T) {
 			t.Errorf("%s: checkout owned by uid %d, data dir by %d: want the env's own (not root)", env, cst.Uid, dst.Uid)
 		}
 	}
-	if code, _, _ := g.get(t, "not-a-branch.localhost", "/"); code != 403 {
-		t.Errorf("not-a-branch: status %d, want 403 not_allowed", code)
+	if code, _, _ := g.get(t, "not-a-branch.localhost", "/"); code != 404 {
+		t.Errorf("not-a-branch: status %d, want 404 no_such_env", code)
 	}
 	for _, p := range []string{filepath.Join(state, "envs", "not-a-branch"), filepath.Join(state, "git", "checkouts", "not-a-branch")} {
 		if _, err := os.Stat(p); !os.IsNotExist(err) {
@@ -224,7 +224,7 @@ func TestPreviewCheckouts(t *testing.T) {
 		_, e2 := os.Stat(filepath.Join(state, "envs", "gone"))
 		return os.IsNotExist(e1) && os.IsNotExist(e2)
 	})
-	if code, _, _ := g.get(t, "gone.localhost", "/"); code != 403 {
-		t.Errorf("gone after delete: status %d, want 403", code)
+	if code, _, _ := g.get(t, "gone.localhost", "/"); code != 404 {
+		t.Errorf("gone after delete: status %d, want 404", code)
 	}
 }
