@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 )
 
@@ -80,18 +79,7 @@ func (m *Manager) checkout(ctx context.Context, e *env, sb Sandbox, cred *creden
 func (m *Manager) prepareStep(ctx context.Context, e *env, sb Sandbox, cred *credential, dir string, step []string) error {
 	x := expanded{argv: step, dir: dir}
 	m.runAs(&x, cred, e, sb)
-	path := os.Getenv("PATH")
-	if path == "" {
-		path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-	}
-	base := []string{
-		"PATH=" + path,
-		"HOME=" + e.dataDir,
-		"PORT=" + strconv.Itoa(e.tmpl.Port),
-		"ENVGATE_ENV=" + e.name,
-		"ENVGATE_DATA_DIR=" + e.dataDir,
-		"ENVGATE_CHECKOUT=" + dir,
-	}
+	base := append(e.baseEnv(), "ENVGATE_CHECKOUT="+dir)
 	e.out.writeLine(fmt.Appendf(nil, "envgate: prepare: %s", strings.Join(step, " ")))
 	proc, err := spawn(sb, x, base, nil, e.out, e.log.With().Str("stream", "prepare").Logger())
 	if err != nil {

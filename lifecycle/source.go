@@ -159,6 +159,15 @@ func readBranchLabels(ctx context.Context, gitDir string) (map[string]struct{}, 
 // branch has no letter or digit, and such branches get no env. Two
 // branches may map to one name; it is then allowed while either exists.
 func BranchLabel(branch string) string {
+	b := []byte(BranchSlug(branch))
+	if len(b) > 63 {
+		b = bytes.TrimRight(b[:63], "-")
+	}
+	return string(b)
+}
+
+// BranchSlug is BranchLabel before the cut to 63 characters.
+func BranchSlug(branch string) string {
 	b := make([]byte, 0, len(branch))
 	dash := false
 	for _, c := range []byte(strings.ToLower(branch)) {
@@ -171,9 +180,6 @@ func BranchLabel(branch string) string {
 			continue
 		}
 		dash = true
-	}
-	if len(b) > 63 {
-		b = bytes.TrimRight(b[:63], "-")
 	}
 	return string(b)
 }

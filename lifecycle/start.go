@@ -251,17 +251,7 @@ func (m *Manager) launch(ctx context.Context, e *env) (Sandbox, *process, error)
 		x.dir = e.dataDir
 	}
 	m.runAs(&x, cred, e, sb)
-	path := os.Getenv("PATH")
-	if path == "" {
-		path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-	}
-	base := []string{
-		"PATH=" + path,
-		"HOME=" + e.dataDir,
-		"PORT=" + strconv.Itoa(e.tmpl.Port),
-		"ENVGATE_ENV=" + e.name,
-		"ENVGATE_DATA_DIR=" + e.dataDir,
-	}
+	base := e.baseEnv()
 	var cg envCgroup
 	if m.cfg.CgroupParent != "" {
 		if cg, err = newCgroup(m.cfg.CgroupParent, e.name, e.tmpl.cgroupResources()); err != nil {
@@ -441,4 +431,20 @@ func probeOnce(ctx context.Context, addr netip.AddrPort, httpPath string) error 
 		return fmt.Errorf("probe: status %d", resp.StatusCode)
 	}
 	return nil
+}
+
+// baseEnv is the environment every process of e starts with (the dev
+// server and its prepare steps), before the template's own variables.
+func (e *env) baseEnv() []string {
+	path := os.Getenv("PATH")
+	if path == "" {
+		path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	}
+	return []string{
+		"PATH=" + path,
+		"HOME=" + e.dataDir,
+		"PORT=" + strconv.Itoa(e.tmpl.Port),
+		"ENVGATE_ENV=" + e.name,
+		"ENVGATE_DATA_DIR=" + e.dataDir,
+	}
 }

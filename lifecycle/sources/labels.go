@@ -87,27 +87,7 @@ func ShortLabel(base, suffix string) string {
 
 // fullLabel is lifecycle.BranchLabel without its cut to 63 characters, so
 // that a long branch is told apart from a short one and gets a hash.
-func fullLabel(branch string) string {
-	l := lifecycle.BranchLabel(branch)
-	if len(l) < 63 {
-		return l
-	}
-	// BranchLabel cuts at 63: redo it uncut.
-	b := make([]byte, 0, len(branch))
-	dash := false
-	for _, c := range []byte(strings.ToLower(branch)) {
-		if c >= 'a' && c <= 'z' || c >= '0' && c <= '9' {
-			if dash && len(b) > 0 {
-				b = append(b, '-')
-			}
-			dash = false
-			b = append(b, c)
-			continue
-		}
-		dash = true
-	}
-	return string(b)
-}
+func fullLabel(branch string) string { return lifecycle.BranchSlug(branch) }
 
 // LabelOf returns branch's label among branches ("" if it has none).
 func LabelOf(branches []string, branch string) string {
