@@ -2,6 +2,7 @@ package certs
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -11,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/envgate/envgate/netns/netnstest/wait"
 )
 
 const testDomain = "dev.envgate.test"
@@ -54,6 +57,24 @@ func newTestManager(t *testing.T, cfg Config, allow AllowFunc) *Manager {
 	}
 	t.Cleanup(func() { _ = m.Close() })
 	return m
+}
+
+// awaitCertificate handshakes for sni until one succeeds (certmagic
+// obtains a managed certificate in the background after New) and returns
+// the certificate served.
+func awaitCertificate(t *testing.T, addr, sni string, roots *x509.CertPool) *x509.Certificate {
+	t.Helper()
+	var leaf *x509.Certificate
+	var err error
+	if !wait.Until(3*time.Minute, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		leaf, err = handshake(ctx, addr, sni, roots)
+		return err == nil
+	}) {
+		t.Fatalf("no certificate for %s after 3 minutes: %v", sni, err)
+	}
+	return leaf
 }
 
 // countACMEOrders counts new-order requests leaving the ACME client, a
@@ -312,24 +333,11 @@ func TestACMEWildcardDNS01(t *testing.T) {
 	g.serve(t)
 
 	// The wildcard is obtained in the background after New; wait for it.
-	var serial string
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		leaf, err := handshake(ctx, g.tlsAddr, "feature-x."+testDomain, p.roots)
-		cancel()
-		if err == nil {
-			if !slices.Equal(leaf.DNSNames, []string{"*." + testDomain}) {
-				t.Fatalf("served names %v, want the wildcard", leaf.DNSNames)
-			}
-			serial = leaf.SerialNumber.String()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no wildcard certificate after 3 minutes: %v", err)
-		}
-		time.Sleep(200 * time.Millisecond)
+	leaf := awaitCertificate(t, g.tlsAddr, "feature-x."+testDomain, p.roots)
+	if !slices.Equal(leaf.DNSNames, []string{"*." + testDomain}) {
+		t.Fatalf("served names %v, want the wildcard", leaf.DNSNames)
 	}
+	serial := leaf.SerialNumber.String()
 	if added, _ := dnsSrv.counts(); added < 1 {
 		t.Fatal("certificate obtained without any TXT record added over RFC 2136")
 	}
@@ -349,9 +357,7 @@ func TestACMEWildcardDNS01(t *testing.T) {
 		t.Fatalf("%d orders and %d allow calls after the wildcard; want none", got, allowCalls.Load())
 	}
 	// certmagic removes the challenge record once the order is done.
-	for time.Now().Before(deadline) && len(dnsSrv.records("_acme-challenge."+testDomain)) > 0 {
-		time.Sleep(50 * time.Millisecond)
-	}
+	wait.Until(time.Minute, func() bool { return len(dnsSrv.records("_acme-challenge."+testDomain)) == 0 })
 	if recs := dnsSrv.records("_acme-challenge." + testDomain); len(recs) > 0 {
 		t.Errorf("challenge TXT records left behind: %q", recs)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/envgate/envgate/certs/certstest"
+	"github.com/envgate/envgate/netns/netnstest/wait"
 )
 
 func TestFilesModeReload(t *testing.T) {
@@ -69,14 +70,10 @@ func TestFilesModeReload(t *testing.T) {
 	t.Cleanup(stopLoop)
 	waitServed := func(serial string) {
 		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for time.Now().Before(deadline) {
-			if s := served.Load(); s != nil && *s == serial {
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		t.Fatalf("serial %s not served within 30s", serial)
+		wait.For(t, 30*time.Second, "serial "+serial+" served", func() bool {
+			s := served.Load()
+			return s != nil && *s == serial
+		})
 	}
 	waitServed(serialA)
 
@@ -91,11 +88,8 @@ func TestFilesModeReload(t *testing.T) {
 	// A half-written certificate must not replace the good one.
 	writeFile(t, certFile, certB[:len(certB)/2])
 	waitLogged(t, logs, "certificate files not loadable", 2)
-	deadline := time.Now().Add(30 * time.Second)
 	before := ok.Load()
-	for ok.Load() < before+5 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	wait.For(t, 30*time.Second, "5 handshakes after the poll read the half-written file", func() bool { return ok.Load() >= before+5 })
 	if s := served.Load(); *s != serialB {
 		t.Fatalf("serving %s after a half-written file, want %s", *s, serialB)
 	}
@@ -109,12 +103,8 @@ func TestFilesModeReload(t *testing.T) {
 
 func waitLogged(t *testing.T, logs *lockedBuffer, msg string, n int) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for logs.Count(msg) < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%q logged %d times within 30s, want %d", msg, logs.Count(msg), n)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !wait.Until(30*time.Second, func() bool { return logs.Count(msg) >= n }) {
+		t.Fatalf("%q logged %d times within 30s, want %d", msg, logs.Count(msg), n)
 	}
 }
 

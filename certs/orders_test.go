@@ -174,21 +174,7 @@ func TestACMEAnySourceWildcardOrdersOnce(t *testing.T) {
 	g.use(m)
 	g.serve(t)
 
-	var serial string
-	deadline := time.Now().Add(3 * time.Minute)
-	for serial == "" {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		leaf, err := handshake(ctx, g.tlsAddr, "first."+testDomain, p.roots)
-		cancel()
-		switch {
-		case err == nil:
-			serial = leaf.SerialNumber.String()
-		case time.Now().After(deadline):
-			t.Fatalf("no wildcard certificate after 3 minutes: %v", err)
-		default:
-			time.Sleep(200 * time.Millisecond) // certmagic obtains it in the background
-		}
-	}
+	serial := awaitCertificate(t, g.tlsAddr, "first."+testDomain, p.roots).SerialNumber.String()
 	before := p.orders()
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
 	for range 100 {
