@@ -245,18 +245,21 @@ func (s *Sandbox) StartWith(cmd *exec.Cmd, before, after func() error) error {
 	if !s.handle.IsOpen() {
 		return fmt.Errorf("netns: start in %s: sandbox destroyed", s.Name)
 	}
+	// A child with a mount namespace of its own is forked in the base
+	// mount namespace (mountns.go); the thread is then discarded.
+	newMountNS := useBaseMountNS && cmd.SysProcAttr != nil && cmd.SysProcAttr.Cloneflags&unix.CLONE_NEWNS != 0
 	err := onThreadIn(s.handle, func() error {
-		var err error
-		if before != nil {
-			err = before()
-		}
-		if err == nil {
-			err = cmd.Start()
-		}
-		if after != nil {
-			if aerr := after(); aerr != nil {
-				return threadTainted{errors.Join(err, aerr)}
+		if newMountNS {
+			leave, err := enterBaseMountNS()
+			if err != nil {
+				return threadTainted{err}
 			}
+			defer leave()
+		}
+		err := startHooked(cmd, before, after)
+		var tainted threadTainted
+		if newMountNS && !errors.As(err, &tainted) {
+			return threadTainted{err}
 		}
 		return err
 	})
@@ -264,6 +267,24 @@ func (s *Sandbox) StartWith(cmd *exec.Cmd, before, after func() error) error {
 		return fmt.Errorf("netns: start %s in %s: %w", cmd.Path, s.Name, err)
 	}
 	return nil
+}
+
+// startHooked runs before, cmd.Start and after (see StartWith). An error
+// of after makes the thread tainted.
+func startHooked(cmd *exec.Cmd, before, after func() error) error {
+	var err error
+	if before != nil {
+		err = before()
+	}
+	if err == nil {
+		err = cmd.Start()
+	}
+	if after != nil {
+		if aerr := after(); aerr != nil {
+			return threadTainted{errors.Join(err, aerr)}
+		}
+	}
+	return err
 }
 
 // Do runs fn on a thread inside the sandbox's namespace (for tests and

@@ -42,8 +42,12 @@ func onLockedThread(fn func() error) error {
 		var tainted threadTainted
 		if errors.As(ferr, &tainted) {
 			// fn left the thread in a state it could not undo: stay
-			// locked, so the thread dies with this goroutine.
-			errc <- ferr
+			// locked, so the thread dies with this goroutine. Back in the
+			// original namespace all the same: if this is the main
+			// thread, the runtime keeps it (wedged), and /proc/self shows
+			// the main thread's namespaces.
+			netns.Set(orig)
+			errc <- tainted.err
 			return
 		}
 		if err := netns.Set(orig); err != nil {
@@ -58,7 +62,9 @@ func onLockedThread(fn func() error) error {
 }
 
 // threadTainted is an error after which the thread it happened on must
-// not be reused: onLockedThread then lets the runtime discard the thread.
+// not be reused: onLockedThread then lets the runtime discard the thread
+// and returns err, which may be nil (the work succeeded, but left the
+// thread changed).
 type threadTainted struct{ err error }
 
 func (e threadTainted) Error() string { return e.err.Error() }
