@@ -98,9 +98,17 @@ func newACMEManager(cfg *Config, decide func(context.Context, string) error, log
 	ctx, cancel := context.WithCancel(context.Background())
 	a.stop = cancel
 	if cfg.Wildcard != nil {
-		names := make([]string, 0, len(cfg.Domains))
+		names := make([]string, 0, len(cfg.Domains)+len(cfg.Hosts))
 		for _, d := range cfg.Domains {
 			names = append(names, "*."+d)
+		}
+		// A wildcard covers one label under its domain, not the bare
+		// domain, and without on-demand no decision is ever asked: the
+		// gateway's own hosts the wildcards miss are managed too.
+		for _, h := range cfg.Hosts {
+			if _, ok := EnvFromServerName(h, cfg.Domains); !ok {
+				names = append(names, h)
+			}
 		}
 		// Async: a DNS or CA outage must not keep the gateway from serving
 		// plain HTTP; certmagic retries with backoff and loads a stored

@@ -23,6 +23,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/rs/zerolog"
@@ -190,14 +191,18 @@ func (m *Manager) Close() error {
 	return m.closeErr
 }
 
-// decide is the gate in front of every issuance: the name must be a valid
-// env label under a configured domain, and the gateway must allow the env.
+// decide is the gate in front of every issuance: the name must be one of
+// Config.Hosts, or a valid env label under a configured domain whose env
+// the gateway allows.
 func (m *Manager) decide(ctx context.Context, name string) error {
 	if m.cfg.Mode == ModeACME && m.cfg.Wildcard == nil && m.cfg.AnyEnv {
 		// Validate refuses this configuration; this holds should a caller
 		// get past it.
 		m.log.Debug().Str("server_name", name).Msg("certificate refused: per-name ACME with an env source that allows every name")
 		return fmt.Errorf("certs: %q: %w", name, ErrPerNameAnySource)
+	}
+	if m.isHost(name) {
+		return nil // Config.Hosts: the gateway's own, exactly as configured
 	}
 	env, ok := EnvFromServerName(name, m.cfg.Domains)
 	if !ok {
@@ -209,4 +214,16 @@ func (m *Manager) decide(ctx context.Context, name string) error {
 		return fmt.Errorf("certs: env %q not allowed: %w", env, err)
 	}
 	return nil
+}
+
+// isHost reports whether server name is exactly one of Config.Hosts (case
+// and one trailing dot aside).
+func (m *Manager) isHost(name string) bool {
+	name = strings.TrimSuffix(name, ".")
+	for _, h := range m.cfg.Hosts {
+		if strings.EqualFold(name, h) {
+			return true
+		}
+	}
+	return false
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -22,6 +23,12 @@ type Config struct {
 	// Domains are the parent domains of env hostnames: env "x" under
 	// "dev.example.com" is x.dev.example.com (top-level `domains`).
 	Domains []string
+	// Hosts are the gateway's own host names that are no env's hostname
+	// but get a certificate all the same: exactly these names (previews.host,
+	// where webhooks arrive). Under tls.mode internal each must be a domain
+	// or a name under one (the CA's name constraint); with tls.wildcard they
+	// are managed beside the wildcards. Default: none.
+	Hosts []string
 	// StateDir holds certmagic's storage (StateDir/certs: certificates and
 	// ACME accounts) and the internal CA (StateDir/ca). Required in acme and
 	// internal modes (top-level `state_dir`).
@@ -141,6 +148,13 @@ func (c *Config) applyDefaults() {
 		domains = append(domains, strings.TrimSuffix(strings.ToLower(strings.TrimSpace(d)), "."))
 	}
 	c.Domains = domains
+	hosts := make([]string, 0, len(c.Hosts))
+	for _, h := range c.Hosts {
+		if h = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(h)), "."); h != "" && !slices.Contains(hosts, h) {
+			hosts = append(hosts, h)
+		}
+	}
+	c.Hosts = hosts
 	if c.Mode == "" {
 		c.Mode = DefaultMode(c.Domains)
 	}
@@ -196,6 +210,17 @@ func (c *Config) validate() error {
 	for _, d := range c.Domains {
 		if _, ok := dns.IsDomainName(d); !ok || d == "" || strings.Contains(d, "*") || strings.Contains(d, "..") {
 			return fmt.Errorf("domains: %q is not a domain name", d)
+		}
+	}
+	for _, h := range c.Hosts {
+		if _, ok := dns.IsDomainName(h); !ok || strings.Contains(h, "*") || strings.Contains(h, "..") {
+			return fmt.Errorf("previews.host: %q is not a host name", h)
+		}
+		if c.Mode == ModeInternal && !slices.ContainsFunc(c.Domains, func(d string) bool { return h == d || strings.HasSuffix(h, "."+d) }) {
+			return fmt.Errorf("previews.host: %q is not under a configured domain %v, and the internal CA signs only names under those (its root is name-constrained); use a host under one", h, c.Domains)
+		}
+		if c.Mode == ModeACME && (h == "localhost" || strings.HasSuffix(h, ".localhost")) {
+			return fmt.Errorf("previews.host: no ACME CA signs %q; use tls.mode internal", h)
 		}
 	}
 	if c.HTTPSPort < 1 || c.HTTPSPort > 65535 {

@@ -165,6 +165,9 @@ func (m *Manager) Destroy(name string) error {
 		errs = append(errs, fmt.Errorf("lifecycle: destroy %s: log: %w", name, err))
 	}
 	m.log.Info().Str("env", name).Msg("env destroyed: data dir and logs removed")
+	if m.cfg.AfterDestroy != nil {
+		m.cfg.AfterDestroy(name)
+	}
 	return errors.Join(errs...)
 }
 

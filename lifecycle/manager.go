@@ -79,6 +79,12 @@ type Config struct {
 	LogDir        string
 	LogMaxSize    int
 	LogMaxBackups int
+	// AfterDestroy, if set, is called by Destroy once the env is stopped
+	// and forgotten and its data dir and logs removed (also when a removal
+	// failed), so that what the env owns outside the manager goes too:
+	// its checkout, its certificate. It runs on Destroy's goroutine with
+	// no lock held.
+	AfterDestroy func(name string)
 	// Checkouts, when set, gives each env a checkout of its code before
 	// each start (Vars.Checkout), where the template's PrepareSteps run.
 	// Default nil: no checkouts.

@@ -130,6 +130,8 @@ func (a *app) openSource(ctx context.Context) (err error) {
 func (a *app) startEnvs(context.Context) (err error) {
 	cfg, log := a.cfg, a.log
 	a.metrics = admin.NewMetrics(buildVersion())
+	// A destroyed env's worktree and certificate go with it (previews.go).
+	a.remains = cfg.newEnvRemains(a.src, log.With().Str("component", "destroy").Logger())
 	netPolicy := &lifecycle.SandboxPolicy{Firewall: a.fw, PolicyOf: lifecycle.TemplatePolicy(a.tmpls),
 		Log: log.With().Str("component", "firewall").Logger()}
 	a.envs, err = lifecycle.New(lifecycle.Config{
@@ -161,8 +163,10 @@ func (a *app) startEnvs(context.Context) (err error) {
 				h.CloseEnvConns(env, addr)
 			}
 		},
-		Observer: a.metrics,
-		Log:      log.With().Str("component", "lifecycle").Logger(),
+		// A destroyed env's worktree and certificate go too.
+		AfterDestroy: a.remains.remove,
+		Observer:     a.metrics,
+		Log:          log.With().Str("component", "lifecycle").Logger(),
 	})
 	if err != nil {
 		return err
@@ -273,6 +277,7 @@ func (a *app) listenHTTPS(context.Context) error {
 		return err
 	}
 	a.cm = cm
+	a.remains.certs.Store(cm)
 	lns, err := a.lset.listen(cfg.Listen.HTTPS)
 	if err != nil {
 		return err

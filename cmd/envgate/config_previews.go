@@ -130,6 +130,28 @@ const (
 
 var ownerRepoRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$`)
 
+// previewsHost is previews.host with its default, the first domain.
+func (c *Config) previewsHost() string {
+	h := ""
+	if c.Previews != nil {
+		h = c.Previews.Host
+	}
+	if h == "" && len(c.Domains) > 0 {
+		h = c.Domains[0]
+	}
+	return strings.TrimSuffix(strings.ToLower(h), ".")
+}
+
+// webhookHosts is what certs.Config.Hosts gets: previews.host when
+// webhooks are configured (it is no env's hostname, so the certificate
+// decision would refuse it otherwise).
+func (c *Config) webhookHosts() []string {
+	if p := c.Previews; p != nil && (p.GitHub != nil || p.GitLab != nil) && c.previewsHost() != "" {
+		return []string{c.previewsHost()}
+	}
+	return nil
+}
+
 // validatePreviewsSection checks previews:, defaulting host and on_push.
 func (c *Config) validatePreviewsSection() []error {
 	p := c.Previews
@@ -141,10 +163,7 @@ func (c *Config) validatePreviewsSection() []error {
 	if c.Source.Kind != sourceGit {
 		errs = append(errs, c.errAt("previews", "previews need source.kind: git"))
 	}
-	if p.Host == "" && len(c.Domains) > 0 {
-		p.Host = c.Domains[0]
-	}
-	p.Host = strings.TrimSuffix(strings.ToLower(p.Host), ".")
+	p.Host = c.previewsHost()
 	switch p.OnPush {
 	case "":
 		p.OnPush = onPushRestart

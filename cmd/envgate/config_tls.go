@@ -79,6 +79,8 @@ func (c *Config) certsConfig() certs.Config {
 		AltHTTPPort:    c.TLS.AltHTTPPort,
 		AltTLSALPNPort: c.TLS.AltTLSALPNPort,
 		HTTPSPort:      listenPort(c.Listen.HTTPS),
+		// previews.host, where webhooks arrive (config_previews.go).
+		Hosts: c.webhookHosts(),
 	}
 	// The gateway answers both challenge types on its own listeners;
 	// pointing certmagic at those ports means it finds them taken and

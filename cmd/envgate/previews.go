@@ -11,8 +11,10 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/envgate/envgate/certs"
 	"github.com/envgate/envgate/gateway/webhook"
 	"github.com/envgate/envgate/lifecycle"
 	"github.com/envgate/envgate/lifecycle/sources"
@@ -254,18 +256,14 @@ func (p *previews) deployed(env string) {
 	}
 }
 
-// destroy stops env and removes its worktree and data dir, and tells
-// GitHub.
+// destroy stops env and removes its worktree, data dir and certificate
+// (envRemains), and tells GitHub.
 func (p *previews) destroy(env, why string) {
-	err := p.envs.Destroy(env)
-	if rerr := p.git.RemoveCheckout(p.ctx, env); rerr != nil {
-		p.log.Warn().Err(rerr).Str("env", env).Msg("remove the worktree of a destroyed env")
-	}
-	if err != nil {
+	if err := p.envs.Destroy(env); err != nil {
 		p.log.Warn().Err(err).Str("env", env).Str("why", why).Msg("destroy env")
 		return
 	}
-	p.log.Info().Str("env", env).Str("why", why).Msg("env destroyed: worktree and data dir removed")
+	p.log.Info().Str("env", env).Str("why", why).Msg("env destroyed: worktree, data dir and certificate removed")
 	for _, f := range p.tell {
 		f.Destroyed(env)
 	}
@@ -360,6 +358,42 @@ func (p *previews) ttlLoop(ttl time.Duration) {
 			if now.Sub(last) > ttl {
 				p.destroy(name, fmt.Sprintf("no request for %s (destroy_after)", ttl))
 			}
+		}
+	}
+}
+
+// envRemains removes what a destroyed env owns outside the lifecycle
+// manager (lifecycle.Config.AfterDestroy): its worktree (source.checkouts)
+// and its certificate, whoever destroyed it (a closed pull request,
+// destroy_after, envgate destroy, the dashboard).
+type envRemains struct {
+	git   *sources.Git                  // nil without source.checkouts
+	certs atomic.Pointer[certs.Manager] // set once serve has made it; nil with tls off
+	log   zerolog.Logger
+}
+
+func (c *Config) newEnvRemains(src lifecycle.Source, log zerolog.Logger) *envRemains {
+	r := &envRemains{log: log}
+	if c.checkoutsOf(src) != nil {
+		r.git = src.(*sources.Git)
+	}
+	return r
+}
+
+// forgetTimeout bounds the removal of a destroyed env's certificate.
+const forgetTimeout = 30 * time.Second
+
+func (r *envRemains) remove(env string) {
+	ctx, cancel := context.WithTimeout(context.Background(), forgetTimeout)
+	defer cancel()
+	if r.git != nil {
+		if err := r.git.RemoveCheckout(ctx, env); err != nil {
+			r.log.Warn().Err(err).Str("env", env).Msg("remove the worktree of a destroyed env")
+		}
+	}
+	if cm := r.certs.Load(); cm != nil {
+		if err := cm.Forget(ctx, env); err != nil {
+			r.log.Warn().Err(err).Str("env", env).Msg("remove the certificate of a destroyed env")
 		}
 	}
 }

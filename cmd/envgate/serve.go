@@ -103,6 +103,7 @@ type app struct {
 	// namespaces) as they were.
 	ownsEnvs bool
 	pv       *previews
+	remains  *envRemains   // what Destroy removes besides the data dir
 	node     *cluster.Node // cluster mode only
 	policy   *access.Policy
 	newEnvs  *gateway.NewEnvLimit
