@@ -503,14 +503,14 @@ func TestRefusedNamesQuiet(t *testing.T) {
 		defer cancel()
 		m.Close(ctx)
 	})
-	h, err := gateway.NewHandler(gateway.Config{Domains: []string{"localhost"}, Envs: m, Log: log,
+	h, err := gateway.NewHandler(gateway.Config{Domains: []string{"localhost"}, Envs: gateway.Lifecycle{Manager: m}, Log: log,
 		NewEnvs: gateway.NewNewEnvLimit(1000, time.Minute, true)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := httptest.NewServer(h)
 	t.Cleanup(s.Close)
-	tcp, err := gateway.NewTCPProxy(gateway.TCPConfig{Domains: []string{"localhost"}, Envs: m, Log: log, Mode: gateway.TLSPassthrough})
+	tcp, err := gateway.NewTCPProxy(gateway.TCPConfig{Domains: []string{"localhost"}, Envs: gateway.Lifecycle{Manager: m}, Log: log, Mode: gateway.TLSPassthrough})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,6 @@ import (
 	"net/textproto"
 	"strings"
 
-	"github.com/envgate/envgate/lifecycle"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -153,7 +152,7 @@ func isHex(c byte) bool {
 
 // serveDirect proxies r, which directEligible accepted, to target.
 // It returns the status it sent.
-func (h *Handler) serveDirect(w http.ResponseWriter, r *http.Request, lease *lifecycle.Lease, target netip.AddrPort) int {
+func (h *Handler) serveDirect(w http.ResponseWriter, r *http.Request, lease Lease, target netip.AddrPort) int {
 	f := h.forwardingFor(r)
 	conn := r.Header["Connection"]
 	write := func(bw *bufio.Writer) error {
@@ -185,8 +184,8 @@ func (h *Handler) serveDirect(w http.ResponseWriter, r *http.Request, lease *lif
 		h.scopeCookies(dst, lease.Template())
 	}
 	dst[RequestIDHeader] = []string{f.id}
-	if lease.Cold > 0 {
-		dst[ColdStartHeader] = []string{formatMillis(lease.Cold)}
+	if cold := lease.ColdStart(); cold > 0 {
+		dst[ColdStartHeader] = []string{formatMillis(cold)}
 	}
 	announced := len(res.Trailer)
 	if announced > 0 {

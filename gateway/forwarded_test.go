@@ -43,7 +43,7 @@ func TestForwardedHeaders(t *testing.T) {
 	var logs lockedBuffer
 	trusting, err := gateway.NewHandler(gateway.Config{
 		Domains:        []string{"localhost"},
-		Envs:           g.Envs,
+		Envs:           gateway.Lifecycle{Manager: g.Envs},
 		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
 		Log:            zerolog.New(&logs).Level(zerolog.DebugLevel),
 	})

@@ -85,7 +85,7 @@ func startGateway(t *testing.T, o gwOptions) *gw {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hcfg := gateway.Config{Domains: o.Domains, Envs: g.Envs, Log: log}
+	hcfg := gateway.Config{Domains: o.Domains, Envs: gateway.Lifecycle{Manager: g.Envs}, Log: log}
 	if o.Config != nil {
 		o.Config(&hcfg)
 	}

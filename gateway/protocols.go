@@ -79,7 +79,7 @@ type upstreams struct {
 }
 
 func (u upstreams) RoundTrip(r *http.Request) (*http.Response, error) {
-	if l, ok := r.Context().Value(leaseKey{}).(*lifecycle.Lease); ok && !isUpgrade(r.Header) {
+	if l, ok := r.Context().Value(leaseKey{}).(Lease); ok && !isUpgrade(r.Header) {
 		if t := l.Template(); t != nil && t.Upstream == lifecycle.UpstreamH2C {
 			return u.h2c.RoundTrip(r)
 		}
@@ -104,7 +104,7 @@ func (h *Handler) modifyResponse(res *http.Response) error {
 		res.Header.Set(RequestIDHeader, id)
 	}
 	if _, ok := res.Header["Set-Cookie"]; ok {
-		l, _ := res.Request.Context().Value(leaseKey{}).(*lifecycle.Lease)
+		l, _ := res.Request.Context().Value(leaseKey{}).(Lease)
 		var t *lifecycle.Template
 		if l != nil {
 			t = l.Template()

@@ -22,11 +22,6 @@ import (
 // its value is the wait, such as "412ms", so tools can tell cold from warm.
 const ColdStartHeader = "Envgate-Cold-Start"
 
-// Envs is what the gateway needs of the lifecycle manager.
-type Envs interface {
-	Acquire(ctx context.Context, name string) (*lifecycle.Lease, error)
-}
-
 // Config configures a Handler.
 type Config struct {
 	// Domains are the parent domains envs live under, lowercase, without
@@ -162,12 +157,12 @@ func NewHandler(cfg Config) (*Handler, error) {
 // Rewrite mode has already dropped any X-Forwarded-* the client sent;
 // setForwarded sets the gateway's own (see forwarded.go).
 func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
-	l := pr.In.Context().Value(leaseKey{}).(*lifecycle.Lease)
-	pr.Out.URL.Scheme = "http"
-	pr.Out.URL.Host = l.Addr.String()
-	if a, ok := pr.In.Context().Value(targetKey{}).(netip.AddrPort); ok {
-		pr.Out.URL.Host = a.String()
+	a, ok := pr.In.Context().Value(targetKey{}).(netip.AddrPort)
+	if !ok {
+		a, _ = pr.In.Context().Value(leaseKey{}).(Lease).Port("")
 	}
+	pr.Out.URL.Scheme = "http"
+	pr.Out.URL.Host = a.String()
 	pr.Out.Host = pr.In.Host
 	h.setForwarded(pr)
 }
@@ -217,7 +212,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer untrack()
-	target := lease.Addr
+	home, _ := lease.Port("")
+	target := home
 	if port != "" {
 		if a, ok := lease.Port(port); ok {
 			target = a
@@ -233,11 +229,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.logRequest(r, env, sw.status, began)
 		return
 	}
-	if lease.Cold > 0 {
-		w.Header().Set(ColdStartHeader, formatMillis(lease.Cold))
+	if cold := lease.ColdStart(); cold > 0 {
+		w.Header().Set(ColdStartHeader, formatMillis(cold))
 	}
 	ctx := context.WithValue(r.Context(), leaseKey{}, lease)
-	if target != lease.Addr {
+	if target != home {
 		ctx = context.WithValue(ctx, targetKey{}, target)
 	}
 	if body != nil {
@@ -305,7 +301,7 @@ func (h *Handler) acquireError(w http.ResponseWriter, r *http.Request, env strin
 // proxyError answers when the env's dev server could not be reached or
 // broke off, or when the client's body could not be read (see body.go).
 func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	env := r.Context().Value(leaseKey{}).(*lifecycle.Lease).Env()
+	env := r.Context().Value(leaseKey{}).(Lease).Env()
 	if b, ok := r.Context().Value(bodyKey{}).(*clientBody); ok {
 		if berr := b.readErr(); berr != nil {
 			h.log.Debug().Err(berr).Str("env", env).Str("request_id", r.Header.Get(RequestIDHeader)).Msg("client body unreadable")

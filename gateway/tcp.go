@@ -238,7 +238,7 @@ func (p *TCPProxy) handle(c net.Conn) {
 	began := time.Now()
 	up, down := splice(client, backend)
 	log.Debug().Int64("bytes_up", up).Int64("bytes_down", down).Dur("took", time.Since(began)).
-		Dur("cold", lease.Cold).Msg("tcp connection")
+		Dur("cold", lease.ColdStart()).Msg("tcp connection")
 }
 
 // admit applies access control and the new-env limit to c, a connection

@@ -24,7 +24,7 @@ const testDomain = "dev.envgate.test"
 func startTCP(t *testing.T, g *gw, cfg gateway.TCPConfig) string {
 	t.Helper()
 	cfg.Domains = []string{testDomain}
-	cfg.Envs = g.Envs
+	cfg.Envs = gateway.Lifecycle{Manager: g.Envs}
 	if cfg.Access == nil {
 		cfg.Access = loopbackAccess(t)
 	}

@@ -34,7 +34,7 @@ var (
 // (and errPageShown), unless the env's template says to block. Everything
 // else waits for the start. The page shows the dev server's output only
 // if showOutput.
-func (h *Handler) acquire(w http.ResponseWriter, r *http.Request, env string, showOutput bool) (*lifecycle.Lease, error) {
+func (h *Handler) acquire(w http.ResponseWriter, r *http.Request, env string, showOutput bool) (Lease, error) {
 	if h.progress == nil || !isNavigation(r) {
 		return h.envs.Acquire(r.Context(), env)
 	}
@@ -56,8 +56,8 @@ func (h *Handler) acquire(w http.ResponseWriter, r *http.Request, env string, sh
 		return nil, errPageShown
 	}
 	lease, err = h.envs.Acquire(r.Context(), env)
-	if err == nil && lease.Cold > 0 {
-		lease.Cold = time.Since(began)
+	if err == nil && lease.ColdStart() > 0 {
+		lease = waitedLease{lease, time.Since(began)}
 	}
 	return lease, err
 }

@@ -47,7 +47,7 @@ func benchWarm(b *testing.B, configure func(*gateway.Config)) {
 		defer cancel()
 		envs.Close(ctx)
 	})
-	cfg := gateway.Config{Domains: []string{"localhost"}, Envs: envs, Log: zerolog.Nop()}
+	cfg := gateway.Config{Domains: []string{"localhost"}, Envs: gateway.Lifecycle{Manager: envs}, Log: zerolog.Nop()}
 	if configure != nil {
 		configure(&cfg)
 	}

@@ -251,6 +251,10 @@ type Lease struct {
 // Env is the leased env's name.
 func (l *Lease) Env() string { return l.e.name }
 
+// ColdStart is Cold, for callers that see a lease through an interface
+// (gateway.Lease).
+func (l *Lease) ColdStart() time.Duration { return l.Cold }
+
 // Release ends the lease. Calling it more than once is harmless.
 func (l *Lease) Release() {
 	if l.done.CompareAndSwap(false, true) {

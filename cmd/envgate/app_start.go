@@ -222,7 +222,7 @@ func (a *app) newGateway(context.Context) (err error) {
 		Access:  a.policy,
 		NewEnvs: a.newEnvs,
 		Domains: cfg.Domains,
-		Envs:    a.envs,
+		Envs:    gateway.Lifecycle{Manager: a.envs},
 		Log:     log.With().Str("component", "gateway").Logger(),
 		// Named ports: <port><sep><env>.<domain>.
 		PortSeparator:  cfg.PortSeparator,

@@ -27,7 +27,7 @@ func newTCPListeners(cfg *Config, envs *lifecycle.Manager, tlsCfg *tls.Config, l
 	for _, l := range cfg.TCP {
 		p, err := gateway.NewTCPProxy(gateway.TCPConfig{
 			Domains:       cfg.Domains,
-			Envs:          envs,
+			Envs:          gateway.Lifecycle{Manager: envs},
 			PortSeparator: cfg.PortSeparator,
 			Port:          l.Port,
 			Mode:          gateway.TLSMode(l.TLS),
