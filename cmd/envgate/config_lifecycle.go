@@ -3,9 +3,9 @@ package main
 import (
 	"fmt"
 	"path/filepath"
-	"strconv"
 	"strings"
 
+	"github.com/docker/go-units"
 	"github.com/envgate/envgate/lifecycle"
 	"github.com/envgate/envgate/netns"
 	"github.com/rs/zerolog"
@@ -39,34 +39,27 @@ type LimitsConfig struct {
 	MinAvailableMemory Size `yaml:"min_available_memory"`
 }
 
-// Size is a byte count written as 512MiB, 1GiB, 100MB or 4096.
+// Size is a byte count written as 512MiB, 1GiB, 100MB or 4096: KB, MB,
+// GB, TB (and PB) are powers of 1000; K, KiB, M, MiB and the rest powers
+// of 1024, as is every unit in lower case but kb, mb, gb, tb, pb. A
+// fraction (1.5GiB) and a space before the unit (512 MiB) are allowed.
 type Size int64
-
-var sizeUnits = []struct {
-	suffix string
-	mult   int64
-}{
-	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
-	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
-	{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40},
-	{"B", 1}, {"", 1},
-}
 
 // ParseSize parses a Size.
 func ParseSize(s string) (Size, error) {
-	t := strings.TrimSpace(s)
-	for _, u := range sizeUnits {
-		num, ok := strings.CutSuffix(t, u.suffix)
-		if !ok {
-			continue
-		}
-		n, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
-		if err != nil || !(n >= 0) || n*float64(u.mult) > 1<<62 { // !(n >= 0) catches NaN
-			break
-		}
-		return Size(n * float64(u.mult)), nil
+	t := strings.Join(strings.Fields(s), " ") // "512 \t MiB" as "512 MiB"
+	// go-units reads every unit as a power of 1024 (RAMInBytes) or of
+	// 1000 (FromHumanSize); the unit says which.
+	parse := units.RAMInBytes
+	if u := t[strings.LastIndexAny(t, "0123456789. ")+1:]; len(u) == 2 && (u[1] == 'B' || u[1] == 'b') {
+		parse = units.FromHumanSize
 	}
-	return 0, fmt.Errorf("%q is not a size (write e.g. 512MiB, 1GiB)", s)
+	n, err := parse(t)
+	// Past 2^62 the float's conversion wraps or saturates, by platform.
+	if err != nil || n < 0 || n > 1<<62 {
+		return 0, fmt.Errorf("%q is not a size (write e.g. 512MiB, 1GiB)", s)
+	}
+	return Size(n), nil
 }
 
 // UnmarshalYAML implements yaml.Unmarshaler.

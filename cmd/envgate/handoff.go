@@ -39,6 +39,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/envgate/envgate/lifecycle"
 	"github.com/envgate/envgate/netns"
 	"github.com/rs/zerolog"
@@ -419,22 +420,11 @@ func removePidFile(cfg *Config) {
 	}
 }
 
-// sdNotify sends state to systemd's notify socket, if there is one.
+// sdNotify sends state to systemd's notify socket, if there is one. The
+// variable stays set: a successor started by a restart in place notifies
+// too (MAINPID=).
 func sdNotify(log zerolog.Logger, state string) {
-	addr := os.Getenv("NOTIFY_SOCKET")
-	if addr == "" {
-		return
-	}
-	if addr[0] == '@' {
-		addr = "\x00" + addr[1:]
-	}
-	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
-	if err != nil {
-		log.Warn().Err(err).Msg("sd_notify")
-		return
-	}
-	defer c.Close()
-	if _, err := c.Write([]byte(state)); err != nil {
+	if _, err := daemon.SdNotify(false, state); err != nil {
 		log.Warn().Err(err).Msg("sd_notify")
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/coreos/go-systemd/v22/activation"
 	"github.com/envgate/envgate/gateway"
 	"github.com/envgate/envgate/lifecycle"
 	"github.com/rs/zerolog"
@@ -150,22 +151,18 @@ func addrMatches(want string, have net.Addr) bool {
 // this process per LISTEN_PID), and unsets the variables so that children
 // do not see them.
 func systemdListeners() ([]inheritedListener, error) {
-	pid, _ := strconv.Atoi(os.Getenv("LISTEN_PID"))
-	n, _ := strconv.Atoi(os.Getenv("LISTEN_FDS"))
-	os.Unsetenv("LISTEN_PID")
-	os.Unsetenv("LISTEN_FDS")
-	os.Unsetenv("LISTEN_FDNAMES")
-	if pid != os.Getpid() || n <= 0 {
-		return nil, nil
-	}
 	const firstFD = 3 // SD_LISTEN_FDS_START
+	files := activation.Files(true)
 	var out []inheritedListener
-	for fd := firstFD; fd < firstFD+n; fd++ {
-		f := os.NewFile(uintptr(fd), "systemd-"+strconv.Itoa(fd))
+	for i, f := range files {
 		ln, err := net.FileListener(f)
 		f.Close()
 		if err != nil {
-			return nil, fmt.Errorf("systemd socket fd %d: %w (only stream sockets are supported)", fd, err)
+			closeFiles(files[i+1:])
+			for _, in := range out {
+				in.ln.Close()
+			}
+			return nil, fmt.Errorf("systemd socket fd %d: %w (only stream sockets are supported)", firstFD+i, err)
 		}
 		out = append(out, inheritedListener{ln: ln})
 	}

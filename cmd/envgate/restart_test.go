@@ -181,7 +181,8 @@ func stopSuccessor(t *testing.T, pidPath string, parent int) {
 
 // TestSocketActivation: a socket passed the systemd way (LISTEN_FDS,
 // LISTEN_PID) serves the configured address; envgate opens no socket of its
-// own for it.
+// own for it. As deploy/envgate.service runs it (Type=notify), it tells
+// systemd's notify socket it is ready, and its pid.
 func TestSocketActivation(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (network namespaces)")
@@ -197,10 +198,17 @@ func TestSocketActivation(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
+	notifyPath := filepath.Join(t.TempDir(), "notify")
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notifyPath, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer notify.Close()
 	g := &gatewayProc{addr: addr, done: make(chan struct{}), log: &pebbletest.Buffer{}}
 	// LISTEN_PID must be the pid of envgate itself: sh sets it, then execs.
 	g.cmd = exec.Command("sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" serve --config "$1" --log-format json`, envgateBinary(t), cfgPath)
 	g.cmd.ExtraFiles = []*os.File{f} // fd 3, SD_LISTEN_FDS_START
+	g.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notifyPath)
 	g.cmd.Stdout, g.cmd.Stderr = g.log, g.log
 	if err := g.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -217,5 +225,11 @@ func TestSocketActivation(t *testing.T) {
 	}
 	if !strings.Contains(g.log.String(), "using inherited listening sockets") {
 		t.Errorf("the gateway did not say it used the inherited socket:\n%s", g.log.String())
+	}
+	notify.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 256)
+	n, err := notify.Read(buf)
+	if want := "READY=1\nMAINPID=" + strconv.Itoa(g.cmd.Process.Pid); err != nil || string(buf[:n]) != want {
+		t.Errorf("sd_notify: got %q (%v), want %q", buf[:n], err, want)
 	}
 }
