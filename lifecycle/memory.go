@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/prometheus/procfs"
 )
 
 // SystemAvailableMemory is the memory the gateway can still hand to envs,
@@ -18,57 +20,51 @@ import (
 // cache the kernel can drop (inactive file pages) counts as available, as
 // it does in MemAvailable.
 func SystemAvailableMemory() (int64, error) {
-	avail, err := memAvailable("/proc/meminfo")
+	proc, err := procfs.NewDefaultFS()
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("lifecycle: memory: %w", err)
 	}
-	if c, ok := cgroupAvailable(); ok && c < avail {
+	return availableMemory(proc, "/sys/fs/cgroup")
+}
+
+// availableMemory is SystemAvailableMemory for the process and cgroup
+// file systems mounted at proc and cgroupRoot.
+func availableMemory(proc procfs.FS, cgroupRoot string) (int64, error) {
+	mi, err := proc.Meminfo()
+	if err != nil {
+		return 0, fmt.Errorf("lifecycle: memory: %w", err)
+	}
+	if mi.MemAvailableBytes == nil {
+		return 0, errors.New("lifecycle: memory: no MemAvailable in meminfo")
+	}
+	avail := int64(*mi.MemAvailableBytes)
+	if c, ok := cgroupAvailable(proc, cgroupRoot); ok && c < avail {
 		avail = c
 	}
 	return avail, nil
 }
 
-// memAvailable reads MemAvailable (in kB) from a meminfo file.
-func memAvailable(path string) (int64, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, fmt.Errorf("lifecycle: memory: %w", err)
-	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		rest, ok := strings.CutPrefix(line, "MemAvailable:")
-		if !ok {
-			continue
-		}
-		kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("lifecycle: memory: MemAvailable %q: %w", rest, err)
-		}
-		return kb << 10, nil
-	}
-	return 0, errors.New("lifecycle: memory: no MemAvailable in " + path)
-}
-
 // cgroupAvailable returns limit minus non-reclaimable usage of the
 // gateway's own memory cgroup, when it has a limit.
-func cgroupAvailable() (int64, bool) {
-	b, err := os.ReadFile("/proc/self/cgroup")
+func cgroupAvailable(proc procfs.FS, root string) (int64, bool) {
+	self, err := proc.Self()
 	if err != nil {
 		return 0, false
 	}
-	for line := range strings.SplitSeq(strings.TrimSpace(string(b)), "\n") {
-		parts := strings.SplitN(line, ":", 3)
-		if len(parts) != 3 {
-			continue
-		}
+	groups, err := self.Cgroups()
+	if err != nil {
+		return 0, false
+	}
+	for _, g := range groups {
 		switch {
-		case parts[0] == "0" && parts[1] == "" && isCgroup2("/sys/fs/cgroup"):
-			dir := filepath.Join("/sys/fs/cgroup", parts[2])
+		case g.HierarchyID == 0 && len(g.Controllers) == 0 && isCgroup2(root):
+			dir := filepath.Join(root, g.Path)
 			if a, ok := cgroupRoom(dir, "memory.max", "memory.current", "inactive_file"); ok {
 				return a, true
 			}
-		case slices.Contains(strings.Split(parts[1], ","), "memory"):
+		case slices.Contains(g.Controllers, "memory"):
 			// Inside a cgroup namespace the mount's root is our own group.
-			for _, dir := range []string{filepath.Join("/sys/fs/cgroup/memory", parts[2]), "/sys/fs/cgroup/memory"} {
+			for _, dir := range []string{filepath.Join(root, "memory", g.Path), filepath.Join(root, "memory")} {
 				if a, ok := cgroupRoom(dir, "memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"); ok {
 					return a, true
 				}
