@@ -1,13 +1,14 @@
 package lifecycle
 
 import (
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
-
-	"gopkg.in/natefinch/lumberjack.v2"
 )
 
 // Log file defaults (Config.LogMaxSize, Config.LogMaxBackups).
@@ -16,24 +17,34 @@ const (
 	defaultLogMaxBackups = 2
 )
 
-// diskLog is one env's output file, LogDir/<env>.log, rotated by size by
-// lumberjack. The file is opened by the first line written after a start
-// and closed when the dev server's output ends (its pump returns), so an
-// env that is not running holds no descriptor: thousands of stopped envs
-// cost a struct each.
+// diskLog is one env's output file, LogDir/<env>.log, rotated by size:
+// past maxSize the file becomes <env>.log.1, .1 becomes .2 and so on, and
+// the oldest beyond backups is overwritten. The file is opened by the
+// first line written after a start and closed when the dev server's
+// output ends (its pump returns), so an env that is not running holds no
+// descriptor: thousands of stopped envs cost a struct each.
+//
+// Not lumberjack, which this replaced: it lists the whole directory on
+// every open, and every env's log lies in one directory, so each env
+// start read 2,000 entries at 2,000 envs (8% of the gateway's CPU while
+// envs started at 1,000 live); and it starts a goroutine per logger that
+// never ends, one per env name ever seen.
 type diskLog struct {
-	mu  sync.Mutex
-	lj  *lumberjack.Logger
-	buf []byte // guarded by mu; one line being written
+	mu      sync.Mutex
+	path    string
+	maxSize int64 // bytes
+	backups int
+	f       *os.File // nil when closed
+	size    int64    // of f
+	buf     []byte   // one line being written
 }
 
 func newDiskLog(dir, env string, maxSizeMiB, maxBackups int) *diskLog {
-	return &diskLog{lj: &lumberjack.Logger{
-		Filename:   filepath.Join(dir, env+".log"),
-		MaxSize:    maxSizeMiB,
-		MaxBackups: maxBackups,
-		LocalTime:  false,
-	}}
+	return &diskLog{
+		path:    filepath.Join(dir, env+".log"),
+		maxSize: int64(maxSizeMiB) << 20,
+		backups: maxBackups,
+	}
 }
 
 // writeLine appends one line, prefixed with its UTC time in RFC 3339
@@ -48,12 +59,60 @@ func (d *diskLog) writeLine(now time.Time, line []byte) {
 	d.buf = append(d.buf, ' ')
 	d.buf = append(d.buf, line...)
 	d.buf = append(d.buf, '\n')
-	_, _ = d.lj.Write(d.buf)
+	d.write(d.buf)
 	if cap(d.buf) > maxLineBytes+64 {
 		d.buf = nil
 	}
 	d.mu.Unlock()
 }
+
+// write writes b to the file, opening or rotating it first as needed.
+// Called with mu held.
+func (d *diskLog) write(b []byte) {
+	if d.f != nil && d.size > 0 && d.size+int64(len(b)) > d.maxSize {
+		d.f.Close()
+		d.f = nil
+		d.rotate()
+	}
+	if d.f == nil {
+		f, err := os.OpenFile(d.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			return
+		}
+		fi, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return
+		}
+		d.f, d.size = f, fi.Size()
+		if d.size > 0 && d.size+int64(len(b)) > d.maxSize {
+			d.f.Close()
+			d.f = nil
+			d.rotate()
+			if d.f, err = os.OpenFile(d.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|os.O_TRUNC, 0o600); err != nil {
+				return
+			}
+			d.size = 0
+		}
+	}
+	n, _ := d.f.Write(b)
+	d.size += int64(n)
+}
+
+// rotate moves the closed file to .1, .1 to .2 and so on; without
+// backups it deletes the file. Called with mu held.
+func (d *diskLog) rotate() {
+	if d.backups <= 0 {
+		os.Remove(d.path)
+		return
+	}
+	for i := d.backups; i > 1; i-- {
+		os.Rename(d.backupPath(i-1), d.backupPath(i))
+	}
+	os.Rename(d.path, d.backupPath(1))
+}
+
+func (d *diskLog) backupPath(i int) string { return d.path + "." + strconv.Itoa(i) }
 
 // close closes the file; the next writeLine opens it again.
 func (d *diskLog) close() {
@@ -61,7 +120,10 @@ func (d *diskLog) close() {
 		return
 	}
 	d.mu.Lock()
-	d.lj.Close()
+	if d.f != nil {
+		d.f.Close()
+		d.f = nil
+	}
 	d.buf = nil
 	d.mu.Unlock()
 }
@@ -70,30 +132,42 @@ func (d *diskLog) close() {
 // file: UTC, fixed width, so that lines sort and compare as strings.
 const LogTimeFormat = "2006-01-02T15:04:05.000Z"
 
-// remove closes the file and deletes it and its rotated backups
-// (<env>-<time>.log, lumberjack's naming).
+// remove closes the file and deletes it and its rotated backups: .1 to
+// .<backups>, and those an older envgate left under lumberjack's naming
+// (<env>-<time>.log).
 func (d *diskLog) remove() error {
 	if d == nil {
 		return nil
 	}
 	d.close()
-	name := d.lj.Filename
-	err := os.Remove(name)
-	if os.IsNotExist(err) {
-		err = nil
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	names := []string{d.path}
+	for i := 1; i <= max(d.backups, defaultLogMaxBackups); i++ {
+		names = append(names, d.backupPath(i))
 	}
-	dir, base := filepath.Split(name)
-	stem := regexp.QuoteMeta(base[:len(base)-len(".log")])
-	backup := regexp.MustCompile(`^` + stem + `-\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d\.\d{3}\.log(\.gz)?$`)
-	ents, _ := os.ReadDir(dir)
-	for _, e := range ents {
-		if backup.MatchString(e.Name()) {
-			if rerr := os.Remove(filepath.Join(dir, e.Name())); rerr != nil && !os.IsNotExist(rerr) && err == nil {
-				err = rerr
-			}
+	stem := strings.TrimSuffix(d.path, ".log")
+	old, _ := filepath.Glob(globEscape(stem) + "-[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T*.log*")
+	names = append(names, old...)
+	var errs []error
+	for _, n := range names {
+		if err := os.Remove(n); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
 		}
 	}
-	return err
+	return errors.Join(errs...)
+}
+
+// globEscape escapes filepath.Match's metacharacters in s.
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // LogFile is where env name's output is kept on disk, or "" without

@@ -2,9 +2,11 @@ package lifecycle
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -36,7 +38,7 @@ func TestDiskLogRotationCapsSize(t *testing.T) {
 	<-done
 
 	d.mu.Lock()
-	open := d.lj != nil && fileOpen(d.lj.Filename)
+	open := d.f != nil || fileOpen(d.path)
 	d.mu.Unlock()
 	if open {
 		t.Error("log file still open after the output ended")
@@ -50,13 +52,13 @@ func TestDiskLogRotationCapsSize(t *testing.T) {
 			t.Errorf("%s: %d bytes, over the 1 MiB cap", e.Name(), fi.Size())
 		}
 	}
-	// Lumberjack removes surplus backups in the background.
-	for deadline := time.Now().Add(5 * time.Second); len(ents) > 2 && time.Now().Before(deadline); {
-		time.Sleep(20 * time.Millisecond)
-		ents, _ = os.ReadDir(dir)
+	if len(ents) != 2 || ents[0].Name() != "web.log" || ents[1].Name() != "web.log.1" {
+		t.Errorf("files %v, want web.log and web.log.1", ents)
 	}
-	if len(ents) != 2 {
-		t.Errorf("%d files, want the log and 1 backup", len(ents))
+	// Under the cap, but not far under: older output was dropped, not
+	// more than that.
+	if total < 1<<20 || total > 2<<20 {
+		t.Errorf("%d bytes in all, want between 1 and 2 MiB", total)
 	}
 	b, err := os.ReadFile(filepath.Join(dir, "web.log"))
 	if err != nil {
@@ -92,7 +94,7 @@ func fileOpen(path string) bool {
 // TestDiskLogRemoveKeepsOtherEnvs: destroying env "a" leaves "a-b"'s logs.
 func TestDiskLogRemoveKeepsOtherEnvs(t *testing.T) {
 	dir := t.TempDir()
-	for _, n := range []string{"a.log", "a-2026-01-02T03-04-05.000.log", "a-b.log", "a-b-2026-01-02T03-04-05.000.log"} {
+	for _, n := range []string{"a.log", "a.log.1", "a.log.2", "a-2026-01-02T03-04-05.000.log", "a-b.log", "a-b.log.1", "a-b-2026-01-02T03-04-05.000.log"} {
 		os.WriteFile(filepath.Join(dir, n), []byte("x\n"), 0o600)
 	}
 	if err := newDiskLog(dir, "a", 1, 1).remove(); err != nil {
@@ -103,7 +105,63 @@ func TestDiskLogRemoveKeepsOtherEnvs(t *testing.T) {
 	for _, e := range ents {
 		left = append(left, e.Name())
 	}
-	if strings.Join(left, " ") != "a-b-2026-01-02T03-04-05.000.log a-b.log" {
+	if strings.Join(left, " ") != "a-b-2026-01-02T03-04-05.000.log a-b.log a-b.log.1" {
 		t.Errorf("left %v", left)
+	}
+}
+
+// TestDiskLogRotatesInOrderAndOnReopen: backups hold older lines than the
+// live file, .2 older than .1; a file already at its cap when it is
+// opened again (a restarted env) is rotated before the first new line.
+func TestDiskLogRotatesInOrderAndOnReopen(t *testing.T) {
+	dir := t.TempDir()
+	d := newDiskLog(dir, "web", 1, 2)
+	line := bytes.Repeat([]byte("y"), 1000)
+	now := time.Now()
+	n := 0
+	for ; n < 3000; n++ {
+		d.writeLine(now, fmt.Appendf(line[:0:0], "%s %06d", line, n))
+	}
+	d.close()
+	seq := func(name string) (first, last int) {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		num := func(l string) int {
+			v, err := strconv.Atoi(l[max(0, len(l)-6):])
+			if err != nil {
+				t.Fatalf("%s: a line ends in %q", name, l[max(0, len(l)-6):])
+			}
+			return v
+		}
+		return num(lines[0]), num(lines[len(lines)-1])
+	}
+	f2, l2 := seq("web.log.2")
+	f1, l1 := seq("web.log.1")
+	f0, l0 := seq("web.log")
+	if l2+1 != f1 || l1+1 != f0 || l0 != n-1 || f2 > l2 {
+		t.Errorf("lines .2 %d-%d, .1 %d-%d, live %d-%d: want consecutive up to %d", f2, l2, f1, l1, f0, l0, n-1)
+	}
+
+	// Fill the live file to its cap, then open it again.
+	fi, _ := os.Stat(filepath.Join(dir, "web.log"))
+	pad := bytes.Repeat([]byte("z"), int(1<<20-fi.Size()))
+	copy(pad[len(pad)-8:], " 999999\n")
+	f, _ := os.OpenFile(filepath.Join(dir, "web.log"), os.O_WRONLY|os.O_APPEND, 0)
+	f.Write(pad)
+	f.Close()
+	d.writeLine(now, []byte("after restart"))
+	d.close()
+	b, _ := os.ReadFile(filepath.Join(dir, "web.log"))
+	if !strings.HasSuffix(strings.TrimSpace(string(b)), " after restart") || len(b) > 100 {
+		t.Errorf("live file after reopening a full one: %d bytes, %q...", len(b), b[:min(len(b), 40)])
+	}
+	if g1, _ := seq("web.log.1"); g1 != f0 {
+		t.Errorf("the full file did not become .1 (.1 holds lines from %d, want %d)", g1, f0)
+	}
+	if g2, _ := seq("web.log.2"); g2 != f1 {
+		t.Errorf("the old .1 did not become .2 (.2 holds lines from %d, want %d)", g2, f1)
 	}
 }

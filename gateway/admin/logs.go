@@ -136,7 +136,7 @@ func drain(f *os.File, w io.Writer, pending *[]byte, buf []byte) bool {
 	}
 }
 
-// rotated says whether path no longer names f's file (lumberjack renamed
+// rotated says whether path no longer names f's file (rotation renamed
 // it and made a new one) or the file shrank.
 func rotated(f *os.File, path string) bool {
 	fi, err := f.Stat()
