@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -116,11 +117,8 @@ func TestBadPortAndBadChunkStartNothing(t *testing.T) {
 		}
 	}
 
-	if n := g.Net.Creates.Load(); n != 0 {
-		t.Fatalf("bad inputs created %d namespaces", n)
-	}
-	if envs := g.Envs.List(); len(envs) != 0 {
-		t.Fatalf("bad inputs left envs behind: %v", envs)
+	if n := g.Fake.acquires.Load(); n != 0 {
+		t.Fatalf("bad inputs acquired envs %d times", n)
 	}
 }
 
@@ -168,7 +166,7 @@ func TestBadBodyOfRunningEnv(t *testing.T) {
 		t.Errorf("env's unasked 101 to a POST: %d %q (%s), want 502 upstream_error", a.Status, a.Kind, a.Body)
 	}
 
-	if n := g.Net.Creates.Load(); n != 1 {
-		t.Fatalf("%d namespaces created, want 1 (env b)", n)
+	if got := g.Fake.acquired(); !slices.Equal(got, []string{"b"}) {
+		t.Fatalf("envs acquired: %q, want [b]", got)
 	}
 }

@@ -28,7 +28,6 @@ const (
 	echoCertVar = "ENVGATE_TEST_ECHO_CERT" // its certificate and key, PEM
 	echoKeyVar  = "ENVGATE_TEST_ECHO_KEY"
 	altHTTPVar  = "ENVGATE_TEST_ALT_HTTP" // listen address of the second HTTP server
-	oddHTTPVar  = "ENVGATE_TEST_ODD_HTTP" // listen address of oddHandler's server
 )
 
 func init() {
@@ -54,26 +53,15 @@ func init() {
 		})}
 		go srv.Serve(ln)
 	}
-	if a := os.Getenv(oddHTTPVar); a != "" {
-		srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: oddHandler(),
-			ConnState: func(_ net.Conn, s http.ConnState) {
-				if s == http.StateNew {
-					oddConns.Add(1)
-				}
-			}}
-		go srv.Serve(mustListen(a))
-	}
 }
 
-// oddConns counts the connections oddHandler's server accepted.
-var oddConns atomic.Int64
-
 // oddHandler answers the way few dev servers do but a proxy must pass on
-// faithfully (see TestProxySemantics).
-func oddHandler() http.Handler {
+// faithfully (see TestProxySemantics); its /conns tells conns, the count
+// of connections its server accepted.
+func oddHandler(conns *atomic.Int64) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/conns", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprint(w, oddConns.Load())
+		fmt.Fprint(w, conns.Load())
 	})
 	// The request as the env got it: its target and header fields.
 	mux.HandleFunc("/head/", func(w http.ResponseWriter, r *http.Request) {

@@ -37,13 +37,13 @@ var forwardingHeaders = []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwa
 // client tries to smuggle its own in; from a trusted proxy its values with
 // the gateway's hop appended.
 func TestForwardedHeaders(t *testing.T) {
-	g := startGateway(t, gwOptions{})
+	g := startFake(t, gwOptions{}, func(string) *fakeEnv { return &fakeEnv{} })
 	// A second handler on the same envs that trusts loopback, as if a
 	// load balancer ran on this machine. Its request log is kept.
 	var logs lockedBuffer
 	trusting, err := gateway.NewHandler(gateway.Config{
 		Domains:        []string{"localhost"},
-		Envs:           gateway.Lifecycle{Manager: g.Envs},
+		Envs:           g.Fake,
 		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
 		Log:            zerolog.New(&logs).Level(zerolog.DebugLevel),
 	})

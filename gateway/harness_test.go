@@ -25,13 +25,15 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// gw is a gateway under test: real namespaces, real dev servers, a real
-// listener on loopback.
+// gw is a gateway under test on a real listener on loopback: with real
+// namespaces and dev servers (startGateway, root only), or with a fake
+// manager whose envs are servers on loopback (startFake).
 type gw struct {
-	Addr    string // 127.0.0.1:port of the HTTP listener
-	Envs    *lifecycle.Manager
-	Net     *lifecycletest.CountingNetwork
-	NS      *netns.Manager
+	Addr    string                         // 127.0.0.1:port of the HTTP listener
+	Envs    *lifecycle.Manager             // startGateway's
+	Net     *lifecycletest.CountingNetwork // startGateway's
+	NS      *netns.Manager                 // startGateway's
+	Fake    *fakeEnvs                      // startFake's
 	Handler *gateway.Handler
 	Client  *http.Client // dials Addr whatever the URL's host
 	DataDir string
@@ -58,9 +60,6 @@ func startGateway(t *testing.T, o gwOptions) *gw {
 	if len(o.Templates) == 0 {
 		o.Templates = []*lifecycle.Template{lifecycletest.Demo(lifecycletest.DemoOptions{})}
 	}
-	if len(o.Domains) == 0 {
-		o.Domains = []string{"localhost"}
-	}
 	nsm, err := netns.New(netns.Config{Prefix: netnstest.Prefix(t), Pool: netnstest.Pool(2)})
 	if err != nil {
 		t.Fatal(err)
@@ -85,15 +84,35 @@ func startGateway(t *testing.T, o gwOptions) *gw {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hcfg := gateway.Config{Domains: o.Domains, Envs: gateway.Lifecycle{Manager: g.Envs}, Log: log}
+	t.Cleanup(func() {
+		cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer ccancel()
+		if err := g.Envs.Close(cctx); err != nil {
+			t.Errorf("close envs: %v", err)
+		}
+	})
+	serveGateway(t, g, gateway.Lifecycle{Manager: g.Envs}, o, log)
+	handler.Store(g.Handler)
+	return g
+}
+
+// serveGateway serves a handler for envs on a loopback listener until the
+// test ends (its cleanup, registered after the caller's, runs first) and
+// fills in g's Addr, Handler, Client and Stop.
+func serveGateway(t testing.TB, g *gw, envs gateway.Envs, o gwOptions, log zerolog.Logger) {
+	t.Helper()
+	if len(o.Domains) == 0 {
+		o.Domains = []string{"localhost"}
+	}
+	hcfg := gateway.Config{Domains: o.Domains, Envs: envs, Log: log}
 	if o.Config != nil {
 		o.Config(&hcfg)
 	}
+	var err error
 	g.Handler, err = gateway.NewHandler(hcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	handler.Store(g.Handler)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -146,14 +165,7 @@ func startGateway(t *testing.T, o gwOptions) *gw {
 			t.Errorf("upgraded connections still open %v after stop", drain+30*time.Second)
 		}
 	}
-	t.Cleanup(func() {
-		g.Stop()
-		cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer ccancel()
-		if err := g.Envs.Close(cctx); err != nil {
-			t.Errorf("close envs: %v", err)
-		}
-	})
+	t.Cleanup(g.Stop)
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			var d net.Dialer
@@ -163,7 +175,6 @@ func startGateway(t *testing.T, o gwOptions) *gw {
 	}
 	t.Cleanup(tr.CloseIdleConnections)
 	g.Client = &http.Client{Transport: tr, Timeout: 60 * time.Second}
-	return g
 }
 
 // get fetches http://host/path through the gateway with optional headers

@@ -14,24 +14,20 @@ import (
 	"time"
 
 	"github.com/envgate/envgate/gateway"
-	"github.com/envgate/envgate/lifecycle"
-	"github.com/envgate/envgate/lifecycle/lifecycletest"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
 
-// oddGateway is a gateway with h2c whose envs run oddHandler on their
-// port "odd" (odd--<env>.localhost).
+// oddGateway is a gateway with h2c in front of fake envs, each of which
+// runs oddHandler on its port "odd" (odd--<env>.localhost) and the demo
+// on its default port.
 func oddGateway(t *testing.T) *gw {
 	t.Helper()
-	tm := lifecycletest.Demo(lifecycletest.DemoOptions{})
-	tm.Ports = map[string]int{"web": 3000, "odd": 3002}
-	tm.DefaultPort = "web"
-	tm.Env[oddHTTPVar] = ":3002"
-	if err := tm.Prepare(); err != nil {
-		t.Fatal(err)
-	}
-	return startGateway(t, gwOptions{Templates: []*lifecycle.Template{tm}, Server: gateway.EnableH2C})
+	return startFake(t, gwOptions{Server: gateway.EnableH2C}, func(string) *fakeEnv {
+		e := &fakeEnv{}
+		e.Ports = map[string]http.Handler{"odd": oddHandler(&e.conns)}
+		return e
+	})
 }
 
 // h2cClient is an HTTP/2 client without TLS (prior knowledge) whose every

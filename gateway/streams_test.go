@@ -29,7 +29,7 @@ import (
 // the median bound below fails; a busy 2-core box delays some events, so
 // only the median is held to 50 ms.
 func TestEventStreamIsNotBuffered(t *testing.T) {
-	g := startGateway(t, gwOptions{})
+	g := startFake(t, gwOptions{}, func(string) *fakeEnv { return &fakeEnv{} })
 	if r := g.get(t, "sse.localhost", "/healthz"); r.StatusCode != 200 {
 		t.Fatalf("warm-up: %d", r.StatusCode)
 	}
@@ -153,7 +153,7 @@ func procStatus(t *testing.T, field string) int64 {
 // interim 100 through the gateway before it sends its body, and one that
 // the env refuses gets the final answer without sending the body at all.
 func TestExpectContinue(t *testing.T) {
-	g := startGateway(t, gwOptions{})
+	g := startFake(t, gwOptions{}, func(string) *fakeEnv { return &fakeEnv{} })
 	if r := g.get(t, "expect.localhost", "/healthz"); r.StatusCode != 200 {
 		t.Fatalf("warm-up: %d", r.StatusCode)
 	}
