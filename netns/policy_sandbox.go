@@ -3,7 +3,7 @@ package netns
 import (
 	"errors"
 	"fmt"
-	"os"
+	"sync"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -14,15 +14,17 @@ import (
 // from appearing at all) and gives sb a default route via its host end
 // when it has egress, or takes it away.
 func configureSandbox(sb *Sandbox, egress bool) error {
-	if err := disableIPv6(sb.HostIf); err != nil {
+	if err := disableIPv6Host(sb.HostIf); err != nil {
 		return err
 	}
 	err := sb.Do(func() error {
 		// /proc/sys/net is the namespace of the thread that opens it.
-		for _, dev := range []string{"all", "default", PeerIfName} {
-			if err := disableIPv6(dev); err != nil {
-				return err
-			}
+		// "all" also sets "default" and every interface there (lo,
+		// eth0): one write, not three. Each path lookup under
+		// /proc/sys/net walks a dcache chain as long as the number of
+		// network namespaces, so writes are what a start pays per env.
+		if err := writeSysctl(unix.AT_FDCWD, "/proc/sys/net/ipv6/conf/all/disable_ipv6"); err != nil {
+			return fmt.Errorf("disable IPv6: %w", err)
 		}
 		link, err := netlink.LinkByName(PeerIfName)
 		if err != nil {
@@ -43,12 +45,49 @@ func configureSandbox(sb *Sandbox, egress bool) error {
 	return nil
 }
 
-// disableIPv6 turns IPv6 off on interface dev of the calling thread's
-// namespace. A kernel without IPv6 has nothing to turn off.
-func disableIPv6(dev string) error {
-	err := os.WriteFile("/proc/sys/net/ipv6/conf/"+dev+"/disable_ipv6", []byte("1\n"), 0o644)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
+// hostIPv6Conf is the host's /proc/sys/net/ipv6/conf, opened once: the
+// host ends' settings are then looked up from there, without walking the
+// long dcache chains of /proc/sys/net, ipv6 and conf (one entry per
+// network namespace) at every start.
+var hostIPv6Conf struct {
+	once sync.Once
+	fd   int // -1: no IPv6 (or not openable; then paths are used)
+}
+
+// disableIPv6Host turns IPv6 off on the host's interface dev. It must be
+// called from a thread in the host's network namespace. A kernel without
+// IPv6 has nothing to turn off.
+func disableIPv6Host(dev string) error {
+	hostIPv6Conf.once.Do(func() {
+		fd, err := unix.Open("/proc/sys/net/ipv6/conf", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			fd = -1
+		}
+		hostIPv6Conf.fd = fd
+	})
+	var err error
+	if fd := hostIPv6Conf.fd; fd >= 0 {
+		err = writeSysctl(fd, dev+"/disable_ipv6")
+	} else {
+		err = writeSysctl(unix.AT_FDCWD, "/proc/sys/net/ipv6/conf/"+dev+"/disable_ipv6")
+	}
+	if err != nil {
 		return fmt.Errorf("disable IPv6 on %s: %w", dev, err)
 	}
 	return nil
+}
+
+// writeSysctl writes "1" to the sysctl file at path (relative to dir). A
+// file that does not exist (no IPv6) is no error.
+func writeSysctl(dir int, path string) error {
+	fd, err := unix.Openat(dir, path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	_, err = unix.Write(fd, []byte("1\n"))
+	return err
 }

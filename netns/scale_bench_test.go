@@ -1,0 +1,61 @@
+package netns_test
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/envgate/envgate/netns"
+	"github.com/envgate/envgate/netns/netnstest"
+)
+
+// BenchmarkFirewallAttachLive is BenchmarkFirewallAttach with 0 and 1,000
+// other sandboxes live: what of the firewall's share of a start grows
+// with the number of envs (sysctl paths under /proc/sys/net are looked up
+// through dcache chains with an entry per network namespace).
+func BenchmarkFirewallAttachLive(b *testing.B) {
+	m, err := netns.New(netns.Config{Prefix: netnstest.Prefix(b), Pool: netnstest.Pool(0)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	fw, err := netns.OpenFirewall(netns.FirewallConfig{Prefix: m.Prefix(),
+		Policies: []netns.Policy{{Name: "web", Egress: netns.EgressInternet}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var sbs []*netns.Sandbox
+	b.Cleanup(func() {
+		fw.Close()
+		if err := m.DestroyAll(sbs); err != nil {
+			b.Error(err)
+		}
+		m.Settle(b.Context())
+	})
+	sb, err := m.Create(b.Context(), "bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	sbs = append(sbs, sb)
+	for _, live := range []int{0, 1000} {
+		for len(sbs) < live+1 {
+			o, err := m.Create(b.Context(), fmt.Sprint("o", len(sbs)))
+			if err != nil {
+				b.Fatal(err)
+			}
+			sbs = append(sbs, o)
+			// Each live env has had its sysctls looked up, as at a start.
+			if err := fw.Attach(o, "web"); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.Run(fmt.Sprintf("live=%d", live), func(b *testing.B) {
+			for b.Loop() {
+				if err := fw.Attach(sb, "web"); err != nil {
+					b.Fatal(err)
+				}
+				if err := fw.Detach(sb); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
