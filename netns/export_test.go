@@ -3,3 +3,7 @@ package netns
 // UseBaseMountNS switches the base mount namespace (mountns.go) off for
 // a side-by-side benchmark.
 var UseBaseMountNS = &useBaseMountNS
+
+// SetMember puts host link ifname into policy's set without a sandbox,
+// for tests of the sets alone.
+func (f *Firewall) SetMember(ifname, policy string) error { return f.setMember(ifname, policy) }

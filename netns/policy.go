@@ -242,20 +242,35 @@ func (f *Firewall) Attach(sb *Sandbox, policy string) error {
 func (f *Firewall) Detach(sb *Sandbox) error { return f.setMember(sb.HostIf, "") }
 
 // DetachAll is Detach for many sandboxes, in one transaction (a
-// shutdown with a thousand envs would otherwise make a thousand).
+// shutdown with a thousand envs would otherwise make a thousand). The
+// elements go in a few messages per set, not one per sandbox: the kernel
+// answers each message, and a thousand answers overflow the socket's
+// receive buffer (ENOBUFS), which also leaves the connection out of step
+// for the next request.
 func (f *Firewall) DetachAll(sbs []*Sandbox) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	bySet := map[string][]nftables.SetElement{}
 	var gone []string
 	for _, sb := range sbs {
 		old := f.member[sb.HostIf]
 		if old == "" {
 			continue
 		}
-		if err := f.conn.SetDeleteElements(f.sets[old], []nftables.SetElement{{Key: ifnameKey(sb.HostIf)}}); err != nil {
-			return fmt.Errorf("netns: firewall: %s: %w", sb.HostIf, err)
-		}
+		bySet[old] = append(bySet[old], nftables.SetElement{Key: ifnameKey(sb.HostIf)})
 		gone = append(gone, sb.HostIf)
+	}
+	if len(gone) == 0 {
+		return nil
+	}
+	for name, elems := range bySet {
+		for len(elems) > 0 {
+			n := min(len(elems), detachChunk)
+			if err := f.conn.SetDeleteElements(f.sets[name], elems[:n]); err != nil {
+				return fmt.Errorf("netns: firewall: detach from %s: %w", name, err)
+			}
+			elems = elems[n:]
+		}
 	}
 	if err := f.conn.Flush(); err != nil {
 		return fmt.Errorf("netns: firewall: detach %d sandboxes: %w", len(gone), err)
@@ -265,6 +280,10 @@ func (f *Firewall) DetachAll(sbs []*Sandbox) error {
 	}
 	return nil
 }
+
+// detachChunk is how many set elements DetachAll puts in one message
+// (about 40 bytes each).
+const detachChunk = 512
 
 // setMember moves host link ifname into policy's set ("" for none) in
 // one transaction.
@@ -302,9 +321,16 @@ func (f *Firewall) setMember(ifname, policy string) error {
 // other envgate table's guard still needs it. Do not Close a firewall
 // whose sandboxes a successor takes over.
 func (f *Firewall) Close() error {
-	err := removeTable(f.conn, f.table)
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.conn.CloseLasting()
-	return err
+	// A connection of its own: whatever went wrong on the lasting one
+	// (an answer left unread) must not keep the table in place.
+	cc, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrFirewallUnsupported, err)
+	}
+	return removeTable(cc, f.table)
 }
 
 // RemoveFirewall removes the table of instance prefix, as Close does,

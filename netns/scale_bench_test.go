@@ -2,6 +2,8 @@ package netns_test
 
 import (
 	"fmt"
+	"os/exec"
+	"strings"
 	"testing"
 
 	"github.com/envgate/envgate/netns"
@@ -57,5 +59,53 @@ func BenchmarkFirewallAttachLive(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestFirewallDetachAllAtScale: a shutdown detaches 2,000 sandboxes in
+// one transaction, and the table goes with Close. (One message per
+// sandbox overflowed the netlink socket: ENOBUFS, then a connection out
+// of step, and the table stayed behind.)
+func TestFirewallDetachAllAtScale(t *testing.T) {
+	netnstest.RequireRoot(t)
+	prefix := netnstest.Prefix(t)
+	fw, err := netns.OpenFirewall(netns.FirewallConfig{Prefix: prefix,
+		Policies: []netns.Policy{{Name: "web", Egress: netns.EgressInternet}, {Name: "db", Egress: netns.EgressNone}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := false
+	t.Cleanup(func() {
+		if !closed {
+			fw.Close()
+		}
+		if err := netns.RemoveFirewall(prefix); err != nil {
+			t.Error(err)
+		}
+	})
+	var sbs []*netns.Sandbox
+	for i := range 2000 {
+		sb := &netns.Sandbox{HostIf: fmt.Sprintf("%s-%d", prefix, i)}
+		if err := fw.SetMember(sb.HostIf, []string{"web", "db"}[i%2]); err != nil {
+			t.Fatal(err)
+		}
+		sbs = append(sbs, sb)
+	}
+	if err := fw.DetachAll(sbs); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("nft", "list", "table", "inet", netns.TableName(prefix)).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if strings.Contains(string(out), prefix+"-1") {
+		t.Errorf("members left after DetachAll:\n%s", out)
+	}
+	closed = true
+	if err := fw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("nft", "list", "table", "inet", netns.TableName(prefix)).CombinedOutput(); err == nil {
+		t.Errorf("table still there after Close:\n%s", out)
 	}
 }
