@@ -20,7 +20,10 @@ func (h *Handler) gate(w http.ResponseWriter, r *http.Request, env string) (acce
 	local := isLocalHost(r.Host)
 	d := h.access.Check(r, env, local)
 	if r.URL.Path == StatusPath {
-		h.serveStatus(w, r, env, d.Outcome == access.Allowed && d.ShowOutput)
+		// In cluster mode, the start runs on the env's owner node.
+		if show := d.Outcome == access.Allowed && d.ShowOutput; !h.forwardStatus(w, r, env, show) {
+			h.serveStatus(w, r, env, show)
+		}
 		return d, http.StatusOK
 	}
 	if strings.HasPrefix(r.URL.Path, access.SharePath) {

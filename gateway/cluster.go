@@ -3,16 +3,20 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"time"
+
+	"github.com/rs/zerolog"
 )
 
 // HopHeader marks a request that one gateway of a cluster forwarded to
-// another; its value is the forwarding node. A request carrying it is
-// never forwarded again (served where it lands, or refused), so two
-// nodes with different views of the owners cannot bounce it between them.
+// another; its value is the forwarding node, and HopAuthHeader proves it.
+// A hop is never forwarded again (served where it lands, or refused), so
+// two nodes with different views of the owners cannot bounce it between
+// them; and it skips access control, which the forwarding node applied.
 const HopHeader = "Envgate-Hop"
 
 // Placer decides, in cluster mode, which node serves an env (see
@@ -22,21 +26,35 @@ const HopHeader = "Envgate-Hop"
 // owns from memory: it is on every request's path.
 type Placer interface {
 	Place(ctx context.Context, env string, hopped bool) (addr string, err error)
+	// OwnerAddr is the address of the live node other than this one that
+	// owns env, from memory; "" if this node or nobody does.
+	OwnerAddr(env string) string
 }
 
-// forwardKey holds the address of the node a request is forwarded to.
+// forwardKey holds the forward of a request to another node.
 type forwardKey struct{}
+
+// forward is where a request goes, and what its hop tells the node.
+type forward struct {
+	addr       string
+	showOutput bool
+}
 
 // clusterRoute forwards requests to the env's owner node.
 type clusterRoute struct {
 	placer Placer
 	node   string // this node's name, the HopHeader value
+	secret []byte // the cluster's shared secret, for HopAuthHeader
 	proxy  *httputil.ReverseProxy
+	log    zerolog.Logger
 }
 
-func (h *Handler) initCluster(cfg Config) {
+func (h *Handler) initCluster(cfg Config) error {
 	if cfg.Cluster == nil {
-		return
+		return nil
+	}
+	if len(cfg.ClusterSecret) < MinClusterSecret {
+		return fmt.Errorf("gateway: cluster mode needs a shared secret of at least %d bytes (Config.ClusterSecret)", MinClusterSecret)
 	}
 	tr := &http.Transport{
 		Proxy: nil,
@@ -51,32 +69,54 @@ func (h *Handler) initCluster(cfg Config) {
 		ExpectContinueTimeout: time.Second,
 		DisableCompression:    true,
 	}
-	c := &clusterRoute{placer: cfg.Cluster, node: cfg.Node}
+	c := &clusterRoute{placer: cfg.Cluster, node: cfg.Node, secret: cfg.ClusterSecret, log: cfg.Log}
 	c.proxy = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
+			f := pr.In.Context().Value(forwardKey{}).(forward)
 			pr.Out.URL.Scheme = "http"
-			pr.Out.URL.Host = pr.In.Context().Value(forwardKey{}).(string)
+			pr.Out.URL.Host = f.addr
 			pr.Out.Host = pr.In.Host
-			pr.Out.Header.Set(HopHeader, c.node)
 			h.setForwarded(pr)
+			SignHop(c.secret, c.node, time.Now(), f.showOutput, pr.Out)
 		},
 		Transport:  tr,
 		BufferPool: bufferPool{},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			h.log.Warn().Err(err).Str("host", r.Host).Str("node", r.Context().Value(forwardKey{}).(string)).Msg("forwarding to the owner node failed")
+			h.log.Warn().Err(err).Str("host", r.Host).Str("node", r.Context().Value(forwardKey{}).(forward).addr).Msg("forwarding to the owner node failed")
 			(&errorPage{Status: http.StatusBadGateway, Error: "node_unreachable",
 				Message: "The node running this env did not answer; retry in a moment.", RetryAfter: 2}).write(w, r)
 		},
 		ErrorLog: newStdLogger(h.log, "cluster-proxy"),
 	}
 	h.cluster = c
+	return nil
+}
+
+// contextWithHop marks a context as an authenticated hop's.
+func contextWithHop(ctx context.Context, hp *hop) context.Context {
+	return context.WithValue(ctx, hopKey{}, hp)
+}
+
+// hop is r's authenticated hop, nil if r came from a client (or outside
+// cluster mode).
+func (h *Handler) hop(r *http.Request) *hop {
+	if h.cluster == nil {
+		return nil
+	}
+	return hopOf(r)
+}
+
+// hopOf is r's authenticated hop, nil if r came from a client.
+func hopOf(r *http.Request) *hop {
+	hp, _ := r.Context().Value(hopKey{}).(*hop)
+	return hp
 }
 
 // routeCluster places env and, when another node serves it, forwards the
 // request there. It reports whether it answered the request; false means
 // this node owns env and serves it as a single gateway would.
-func (h *Handler) routeCluster(w http.ResponseWriter, r *http.Request, env string, began time.Time) bool {
-	hopped := r.Header.Get(HopHeader) != ""
+func (h *Handler) routeCluster(w http.ResponseWriter, r *http.Request, env string, showOutput bool, began time.Time) bool {
+	hopped := hopOf(r) != nil
 	addr, err := h.cluster.placer.Place(r.Context(), env, hopped)
 	if err != nil {
 		status := http.StatusServiceUnavailable
@@ -91,9 +131,28 @@ func (h *Handler) routeCluster(w http.ResponseWriter, r *http.Request, env strin
 		return true
 	}
 	if addr == "" {
-		r.Header.Del(HopHeader) // the dev server need not see it
 		return false
 	}
-	h.cluster.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), forwardKey{}, addr)))
+	h.forwardTo(w, r, addr, showOutput)
+	return true
+}
+
+// forwardTo proxies r to the node at addr, as a hop.
+func (h *Handler) forwardTo(w http.ResponseWriter, r *http.Request, addr string, showOutput bool) {
+	h.cluster.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), forwardKey{}, forward{addr, showOutput})))
+}
+
+// forwardStatus sends a start status request (StatusPath) to the node
+// that owns env, if another one does: the start runs there. It reports
+// whether it did.
+func (h *Handler) forwardStatus(w http.ResponseWriter, r *http.Request, env string, showOutput bool) bool {
+	if h.cluster == nil || hopOf(r) != nil {
+		return false
+	}
+	addr := h.cluster.placer.OwnerAddr(env)
+	if addr == "" {
+		return false
+	}
+	h.forwardTo(w, r, addr, showOutput)
 	return true
 }

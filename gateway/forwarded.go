@@ -22,6 +22,9 @@ const maxRequestIDLen = 200
 // fromTrustedProxy reports whether r came straight from a configured
 // trusted proxy, whose forwarding headers may then be believed.
 func (h *Handler) fromTrustedProxy(r *http.Request) bool {
+	if h.hop(r) != nil {
+		return true // a node of the cluster, whose hop was signed
+	}
 	if len(h.trusted) == 0 {
 		return false
 	}

@@ -62,9 +62,12 @@ type Config struct {
 	NewEnvs *NewEnvLimit
 	// Cluster, in cluster mode, says which node serves each env; requests
 	// for envs of other nodes are forwarded there (see cluster.go). Node
-	// is this node's name, sent in HopHeader. Default nil: single node.
-	Cluster Placer
-	Node    string
+	// is this node's name, sent in HopHeader; ClusterSecret, the secret
+	// all nodes share (at least MinClusterSecret bytes), signs and checks
+	// hops (HopAuthHeader). Default nil: single node.
+	Cluster       Placer
+	Node          string
+	ClusterSecret []byte
 }
 
 // Handler routes each request by Host to its env and proxies it there.
@@ -140,7 +143,9 @@ func NewHandler(cfg Config) (*Handler, error) {
 		h.access, _ = access.New(access.Config{})
 	}
 	h.initProtocols(cfg)
-	h.initCluster(cfg)
+	if err := h.initCluster(cfg); err != nil {
+		return nil, err
+	}
 	h.proxy = &httputil.ReverseProxy{
 		Rewrite:        h.rewrite,
 		Transport:      upstreams{h1: h.transport, h2c: h.h2c, fast: h.fast},
@@ -170,6 +175,9 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	began := time.Now()
+	if h.cluster != nil {
+		r = h.cluster.authenticateHop(r)
+	}
 	h.setRequestID(r)
 	label, err := ParseHost(r.Host, h.domains)
 	if err != nil {
@@ -180,12 +188,23 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	env, port := SplitPort(label, h.sep, h.ports)
-	dec, status := h.gate(w, r, env)
-	if status != 0 {
-		h.logRequest(r, env, status, began)
-		return
+	var dec access.Decision
+	if hp := h.hop(r); hp != nil {
+		// Forwarded by a node of the cluster, which admitted the client.
+		dec = access.Decision{Outcome: access.Allowed, ShowOutput: hp.showOutput}
+		if r.URL.Path == StatusPath {
+			h.serveStatus(w, r, env, hp.showOutput)
+			h.logRequest(r, env, http.StatusOK, began)
+			return
+		}
+	} else {
+		var status int
+		if dec, status = h.gate(w, r, env); status != 0 {
+			h.logRequest(r, env, status, began)
+			return
+		}
 	}
-	if h.cluster != nil && h.routeCluster(w, r, env, began) {
+	if h.cluster != nil && h.routeCluster(w, r, env, dec.ShowOutput, began) {
 		return
 	}
 	body := bodyOf(r)
@@ -284,6 +303,11 @@ func (h *Handler) acquireError(w http.ResponseWriter, r *http.Request, env strin
 		// checkout, a list) has no such env, and a stranger learns no more.
 		p.Status, p.Error = http.StatusNotFound, "no_such_env"
 		p.Message = "There is no environment named " + env + " here."
+	case errors.Is(err, lifecycle.ErrNotOwner):
+		// Cluster mode: another node claimed the env meanwhile, or etcd
+		// is out of reach; the next try is placed afresh.
+		p.Status, p.Error, p.RetryAfter = http.StatusServiceUnavailable, "cluster_unavailable", 2
+		p.Message = "The cluster cannot start environment " + env + " on this node now: " + err.Error() + ". Retry in a moment."
 	case errors.Is(err, lifecycle.ErrClosed):
 		p.Status, p.Error, p.RetryAfter = http.StatusServiceUnavailable, "shutting_down", 1
 		p.Message = "The gateway is restarting; try again in a moment."

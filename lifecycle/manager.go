@@ -89,6 +89,10 @@ type Config struct {
 	// each start (Vars.Checkout), where the template's PrepareSteps run.
 	// Default nil: no checkouts.
 	Checkouts Checkouts
+	// Ownership, in cluster mode, claims each env before its start and
+	// releases it after its stop. Default nil: every env is this
+	// gateway's.
+	Ownership Ownership
 	// Observer, if set, is told of starts, refusals and stops (metrics).
 	Observer Observer
 	// Log receives lifecycle events and dev servers' output.
@@ -215,6 +219,7 @@ type env struct {
 	failure   *StartError   // guarded by mu; the last failure
 	failures  int           // guarded by mu; consecutive failed starts
 	startedAt time.Time     // guarded by mu
+	token     int64         // guarded by mu; the Ownership claim of the running start, 0 if none
 	readyAt   time.Time     // guarded by mu
 	// madeDataDir: a start of this gateway made the data dir, and the
 	// env has not been ready since; a failed start then removes it

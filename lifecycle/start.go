@@ -67,6 +67,7 @@ func (m *Manager) start(e *env) (err error) {
 			e.mu.Unlock()
 			if starting {
 				m.releaseSlot(e)
+				m.release(e)
 			}
 		}
 	}()
@@ -145,6 +146,15 @@ func (m *Manager) start(e *env) (err error) {
 	ctx, cancel := context.WithTimeoutCause(m.ctx, e.tmpl.Ready.Timeout, errStartTimeout)
 	defer cancel()
 	launchAt := time.Now()
+	if _, err := m.claim(ctx, e); err != nil {
+		// Owned by another node, or no word from etcd: nothing was made.
+		m.releaseSlot(e)
+		e.mu.Lock()
+		e.setStateLocked(prev)
+		e.mu.Unlock()
+		e.log.Warn().Err(err).Msg("start refused: this node does not own the env")
+		return err
+	}
 	sb, proc, err := m.launch(ctx, e)
 	if err != nil {
 		return m.failStart(e, sb, proc, err)
@@ -288,6 +298,7 @@ func (m *Manager) failStart(e *env, sb Sandbox, proc *process, cause error) erro
 		proc.release(e.log)
 	}
 	m.releaseSlot(e)
+	m.release(e)
 	se := &StartError{Env: e.name, Err: cause}
 	switch {
 	case errors.Is(cause, errStartTimeout):

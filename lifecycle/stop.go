@@ -36,6 +36,7 @@ func (m *Manager) supervise(e *env, proc *process) {
 		e.log.Error().Err(err).Msg("destroy sandbox")
 	}
 	proc.release(e.log)
+	m.release(e)
 
 	e.mu.Lock()
 	if time.Since(e.readyAt) > crashLoopWindow {
@@ -105,6 +106,9 @@ func (m *Manager) stop(e *env, reason string, force, nice bool) bool {
 		e.log.Error().Err(err).Msg("destroy sandbox")
 	}
 	proc.release(e.log)
+	// Before the stop is seen to end: a start that waits for it then
+	// claims the env anew, after the release.
+	m.release(e)
 
 	e.mu.Lock()
 	e.failures = 0 // stopped on purpose: its next start is a fresh one

@@ -134,6 +134,11 @@ func (a *app) startEnvs(context.Context) (err error) {
 	a.remains = cfg.newEnvRemains(a.src, log.With().Str("component", "destroy").Logger())
 	netPolicy := &lifecycle.SandboxPolicy{Firewall: a.fw, PolicyOf: lifecycle.TemplatePolicy(a.tmpls),
 		Log: log.With().Str("component", "firewall").Logger()}
+	// Cluster mode: the node the envs are claimed through, joined by the
+	// cluster step.
+	if a.cluster, err = newCluster(cfg, log); err != nil {
+		return err
+	}
 	a.envs, err = lifecycle.New(lifecycle.Config{
 		Templates: a.tmpls,
 		DataRoot:  filepath.Join(cfg.StateDir, "envs"),
@@ -165,8 +170,10 @@ func (a *app) startEnvs(context.Context) (err error) {
 		},
 		// A destroyed env's worktree and certificate go too.
 		AfterDestroy: a.remains.remove,
-		Observer:     a.metrics,
-		Log:          log.With().Str("component", "lifecycle").Logger(),
+		// Cluster mode: a start claims its env, a stop releases it.
+		Ownership: a.cluster.ownership(),
+		Observer:  a.metrics,
+		Log:       log.With().Str("component", "lifecycle").Logger(),
 	})
 	if err != nil {
 		return err
@@ -195,11 +202,9 @@ func (a *app) recoverEnvs(context.Context) error {
 // joinCluster joins the cluster in cluster mode: members and env owners
 // through etcd. After recoverEnvs, so that envs adopted from a crashed
 // run that another node owns now are stopped.
-func (a *app) joinCluster(context.Context) (err error) {
-	if a.cfg.Cluster != nil {
-		if a.node, err = startCluster(a.cfg, a.envs, a.log); err != nil {
-			return err
-		}
+func (a *app) joinCluster(context.Context) error {
+	if a.cluster != nil {
+		a.cluster.start(a.cfg, a.envs)
 	}
 	a.ownsEnvs = true
 	return nil
@@ -214,10 +219,6 @@ func (a *app) newGateway(context.Context) (err error) {
 		return err
 	}
 	a.newEnvs = cfg.newEnvLimit()
-	var placer gateway.Placer
-	if a.node != nil {
-		placer = a.node
-	}
 	h, err := gateway.NewHandler(gateway.Config{
 		Access:  a.policy,
 		NewEnvs: a.newEnvs,
@@ -230,8 +231,9 @@ func (a *app) newGateway(context.Context) (err error) {
 		// Requests by status class and their latency (no allocation).
 		Requests: a.metrics,
 		// Cluster mode: envs of other nodes are forwarded there.
-		Cluster: placer,
-		Node:    cfg.clusterNode(),
+		Cluster:       a.cluster.placer(),
+		Node:          cfg.clusterNode(),
+		ClusterSecret: a.cluster.secret(),
 	})
 	if err != nil {
 		return err

@@ -2,15 +2,18 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,68 +21,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/envgate/envgate/cmd/envgate/demo"
+	"github.com/envgate/envgate/gateway"
+	"github.com/envgate/envgate/lifecycle/cluster/clustertest"
 	"github.com/envgate/envgate/netns/netnstest"
+	"github.com/envgate/envgate/netns/netnstest/wait"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/server/v3/embed"
-	"go.uber.org/zap"
+	"golang.org/x/crypto/bcrypt"
 )
-
-// testEtcd is a real etcd server, embedded in the test process, on
-// loopback ports, its data in a temp dir.
-type testEtcd struct {
-	cfg      *embed.Config
-	e        *embed.Etcd
-	endpoint string
-}
-
-func startTestEtcd(t *testing.T) *testEtcd {
-	t.Helper()
-	cfg := embed.NewConfig()
-	cfg.Dir = t.TempDir()
-	cfg.Name = "test"
-	cfg.LogLevel = "error"
-	cu, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", freePort(t)))
-	pu, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", freePort(t)))
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	te := &testEtcd{cfg: cfg, endpoint: cu.String()}
-	te.start(t)
-	t.Cleanup(te.stop)
-	return te
-}
-
-func (te *testEtcd) start(t *testing.T) {
-	t.Helper()
-	e, err := embed.StartEtcd(te.cfg)
-	if err != nil {
-		t.Fatalf("etcd: %v", err)
-	}
-	select {
-	case <-e.Server.ReadyNotify():
-	case <-time.After(30 * time.Second):
-		e.Close()
-		t.Fatal("etcd not ready after 30s")
-	}
-	te.e = e
-}
-
-func (te *testEtcd) stop() {
-	if te.e != nil {
-		te.e.Close()
-		te.e = nil
-	}
-}
-
-func (te *testEtcd) client(t *testing.T) *clientv3.Client {
-	t.Helper()
-	c, err := clientv3.New(clientv3.Config{Endpoints: []string{te.endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
 
 // clusterNode is one gateway of a test cluster.
 type clusterNode struct {
@@ -93,6 +42,10 @@ type clusterNode struct {
 func startTestCluster(t *testing.T, endpoints []string, name string, n int, ttl time.Duration, extra string) []*clusterNode {
 	t.Helper()
 	state := filepath.Join(t.TempDir(), "shared-state")
+	secret := filepath.Join(t.TempDir(), "cluster-secret")
+	if err := os.WriteFile(secret, []byte(testClusterSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	// The package's test pool (a /20), split into a /22 per node.
 	pool := netnstest.Pool(6)
 	nodes := make([]*clusterNode, n)
@@ -113,7 +66,8 @@ cluster:
   node: %s
   advertise: "%s"
   session_ttl: %s
-%s`, c.instance, c.addr, state, sub, endpoints[i%len(endpoints)], name, c.name, c.addr, ttl, extra)
+  secret_file: %s
+%s`, c.instance, c.addr, state, sub, endpoints[i%len(endpoints)], name, c.name, c.addr, ttl, secret, extra)
 		c.cfgPath = filepath.Join(t.TempDir(), "envgate.yaml")
 		if err := os.WriteFile(c.cfgPath, []byte(cfg), 0o644); err != nil {
 			t.Fatal(err)
@@ -124,7 +78,20 @@ cluster:
 		t.Cleanup(func() { c.g.stop(t, syscall.SIGTERM) })
 		nodes[i] = c
 	}
+	for _, c := range nodes {
+		c.waitRegistered(t)
+	}
 	return nodes
+}
+
+// testClusterSecret is the test clusters' cluster.secret_file.
+const testClusterSecret = "test-cluster-secret-0123456789"
+
+// waitRegistered waits until c has joined its cluster (it logs so once
+// its session and member key exist).
+func (c *clusterNode) waitRegistered(t *testing.T) {
+	t.Helper()
+	wait.For(t, 30*time.Second, c.name+" to join the cluster", func() bool { return c.g.log.Count("cluster member registered") > 0 })
 }
 
 var demoEnvRE = regexp.MustCompile(`<h1>([^<]*)</h1>`)
@@ -171,10 +138,10 @@ func TestClusterPlacementAndNodeLoss(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts 30 envs on three gateways")
 	}
-	te := startTestEtcd(t)
-	cli := te.client(t)
+	te := clustertest.Start(t)
+	cli := te.Client(t)
 	const ttl = 5 * time.Second
-	nodes := startTestCluster(t, []string{te.endpoint}, "t1", 3, ttl, "")
+	nodes := startTestCluster(t, []string{te.Endpoint}, "t1", 3, ttl, "")
 
 	// Test 1: 300 requests, env i%30 through node (i/30)%3, ten at a time.
 	envs := make([]string, 30)
@@ -339,12 +306,12 @@ func TestClusterEtcdDown(t *testing.T) {
 	if testing.Short() {
 		t.Skip("stops etcd for 20s")
 	}
-	te := startTestEtcd(t)
+	te := clustertest.Start(t)
 	// A session outlives the outage: a node stops its envs when no
 	// keepalive was answered for 2/3 of the TTL, and keepalives go every
 	// third of it, so 90s leaves 30s at least. Placements wait 4s (the
 	// start timeout) for etcd.
-	nodes := startTestCluster(t, []string{te.endpoint}, "t4", 2, 90*time.Second, `templates:
+	nodes := startTestCluster(t, []string{te.Endpoint}, "t4", 2, 90*time.Second, `templates:
   - name: demo
     match: "*"
     command: ["{{.Self}}", "demo-server", "--listen", ":{{.Port}}", "--name", "{{.Name}}", "--data-dir", "{{.DataDir}}"]
@@ -358,7 +325,7 @@ func TestClusterEtcdDown(t *testing.T) {
 			t.Fatalf("%s: status %d, page of %q", env, status, shown)
 		}
 	}
-	te.stop()
+	te.Stop()
 	stopped := time.Now()
 	got503 := false
 	for i := 0; time.Since(stopped) < 20*time.Second; i++ {
@@ -379,7 +346,7 @@ func TestClusterEtcdDown(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	te.start(t)
+	te.Resume(t)
 	deadline := time.Now().Add(30 * time.Second)
 	for _, env := range []string{"new0", "new1", "new2"} {
 		for {
@@ -479,11 +446,11 @@ func TestClusterPartitionedNodeStopsFirst(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits out a session")
 	}
-	te := startTestEtcd(t)
-	cli := te.client(t)
-	link := startCutProxy(t, strings.TrimPrefix(te.endpoint, "http://"))
+	te := clustertest.Start(t)
+	cli := te.Client(t)
+	link := startCutProxy(t, strings.TrimPrefix(te.Endpoint, "http://"))
 	const ttl = 6 * time.Second
-	nodes := startTestCluster(t, []string{link.url(), te.endpoint}, "t5", 2, ttl, "")
+	nodes := startTestCluster(t, []string{link.url(), te.Endpoint}, "t5", 2, ttl, "")
 	cut := nodes[0]
 	// Envs through the node to be cut, until it owns three.
 	var mine []string
@@ -556,5 +523,162 @@ func TestClusterPartitionedNodeStopsFirst(t *testing.T) {
 	}
 	if ns, _ := instanceState(t, cut.instance); len(ns) != 0 {
 		t.Errorf("healed %s runs %v: the envs moved to %s", cut.name, ns, nodes[1].name)
+	}
+}
+
+// TestClusterReleaseOnStop: an env reaped for idleness, or stopped by an
+// operator, gives its owner key up (the key of that very claim), so the
+// next request places it afresh: it answers with its data through the
+// other node, and the owner key is a new claim.
+func TestClusterReleaseOnStop(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (network namespaces)")
+	}
+	te := clustertest.Start(t)
+	cli := te.Client(t)
+	nodes := startTestCluster(t, []string{te.Endpoint}, "tr", 2, 5*time.Second, `templates:
+  - name: demo
+    match: "*"
+    command: ["{{.Self}}", "demo-server", "--listen", ":{{.Port}}", "--name", "{{.Name}}", "--data-dir", "{{.DataDir}}"]
+    port: 3000
+    ready: {http: /healthz, timeout: 30s}
+    idle_timeout: 2s
+    allow_root: true
+`)
+	byName := map[string]*clusterNode{nodes[0].name: nodes[0], nodes[1].name: nodes[1]}
+	ownerRev := func(env string) (string, int64) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		resp, err := cli.Get(ctx, "/envgate/tr/envs/"+env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.Kvs) == 0 {
+			return "", 0
+		}
+		return string(resp.Kvs[0].Value), resp.Kvs[0].ModRevision
+	}
+	for _, stop := range []string{"idle", "operator"} {
+		env := "rel-" + stop
+		status, shown, visits, _ := nodes[0].getEnv(t, env)
+		if status != 200 || shown != env || visits != 1 {
+			t.Fatalf("%s: status %d, page of %q, %d visits", env, status, shown, visits)
+		}
+		node, rev := ownerRev(env)
+		owner := byName[node]
+		if owner == nil {
+			t.Fatalf("%s: owner key names %q", env, node)
+		}
+		if stop == "operator" {
+			mustCLI(t, owner.cfgPath, "stop", env)
+		}
+		wait.For(t, 15*time.Second, env+"'s owner key to go", func() bool { n, _ := ownerRev(env); return n == "" })
+		if ns, _ := instanceState(t, owner.instance); slices.Contains(ns, owner.instance+"-"+env) {
+			t.Errorf("%s: owner key released while %s still runs it", env, owner.name)
+		}
+		status, shown, visits, _ = nodes[1].getEnv(t, env)
+		if status != 200 || shown != env || visits != 2 {
+			t.Fatalf("%s after the release: status %d, page of %q, %d visits (want 2: its data kept)", env, status, shown, visits)
+		}
+		if n, r := ownerRev(env); n == "" || r <= rev {
+			t.Errorf("%s after the release: owner key %q at %d, want a new claim after %d", env, n, r, rev)
+		}
+	}
+}
+
+// TestClusterHopAuth: only a node can make a hop. A client's own hop
+// headers are removed where it comes in (its request is placed and
+// forwarded like any other, and access control applies); a hop signed
+// with the cluster's secret is believed by the owner (its client was
+// admitted by the node that signed it), but not once its target, or the
+// secret, differs.
+func TestClusterHopAuth(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (network namespaces)")
+	}
+	users := filepath.Join(t.TempDir(), "htpasswd")
+	pw, _ := bcrypt.GenerateFromPassword([]byte("wonder"), bcrypt.MinCost)
+	if err := os.WriteFile(users, []byte("alice:"+string(pw)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	te := clustertest.Start(t)
+	cli := te.Client(t)
+	nodes := startTestCluster(t, []string{te.Endpoint}, "ta", 2, 5*time.Second,
+		fmt.Sprintf("access: [{match: \"*\", basic: {htpasswd_file: %s}}]\n", users))
+	echo := func(c *clusterNode, env string, hdr http.Header) (int, demo.EchoResponse) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", "http://"+c.addr+"/echo", nil)
+		req.Host = env + ".localhost"
+		for k, v := range hdr {
+			req.Header[k] = v
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var e demo.EchoResponse
+		if resp.StatusCode == 200 {
+			if err := json.NewDecoder(resp.Body).Decode(&e); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return resp.StatusCode, e
+	}
+	alice := http.Header{"Authorization": {"Basic " + base64.StdEncoding.EncodeToString([]byte("alice:wonder"))}}
+	if status, _ := echo(nodes[0], "auth0", nil); status != http.StatusUnauthorized {
+		t.Fatalf("no credentials: status %d, want 401", status)
+	}
+	if status, e := echo(nodes[0], "auth0", alice); status != 200 || e.Env != "auth0" {
+		t.Fatalf("alice: status %d, env %q", status, e.Env)
+	}
+	owner, other := nodes[0], nodes[1]
+	if owners(t, cli, "ta")["auth0"] == nodes[1].name {
+		owner, other = nodes[1], nodes[0]
+	}
+
+	// A client's hop headers, through the node that does not own auth0:
+	// forwarded all the same, and the dev server sees a real hop's
+	// forwarding headers, not the client's.
+	spoof := http.Header{gateway.HopHeader: {owner.name}, gateway.HopAuthHeader: {"1800000000.o.forged"}, "X-Forwarded-For": {"203.0.113.9"}}
+	for k, v := range alice {
+		spoof[k] = v
+	}
+	status, e := echo(other, "auth0", spoof)
+	if status != 200 || e.Env != "auth0" {
+		t.Fatalf("alice with forged hop headers via %s: status %d, env %q", other.name, status, e.Env)
+	}
+	for k := range e.Headers {
+		if strings.HasPrefix(strings.ToLower(k), "envgate-hop") {
+			t.Errorf("the dev server got %s: %q", k, e.Headers[k])
+		}
+	}
+	if xff := strings.Join(e.Headers["X-Forwarded-For"], ","); strings.Contains(xff, "203.0.113.9") || !strings.HasPrefix(xff, "127.0.0.1") {
+		t.Errorf("X-Forwarded-For at the dev server: %q; want the client's real address first, not the forged one", xff)
+	}
+	if ns, _ := instanceState(t, other.instance); len(ns) != 0 || owners(t, cli, "ta")["auth0"] != owner.name {
+		t.Errorf("after the forged hop, %s runs %v and the owner key names %q; want auth0 on %s alone", other.name, ns, owners(t, cli, "ta")["auth0"], owner.name)
+	}
+	// Forged hop headers straight to the owner admit nobody.
+	delete(spoof, "Authorization")
+	if status, _ := echo(owner, "auth0", spoof); status != http.StatusUnauthorized {
+		t.Errorf("forged hop without credentials to the owner: status %d, want 401", status)
+	}
+
+	// A node's signature is believed: its client was admitted there.
+	sign := func(secret, target string) http.Header {
+		out, _ := http.NewRequest("GET", "http://"+owner.addr+target, nil)
+		out.Host = "auth0.localhost"
+		gateway.SignHop([]byte(secret), other.name, time.Now(), false, out)
+		return out.Header
+	}
+	if status, e := echo(owner, "auth0", sign(testClusterSecret, "/echo")); status != 200 || e.Env != "auth0" {
+		t.Errorf("a hop signed with the cluster's secret: status %d, env %q; want 200 from auth0", status, e.Env)
+	}
+	if status, _ := echo(owner, "auth0", sign(testClusterSecret, "/other")); status != http.StatusUnauthorized {
+		t.Errorf("a hop signed for another target: status %d, want 401", status)
+	}
+	if status, _ := echo(owner, "auth0", sign("not-the-cluster-secret-000", "/echo")); status != http.StatusUnauthorized {
+		t.Errorf("a hop signed with another secret: status %d, want 401", status)
 	}
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"fmt"
 	"net"
 	"net/netip"
 	"net/url"
@@ -10,6 +12,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/envgate/envgate/gateway"
 	"github.com/envgate/envgate/lifecycle/cluster"
 	"github.com/rs/zerolog"
 )
@@ -41,6 +44,13 @@ type ClusterConfig struct {
 	// SessionTTL is how long a silent node keeps its envs (whole seconds,
 	// at least 1s). Default 10s.
 	SessionTTL Duration `yaml:"session_ttl"`
+	// SecretFile is the absolute path of a file with the secret every
+	// node of the cluster shares (at least 16 bytes; `openssl rand
+	// -base64 32`), read at start: a node signs each request it forwards
+	// with it, and the owner believes a forwarded request (its client
+	// admitted by access control, its forwarding headers) only with a
+	// valid signature. Required; keep the file mode 0600.
+	SecretFile string `yaml:"secret_file"`
 }
 
 // clusterNameRE is what cluster.name and cluster.node may be: they are
@@ -104,6 +114,9 @@ func (c *Config) validateCluster() []error {
 	} else if a, err := netip.ParseAddr(host); err == nil && a.IsUnspecified() {
 		add("cluster.advertise", "%q: an unspecified address; give one the other nodes can reach", cl.Advertise)
 	}
+	if !filepath.IsAbs(cl.SecretFile) {
+		add("cluster.secret_file", "%q: want the absolute path of a file with the secret all nodes share (e.g. made by `openssl rand -base64 32 > f; chmod 600 f`)", cl.SecretFile)
+	}
 	if d := time.Duration(cl.SessionTTL); d < time.Second || d%time.Second != 0 {
 		add("cluster.session_ttl", "%v: want whole seconds, at least 1s (etcd leases count in seconds)", d)
 	}
@@ -142,6 +155,19 @@ func (c *Config) maxReadyTimeout() time.Duration {
 		d = max(d, time.Duration(t.Ready.Timeout))
 	}
 	return d
+}
+
+// readClusterSecret reads cluster.secret_file.
+func (c *Config) readClusterSecret() ([]byte, error) {
+	b, err := os.ReadFile(c.Cluster.SecretFile)
+	b = bytes.TrimSpace(b)
+	if err == nil && len(b) < gateway.MinClusterSecret {
+		err = fmt.Errorf("%s holds %d bytes: want at least %d (`openssl rand -base64 32`)", c.Cluster.SecretFile, len(b), gateway.MinClusterSecret)
+	}
+	if err != nil {
+		return nil, c.errAt("cluster.secret_file", "%v", err)
+	}
+	return b, nil
 }
 
 // clusterNode is this node's name, "" outside cluster mode.

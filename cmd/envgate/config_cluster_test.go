@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -20,9 +22,21 @@ func TestConfigCluster(t *testing.T) {
   etcd: {endpoints: ["https://10.0.0.10:2379"]}
   node: gw-a
   advertise: "10.0.0.5:8080"
+  secret_file: /etc/envgate/cluster-secret
 `)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The secret is read at start: too short a one is refused.
+	short := filepath.Join(t.TempDir(), "secret")
+	os.WriteFile(short, []byte("0123456789\n"), 0o600)
+	c.Cluster.SecretFile = short
+	if _, err := c.readClusterSecret(); err == nil || !strings.Contains(err.Error(), "holds 10 bytes: want at least 16") {
+		t.Errorf("a 10-byte secret: %v", err)
+	}
+	os.WriteFile(short, []byte("0123456789abcdef\n"), 0o600)
+	if b, err := c.readClusterSecret(); err != nil || string(b) != "0123456789abcdef" {
+		t.Errorf("a 16-byte secret: %q, %v", b, err)
 	}
 	if c.Cluster.Name != "envgate" || time.Duration(c.Cluster.SessionTTL) != 10*time.Second || c.clusterNode() != "gw-a" {
 		t.Errorf("defaults: %+v", c.Cluster)
@@ -35,6 +49,8 @@ func TestConfigCluster(t *testing.T) {
 		{"cluster:\n  etcd: {endpoints: [\"http://e:2379\"]}\n  advertise: \"h:1\"\n  session_ttl: 1500ms\n", ":4: cluster.session_ttl:"},
 		{"cluster:\n  etcd: {endpoints: [\"http://e:2379\"], cert_file: /nonexistent}\n  advertise: \"h:1\"\n", "cluster.etcd.cert_file"},
 		{"cluster:\n  etcd: {endpoints: [\"http://e:2379\"]}\n  advertise: \"h:1\"\n  nodes: x\n", ":4: nodes: unknown key"},
+		{"cluster:\n  etcd: {endpoints: [\"http://e:2379\"]}\n  advertise: \"h:1\"\n", ":1: cluster.secret_file: \"\": want the absolute path"},
+		{"cluster:\n  etcd: {endpoints: [\"http://e:2379\"]}\n  advertise: \"h:1\"\n  secret_file: s\n", ":4: cluster.secret_file: \"s\""},
 	} {
 		_, err := loadString(t, tc.yaml)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -18,7 +18,6 @@ import (
 	"github.com/envgate/envgate/gateway/access"
 	"github.com/envgate/envgate/gateway/admin"
 	"github.com/envgate/envgate/lifecycle"
-	"github.com/envgate/envgate/lifecycle/cluster"
 	"github.com/envgate/envgate/netns"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
@@ -103,8 +102,8 @@ type app struct {
 	// namespaces) as they were.
 	ownsEnvs bool
 	pv       *previews
-	remains  *envRemains   // what Destroy removes besides the data dir
-	node     *cluster.Node // cluster mode only
+	remains  *envRemains  // what Destroy removes besides the data dir
+	cluster  *clusterMode // cluster mode only (cluster.go)
 	policy   *access.Policy
 	newEnvs  *gateway.NewEnvLimit
 	handler  atomic.Pointer[gateway.Handler] // read by the envs' BeforeStop
@@ -224,9 +223,7 @@ func (a *app) shutdown(exit exitMode) {
 		}
 		log.Info().Msg("stopped")
 	}
-	if a.node != nil {
-		a.node.Close()
-	}
+	a.cluster.Close() // nil-safe
 	if a.pv != nil {
 		a.pv.Close()
 	}

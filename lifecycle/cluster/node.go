@@ -50,7 +50,12 @@ type Node struct {
 	owners  map[string]owner
 	session *concurrency.Session
 	ready   chan struct{}
+	// releasing holds, per env, the release of this node's owner key
+	// under way (closed when it ends); guarded by mu. A claim of the env
+	// waits for it, and its deletion is no loss.
+	releasing map[string]chan struct{}
 
+	ctx    context.Context // ends with Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -82,30 +87,30 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: etcd client: %w", err)
 	}
+	ctx, cancel := context.WithCancel(context.Background())
 	return &Node{
-		cfg:     cfg,
-		cli:     cli,
-		prefix:  "/envgate/" + cfg.Name + "/",
-		members: map[string]Member{},
-		owners:  map[string]owner{},
-		ready:   make(chan struct{}),
+		cfg:       cfg,
+		cli:       cli,
+		prefix:    "/envgate/" + cfg.Name + "/",
+		members:   map[string]Member{},
+		owners:    map[string]owner{},
+		ready:     make(chan struct{}),
+		releasing: map[string]chan struct{}{},
+		ctx:       ctx,
+		cancel:    cancel,
 	}, nil
 }
 
 // Start runs the membership in the background until Close: a session,
 // the member key, the watch; a new session whenever one ends.
 func (n *Node) Start() {
-	ctx, cancel := context.WithCancel(context.Background())
-	n.cancel = cancel
-	n.wg.Go(func() { n.run(ctx) })
+	n.wg.Go(func() { n.run(n.ctx) })
 }
 
 // Close ends the session (its owner keys go with it, so call it after
 // the envs have stopped) and the etcd client.
 func (n *Node) Close() error {
-	if n.cancel != nil {
-		n.cancel()
-	}
+	n.cancel()
 	n.wg.Wait()
 	return n.cli.Close()
 }
@@ -342,12 +347,12 @@ func (n *Node) load(ctx context.Context) (int64, error) {
 	}
 	var lost []string
 	for env, o := range n.owners {
-		if o.node == n.cfg.Node && owners[env].node != n.cfg.Node {
+		if o.node == n.cfg.Node && owners[env].node != n.cfg.Node && n.releasing[env] == nil {
 			lost = append(lost, env)
 		}
 	}
 	for _, env := range local {
-		if o, ok := n.owners[env]; owners[env].node != n.cfg.Node && (!ok || o.node != n.cfg.Node) {
+		if o, ok := n.owners[env]; owners[env].node != n.cfg.Node && (!ok || o.node != n.cfg.Node) && n.releasing[env] == nil {
 			lost = append(lost, env)
 		}
 	}
@@ -378,13 +383,18 @@ func (n *Node) apply(evs []*clientv3.Event) {
 		if !ok {
 			continue
 		}
-		was := n.owners[env]
+		was, known := n.owners[env]
+		if known && was.rev >= ev.Kv.ModRevision {
+			// A claim of this node, newer than the event, is in the
+			// cache already (the event is a release it waited for).
+			continue
+		}
 		if put {
 			n.owners[env] = owner{string(ev.Kv.Value), ev.Kv.ModRevision}
 		} else {
 			delete(n.owners, env)
 		}
-		if was.node == n.cfg.Node && n.owners[env].node != n.cfg.Node {
+		if was.node == n.cfg.Node && n.owners[env].node != n.cfg.Node && n.releasing[env] == nil {
 			lost = append(lost, env)
 		}
 	}

@@ -43,7 +43,7 @@ func (n *Node) Place(ctx context.Context, env string, hopped bool) (string, erro
 			return choice.Advertise, nil
 		}
 	}
-	node, err := n.claim(ctx, env)
+	node, _, err := n.claim(ctx, env)
 	if err != nil {
 		return "", err
 	}
@@ -77,6 +77,18 @@ func (n *Node) Members() []Member {
 	return out
 }
 
+// OwnerAddr is the advertise address of the live node other than this
+// one that owns env, from the cache; "" when this node or nobody owns it.
+func (n *Node) OwnerAddr(env string) string {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	o, ok := n.owners[env]
+	if !ok || o.node == n.cfg.Node {
+		return ""
+	}
+	return n.members[o.node].Advertise
+}
+
 // Owner returns the node owning env and its fencing token, as the local
 // cache has it.
 func (n *Node) Owner(env string) (node string, token int64, ok bool) {
@@ -86,11 +98,100 @@ func (n *Node) Owner(env string) (node string, token int64, ok bool) {
 	return o.node, o.rev, ok
 }
 
+// Claim makes sure this node owns env before it starts it: from the
+// cache when it does already, else by a claim in etcd (up to
+// Config.PlaceTimeout). It waits for a release of env under way first,
+// so that a start right after a stop claims anew. It records the token
+// (the owner key's revision) as the newest on env's data dir (Fence) and
+// returns it; ErrFenced means a newer owner has recorded one, ErrElsewhere
+// that another node owns env, ErrUnavailable that etcd did not answer.
+func (n *Node) Claim(ctx context.Context, env string) (int64, error) {
+	for {
+		n.mu.RLock()
+		rel := n.releasing[env]
+		o, owned := n.owners[env]
+		live := n.session != nil
+		n.mu.RUnlock()
+		if rel != nil {
+			select {
+			case <-rel:
+				continue
+			case <-ctx.Done():
+				return 0, fmt.Errorf("%w: the release of the previous run has not ended", ErrUnavailable)
+			}
+		}
+		token := o.rev
+		switch {
+		case owned && o.node == n.cfg.Node && live:
+		case owned && o.node != n.cfg.Node:
+			return 0, fmt.Errorf("%w (%s)", ErrElsewhere, o.node)
+		default:
+			node, rev, err := n.claim(ctx, env)
+			if err != nil {
+				return 0, err
+			}
+			if node != n.cfg.Node {
+				return 0, fmt.Errorf("%w (%s)", ErrElsewhere, node)
+			}
+			token = rev
+		}
+		if err := Fence(n.cfg.FenceDir, env, token); err != nil {
+			if errors.Is(err, ErrFenced) {
+				n.cfg.Log.Error().Err(err).Str("env", env).Msg("cluster: refusing to start a fenced env")
+			}
+			return 0, err
+		}
+		return token, nil
+	}
+}
+
+// Release deletes env's owner key, if it is still this node's claim of
+// token (its revision): env stopped here, and the next request places it
+// afresh. It returns at once; the deletion runs in the background, and a
+// Claim of env waits for it. When etcd does not answer, the key stays
+// (this node still owns env, stopped) until its session ends.
+func (n *Node) Release(env string, token int64) {
+	n.mu.Lock()
+	o, ok := n.owners[env]
+	if !ok || o.node != n.cfg.Node || o.rev != token || n.releasing[env] != nil {
+		n.mu.Unlock()
+		return
+	}
+	done := make(chan struct{})
+	n.releasing[env] = done
+	n.mu.Unlock()
+	n.wg.Go(func() {
+		released := false
+		defer func() {
+			n.mu.Lock()
+			if cur, ok := n.owners[env]; released && ok && cur.rev == token {
+				delete(n.owners, env)
+			}
+			delete(n.releasing, env)
+			close(done)
+			n.mu.Unlock()
+		}()
+		ctx, cancel := context.WithTimeout(n.ctx, n.cfg.SessionTTL)
+		defer cancel()
+		key := n.envKey(env)
+		resp, err := n.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(key), "=", token)).
+			Then(clientv3.OpDelete(key)).
+			Commit()
+		if err != nil {
+			n.cfg.Log.Warn().Err(err).Str("env", env).Msg("cluster: owner key not released; it goes with the session")
+			return
+		}
+		released = resp.Succeeded
+		n.cfg.Log.Info().Str("env", env).Int64("token", token).Bool("released", released).Msg("cluster: env stopped, owner key released")
+	})
+}
+
 // claim makes this node env's owner unless another node already is, and
-// returns the owner. The key is created only if absent and bound to the
-// session's lease; its revision is the fencing token, recorded by Fence
-// before the env may start here.
-func (n *Node) claim(ctx context.Context, env string) (string, error) {
+// returns the owner and its key's revision. The key is created only if
+// absent and bound to the session's lease; its revision is the fencing
+// token, recorded by Claim before the env may start here.
+func (n *Node) claim(ctx context.Context, env string) (string, int64, error) {
 	ctx, cancel := context.WithTimeoutCause(ctx, n.cfg.PlaceTimeout, ErrUnavailable)
 	defer cancel()
 	key := n.envKey(env)
@@ -103,7 +204,7 @@ func (n *Node) claim(ctx context.Context, env string) (string, error) {
 			case <-ready:
 				continue
 			case <-ctx.Done():
-				return "", ErrUnavailable
+				return "", 0, ErrUnavailable
 			}
 		}
 		resp, err := n.cli.Txn(ctx).
@@ -113,11 +214,11 @@ func (n *Node) claim(ctx context.Context, env string) (string, error) {
 			Commit()
 		if err != nil {
 			if ctx.Err() != nil {
-				return "", fmt.Errorf("%w: %v", ErrUnavailable, err)
+				return "", 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
 			}
 			select {
 			case <-ctx.Done():
-				return "", fmt.Errorf("%w: %v", ErrUnavailable, err)
+				return "", 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
 			case <-time.After(200 * time.Millisecond):
 			}
 			continue
@@ -135,18 +236,9 @@ func (n *Node) claim(ctx context.Context, env string) (string, error) {
 			n.owners[env] = owner{node, rev}
 		}
 		n.mu.Unlock()
-		if node != n.cfg.Node {
-			return node, nil
-		}
-		if err := Fence(n.cfg.FenceDir, env, rev); err != nil {
-			if errors.Is(err, ErrFenced) {
-				n.cfg.Log.Error().Err(err).Str("env", env).Msg("cluster: refusing to start a fenced env")
-			}
-			return "", err
-		}
 		if resp.Succeeded {
 			n.cfg.Log.Info().Str("env", env).Int64("token", rev).Msg("cluster: env claimed")
 		}
-		return node, nil
+		return node, rev, nil
 	}
 }
