@@ -2,7 +2,6 @@ package certs
 
 import (
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -187,56 +186,73 @@ func (c *Config) applyDefaults() {
 	}
 }
 
-// Validate reports the first problem with c, naming the config key
-// ("tls.email: ..."). Unset fields are checked as their defaults.
+// Validate reports the first problem with c as a *FieldError, which names
+// the config key ("tls.email: ..."). Unset fields are checked as their
+// defaults.
 func (c *Config) Validate() error {
 	v := *c
 	v.applyDefaults()
 	return v.validate()
 }
 
+// FieldError is a problem with one field of a Config, named by the
+// config key it comes from (tls.email, domains, previews.host).
+type FieldError struct {
+	Field string
+	Err   error
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Err.Error() }
+
+func (e *FieldError) Unwrap() error { return e.Err }
+
+// fieldError is a *FieldError for field, its message as fmt.Errorf's.
+func fieldError(field, format string, args ...any) error {
+	return &FieldError{Field: field, Err: fmt.Errorf(format, args...)}
+}
+
 func (c *Config) validate() error {
 	switch c.Mode {
 	case ModeACME, ModeInternal, ModeFiles, ModeOff:
 	default:
-		return fmt.Errorf("tls.mode: %q is not one of acme, internal, files, off", c.Mode)
+		return fieldError("tls.mode", "%q is not one of acme, internal, files, off", c.Mode)
 	}
 	if c.Mode == ModeOff {
 		return nil
 	}
 	if len(c.Domains) == 0 && c.Mode != ModeFiles {
-		return errors.New("domains: at least one domain is needed for tls.mode " + string(c.Mode))
+		return fieldError("domains", "at least one domain is needed for tls.mode %s", c.Mode)
 	}
 	for _, d := range c.Domains {
 		if _, ok := dns.IsDomainName(d); !ok || d == "" || strings.Contains(d, "*") || strings.Contains(d, "..") {
-			return fmt.Errorf("domains: %q is not a domain name", d)
+			return fieldError("domains", "%q is not a domain name", d)
 		}
 	}
 	for _, h := range c.Hosts {
 		if _, ok := dns.IsDomainName(h); !ok || strings.Contains(h, "*") || strings.Contains(h, "..") {
-			return fmt.Errorf("previews.host: %q is not a host name", h)
+			return fieldError("previews.host", "%q is not a host name", h)
 		}
 		if c.Mode == ModeInternal && !slices.ContainsFunc(c.Domains, func(d string) bool { return h == d || strings.HasSuffix(h, "."+d) }) {
-			return fmt.Errorf("previews.host: %q is not under a configured domain %v, and the internal CA signs only names under those (its root is name-constrained); use a host under one", h, c.Domains)
+			return fieldError("previews.host", "%q is not under a configured domain %v, and the internal CA signs only names under those (its root is name-constrained); use a host under one", h, c.Domains)
 		}
 		if c.Mode == ModeACME && (h == "localhost" || strings.HasSuffix(h, ".localhost")) {
-			return fmt.Errorf("previews.host: no ACME CA signs %q; use tls.mode internal", h)
+			return fieldError("previews.host", "no ACME CA signs %q; use tls.mode internal", h)
 		}
 	}
 	if c.HTTPSPort < 1 || c.HTTPSPort > 65535 {
-		return fmt.Errorf("listen.https: port %d out of range", c.HTTPSPort)
+		return fieldError("listen.https", "port %d out of range", c.HTTPSPort)
 	}
 	switch c.Mode {
 	case ModeInternal:
 		if c.StateDir == "" {
-			return errors.New("state_dir: required for tls.mode internal (the CA's root lives there)")
+			return fieldError("state_dir", "required for tls.mode internal (the CA's root lives there)")
 		}
 	case ModeFiles:
 		if c.CertFile == "" {
-			return errors.New("tls.cert_file: required for tls.mode files")
+			return fieldError("tls.cert_file", "required for tls.mode files")
 		}
 		if c.KeyFile == "" {
-			return errors.New("tls.key_file: required for tls.mode files")
+			return fieldError("tls.key_file", "required for tls.mode files")
 		}
 	case ModeACME:
 		return c.validateACME()
@@ -246,42 +262,42 @@ func (c *Config) validate() error {
 
 func (c *Config) validateACME() error {
 	if c.StateDir == "" {
-		return errors.New("state_dir: required for tls.mode acme (certificates and accounts are stored there)")
+		return fieldError("state_dir", "required for tls.mode acme (certificates and accounts are stored there)")
 	}
 	for _, d := range c.Domains {
 		if d == "localhost" || strings.HasSuffix(d, ".localhost") {
-			return fmt.Errorf("tls.mode: no ACME CA signs %q; use tls.mode internal", d)
+			return fieldError("tls.mode", "no ACME CA signs %q; use tls.mode internal", d)
 		}
 	}
 	if c.Email != "" && (!strings.Contains(c.Email, "@") || strings.ContainsAny(c.Email, " \t\r\n")) {
-		return fmt.Errorf("tls.email: %q is not an email address", c.Email)
+		return fieldError("tls.email", "%q is not an email address", c.Email)
 	}
 	u, err := url.Parse(c.CA)
 	if err != nil || u.Scheme != "https" || u.Host == "" {
-		return fmt.Errorf("tls.ca: %q is not an https URL of an ACME directory", c.CA)
+		return fieldError("tls.ca", "%q is not an https URL of an ACME directory", c.CA)
 	}
 	if c.EAB != nil {
 		if c.EAB.KeyID == "" || c.EAB.MACKey == "" {
-			return errors.New("tls.eab: key_id and mac_key are both required")
+			return fieldError("tls.eab", "key_id and mac_key are both required")
 		}
 		if _, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(c.EAB.MACKey, "=")); err != nil {
-			return fmt.Errorf("tls.eab.mac_key: not base64url: %w", err)
+			return fieldError("tls.eab.mac_key", "not base64url: %w", err)
 		}
 	}
 	if c.MaxIssuancesPerHour < -1 {
-		return fmt.Errorf("tls.max_issuances_per_hour: %d; use a positive number, or -1 for no cap", c.MaxIssuancesPerHour)
+		return fieldError("tls.max_issuances_per_hour", "%d; use a positive number, or -1 for no cap", c.MaxIssuancesPerHour)
 	}
 	if c.MaxOrdersPerWeek < -1 {
-		return fmt.Errorf("tls.max_orders_per_week: %d; use a positive number, or -1 for no cap", c.MaxOrdersPerWeek)
+		return fieldError("tls.max_orders_per_week", "%d; use a positive number, or -1 for no cap", c.MaxOrdersPerWeek)
 	}
 	for name, p := range map[string]int{"tls.alt_http_port": c.AltHTTPPort, "tls.alt_tls_alpn_port": c.AltTLSALPNPort} {
 		if p < 0 || p > 65535 {
-			return fmt.Errorf("%s: port %d out of range", name, p)
+			return fieldError(name, "port %d out of range", p)
 		}
 	}
 	if c.Wildcard == nil {
 		if c.DisableHTTP01 && c.DisableTLSALPN {
-			return errors.New("tls.disable_http01: with tls.disable_tls_alpn too no challenge is left; enable one or set tls.wildcard")
+			return fieldError("tls.disable_http01", "with tls.disable_tls_alpn too no challenge is left; enable one or set tls.wildcard")
 		}
 		if c.AnyEnv {
 			return errPerNameAnySource
@@ -293,31 +309,31 @@ func (c *Config) validateACME() error {
 
 // errPerNameAnySource is Validate's answer to per-name ACME with an env
 // source that allows every name.
-var errPerNameAnySource = errors.New("source.kind: any allows every valid name, and with per-name ACME (tls.mode acme without tls.wildcard) anyone could make envgate order a certificate for a random name, spending the registered domain's weekly certificate budget (production's included); set tls.wildcard (one *.<domain> certificate through DNS-01), or a source of kind list, dir or git, or tls.mode internal or files")
+var errPerNameAnySource = fieldError("source.kind", "any allows every valid name, and with per-name ACME (tls.mode acme without tls.wildcard) anyone could make envgate order a certificate for a random name, spending the registered domain's weekly certificate budget (production's included); set tls.wildcard (one *.<domain> certificate through DNS-01), or a source of kind list, dir or git, or tls.mode internal or files")
 
 func (w *WildcardConfig) validate() error {
 	if w.Provider != nil {
 		return nil
 	}
 	if _, _, err := net.SplitHostPort(w.Nameserver); err != nil {
-		return fmt.Errorf("tls.wildcard.nameserver: %q is not host:port: %w", w.Nameserver, err)
+		return fieldError("tls.wildcard.nameserver", "%q is not host:port: %w", w.Nameserver, err)
 	}
 	if (w.TSIGKeyName == "") != (w.TSIGSecret == "") {
-		return errors.New("tls.wildcard.tsig_key_name: tsig_key_name and tsig_secret go together")
+		return fieldError("tls.wildcard.tsig_key_name", "tsig_key_name and tsig_secret go together")
 	}
 	if w.TSIGSecret != "" {
 		if _, err := base64.StdEncoding.DecodeString(w.TSIGSecret); err != nil {
-			return fmt.Errorf("tls.wildcard.tsig_secret: not base64: %w", err)
+			return fieldError("tls.wildcard.tsig_secret", "not base64: %w", err)
 		}
 	}
 	switch w.TSIGAlgorithm {
 	case dns.HmacSHA1, dns.HmacSHA224, dns.HmacSHA256, dns.HmacSHA384, dns.HmacSHA512:
 	default:
-		return fmt.Errorf("tls.wildcard.tsig_algorithm: %q unsupported; use hmac-sha256 (or hmac-sha1/224/384/512)", w.TSIGAlgorithm)
+		return fieldError("tls.wildcard.tsig_algorithm", "%q unsupported; use hmac-sha256 (or hmac-sha1/224/384/512)", w.TSIGAlgorithm)
 	}
 	for _, r := range w.Resolvers {
 		if _, _, err := net.SplitHostPort(r); err != nil {
-			return fmt.Errorf("tls.wildcard.resolvers: %q is not host:port", r)
+			return fieldError("tls.wildcard.resolvers", "%q is not host:port", r)
 		}
 	}
 	return nil

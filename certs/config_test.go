@@ -1,6 +1,7 @@
 package certs
 
 import (
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -70,6 +71,13 @@ func TestValidate(t *testing.T) {
 				t.Fatalf("unexpected error: %v", err)
 			case tt.wantErr != "" && (err == nil || !strings.HasPrefix(err.Error(), tt.wantErr)):
 				t.Fatalf("error %v, want one starting %q", err, tt.wantErr)
+			}
+			if tt.wantErr != "" {
+				// The field is typed, for config loaders to find its line.
+				field, _, _ := strings.Cut(tt.wantErr, ":")
+				if fe, ok := errors.AsType[*FieldError](err); !ok || fe.Field != field {
+					t.Fatalf("error %v: want a *FieldError for %s", err, field)
+				}
 			}
 		})
 	}

@@ -19,6 +19,23 @@ var (
 	ErrAtCapacity = errors.New("lifecycle: at capacity")
 )
 
+// TemplateError is a Template field that Template.Prepare refuses.
+type TemplateError struct {
+	// Field is the field's key as a config writes it: name, command[0],
+	// ready.http, ports.web, env.HOME.
+	Field string
+	Err   error
+}
+
+func (e *TemplateError) Error() string { return e.Field + ": " + e.Err.Error() }
+
+func (e *TemplateError) Unwrap() error { return e.Err }
+
+// fieldError is a *TemplateError for field, its message as fmt.Errorf's.
+func fieldError(field, format string, args ...any) error {
+	return &TemplateError{Field: field, Err: fmt.Errorf(format, args...)}
+}
+
 // CapacityError refuses a start because a limit is reached and no idle
 // env could be evicted, the start queue is full, or no room was made
 // within the start timeout. The gateway turns it into 503 with

@@ -16,14 +16,14 @@ const PortSeparatorDefault = "--"
 func (t *Template) preparePorts() error {
 	if len(t.Ports) == 0 {
 		if t.DefaultPort != "" {
-			return fmt.Errorf("default_port: %q names no port: ports is empty", t.DefaultPort)
+			return fieldError("default_port", "%q names no port: ports is empty", t.DefaultPort)
 		}
 		return checkPortNumber("port", t.Port)
 	}
 	names := make([]string, 0, len(t.Ports))
 	for name, n := range t.Ports {
 		if err := ValidPortName(name); err != nil {
-			return fmt.Errorf("ports.%s: %w", name, err)
+			return fieldError("ports."+name, "%w", err)
 		}
 		if err := checkPortNumber("ports."+name, n); err != nil {
 			return err
@@ -35,7 +35,7 @@ func (t *Template) preparePorts() error {
 	switch {
 	case def != "":
 		if _, ok := t.Ports[def]; !ok {
-			return fmt.Errorf("default_port: %q is not one of ports (%s)", def, strings.Join(names, ", "))
+			return fieldError("default_port", "%q is not one of ports (%s)", def, strings.Join(names, ", "))
 		}
 	case len(names) == 1:
 		def = names[0]
@@ -47,13 +47,13 @@ func (t *Template) preparePorts() error {
 			}
 		}
 		if def == "" {
-			return fmt.Errorf("port: %d is not one of ports; set default_port instead", t.Port)
+			return fieldError("port", "%d is not one of ports; set default_port instead", t.Port)
 		}
 	default:
-		return fmt.Errorf("default_port: required when ports names more than one port (one of %s)", strings.Join(names, ", "))
+		return fieldError("default_port", "required when ports names more than one port (one of %s)", strings.Join(names, ", "))
 	}
 	if t.Port != 0 && t.Port != t.Ports[def] {
-		return fmt.Errorf("port: %d disagrees with default port %s: %d; set one of them", t.Port, def, t.Ports[def])
+		return fieldError("port", "%d disagrees with default port %s: %d; set one of them", t.Port, def, t.Ports[def])
 	}
 	t.DefaultPort = def
 	t.Port = t.Ports[def]
@@ -62,7 +62,7 @@ func (t *Template) preparePorts() error {
 
 func checkPortNumber(field string, n int) error {
 	if n < 1 || n > 65535 {
-		return fmt.Errorf("%s: %d is not a TCP port (1-65535)", field, n)
+		return fieldError(field, "%d is not a TCP port (1-65535)", n)
 	}
 	return nil
 }

@@ -125,13 +125,14 @@ type Vars struct {
 	Ports    map[string]int // the template's named ports: {{.Ports.api}}
 }
 
-// Prepare checks t and fills in defaults. Errors name the field.
+// Prepare checks t and fills in defaults. An error is a *TemplateError,
+// which names the field.
 func (t *Template) Prepare() error {
 	if t.Name == "" {
-		return fmt.Errorf("name: required")
+		return fieldError("name", "required")
 	}
 	if len(t.Command) == 0 {
-		return fmt.Errorf("command: required")
+		return fieldError("command", "required")
 	}
 	if err := t.preparePorts(); err != nil {
 		return err
@@ -140,15 +141,15 @@ func (t *Template) Prepare() error {
 		t.Match = "*"
 	}
 	if _, err := path.Match(t.Match, "x"); err != nil {
-		return fmt.Errorf("match: %q: %w", t.Match, err)
+		return fieldError("match", "%q: %w", t.Match, err)
 	}
 	for i, step := range t.PrepareSteps {
 		if len(step) == 0 || step[0] == "" {
-			return fmt.Errorf("prepare[%d]: empty command", i)
+			return fieldError(fmt.Sprintf("prepare[%d]", i), "empty command")
 		}
 	}
 	if t.Ready.HTTPPath != "" && !strings.HasPrefix(t.Ready.HTTPPath, "/") {
-		return fmt.Errorf("ready.http: %q must start with /", t.Ready.HTTPPath)
+		return fieldError("ready.http", "%q must start with /", t.Ready.HTTPPath)
 	}
 	if t.Ready.Timeout <= 0 {
 		t.Ready.Timeout = DefaultStartTimeout
@@ -166,12 +167,12 @@ func (t *Template) Prepare() error {
 	parse := func(field, s string) error {
 		tp, err := template.New(field).Option("missingkey=error").Parse(s)
 		if err != nil {
-			return fmt.Errorf("%s: %w", field, err)
+			return fieldError(field, "%w", err)
 		}
 		// Execute once with sample values so a bad field ({{.Nmae}}) fails
 		// now, not at the first request.
 		if err := tp.Execute(&bytes.Buffer{}, Vars{Name: "x", Port: 1, DataDir: "/x", Checkout: "/x", Ports: t.Ports}); err != nil {
-			return fmt.Errorf("%s: %w", field, err)
+			return fieldError(field, "%w", err)
 		}
 		t.parsed = append(t.parsed, tp)
 		return nil

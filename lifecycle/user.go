@@ -86,10 +86,10 @@ func (t *Template) prepareUser() error {
 	}
 	c, err := resolveUser(t.User)
 	if err != nil {
-		return fmt.Errorf("user: %w", err)
+		return fieldError("user", "%w", err)
 	}
 	if c.uid == 0 && !t.AllowRoot {
-		return fmt.Errorf("user: %q is root; set allow_root: true to run dev servers as root", t.User)
+		return fieldError("user", "%q is root; set allow_root: true to run dev servers as root", t.User)
 	}
 	t.cred = &c
 	return nil

@@ -9,8 +9,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
@@ -240,29 +238,10 @@ type Duration time.Duration
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	v, err := time.ParseDuration(n.Value)
 	if err != nil || v < 0 {
-		return fmt.Errorf("line %d: %q is not a duration (write e.g. 500ms, 30s, 15m)", n.Line, n.Value)
+		return fmt.Errorf("%q is not a duration (write e.g. 500ms, 30s, 15m)", n.Value)
 	}
 	*d = Duration(v)
 	return nil
-}
-
-// ConfigError is a configuration problem at a place in a file.
-type ConfigError struct {
-	File  string
-	Line  int    // 0 if unknown
-	Field string // dotted path, e.g. templates[0].port
-	Msg   string
-}
-
-func (e *ConfigError) Error() string {
-	loc := e.File
-	if e.Line > 0 {
-		loc += ":" + strconv.Itoa(e.Line)
-	}
-	if e.Field != "" {
-		return fmt.Sprintf("%s: %s: %s", loc, e.Field, e.Msg)
-	}
-	return fmt.Sprintf("%s: %s", loc, e.Msg)
 }
 
 // LoadConfig reads path, or the embedded default when path is "".
@@ -277,56 +256,28 @@ func LoadConfig(path string) (*Config, error) {
 	return parseConfig(path, b)
 }
 
-var (
-	lineRE    = regexp.MustCompile(`^line (\d+): (.*)$`)
-	unknownRE = regexp.MustCompile(`field (\S+) not found in type \S+`)
-)
-
 func parseConfig(file string, b []byte) (*Config, error) {
 	c := &Config{file: file}
 	var root yaml.Node
 	if err := yaml.Unmarshal(b, &root); err != nil {
-		return nil, yamlError(file, nil, err)
+		return nil, &FieldError{File: file, Err: err} // yaml's syntax errors name the line
 	}
 	c.root = &root
+	if errs := checkConfig(file, &root); len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	// checkConfig found every key known and every value decodable, so
+	// this fails only where the two disagree: a bug.
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
-		return nil, yamlError(file, &root, err)
+		return nil, &FieldError{File: file, Err: err}
 	}
 	c.setDefaults()
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
 	return c, nil
-}
-
-// yamlError turns yaml's messages ("yaml: line 3: field x not found in
-// type main.Config") into ConfigErrors naming the file, line and field.
-func yamlError(file string, root *yaml.Node, err error) error {
-	var msgs []string
-	var te *yaml.TypeError
-	if errors.As(err, &te) {
-		msgs = te.Errors
-	} else {
-		msgs = []string{strings.TrimPrefix(err.Error(), "yaml: ")}
-	}
-	var errs []error
-	for _, m := range msgs {
-		ce := &ConfigError{File: file, Msg: m}
-		if g := lineRE.FindStringSubmatch(m); g != nil {
-			ce.Line, _ = strconv.Atoi(g[1])
-			ce.Msg = g[2]
-		}
-		if g := unknownRE.FindStringSubmatch(ce.Msg); g != nil {
-			ce.Field = g[1]
-			ce.Msg = "unknown key (check its spelling and section against the documented keys)"
-		} else if ce.Line > 0 && root != nil && len(root.Content) > 0 {
-			ce.Field = displayPath(pathAtLine(root.Content[0], ce.Line, ""))
-		}
-		errs = append(errs, ce)
-	}
-	return errors.Join(errs...)
 }
 
 func (c *Config) setDefaults() {
@@ -371,92 +322,9 @@ func (c *Config) setDefaults() {
 	c.setClusterDefaults()
 }
 
-// errAt builds a ConfigError for the key at path (e.g. "templates.0.port").
-func (c *Config) errAt(path, msg string, args ...any) *ConfigError {
-	return &ConfigError{File: c.file, Line: lineOf(c.root, path), Field: displayPath(path), Msg: fmt.Sprintf(msg, args...)}
-}
-
-// displayPath turns "templates.0.port" into "templates[0].port".
-func displayPath(p string) string {
-	parts := strings.Split(p, ".")
-	var b strings.Builder
-	for _, s := range parts {
-		if _, err := strconv.Atoi(s); err == nil {
-			b.WriteString("[" + s + "]")
-			continue
-		}
-		if b.Len() > 0 {
-			b.WriteByte('.')
-		}
-		b.WriteString(s)
-	}
-	return b.String()
-}
-
-// lineOf finds the line of the value at a dotted path in the YAML tree, or
-// of its nearest ancestor that exists.
-func lineOf(root *yaml.Node, path string) int {
-	if root == nil || len(root.Content) == 0 {
-		return 0
-	}
-	n := root.Content[0]
-	line := 0
-	for _, key := range strings.Split(path, ".") {
-		var next *yaml.Node
-		switch n.Kind {
-		case yaml.MappingNode:
-			for i := 0; i+1 < len(n.Content); i += 2 {
-				if n.Content[i].Value == key {
-					next = n.Content[i+1]
-					line = n.Content[i].Line
-				}
-			}
-		case yaml.SequenceNode:
-			if i, err := strconv.Atoi(key); err == nil && i < len(n.Content) {
-				next = n.Content[i]
-				line = next.Line
-			}
-		}
-		if next == nil {
-			return line
-		}
-		n = next
-	}
-	return line
-}
-
-// pathAtLine finds the dotted path of the key or item that starts at line.
-func pathAtLine(n *yaml.Node, line int, prefix string) string {
-	join := func(k string) string {
-		if prefix == "" {
-			return k
-		}
-		return prefix + "." + k
-	}
-	switch n.Kind {
-	case yaml.MappingNode:
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, v := n.Content[i], n.Content[i+1]
-			if p := pathAtLine(v, line, join(k.Value)); p != "" {
-				return p
-			}
-			if k.Line == line {
-				return join(k.Value)
-			}
-		}
-	case yaml.SequenceNode:
-		for i, v := range n.Content {
-			if p := pathAtLine(v, line, join(strconv.Itoa(i))); p != "" {
-				return p
-			}
-		}
-	}
-	return ""
-}
-
 func (c *Config) validate() error {
 	var errs []error
-	add := func(e *ConfigError) { errs = append(errs, e) }
+	add := func(e *FieldError) { errs = append(errs, e) }
 	if err := netns.ValidatePrefix(c.Instance); err != nil {
 		add(c.errAt("instance", "%q: want 1-8 characters of a-z and 0-9, starting with a letter", c.Instance))
 	}
@@ -513,11 +381,11 @@ func (c *Config) validate() error {
 			add(c.errAt(p+".ready", "set http or tcp, not both"))
 		}
 		if _, err := c.template(i); err != nil {
-			field, msg, ok := strings.Cut(err.Error(), ": ")
-			if !ok {
-				field, msg = "", err.Error()
+			if te, ok := errors.AsType[*lifecycle.TemplateError](err); ok {
+				add(c.errAt(p+"."+dottedPath(te.Field), "%w", te.Err))
+			} else {
+				add(c.errAt(p, "%w", err))
 			}
-			add(c.errAt(p+"."+strings.NewReplacer("[", ".", "]", "").Replace(field), "%s", msg))
 		}
 	}
 	return errors.Join(errs...)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -75,7 +76,11 @@ func (c *Config) validateAccess() []error {
 			if !filepath.IsAbs(b.HtpasswdFile) {
 				add(p+"basic.htpasswd_file", "%q: want the absolute path of an htpasswd file (make one with htpasswd -B -c FILE USER)", b.HtpasswdFile)
 			} else if _, err := access.New(access.Config{Rules: []access.Rule{{Basic: &access.Basic{HtpasswdFile: b.HtpasswdFile}}}}); err != nil {
-				add(p+"basic.htpasswd_file", "%v", strings.TrimPrefix(err.Error(), "access: rule 0: "))
+				// access.New wraps the file's error in one naming rule 0.
+				if inner := errors.Unwrap(err); inner != nil {
+					err = inner
+				}
+				add(p+"basic.htpasswd_file", "%w", err)
 			}
 		}
 		if f := a.ForwardAuth; f != nil {

@@ -66,7 +66,7 @@ func ParseSize(s string) (Size, error) {
 func (z *Size) UnmarshalYAML(n *yaml.Node) error {
 	v, err := ParseSize(n.Value)
 	if err != nil {
-		return fmt.Errorf("line %d: %w", n.Line, err)
+		return err
 	}
 	*z = v
 	return nil

@@ -64,20 +64,17 @@ func (c *Config) validateNetwork() []error {
 	for i, tc := range c.Templates {
 		p := fmt.Sprintf("templates.%d.network", i)
 		if _, err := tc.Network.policy(tc.Name); err != nil {
-			var fe fieldError
-			if errors.As(err, &fe) {
-				errs = append(errs, c.errAt(p+"."+fe.field, "%s", fe.msg))
+			if fe, ok := errors.AsType[*FieldError](err); ok {
+				errs = append(errs, c.errAt(p+"."+fe.Field, "%w", fe.Err))
 			}
 		}
 	}
 	return errs
 }
 
-type fieldError struct{ field, msg string }
-
-func (e fieldError) Error() string { return e.field + ": " + e.msg }
-
-// policy is the firewall policy of template name.
+// policy is the firewall policy of template name. An error is a
+// *FieldError whose Field is the dotted path under the template's network:
+// section (egress.0).
 func (n TemplateNetworkConfig) policy(name string) (netns.Policy, error) {
 	p := netns.Policy{Name: name}
 	switch n.Egress.Mode {
@@ -90,16 +87,16 @@ func (n TemplateNetworkConfig) policy(name string) (netns.Policy, error) {
 		for j, s := range n.Egress.Allow {
 			d, err := parseDestination(s)
 			if err != nil {
-				return p, fieldError{"egress." + strconv.Itoa(j), fmt.Sprintf("%q: %v", s, err)}
+				return p, &FieldError{Field: "egress." + strconv.Itoa(j), Err: fmt.Errorf("%q: %w", s, err)}
 			}
 			p.Allow = append(p.Allow, d)
 		}
 	default:
-		return p, fieldError{"egress", fmt.Sprintf("%q: want internet, none or a list of CIDR[:port] entries", n.Egress.Mode)}
+		return p, &FieldError{Field: "egress", Err: fmt.Errorf("%q: want internet, none or a list of CIDR[:port] entries", n.Egress.Mode)}
 	}
 	for j, port := range n.HostPorts {
 		if port < 1 || port > 65535 {
-			return p, fieldError{"host_ports." + strconv.Itoa(j), fmt.Sprintf("%d: want a port 1-65535", port)}
+			return p, &FieldError{Field: "host_ports." + strconv.Itoa(j), Err: fmt.Errorf("%d: want a port 1-65535", port)}
 		}
 		p.HostPorts = append(p.HostPorts, uint16(port))
 	}

@@ -31,8 +31,8 @@ func (c *Config) secretKeys() []secretKey {
 
 // loadSecretFiles reads each *_file secret into its inline key, so that
 // the rest of the config sees one value whichever way it was given.
-func (c *Config) loadSecretFiles() []*ConfigError {
-	var errs []*ConfigError
+func (c *Config) loadSecretFiles() []*FieldError {
+	var errs []*FieldError
 	for _, k := range c.secretKeys() {
 		if k.file == "" {
 			continue
@@ -98,7 +98,7 @@ func (c *Config) secretWarnings() []string {
 // other than localhost. On localhost the embedded demo template fills in
 // (setDefaults); elsewhere that would put a demo server running as root on
 // a public name, so the config must say what to run.
-func (c *Config) noTemplatesError() *ConfigError {
+func (c *Config) noTemplatesError() *FieldError {
 	e := c.errAt("templates", "no templates: envs under %s need at least one (the built-in demo, which runs as root, is only used for localhost domains); see `envgate config` for an example", strings.Join(c.Domains, ", "))
 	if e.Line == 0 {
 		e.Line = lineOf(c.root, "domains")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"net"
 	"os"
 	"strconv"
@@ -10,9 +11,9 @@ import (
 )
 
 // validateTLS checks the tls: section by certs' own rules (certs.Config's
-// Validate), turning its "tls.xxx: ..." messages into ConfigErrors that
-// name the file and line of the key at fault.
-func (c *Config) validateTLS() []*ConfigError {
+// Validate), turning its *certs.FieldError into a FieldError that names
+// the file and line of the key at fault.
+func (c *Config) validateTLS() []*FieldError {
 	errs := c.loadSecretFiles()
 	if w := c.TLS.Wildcard; w != nil {
 		if _, err := w.propagationTimeout(); err != nil {
@@ -27,11 +28,11 @@ func (c *Config) validateTLS() []*ConfigError {
 	}
 	cc := c.certsConfig()
 	if err := cc.Validate(); err != nil {
-		field, msg, ok := strings.Cut(err.Error(), ": ")
-		if !ok || strings.ContainsAny(field, " \t") {
-			field, msg = "tls", err.Error()
+		field := "tls"
+		if fe, ok := errors.AsType[*certs.FieldError](err); ok {
+			field, err = fe.Field, fe.Err
 		}
-		e := c.errAt(field, "%s", msg)
+		e := c.errAt(field, "%w", err)
 		if e.Line == 0 && field == "source.kind" {
 			// kind any by default: point at the per-name ACME half.
 			e.Line = lineOf(c.root, "tls.mode")
@@ -41,12 +42,12 @@ func (c *Config) validateTLS() []*ConfigError {
 	return errs
 }
 
-// reported tells whether errs already hold a ConfigError for field or for
+// reported tells whether errs already hold a FieldError for field or for
 // a key under it, so one mistake is not reported twice (once by this
 // package's checks and once by certs').
 func reported(errs []error, field string) bool {
 	for _, err := range errs {
-		ce, ok := err.(*ConfigError)
+		ce, ok := err.(*FieldError)
 		if !ok {
 			continue
 		}
