@@ -22,7 +22,7 @@ func (h *Handler) gate(w http.ResponseWriter, r *http.Request, env string) (acce
 	if r.URL.Path == StatusPath {
 		// In cluster mode, the start runs on the env's owner node.
 		if show := d.Outcome == access.Allowed && d.ShowOutput; !h.forwardStatus(w, r, env, show) {
-			h.serveStatus(w, r, env, show)
+			h.serveStatus(w, r, env, d)
 		}
 		return d, http.StatusOK
 	}

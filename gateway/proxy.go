@@ -193,7 +193,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Forwarded by a node of the cluster, which admitted the client.
 		dec = access.Decision{Outcome: access.Allowed, ShowOutput: hp.showOutput}
 		if r.URL.Path == StatusPath {
-			h.serveStatus(w, r, env, hp.showOutput)
+			h.serveStatus(w, r, env, dec)
 			h.logRequest(r, env, http.StatusOK, began)
 			return
 		}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/envgate/envgate/gateway/access"
 	"github.com/envgate/envgate/lifecycle"
 )
 
@@ -90,6 +91,9 @@ type startStatus struct {
 	Output    []string `json:"output"`     // newest lines of the dev server's output
 	Error     string   `json:"error,omitempty"`
 	Message   string   `json:"message,omitempty"` // why the start failed, for people
+	// Updating is the commit (7 hex digits) the env's checkout is being
+	// prepared at, after a push; only for clients access control allowed.
+	Updating string `json:"updating,omitempty"`
 }
 
 func newStartStatus(env string, p lifecycle.Progress) startStatus {
@@ -99,6 +103,9 @@ func newStartStatus(env string, p lifecycle.Progress) startStatus {
 	}
 	if p.State == lifecycle.Starting && !p.StartedAt.IsZero() {
 		s.ElapsedMS = time.Since(p.StartedAt).Milliseconds()
+	}
+	if p.State == lifecycle.Starting && p.Updating != "" {
+		s.Updating = p.Updating[:min(len(p.Updating), 7)]
 	}
 	if f := p.Failure; f != nil {
 		s.Error = "start_failed"
@@ -110,11 +117,13 @@ func newStartStatus(env string, p lifecycle.Progress) startStatus {
 	return s
 }
 
-// serveStatus answers StatusPath. It starts nothing. The answer holds the
-// dev server's output only if showOutput: the state is for everyone who
-// may ask about the env's name, the output only for clients access
-// control allowed.
-func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request, env string, showOutput bool) {
+// serveStatus answers StatusPath. It starts nothing. The state is for
+// everyone who may ask about the env's name; the commit being prepared
+// only for clients access control allowed (d), and the dev server's
+// output only if it also shows them output.
+func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request, env string, d access.Decision) {
+	admitted := d.Outcome == access.Allowed
+	showOutput := admitted && d.ShowOutput
 	if h.progress == nil {
 		(&errorPage{Status: http.StatusNotFound, Error: "no_status", Env: env,
 			Message: "This gateway does not report start progress."}).write(w, r)
@@ -124,6 +133,9 @@ func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request, env string
 	if err != nil {
 		h.acquireError(w, r, env, err, false)
 		return
+	}
+	if !admitted {
+		p.Updating = ""
 	}
 	hdr := w.Header()
 	hdr.Set("Content-Type", "application/json")
@@ -169,6 +181,7 @@ pre{background:#111;color:#ddd;padding:1rem;overflow:auto;font-size:.85rem;borde
 </style></head><body>
 <h1 id="title"><span class="spin"></span>Starting <b>{{.Env}}</b>…</h1>
 <p class="kind"><span id="state">{{.State}}</span> · <span id="elapsed">{{.Elapsed}}</span></p>
+<p id="updating"{{if not .Updating}} hidden{{end}}>Updating to <code id="commit">{{.Updating}}</code>: running its prepare steps.</p>
 <p id="message">The environment's dev server is starting. This page reloads by itself when it is ready.</p>
 <pre id="output">{{range .Output}}{{.}}
 {{else}}(no output yet)
@@ -184,6 +197,8 @@ pre{background:#111;color:#ddd;padding:1rem;overflow:auto;font-size:.85rem;borde
       .then(function(r){ return r.json(); })
       .then(function(s){
         $("state").textContent = s.state;
+        $("updating").hidden = !s.updating;
+        if (s.updating) $("commit").textContent = s.updating;
         if (s.output && s.output.length) $("output").textContent = s.output.join("\n");
         if (s.state === "starting" && s.elapsed_ms) started = Date.now() - s.elapsed_ms;
         if (s.state === "ready") { done = true; location.reload(); return; }

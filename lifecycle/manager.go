@@ -221,6 +221,7 @@ type env struct {
 	startedAt time.Time     // guarded by mu
 	token     int64         // guarded by mu; the Ownership claim of the running start, 0 if none
 	readyAt   time.Time     // guarded by mu
+	updating  string        // guarded by mu; the commit being prepared, "" when no prepare step runs
 	// madeDataDir: a start of this gateway made the data dir, and the
 	// env has not been ready since; a failed start then removes it
 	// (nothing of the env's is in it but what its failed starts wrote).

@@ -27,20 +27,28 @@ const preparedFile = ".envgate-prepared"
 type PrepareError struct {
 	Step   []string
 	Commit string
-	Exit   string // "exit status 1"
+	Exit   string // "exit status 1", or what ran out of time
+	// TimedOut: the step was stopped at Template.PrepareTimeout.
+	TimedOut bool
 }
+
+// errPrepareTimeout ends a checkout's context at Template.PrepareTimeout.
+var errPrepareTimeout = errors.New("prepare timed out")
 
 func (e *PrepareError) Error() string {
 	return fmt.Sprintf("prepare step %q on %.12s: %s", strings.Join(e.Step, " "), e.Commit, e.Exit)
 }
 
 // checkout brings e's checkout up to date and runs the template's prepare
-// steps in it when its commit changed since they last succeeded. It
-// returns the checkout's directory, "" without Config.Checkouts.
-func (m *Manager) checkout(ctx context.Context, e *env, sb Sandbox, cred *credential) (string, error) {
+// steps in it when its commit changed since they last succeeded, all
+// within the template's PrepareTimeout. It returns the checkout's
+// directory, "" without Config.Checkouts.
+func (m *Manager) checkout(e *env, sb Sandbox, cred *credential) (string, error) {
 	if m.cfg.Checkouts == nil {
 		return "", nil
 	}
+	ctx, cancel := context.WithTimeoutCause(m.ctx, e.tmpl.PrepareTimeout, errPrepareTimeout)
+	defer cancel()
 	uid, gid := os.Getuid(), os.Getgid()
 	if cred != nil {
 		uid, gid = int(cred.uid), int(cred.gid)
@@ -57,6 +65,8 @@ func (m *Manager) checkout(ctx context.Context, e *env, sb Sandbox, cred *creden
 		return dir, nil
 	}
 	e.out.writeLine(fmt.Appendf(nil, "envgate: updating to %.7s: running its prepare steps", commit))
+	e.setUpdating(commit)
+	defer e.setUpdating("")
 	for _, step := range e.tmpl.PrepareSteps {
 		if err := m.prepareStep(ctx, e, sb, cred, dir, step); err != nil {
 			var pe *PrepareError
@@ -90,6 +100,10 @@ func (m *Manager) prepareStep(ctx context.Context, e *env, sb Sandbox, cred *cre
 	case <-proc.exited:
 	case <-ctx.Done():
 		proc.stop(e.tmpl.StopGrace, false)
+		if context.Cause(ctx) == errPrepareTimeout {
+			return &PrepareError{Step: step, TimedOut: true,
+				Exit: fmt.Sprintf("not done within %s, the template's prepare_timeout for the checkout and all its steps", e.tmpl.PrepareTimeout)}
+		}
 		return fmt.Errorf("prepare %q: %w", strings.Join(step, " "), context.Cause(ctx))
 	}
 	if proc.state == nil || !proc.state.Success() {
@@ -113,4 +127,12 @@ func writeMarker(dataDir, commit string) error {
 		return err
 	}
 	return os.Rename(f.Name(), filepath.Join(dataDir, preparedFile))
+}
+
+// setUpdating records the commit whose prepare steps run now ("" once
+// they are done), for Progress.
+func (e *env) setUpdating(commit string) {
+	e.mu.Lock()
+	e.updating = commit
+	e.mu.Unlock()
 }

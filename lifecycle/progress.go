@@ -32,6 +32,9 @@ type Progress struct {
 	Tail []string
 	// Failure is why the last start failed, when State is Failed.
 	Failure *StartError
+	// Updating is the commit the env's checkout is being prepared at
+	// (its prepare steps run), "" when none run.
+	Updating string
 	// Template runs the env. Callers must not modify it.
 	Template *Template
 }
@@ -58,7 +61,7 @@ func (m *Manager) Progress(name string, tail int) (Progress, error) {
 	// A waiting page polls: a start it waits for is still wanted.
 	e.polledAt.Store(time.Now().UnixNano())
 	e.mu.Lock()
-	p := Progress{State: e.State(), StartedAt: e.startedAt, Template: e.tmpl}
+	p := Progress{State: e.State(), StartedAt: e.startedAt, Template: e.tmpl, Updating: e.updating}
 	if p.State == Failed && e.failure != nil {
 		f := *e.failure
 		p.Failure = &f

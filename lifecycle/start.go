@@ -143,10 +143,8 @@ func (m *Manager) start(e *env) (err error) {
 	defer endTurn()
 
 	defer m.warm.refill()
-	ctx, cancel := context.WithTimeoutCause(m.ctx, e.tmpl.Ready.Timeout, errStartTimeout)
-	defer cancel()
 	launchAt := time.Now()
-	if _, err := m.claim(ctx, e); err != nil {
+	if err := m.claimWithin(e); err != nil {
 		// Owned by another node, or no word from etcd: nothing was made.
 		m.releaseSlot(e)
 		e.mu.Lock()
@@ -155,11 +153,15 @@ func (m *Manager) start(e *env) (err error) {
 		e.log.Warn().Err(err).Msg("start refused: this node does not own the env")
 		return err
 	}
-	sb, proc, err := m.launch(ctx, e)
+	sb, proc, err := m.launch(e)
 	if err != nil {
 		return m.failStart(e, sb, proc, err)
 	}
 	spawnedAt := time.Now()
+	// The ready timeout counts from the spawn: the checkout and its
+	// prepare steps before it had their own (PrepareTimeout).
+	ctx, cancel := context.WithTimeoutCause(m.ctx, e.tmpl.Ready.Timeout, errStartTimeout)
+	defer cancel()
 	// The dev server boots at a lower CPU priority and gets the normal one
 	// once it is ready: in a start storm, envs already serving keep the
 	// CPUs; on a quiet machine nothing competes and nothing slows.
@@ -188,6 +190,14 @@ func (m *Manager) start(e *env) (err error) {
 	m.saveStateSoon()
 	m.supWG.Go(func() { m.supervise(e, proc) })
 	return nil
+}
+
+// claimWithin claims e (Config.Ownership) within the ready timeout.
+func (m *Manager) claimWithin(e *env) error {
+	ctx, cancel := context.WithTimeoutCause(m.ctx, e.tmpl.Ready.Timeout, errStartTimeout)
+	defer cancel()
+	_, err := m.claim(ctx, e)
+	return err
 }
 
 // beginStart waits for e's turn and admission. On success e holds a
@@ -226,9 +236,13 @@ var (
 	errExited       = errors.New("dev server exited before it was ready")
 )
 
-// launch makes the sandbox and spawns the dev server in it. On error it
+// launch makes the sandbox, brings the checkout up to date and spawns
+// the dev server. Making the sandbox is bounded by the ready timeout, the
+// checkout and its prepare steps by the prepare timeout. On error it
 // returns what it made so far, for failStart to remove.
-func (m *Manager) launch(ctx context.Context, e *env) (Sandbox, *process, error) {
+func (m *Manager) launch(e *env) (Sandbox, *process, error) {
+	ctx, cancel := context.WithTimeoutCause(m.ctx, e.tmpl.Ready.Timeout, errStartTimeout)
+	defer cancel()
 	sb := m.warm.take(e.name)
 	if sb == nil {
 		var err error
@@ -249,7 +263,7 @@ func (m *Manager) launch(ctx context.Context, e *env) (Sandbox, *process, error)
 	if err != nil {
 		return sb, nil, fmt.Errorf("data dir: %w", err)
 	}
-	checkout, err := m.checkout(ctx, e, sb, cred)
+	checkout, err := m.checkout(e, sb, cred)
 	if err != nil {
 		return sb, nil, err
 	}
@@ -300,6 +314,7 @@ func (m *Manager) failStart(e *env, sb Sandbox, proc *process, cause error) erro
 	m.releaseSlot(e)
 	m.release(e)
 	se := &StartError{Env: e.name, Err: cause}
+	var pe *PrepareError
 	switch {
 	case errors.Is(cause, errStartTimeout):
 		se.Timeout = true
@@ -310,8 +325,9 @@ func (m *Manager) failStart(e *env, sb Sandbox, proc *process, cause error) erro
 		se.Reason = "dev server " + proc.exitDescription() + " before it was ready"
 	case errors.Is(cause, context.Canceled):
 		se.Reason = "gateway shutting down"
-	case errors.As(cause, new(*PrepareError)):
+	case errors.As(cause, &pe):
 		se.Reason = cause.Error()
+		se.Timeout = pe.TimedOut
 	default:
 		se.Reason = "could not start"
 	}

@@ -15,6 +15,9 @@ const (
 	DefaultStartTimeout = 60 * time.Second
 	DefaultIdleTimeout  = 15 * time.Minute
 	DefaultStopGrace    = 5 * time.Second
+	// DefaultPrepareTimeout is PrepareTimeout left zero: room for an
+	// npm ci or a build on a cold cache.
+	DefaultPrepareTimeout = 10 * time.Minute
 	// DefaultPids is Resources.Pids where the env gets a cgroup and its
 	// template sets none.
 	DefaultPids = 1024
@@ -38,6 +41,10 @@ type Template struct {
 	// changed since the last successful run. Elements are not expanded.
 	// Default none.
 	PrepareSteps [][]string
+	// PrepareTimeout bounds the checkout and all of its prepare steps
+	// together, apart from Ready.Timeout, which starts when the dev
+	// server does; default DefaultPrepareTimeout.
+	PrepareTimeout time.Duration
 	// Env is added to the dev server's environment, which otherwise holds
 	// only PATH, HOME (the data dir), PORT, ENVGATE_ENV and
 	// ENVGATE_DATA_DIR: the gateway's own environment is not passed on.
@@ -109,8 +116,9 @@ type Probe struct {
 	// HTTPPath, when set, is fetched with GET; any status below 500 means
 	// ready. When empty, a TCP connect to the port means ready.
 	HTTPPath string
-	// Timeout bounds the whole start, from sandbox creation to ready;
-	// default DefaultStartTimeout.
+	// Timeout bounds the start from sandbox creation to ready, the
+	// checkout and its prepare steps excepted (Template.PrepareTimeout
+	// bounds those); default DefaultStartTimeout.
 	Timeout time.Duration
 }
 
@@ -153,6 +161,9 @@ func (t *Template) Prepare() error {
 	}
 	if t.Ready.Timeout <= 0 {
 		t.Ready.Timeout = DefaultStartTimeout
+	}
+	if t.PrepareTimeout <= 0 {
+		t.PrepareTimeout = DefaultPrepareTimeout
 	}
 	if t.IdleTimeout <= 0 {
 		t.IdleTimeout = DefaultIdleTimeout

@@ -229,6 +229,10 @@ type TemplateConfig struct {
 	// starts, when the checkout is new or its commit changed since they
 	// last succeeded. Default none.
 	Prepare [][]string `yaml:"prepare"`
+	// PrepareTimeout bounds the checkout and all its prepare steps
+	// together; the ready timeout starts after them, when the dev server
+	// does. Default 10m.
+	PrepareTimeout Duration `yaml:"prepare_timeout"`
 }
 
 // Duration is a time.Duration written as "30s", "15m".
@@ -428,6 +432,7 @@ func (c *Config) template(i int) (*lifecycle.Template, error) {
 		SharedDomainCookies: tc.Cookies.SharedDomain,
 	}
 	t.PrepareSteps = tc.Prepare
+	t.PrepareTimeout = time.Duration(tc.PrepareTimeout)
 	if err := t.Prepare(); err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"net"
 	"net/netip"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/envgate/envgate/gateway"
+	"github.com/envgate/envgate/lifecycle"
 	"github.com/envgate/envgate/lifecycle/cluster"
 	"github.com/rs/zerolog"
 )
@@ -147,12 +149,18 @@ func (c *Config) clusterConfig(lost func([]string), log zerolog.Logger) cluster.
 	}
 }
 
-// maxReadyTimeout is the longest ready.timeout of the templates: a
-// placement waits for etcd as long as a start may take.
+// maxReadyTimeout is the longest a template's start may take, its
+// ready.timeout plus, with prepare steps, its prepare_timeout: a
+// placement waits for etcd as long.
 func (c *Config) maxReadyTimeout() time.Duration {
 	var d time.Duration
 	for _, t := range c.Templates {
-		d = max(d, time.Duration(t.Ready.Timeout))
+		start := time.Duration(t.Ready.Timeout)
+		if len(t.Prepare) > 0 {
+			start = cmp.Or(start, lifecycle.DefaultStartTimeout) +
+				cmp.Or(time.Duration(t.PrepareTimeout), lifecycle.DefaultPrepareTimeout)
+		}
+		d = max(d, start)
 	}
 	return d
 }
