@@ -127,7 +127,7 @@ templates:
 	// A start refused: alpha is busy (a slow request), max_envs is 1.
 	var wg sync.WaitGroup
 	wg.Go(func() { g.get(t, "alpha.localhost", "/slow?ms=1500") })
-	adminWaitFor(t, "the slow request to be in flight", func() bool {
+	waitFor(t, "the slow request to be in flight", func() bool {
 		return metricValue(scrape(), "envgate_in_flight_requests") == 1
 	})
 	if code, _, _ := g.get(t, "beta.localhost", "/"); code != http.StatusServiceUnavailable {
@@ -144,7 +144,7 @@ templates:
 	}
 
 	// The idle reap.
-	adminWaitFor(t, "alpha to be reaped", func() bool {
+	waitFor(t, "alpha to be reaped", func() bool {
 		return metricValue(scrape(), "envgate_env_stops_total", "cause", "idle") == 1
 	})
 	m = scrape()

@@ -65,18 +65,6 @@ func lsJSON(t *testing.T, cfg string) map[string]admin.Env {
 
 func processGone(pid int) bool { return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) }
 
-// adminWaitFor polls cond for up to 15s.
-func adminWaitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // publicDir is a directory every user can enter, for what a test's
 // unprivileged client must reach (t.TempDir is 0700).
 func publicDir(t *testing.T) string {
@@ -197,7 +185,7 @@ func TestAdminCLI(t *testing.T) {
 	if !processGone(after.Pid) {
 		t.Errorf("dev server %d still runs after stop", after.Pid)
 	}
-	adminWaitFor(t, "alpha's namespace to go", func() bool { ns, _ := instanceState(t, instance); return len(ns) == 0 })
+	waitFor(t, "alpha's namespace to go", func() bool { ns, _ := instanceState(t, instance); return len(ns) == 0 })
 	if e := lsJSON(t, cfg)["alpha"]; e.State != "stopped" || e.Pid != 0 {
 		t.Errorf("after stop: %+v", e)
 	}

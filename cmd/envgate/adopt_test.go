@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/envgate/envgate/netns/netnstest/wait"
 )
 
 // demoPage fetches env's demo page as JSON through the gateway process and
@@ -44,33 +46,36 @@ func demoPage(t *testing.T, g *gatewayProc, env string) (pid int, cold bool) {
 // pid a demo page shows is its own namespace's).
 func waitRecorded(t *testing.T, stateFile string, envs []string) map[string]int {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	var (
+		on  map[string]int
+		b   []byte
+		err error
+	)
+	recorded := func() bool {
 		var st struct {
 			Envs []struct {
 				Name string `json:"name"`
 				Pid  int    `json:"pid"`
 			} `json:"envs"`
 		}
-		b, err := os.ReadFile(stateFile)
-		if err == nil && json.Unmarshal(b, &st) == nil {
-			on := map[string]int{}
-			for _, e := range st.Envs {
-				on[e.Name] = e.Pid
-			}
-			all := true
-			for _, e := range envs {
-				all = all && on[e] > 0
-			}
-			if all {
-				return on
+		if b, err = os.ReadFile(stateFile); err != nil || json.Unmarshal(b, &st) != nil {
+			return false
+		}
+		on = map[string]int{}
+		for _, e := range st.Envs {
+			on[e.Name] = e.Pid
+		}
+		for _, e := range envs {
+			if on[e] <= 0 {
+				return false
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("state file %s does not list %v after 10s: %s (%v)", stateFile, envs, b, err)
-		}
-		time.Sleep(time.Millisecond)
+		return true
 	}
+	if !wait.Until(10*time.Second, recorded) {
+		t.Fatalf("state file %s does not list %v after 10s: %s (%v)", stateFile, envs, b, err)
+	}
+	return on
 }
 
 // running reports whether pid is a live (not zombie) process.

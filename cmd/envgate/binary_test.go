@@ -122,23 +122,8 @@ func startServe(t *testing.T, cfg, addr string) *gatewayProc {
 			t.Logf("gateway log:\n%s", g.log.String())
 		}
 	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			return g
-		}
-		select {
-		case <-g.done:
-			t.Fatalf("gateway exited at start:\n%s", g.log.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("gateway not listening on %s after 30s:\n%s", addr, g.log.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	pebbletest.WaitListening(t, addr, g.done) // the cleanup above shows the log
+	return g
 }
 
 // stop sends sig and waits for the process to exit.

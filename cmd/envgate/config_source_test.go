@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/envgate/envgate/netns/netnstest/wait"
 	"github.com/rs/zerolog"
 )
 
@@ -133,16 +134,15 @@ func TestServeDirSource(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(checkouts, "feature-x"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		code, body, _ := g.get(t, "feature-x.localhost", "/")
-		if code == 200 && strings.Contains(body, "feature-x") {
-			break
-		}
-		if code != 404 || time.Now().After(deadline) {
-			t.Fatalf("feature-x after its checkout appeared: %d %q", code, body)
-		}
-		time.Sleep(50 * time.Millisecond)
+	// 404 until a refresh has seen the checkout, then the env itself.
+	var code int
+	var body string
+	wait.Until(30*time.Second, func() bool {
+		code, body, _ = g.get(t, "feature-x.localhost", "/")
+		return code != 404
+	})
+	if code != 200 || !strings.Contains(body, "feature-x") {
+		t.Fatalf("feature-x after its checkout appeared: %d %q", code, body)
 	}
 }
 

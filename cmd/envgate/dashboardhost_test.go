@@ -102,7 +102,7 @@ templates:
 	if code, body := do("POST", "/v1/envs/alpha/stop", "alice", "wonder", true); code != 200 {
 		t.Errorf("stop: %d\n%s", code, body)
 	}
-	adminWaitFor(t, "alpha to stop", func() bool {
+	waitFor(t, "alpha to stop", func() bool {
 		_, body := do("GET", "/v1/envs/alpha", "alice", "wonder", false)
 		return !strings.Contains(body, `"ready"`)
 	})

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -17,6 +18,7 @@ import (
 	"github.com/envgate/envgate/certs/pebbletest"
 	"github.com/envgate/envgate/gateway"
 	"github.com/envgate/envgate/loadtest"
+	"github.com/envgate/envgate/netns/netnstest/wait"
 )
 
 // TestRestartUnderLoad is the issue's test 7: SIGHUP restarts the gateway
@@ -65,14 +67,18 @@ func TestRestartUnderLoad(t *testing.T) {
 		rep *loadtest.Report
 		err error
 	}
-	done := make(chan result, 1)
+	done, ended := make(chan result, 1), make(chan struct{})
+	progress := &pebbletest.Buffer{}
 	go func() {
 		rep, err := loadtest.Run(context.Background(), loadtest.Options{
 			Addr: addr, HostList: hosts, Rate: 100, Duration: 10 * time.Second,
-		}, nil)
+		}, progress)
+		close(ended)
 		done <- result{rep, err}
 	}()
-	time.Sleep(3 * time.Second)
+	// The restart comes once the old process has answered a second of the
+	// load, and the new process takes over before the load ends.
+	waitFor(t, "100 requests of the load answered", func() bool { return progressRequests(progress.String()) >= 100 })
 	if err := syscall.Kill(parent, syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
@@ -81,6 +87,11 @@ func TestRestartUnderLoad(t *testing.T) {
 		child = readPid(pidPath)
 		return child != 0 && child != parent
 	})
+	select {
+	case <-ended:
+		t.Fatal("the load ended before the new process took over: no restart under load")
+	default:
+	}
 	// The old process is draining now (shutdown_timeout 5s): the
 	// WebSocket it carries must still work.
 	if err := echo("during the drain"); err != nil {
@@ -129,6 +140,20 @@ func dialWS(t *testing.T, addr, host string) *websocket.Conn {
 	return c
 }
 
+// progressRequests is the request count on the last status line that
+// loadtest.Run wrote to its progress writer ("... requests 123 ..."), or
+// 0 before the first.
+func progressRequests(progress string) int {
+	m := progressCount.FindAllStringSubmatch(progress, -1)
+	if len(m) == 0 {
+		return 0
+	}
+	n, _ := strconv.Atoi(m[len(m)-1][1])
+	return n
+}
+
+var progressCount = regexp.MustCompile(`requests (\d+)`)
+
 func readPid(path string) int {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -149,15 +174,11 @@ func alive(pid int) bool {
 	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
 }
 
+// waitFor polls cond, for what another process or a background
+// goroutine does; the minute is a backstop for broken code.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	wait.For(t, time.Minute, what, cond)
 }
 
 // stopSuccessor stops the process that took over from parent, if any, and
@@ -168,14 +189,9 @@ func stopSuccessor(t *testing.T, pidPath string, parent int) {
 		return
 	}
 	syscall.Kill(pid, syscall.SIGTERM)
-	deadline := time.Now().Add(60 * time.Second)
-	for alive(pid) {
-		if time.Now().After(deadline) {
-			syscall.Kill(pid, syscall.SIGKILL)
-			t.Errorf("new gateway process %d did not stop on SIGTERM", pid)
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !wait.Until(time.Minute, func() bool { return !alive(pid) }) {
+		syscall.Kill(pid, syscall.SIGKILL)
+		t.Errorf("new gateway process %d did not stop on SIGTERM", pid)
 	}
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/envgate/envgate/certs/certstest"
+	"github.com/envgate/envgate/netns/netnstest/wait"
 )
 
 // TestTLSFilesReloadThroughGateway replaces the certificate and key files
@@ -28,7 +30,7 @@ func TestTLSFilesReloadThroughGateway(t *testing.T) {
 
 	s := newTLSSetup(t, "localhost")
 	s.tls = []string{"mode: files", "cert_file: " + certFile, "key_file: " + keyFile}
-	startTLSGateway(t, s)
+	g := startTLSGateway(t, s)
 	resp, _ := getBody(t, tlsClient(t, s.httpsAddr(), ca.Pool), "https://foo.localhost/")
 	if resp.StatusCode != http.StatusOK || resp.TLS.PeerCertificates[0].SerialNumber.String() != serialA {
 		t.Fatalf("got %s serial %s, want 200 and %s", resp.Status, resp.TLS.PeerCertificates[0].SerialNumber, serialA)
@@ -61,20 +63,17 @@ func TestTLSFilesReloadThroughGateway(t *testing.T) {
 
 	certB, keyB, serialB := ca.Leaf(t, "foo.localhost")
 	replaceFile(t, certFile, certB)
-	time.Sleep(1500 * time.Millisecond) // let a poll see the mismatched pair
+	waitFor(t, "a poll to see the mismatched pair", func() bool { return g.log.Count("certificate files not loadable") > 0 })
 	replaceFile(t, keyFile, keyB)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	var err error
+	if !wait.Until(time.Minute, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		leaf, err := tlsHandshake(ctx, s.httpsAddr(), "foo.localhost", ca.Pool)
-		cancel()
-		if err == nil && leaf.SerialNumber.String() == serialB {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("still not serving the new certificate 60s after the files changed (last: %v)", err)
-		}
-		time.Sleep(100 * time.Millisecond)
+		defer cancel()
+		var leaf *x509.Certificate
+		leaf, err = tlsHandshake(ctx, s.httpsAddr(), "foo.localhost", ca.Pool)
+		return err == nil && leaf.SerialNumber.String() == serialB
+	}) {
+		t.Fatalf("still not serving the new certificate 60s after the files changed (last: %v)", err)
 	}
 	stopLoop()
 	if handshakes.Load() == 0 {
