@@ -26,6 +26,7 @@ import (
 	"github.com/envgate/envgate/gateway/access"
 	"github.com/envgate/envgate/lifecycle"
 	"github.com/envgate/envgate/lifecycle/lifecycletest"
+	"github.com/envgate/envgate/netns/netnstest/wait"
 	"github.com/rs/zerolog"
 	"golang.org/x/crypto/bcrypt"
 )
@@ -234,16 +235,13 @@ func TestAccessModes(t *testing.T) {
 		// bob, added to the file while the gateway runs, gets in once
 		// the file is looked at again (at most a second later).
 		writeUsers(t, users, "alice", "wonder", "bob", "builder")
-		deadline := time.Now().Add(15 * time.Second)
-		for {
+		var code int
+		if !wait.Until(15*time.Second, func() bool {
 			resp, _ := g.do(t, "GET", host("basic-1"), "/echo", nil, "Authorization", "Basic Ym9iOmJ1aWxkZXI=") // bob:builder
-			if resp.StatusCode == 200 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("bob still gets %d 15s after being added", resp.StatusCode)
-			}
-			time.Sleep(100 * time.Millisecond)
+			code = resp.StatusCode
+			return code == 200
+		}) {
+			t.Fatalf("bob still gets %d 15s after being added", code)
 		}
 	})
 	t.Run("share link", func(t *testing.T) {
@@ -336,15 +334,11 @@ func TestStatusOutputPrivate(t *testing.T) {
 		{"slow-1", "starting", "s3cret-slow"},
 	} {
 		h := tc.env + "." + testDomain
-		deadline := time.Now().Add(10 * time.Second)
 		var authed startStatus
-		for {
+		wait.Until(10*time.Second, func() bool {
 			authed = g.statusAt(t, h, alice...)
-			if authed.State == tc.state && len(authed.Output) > 0 || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+			return authed.State == tc.state && len(authed.Output) > 0
+		})
 		if authed.State != tc.state || !strings.Contains(strings.Join(authed.Output, "\n"), tc.secret) {
 			t.Errorf("%s as alice: %+v, want state %s and the output", tc.env, authed, tc.state)
 		}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/envgate/envgate/cmd/envgate/demo"
 	"github.com/envgate/envgate/gateway"
+	"github.com/envgate/envgate/netns/netnstest/wait"
 	"github.com/rs/zerolog"
 )
 
@@ -150,10 +151,8 @@ func TestForwardedHeaders(t *testing.T) {
 	// The request log line carries the ID (it is written once the
 	// response is, so give it a moment).
 	want := `"request_id":"lb-1234"`
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logs.String(), want); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("request log lacks %s:\n%s", want, logs.String())
-		}
+	if !wait.Until(10*time.Second, func() bool { return strings.Contains(logs.String(), want) }) {
+		t.Fatalf("request log lacks %s:\n%s", want, logs.String())
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/envgate/envgate/certs"
 	"github.com/envgate/envgate/gateway"
 	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/netns/netnstest/wait"
 	"github.com/rs/zerolog"
 )
 
@@ -164,13 +165,7 @@ func TestTCPBySNI(t *testing.T) {
 			t.Fatalf("in flight = %d while the connection is open, want 1", in)
 		}
 		c.Close()
-		deadline := time.Now().Add(20 * time.Second)
-		for inflight(g, "feature-x") != 0 {
-			if time.Now().After(deadline) {
-				t.Fatal("lease not released after the connection closed")
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		wait.For(t, 20*time.Second, "the lease to be released after the connection closed", func() bool { return inflight(g, "feature-x") == 0 })
 	})
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/envgate/envgate/gateway"
 	"github.com/envgate/envgate/lifecycle"
 	"github.com/envgate/envgate/lifecycle/lifecycletest"
+	"github.com/envgate/envgate/netns/netnstest/wait"
 )
 
 // browserHeaders are what a browser sends when it navigates.
@@ -42,15 +43,13 @@ func (g *gw) status(t *testing.T, env string) startStatus {
 func (g *gw) waitStatus(t *testing.T, env string, done func(startStatus) bool) []startStatus {
 	t.Helper()
 	var seen []startStatus
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		s := g.status(t, env)
-		seen = append(seen, s)
-		if done(s) {
-			return seen
-		}
+	if !wait.Until(30*time.Second, func() bool {
+		seen = append(seen, g.status(t, env))
+		return done(seen[len(seen)-1])
+	}) {
+		t.Fatalf("status of %s never settled: last %+v", env, seen[len(seen)-1])
 	}
-	t.Fatalf("status of %s never settled: last %+v", env, seen[len(seen)-1])
-	return nil
+	return seen
 }
 
 func TestWaitingPage(t *testing.T) {

@@ -1,10 +1,13 @@
 package gateway_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
+	"syscall"
 	"testing"
 	"time"
 
@@ -12,6 +15,7 @@ import (
 	"github.com/envgate/envgate/gateway"
 	"github.com/envgate/envgate/lifecycle"
 	"github.com/envgate/envgate/lifecycle/lifecycletest"
+	"github.com/envgate/envgate/netns/netnstest/wait"
 )
 
 // dialWS opens the demo's echo WebSocket on env through the gateway.
@@ -47,9 +51,12 @@ func echo(t *testing.T, ctx context.Context, c *websocket.Conn, msg string) {
 // "Lives for minutes" is proved by configuration rather than by waiting
 // minutes: every timeout that could end a silent connection is set to
 // 300 ms here — the env's idle timeout (the reaper, checking every 50 ms),
-// the server's ReadHeaderTimeout and IdleTimeout — and the connection is
-// held silent for 2 s, over six times the longest of them. The gateway has
-// no other timeout that applies to an upgraded connection: no
+// the server's ReadHeaderTimeout and IdleTimeout — and the connections are
+// held silent until each of them has been seen to fire on a control that
+// went silent after they did: a connection that never sends a request
+// (ReadHeaderTimeout), one that stays open after its request (IdleTimeout),
+// and a second env that nobody uses (the reaper). The gateway has no other
+// timeout that applies to an upgraded connection: no
 // ReadTimeout/WriteTimeout on its server, and the transport's dial,
 // Expect-Continue and idle-pool timeouts end before the 101 or concern
 // pooled connections only, which an upgraded one never returns to.
@@ -77,11 +84,77 @@ func TestWebSocketColdWarmAndSilent(t *testing.T) {
 	}
 	echo(t, ctx, warm, "second")
 
-	time.Sleep(2 * time.Second) // silence: see the test's comment
+	// Silence, until the controls show that every timeout has fired.
+	silent := time.Now()
+	idle := dialControl(t, g.Addr)
+	if _, err := idle.Write([]byte("GET /healthz HTTP/1.1\r\nHost: ws-control.localhost\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(idle)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("control request: %v", err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Close {
+		t.Fatalf("control request: %s, close %v; want 200 on a kept-alive connection", resp.Status, resp.Close)
+	}
+	header := dialControl(t, g.Addr)
+	waitClosed(t, header, "a connection that sent no request (ReadHeaderTimeout)")
+	waitClosed(t, br, "a kept-alive connection after its request (IdleTimeout)")
+	wait.For(t, 30*time.Second, "the reaper to stop the unused env", func() bool {
+		for _, in := range g.Envs.List() {
+			if in.Name == "ws-control" && in.State != lifecycle.Stopped {
+				return false
+			}
+		}
+		return true
+	})
+	for _, in := range g.Envs.List() {
+		if in.Name == "ws-env" && in.State != lifecycle.Ready {
+			t.Fatalf("ws-env %v under open WebSockets, after the reaper stopped an unused env", in.State)
+		}
+	}
+	t.Logf("WebSockets silent for %v", time.Since(silent).Round(time.Millisecond))
 	echo(t, ctx, cold, "after the silence")
 	echo(t, ctx, warm, "after the silence, too")
-	if n := g.Net.Creates.Load(); n != 1 {
-		t.Fatalf("%d namespaces created: the env was reaped under open WebSockets", n)
+	if n := g.Net.Creates.Load(); n != 2 {
+		t.Fatalf("%d namespaces created, want 2 (ws-env and the unused env): the env was reaped under open WebSockets", n)
+	}
+}
+
+// dialControl opens a plain connection to the gateway, closed when the
+// test ends.
+func dialControl(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// waitClosed reads from r until the gateway closes the connection; more
+// bytes, or nothing within 30s, fail the test.
+func waitClosed(t *testing.T, r io.Reader, what string) {
+	t.Helper()
+	got := make(chan error, 1)
+	go func() {
+		n, err := r.Read(make([]byte, 1))
+		if n > 0 {
+			err = errors.New("got bytes instead")
+		}
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		if !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("%s: %v, want the gateway to close it", what, err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s still open after 30s", what)
 	}
 }
 
@@ -103,17 +176,14 @@ func TestWebSocketGoingAwayAtShutdown(t *testing.T) {
 		g.Stop()
 	}()
 	// Shutdown has begun once the listener refuses connections.
-	for {
+	wait.For(t, 10*time.Second, "the listener to refuse connections", func() bool {
 		conn, err := net.DialTimeout("tcp", g.Addr, time.Second)
 		if err != nil {
-			break
+			return true
 		}
 		conn.Close()
-		if time.Since(began) > 10*time.Second {
-			t.Fatal("listener still accepting 10s after shutdown began")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return false
+	})
 	echo(t, ctx, c, "during the grace period")
 
 	_, _, err := c.Read(ctx)
