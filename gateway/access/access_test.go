@@ -1,6 +1,7 @@
 package access
 
 import (
+	"bytes"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -8,8 +9,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
+	"github.com/envgate/envgate/netns/netnstest/wait"
+	"github.com/rs/zerolog"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -98,52 +102,63 @@ func writeHtpasswd(t *testing.T, path string, users ...string) {
 	}
 }
 
+// TestBasicAndReload runs in a synctest bubble: the file is looked at
+// again once a second has passed on the bubble's clock, which the polls
+// move on without waiting in real time.
 func TestBasicAndReload(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "htpasswd")
-	writeHtpasswd(t, file, "alice", "wonder")
-	p := mustNew(t, Config{Rules: []Rule{{Basic: &Basic{HtpasswdFile: file}}}})
-	basic := func(u, pw string) *http.Request {
-		r := req("198.51.100.1:5", UserHeader, "mallory", "X-Auth-Request-User", "x")
-		r.SetBasicAuth(u, pw)
-		return r
-	}
-	d := p.Check(req("198.51.100.1:5"), "a", false)
-	if d.Outcome != Refused || d.Status != 401 || !strings.HasPrefix(d.Challenge, "Basic ") {
-		t.Fatalf("anonymous: %+v, want 401 with a challenge", d)
-	}
-	if d := p.Check(basic("alice", "nope"), "a", false); d.Status != 401 {
-		t.Fatalf("wrong password: %+v", d)
-	}
-	r := basic("alice", "wonder")
-	d = p.Check(r, "a", false)
-	if d.Outcome != Allowed || d.ShowOutput {
-		t.Fatalf("alice: %+v, want allowed without output (public domain)", d)
-	}
-	d.Apply(r.Header)
-	if r.Header.Get(UserHeader) != "alice" || r.Header.Get("Authorization") != "" {
-		t.Fatalf("env request header %v: want the user, and no password", r.Header)
-	}
-
-	// A new user: seen once the file is looked at again (at most a
-	// second later), without a new Policy.
-	writeHtpasswd(t, file, "alice", "wonder", "bob", "builder")
-	deadline := time.Now().Add(5 * time.Second)
-	for p.Check(basic("bob", "builder"), "a", false).Outcome != Allowed {
-		if time.Now().After(deadline) {
-			t.Fatal("bob not admitted 5s after the file changed")
+	synctest.Test(t, func(t *testing.T) {
+		file := filepath.Join(t.TempDir(), "htpasswd")
+		writeHtpasswd(t, file, "alice", "wonder")
+		var logs bytes.Buffer // written by Check, on this goroutine
+		p := mustNew(t, Config{Rules: []Rule{{Basic: &Basic{HtpasswdFile: file}}}, Log: zerolog.New(&logs)})
+		basic := func(u, pw string) *http.Request {
+			r := req("198.51.100.1:5", UserHeader, "mallory", "X-Auth-Request-User", "x")
+			r.SetBasicAuth(u, pw)
+			return r
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	// A broken file keeps the users read before.
-	os.WriteFile(file, []byte("carol:{SHA}abc\n"), 0o600)
-	time.Sleep(1100 * time.Millisecond)
-	if d := p.Check(basic("bob", "builder"), "a", false); d.Outcome != Allowed {
-		t.Fatalf("after a malformed file: %+v", d)
-	}
+		d := p.Check(req("198.51.100.1:5"), "a", false)
+		if d.Outcome != Refused || d.Status != 401 || !strings.HasPrefix(d.Challenge, "Basic ") {
+			t.Fatalf("anonymous: %+v, want 401 with a challenge", d)
+		}
+		if d := p.Check(basic("alice", "nope"), "a", false); d.Status != 401 {
+			t.Fatalf("wrong password: %+v", d)
+		}
+		r := basic("alice", "wonder")
+		d = p.Check(r, "a", false)
+		if d.Outcome != Allowed || d.ShowOutput {
+			t.Fatalf("alice: %+v, want allowed without output (public domain)", d)
+		}
+		d.Apply(r.Header)
+		if r.Header.Get(UserHeader) != "alice" || r.Header.Get("Authorization") != "" {
+			t.Fatalf("env request header %v: want the user, and no password", r.Header)
+		}
 
-	if _, err := New(Config{Rules: []Rule{{Basic: &Basic{HtpasswdFile: file}}}}); err == nil || !strings.Contains(err.Error(), "bcrypt") {
-		t.Fatalf("non-bcrypt hash: %v, want an error that says bcrypt", err)
-	}
+		// A new user: seen once the file is looked at again (at most a
+		// second later), without a new Policy.
+		writeHtpasswd(t, file, "alice", "wonder", "bob", "builder")
+		wait.For(t, 5*time.Second, "bob admitted after the file changed", func() bool {
+			return p.Check(basic("bob", "builder"), "a", false).Outcome == Allowed
+		})
+		if strings.Contains(logs.String(), "htpasswd unreadable") {
+			t.Fatalf("a good file logged as unreadable: %s", logs.String())
+		}
+		// A broken file keeps the users read before.
+		os.WriteFile(file, []byte("carol:{SHA}abc\n"), 0o600)
+		wait.For(t, 5*time.Second, "the malformed file to be read", func() bool {
+			d = p.Check(basic("bob", "builder"), "a", false)
+			return strings.Contains(logs.String(), "htpasswd unreadable")
+		})
+		if d.Outcome != Allowed {
+			t.Fatalf("after a malformed file: %+v", d)
+		}
+		if d := p.Check(basic("bob", "builder"), "a", false); d.Outcome != Allowed {
+			t.Fatalf("after a malformed file, later: %+v", d)
+		}
+
+		if _, err := New(Config{Rules: []Rule{{Basic: &Basic{HtpasswdFile: file}}}}); err == nil || !strings.Contains(err.Error(), "bcrypt") {
+			t.Fatalf("non-bcrypt hash: %v, want an error that says bcrypt", err)
+		}
+	})
 }
 
 // authServer behaves like oauth2-proxy's /oauth2/auth: 202 with user
