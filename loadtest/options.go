@@ -100,6 +100,10 @@ type Options struct {
 
 	// dist is Dist parsed by Validate.
 	dist distSpec
+	// transport, when set, carries every request instead of a transport
+	// that dials Addr: tests serve requests in memory with it, so that a
+	// run can go in a testing/synctest bubble.
+	transport http.RoundTripper
 }
 
 // ErrInvalidOptions is wrapped by every error Validate returns.

@@ -36,13 +36,17 @@ func Run(ctx context.Context, o Options, progress io.Writer) (*Report, error) {
 	if o.openLoop() {
 		conns = o.MaxInflight
 	}
-	tr, err := newTransport(&o, conns)
-	if err != nil {
-		return nil, err
+	rt := o.transport
+	if rt == nil {
+		tr, err := newTransport(&o, conns)
+		if err != nil {
+			return nil, err
+		}
+		defer tr.CloseIdleConnections()
+		rt = tr
 	}
-	defer tr.CloseIdleConnections()
 
-	r := &runner{o: &o, hosts: hosts, rt: tr, header: o.Header}
+	r := &runner{o: &o, hosts: hosts, rt: rt, header: o.Header}
 	if r.header == nil {
 		r.header = http.Header{}
 	}

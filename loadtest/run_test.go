@@ -9,7 +9,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
+
+	"github.com/envgate/envgate/netns/netnstest/wait"
 )
 
 func mustRun(t *testing.T, o Options) *Report {
@@ -24,6 +27,15 @@ func mustRun(t *testing.T, o Options) *Report {
 		t.Logf("report:\n%s", b.String())
 	}
 	return rep
+}
+
+// memOptions runs o against h in memory (memTransport): for a run in a
+// testing/synctest bubble, where a stall in h is exactly as long as it
+// says on the bubble's clock, however loaded the machine.
+func memOptions(o Options, h http.Handler) Options {
+	o.Addr = "in-memory:0" // never dialed
+	o.transport = memTransport{h}
+	return o
 }
 
 func totalErrors(r *Report) int64 {
@@ -58,8 +70,8 @@ func TestOpenLoopHoldsRate(t *testing.T) {
 	}
 }
 
-// stallServer stalls every request that arrives in [from, from+window) of
-// the run for d.
+// stallBefore stalls every request that arrives in [from, from+window) of
+// the run for d: in a synctest bubble, d of the bubble's clock.
 func stallBefore(from, window, d time.Duration) func(*http.Request) {
 	start := time.Now()
 	return func(*http.Request) {
@@ -72,18 +84,20 @@ func stallBefore(from, window, d time.Duration) func(*http.Request) {
 // TestOpenLoopSeesStall: a 200 ms stall during a 300 ms window of a 2 s run
 // at 200 req/s must reach the p99, while the median stays fast.
 func TestOpenLoopSeesStall(t *testing.T) {
-	s := startEnvServer(t, serverConfig{before: stallBefore(800*time.Millisecond, 300*time.Millisecond, 200*time.Millisecond)})
-	rep := mustRun(t, Options{Addr: s.addr(), Rate: 200, Duration: 2 * time.Second, Envs: 5})
+	synctest.Test(t, func(t *testing.T) {
+		s := newEnvServer(serverConfig{before: stallBefore(800*time.Millisecond, 300*time.Millisecond, 200*time.Millisecond)})
+		rep := mustRun(t, memOptions(Options{Rate: 200, Duration: 2 * time.Second, Envs: 5}, s))
 
-	if p99 := rep.Latency.Overall.P99; p99 < 150 {
-		t.Errorf("p99 = %.1f ms, want >= 150 ms: the stall is hidden", p99)
-	}
-	if p50 := rep.Latency.Overall.P50; p50 >= 150 {
-		t.Errorf("p50 = %.1f ms, want < 150 ms: only the stall window is slow", p50)
-	}
-	if totalErrors(rep) != 0 {
-		t.Errorf("errors %v, want none", rep.Errors)
-	}
+		if p99 := rep.Latency.Overall.P99; p99 < 150 {
+			t.Errorf("p99 = %.1f ms, want >= 150 ms: the stall is hidden", p99)
+		}
+		if p50 := rep.Latency.Overall.P50; p50 >= 150 {
+			t.Errorf("p50 = %.1f ms, want < 150 ms: only the stall window is slow", p50)
+		}
+		if totalErrors(rep) != 0 {
+			t.Errorf("errors %v, want none", rep.Errors)
+		}
+	})
 }
 
 // TestOpenLoopNoCoordinatedOmission is the sharper form: with a single
@@ -93,14 +107,18 @@ func TestOpenLoopSeesStall(t *testing.T) {
 // shows the stall; a closed-loop measurement would have recorded one slow
 // sample out of 400.
 func TestOpenLoopNoCoordinatedOmission(t *testing.T) {
+	synctest.Test(t, testNoCoordinatedOmission)
+}
+
+func testNoCoordinatedOmission(t *testing.T) {
 	start := time.Now()
 	var stalled atomic.Bool
-	s := startEnvServer(t, serverConfig{before: func(*http.Request) {
+	s := newEnvServer(serverConfig{before: func(*http.Request) {
 		if time.Since(start) >= time.Second && !stalled.Swap(true) {
 			time.Sleep(200 * time.Millisecond)
 		}
 	}})
-	rep := mustRun(t, Options{Addr: s.addr(), Rate: 200, Duration: 2 * time.Second, Envs: 1, MaxInflight: 1})
+	rep := mustRun(t, memOptions(Options{Rate: 200, Duration: 2 * time.Second, Envs: 1, MaxInflight: 1}, s))
 
 	if !stalled.Load() {
 		t.Fatal("the server never stalled")
@@ -245,13 +263,17 @@ func TestErrorClasses(t *testing.T) {
 // waited longer than the timeout to be sent (backlog) while keeping their
 // latency, and says the server was the limit.
 func TestBacklogBounded(t *testing.T) {
+	synctest.Test(t, testBacklogBounded)
+}
+
+func testBacklogBounded(t *testing.T) {
 	var (
 		mu      sync.Mutex
 		cur, hi int
 	)
 	// The handler leaves the count before it answers, so the count is the
 	// generator's in-flight requests exactly.
-	addr := startHandler(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+	slow := http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
 		mu.Lock()
 		cur++
 		hi = max(hi, cur)
@@ -260,10 +282,10 @@ func TestBacklogBounded(t *testing.T) {
 		mu.Lock()
 		cur--
 		mu.Unlock()
-	}))
+	})
 	// 4 workers serve about 13 requests a second of the 100 scheduled; the
 	// rest wait longer than the 500 ms timeout and are given up.
-	rep := mustRun(t, Options{Addr: addr, Rate: 100, Duration: time.Second, MaxInflight: 4, Timeout: 500 * time.Millisecond, NoCheck: true})
+	rep := mustRun(t, memOptions(Options{Rate: 100, Duration: time.Second, MaxInflight: 4, Timeout: 500 * time.Millisecond, NoCheck: true}, slow))
 	mu.Lock()
 	defer mu.Unlock()
 	if hi != 4 {
@@ -343,10 +365,9 @@ func TestNoGoroutineLeak(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	// The transport's connection goroutines end a moment after Run
+	// closed them.
+	wait.Until(10*time.Second, func() bool { return runtime.NumGoroutine() <= before })
 	if n := runtime.NumGoroutine(); n > before {
 		buf := make([]byte, 1<<20)
 		t.Errorf("%d goroutines after the runs, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])

@@ -12,7 +12,8 @@ import (
 // request with X-Envgate-Env set to the env of its Host, unless wrongEnv
 // says otherwise, and marks its first request per host as a cold start.
 type envServer struct {
-	srv *httptest.Server
+	cfg serverConfig
+	srv *httptest.Server // nil when served in memory
 
 	mu sync.Mutex
 	// Guarded by mu:
@@ -31,34 +32,42 @@ type serverConfig struct {
 	cold func(host string, first bool) bool
 }
 
-// startEnvServer starts an envServer on loopback.
-func startEnvServer(t *testing.T, cfg serverConfig) *envServer {
-	t.Helper()
+// newEnvServer makes an envServer without a listener, to serve in memory
+// (memTransport); startEnvServer serves one on loopback.
+func newEnvServer(cfg serverConfig) *envServer {
 	if cfg.cold == nil {
 		cfg.cold = func(_ string, first bool) bool { return first }
 	}
-	s := &envServer{hosts: map[string]int{}}
-	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if cfg.before != nil {
-			cfg.before(r)
-		}
-		env := EnvName(r.Host)
-		s.mu.Lock()
-		s.hosts[r.Host]++
-		first := s.hosts[r.Host] == 1
-		if cfg.wrongEnv != nil && cfg.wrongEnv(r.Host) {
-			env = "not-" + env
-			s.misrouted++
-		}
-		s.mu.Unlock()
-		if cfg.cold(r.Host, first) {
-			w.Header().Set(ColdStartHeader, "1ms")
-		}
-		w.Header().Set("X-Envgate-Env", env)
-		_, _ = w.Write([]byte("hello from " + env + "\n"))
-	}))
+	return &envServer{cfg: cfg, hosts: map[string]int{}}
+}
+
+// startEnvServer starts an envServer on loopback.
+func startEnvServer(t *testing.T, cfg serverConfig) *envServer {
+	t.Helper()
+	s := newEnvServer(cfg)
+	s.srv = httptest.NewServer(s)
 	t.Cleanup(s.srv.Close)
 	return s
+}
+
+func (s *envServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.before != nil {
+		s.cfg.before(r)
+	}
+	env := EnvName(r.Host)
+	s.mu.Lock()
+	s.hosts[r.Host]++
+	first := s.hosts[r.Host] == 1
+	if s.cfg.wrongEnv != nil && s.cfg.wrongEnv(r.Host) {
+		env = "not-" + env
+		s.misrouted++
+	}
+	s.mu.Unlock()
+	if s.cfg.cold(r.Host, first) {
+		w.Header().Set(ColdStartHeader, "1ms")
+	}
+	w.Header().Set("X-Envgate-Env", env)
+	_, _ = w.Write([]byte("hello from " + env + "\n"))
 }
 
 func (s *envServer) addr() string {
@@ -86,4 +95,25 @@ func startHandler(t *testing.T, h http.Handler) string {
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return srv.Listener.Addr().String()
+}
+
+// memTransport hands each request to h in memory, so that a run can go in
+// a testing/synctest bubble: a handler that sleeps moves the bubble's
+// clock, and the latencies the run measures are exactly the handler's.
+// Like a real transport, it gives up when the request's context ends.
+type memTransport struct{ h http.Handler }
+
+func (m memTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	done := make(chan *http.Response, 1)
+	go func() {
+		rec := httptest.NewRecorder()
+		m.h.ServeHTTP(rec, r)
+		done <- rec.Result()
+	}()
+	select {
+	case resp := <-done:
+		return resp, nil
+	case <-r.Context().Done():
+		return nil, r.Context().Err()
+	}
 }

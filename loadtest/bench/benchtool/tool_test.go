@@ -5,9 +5,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/signal"
 	"strings"
 	"testing"
-	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // fakeServerVar makes the test binary act as a dev server for TestRunBoot.
@@ -15,11 +17,26 @@ const fakeServerVar = "BENCHTOOL_FAKE_SERVER"
 
 func TestMain(m *testing.M) {
 	if os.Getenv(fakeServerVar) != "" {
-		fmt.Println("fake: env=x listening on 127.0.0.1:1")
-		time.Sleep(time.Minute) // until the boot loop kills the process group
-		os.Exit(0)
+		fakeServer()
 	}
 	os.Exit(m.Run())
+}
+
+// fakeServer prints the line the boot loop times and then runs until the
+// loop kills its process group, or until the test binary that started it
+// dies, whichever comes first.
+func fakeServer() {
+	unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0)
+	if os.Getppid() == 1 { // the parent died before the line above
+		os.Exit(1)
+	}
+	// With a signal handler installed, the runtime does not take the
+	// wait below for a deadlock.
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, unix.SIGTERM)
+	fmt.Println("fake: env=x listening on 127.0.0.1:1")
+	<-term
+	os.Exit(0)
 }
 
 // envServer answers like the demo server behind the gateway: it names
