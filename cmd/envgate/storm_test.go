@@ -121,9 +121,13 @@ shutdown_timeout: 20s
 		}
 	})
 
-	// Five seconds of the prober alone first: the machine's own noise,
-	// for the log.
-	time.Sleep(5 * time.Second)
+	// 500 answers to the prober alone first (five seconds at its rate):
+	// the machine's own noise, for the log.
+	waitFor(t, "500 answers to the prober before the storm", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(samples) >= 500
+	})
 	cpuBefore := procCPU(g.cmd.Process.Pid)
 	stormBegan := time.Now()
 	// The storm as the issue made it: `envgate loadtest`, a process of
