@@ -13,14 +13,11 @@ import (
 // be the client's 400 without guessing from error strings.
 //
 // Only requests with a body are wrapped, so a bodyless GET costs nothing.
-// Those are also the only ones the direct path and the fast transport
-// carry (directEligible, fastEligible), so a client body error can only
-// surface through httputil.ReverseProxy's ErrorHandler, proxyError. That
-// gets the outbound request, whose Body is ReverseProxy's own wrapper, so
-// the clientBody travels in the request's context under bodyKey.
-
-// bodyKey holds a proxied request's *clientBody.
-type bodyKey struct{}
+// Those are also the only ones the direct path carries (directEligible),
+// so a client body error can only surface through httputil.ReverseProxy's
+// ErrorHandler, proxyError. That gets the outbound request, whose Body is
+// ReverseProxy's own wrapper, so the clientBody travels in the request's
+// context (proxied.body).
 
 // clientBody is an inbound request body that remembers its first read
 // error. Read is called by one goroutine at a time (the outbound

@@ -12,7 +12,7 @@ import (
 )
 
 // The direct path proxies the commonest request, one without a body that
-// asks for no upgrade, straight over the fast transport's connections:
+// asks for no upgrade, straight over the connections of its own transport:
 // it writes the outbound request from the inbound one's fields instead of
 // cloning it (httputil.ReverseProxy's Rewrite copies the request, its URL
 // and its header map, and adds two contexts), and copies the response
@@ -168,7 +168,7 @@ func (h *Handler) serveDirect(w http.ResponseWriter, r *http.Request, lease Leas
 	}
 	// The client's Connection: close is about its own connection, not
 	// the gateway's to the env (ReverseProxy clears Close likewise).
-	res, err := h.fast.exchange(r.Context(), target, r, false, write, got1xx)
+	res, err := h.up.direct.exchange(r.Context(), target, r, false, write, got1xx)
 	if err != nil {
 		h.upstreamError(w, r, lease.Env(), err)
 		return upstreamErrorStatus(r)

@@ -4,8 +4,12 @@ import (
 	"bufio"
 	"io"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/envgate/envgate/lifecycle"
 )
 
 func TestDirectEligible(t *testing.T) {
@@ -43,6 +47,11 @@ func TestDirectEligible(t *testing.T) {
 		{"CONNECT", func() *http.Request { r := get("/"); r.Method = "CONNECT"; return r }, false},
 		{"non-canonical field", func() *http.Request { r := get("/"); r.Header["x-lower"] = []string{"v"}; return r }, false},
 		{"field value with CR", func() *http.Request { r := get("/"); r.Header["X-Bad"] = []string{"a\rb"}; return r }, false},
+		{"field name with a space", func() *http.Request { r := get("/"); r.Header["X y"] = []string{"v"}; return r }, false},
+		{"POST without a body", func() *http.Request {
+			r, _ := http.ReadRequest(bufioReader("POST / HTTP/1.1\r\nHost: x.localhost\r\nContent-Length: 0\r\n\r\n"))
+			return r
+		}, true},
 		{"no Host", func() *http.Request { r := get("/"); r.Host = ""; return r }, false},
 		// An HTTP/2 request always has a Body; its ContentLength tells.
 		{"HTTP/2, stream ended", func() *http.Request {
@@ -62,6 +71,49 @@ func TestDirectEligible(t *testing.T) {
 		}
 	}
 }
+
+// TestRoute: the one choice of the way to an env.
+func TestRoute(t *testing.T) {
+	h1 := &lifecycle.Template{Name: "web"}
+	h2c := &lifecycle.Template{Name: "grpc", Upstream: lifecycle.UpstreamH2C}
+	req := func(s string) *http.Request {
+		r, err := http.ReadRequest(bufioReader(s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	get := "GET / HTTP/1.1\r\nHost: x.localhost\r\n\r\n"
+	post := "POST / HTTP/1.1\r\nHost: x.localhost\r\nContent-Length: 2\r\n\r\nhi"
+	upgrade := "GET / HTTP/1.1\r\nHost: x.localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+	for _, tt := range []struct {
+		name string
+		tmpl *lifecycle.Template
+		req  string
+		want via
+	}{
+		{"GET", h1, get, viaDirect},
+		{"GET, no template", nil, get, viaDirect},
+		{"POST", h1, post, viaH1},
+		{"upgrade", h1, upgrade, viaH1},
+		{"GET to h2c", h2c, get, viaH2C},
+		{"POST to h2c", h2c, post, viaH2C},
+		{"upgrade to h2c", h2c, upgrade, viaH1},
+	} {
+		if got := route(templateLease{tt.tmpl}, req(tt.req)); got != tt.want {
+			t.Errorf("%s: route = %d, want %d", tt.name, got, tt.want)
+		}
+	}
+}
+
+// templateLease is a Lease that tells only its template.
+type templateLease struct{ t *lifecycle.Template }
+
+func (l templateLease) Env() string                        { return "x" }
+func (l templateLease) Port(string) (netip.AddrPort, bool) { return netip.AddrPort{}, false }
+func (l templateLease) ColdStart() time.Duration           { return 0 }
+func (l templateLease) Template() *lifecycle.Template      { return l.t }
+func (l templateLease) Release()                           {}
 
 func TestStreaming(t *testing.T) {
 	for ct, want := range map[string]bool{

@@ -7,18 +7,16 @@ import (
 	"time"
 
 	"github.com/envgate/envgate/lifecycle"
-	"golang.org/x/net/http/httpguts"
 )
 
 // DefaultWaitingPageAfter is Config.WaitingPageAfter's default.
 const DefaultWaitingPageAfter = 250 * time.Millisecond
 
 // protocolState is the part of a Handler that the protocol features use:
-// forwarding headers, h2c upstreams, upgraded connections and the
-// waiting page. It is set once by initProtocols.
+// forwarding headers, upgraded connections and the waiting page. It is
+// set once by initProtocols.
 type protocolState struct {
 	trusted   []netip.Prefix   // Config.TrustedProxies
-	h2c       *http.Transport  // to envs whose template's Upstream is h2c
 	conns     *Conns           // upgraded connections, for Shutdown
 	pageAfter time.Duration    // Config.WaitingPageAfter
 	progress  ProgressReporter // Config.Envs, if it reports progress
@@ -43,11 +41,6 @@ func (h *Handler) initProtocols(cfg Config) {
 		h.pageAfter = DefaultWaitingPageAfter
 	}
 	h.progress, _ = cfg.Envs.(ProgressReporter)
-	// gRPC servers speak HTTP/2 without TLS and nothing else, so their
-	// envs get a transport that uses prior-knowledge h2c.
-	h.h2c = h.transport.Clone()
-	h.h2c.Protocols = new(http.Protocols)
-	h.h2c.Protocols.SetUnencryptedHTTP2(true)
 }
 
 // Shutdown ends upgraded connections (WebSockets and other hijacked
@@ -70,32 +63,6 @@ func EnableH2C(srv *http.Server) {
 	srv.Protocols = p
 }
 
-// upstreams picks the transport to an env by its template's Upstream.
-// Upgrades always take HTTP/1.1: HTTP/2 has no Upgrade. HTTP/1.1
-// requests without a body take fast when set (see fasttransport.go).
-type upstreams struct {
-	h1, h2c *http.Transport
-	fast    *fastTransport
-}
-
-func (u upstreams) RoundTrip(r *http.Request) (*http.Response, error) {
-	if l, ok := r.Context().Value(leaseKey{}).(Lease); ok && !isUpgrade(r.Header) {
-		if t := l.Template(); t != nil && t.Upstream == lifecycle.UpstreamH2C {
-			return u.h2c.RoundTrip(r)
-		}
-	}
-	if u.fast != nil && fastEligible(r) {
-		return u.fast.RoundTrip(r)
-	}
-	return u.h1.RoundTrip(r)
-}
-
-// isUpgrade reports whether a request asks to switch protocols, as
-// httputil.ReverseProxy decides it.
-func isUpgrade(h http.Header) bool {
-	return h.Get("Upgrade") != "" && httpguts.HeaderValuesContainsToken(h["Connection"], "Upgrade")
-}
-
 // modifyResponse gives every proxied response, 101 included, the
 // request's ID, replacing whatever the env sent under that name, and
 // makes cookies for the shared domain host-only (see cookies.go).
@@ -104,10 +71,9 @@ func (h *Handler) modifyResponse(res *http.Response) error {
 		res.Header.Set(RequestIDHeader, id)
 	}
 	if _, ok := res.Header["Set-Cookie"]; ok {
-		l, _ := res.Request.Context().Value(leaseKey{}).(Lease)
 		var t *lifecycle.Template
-		if l != nil {
-			t = l.Template()
+		if p, ok := res.Request.Context().Value(proxiedKey{}).(*proxied); ok {
+			t = p.lease.Template()
 		}
 		h.scopeCookies(res.Header, t)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/envgate/envgate/gateway/access"
 	"github.com/envgate/envgate/lifecycle"
-	"github.com/envgate/envgate/netns"
 	"github.com/rs/zerolog"
 )
 
@@ -78,12 +76,11 @@ type Handler struct {
 	log       zerolog.Logger
 	debug     bool
 	proxy     *httputil.ReverseProxy
-	transport *http.Transport
+	up        upstreams // the transports to envs; see upstream.go
 	sep       string    // Config.PortSeparator
 	ports     PortNamer // Config.Envs, if it names ports
 	envConns  envConns  // the transports' connections, by env address
 	protocolState
-	fast *fastTransport // bodyless HTTP/1.1 requests; see fasttransport.go
 	// access, newEnvs: Config.Access (never nil) and Config.NewEnvs;
 	// known: Config.Envs, if it tells known envs (see accessgate.go).
 	access  *access.Policy
@@ -91,12 +88,6 @@ type Handler struct {
 	known   EnvKnower
 	cluster *clusterRoute // nil unless cluster mode
 }
-
-type leaseKey struct{}
-
-// targetKey holds the netip.AddrPort a request goes to: the leased env's
-// port named in the Host, or its default port.
-type targetKey struct{}
 
 // NewHandler returns the gateway's HTTP handler.
 func NewHandler(cfg Config) (*Handler, error) {
@@ -115,26 +106,8 @@ func NewHandler(cfg Config) (*Handler, error) {
 		envs:    cfg.Envs,
 		log:     cfg.Log,
 		debug:   cfg.Log.GetLevel() <= zerolog.DebugLevel,
-		transport: &http.Transport{
-			Proxy: nil, // never an outbound proxy: envs are on local veths
-			DialContext: (&net.Dialer{
-				Timeout:   5 * time.Second,
-				KeepAlive: 30 * time.Second,
-				// The firewall lets only the gateway's marked
-				// sockets connect into envs.
-				Control: netns.MarkSocket,
-			}).DialContext,
-			MaxIdleConns:          4096,
-			MaxIdleConnsPerHost:   256,
-			IdleConnTimeout:       90 * time.Second,
-			ExpectContinueTimeout: time.Second,
-			DisableCompression:    true, // pass Accept-Encoding through untouched
-			WriteBufferSize:       32 << 10,
-			ReadBufferSize:        32 << 10,
-		},
 	}
-	h.transport.DialContext = h.envConns.track(h.transport.DialContext)
-	h.fast = newFastTransport(h.transport)
+	h.up = newUpstreams(&h.envConns)
 	h.requests = cfg.Requests
 	h.ports, _ = cfg.Envs.(PortNamer)
 	h.known, _ = cfg.Envs.(EnvKnower)
@@ -148,7 +121,7 @@ func NewHandler(cfg Config) (*Handler, error) {
 	}
 	h.proxy = &httputil.ReverseProxy{
 		Rewrite:        h.rewrite,
-		Transport:      upstreams{h1: h.transport, h2c: h.h2c, fast: h.fast},
+		Transport:      h.up,
 		ModifyResponse: h.modifyResponse,
 		BufferPool:     bufferPool{},
 		ErrorHandler:   h.proxyError,
@@ -162,12 +135,9 @@ func NewHandler(cfg Config) (*Handler, error) {
 // Rewrite mode has already dropped any X-Forwarded-* the client sent;
 // setForwarded sets the gateway's own (see forwarded.go).
 func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
-	a, ok := pr.In.Context().Value(targetKey{}).(netip.AddrPort)
-	if !ok {
-		a, _ = pr.In.Context().Value(leaseKey{}).(Lease).Port("")
-	}
+	p := pr.In.Context().Value(proxiedKey{}).(*proxied)
 	pr.Out.URL.Scheme = "http"
-	pr.Out.URL.Host = a.String()
+	pr.Out.URL.Host = p.target.String()
 	pr.Out.Host = pr.In.Host
 	h.setForwarded(pr)
 }
@@ -231,14 +201,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer untrack()
-	home, _ := lease.Port("")
-	target := home
-	if port != "" {
-		if a, ok := lease.Port(port); ok {
-			target = a
-		}
+	target, ok := lease.Port(port)
+	if !ok {
+		target, _ = lease.Port("")
 	}
-	if t := lease.Template(); (t == nil || t.Upstream != lifecycle.UpstreamH2C) && directEligible(r) {
+	via := route(lease, r)
+	if via == viaDirect {
 		if !h.debug {
 			h.observe(h.serveDirect(w, r, lease, target), began)
 			return
@@ -251,14 +219,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if cold := lease.ColdStart(); cold > 0 {
 		w.Header().Set(ColdStartHeader, formatMillis(cold))
 	}
-	ctx := context.WithValue(r.Context(), leaseKey{}, lease)
-	if target != home {
-		ctx = context.WithValue(ctx, targetKey{}, target)
-	}
-	if body != nil {
-		ctx = context.WithValue(ctx, bodyKey{}, body)
-	}
-	pr := r.WithContext(ctx)
+	p := &proxied{lease: lease, target: target, via: via, body: body}
+	pr := r.WithContext(context.WithValue(r.Context(), proxiedKey{}, p))
 	if body != nil {
 		pr.Body = body
 	}
@@ -325,8 +287,9 @@ func (h *Handler) acquireError(w http.ResponseWriter, r *http.Request, env strin
 // proxyError answers when the env's dev server could not be reached or
 // broke off, or when the client's body could not be read (see body.go).
 func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	env := r.Context().Value(leaseKey{}).(Lease).Env()
-	if b, ok := r.Context().Value(bodyKey{}).(*clientBody); ok {
+	p := r.Context().Value(proxiedKey{}).(*proxied)
+	env := p.lease.Env()
+	if b := p.body; b != nil {
 		if berr := b.readErr(); berr != nil {
 			h.log.Debug().Err(berr).Str("env", env).Str("request_id", r.Header.Get(RequestIDHeader)).Msg("client body unreadable")
 			h.bodyError(w, r, env, berr)
@@ -368,9 +331,7 @@ func formatMillis(d time.Duration) string {
 
 // CloseIdleConnections drops kept-alive connections to envs.
 func (h *Handler) CloseIdleConnections() {
-	h.transport.CloseIdleConnections()
-	h.fast.CloseIdleConnections()
-	h.h2c.CloseIdleConnections()
+	h.up.closeIdle()
 }
 
 // statusWriter records the status for the request log. Unwrap lets

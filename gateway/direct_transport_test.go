@@ -18,10 +18,10 @@ import (
 	"time"
 )
 
-// newTestFast is a fastTransport as NewHandler makes it, dialing plainly.
-func newTestFast(t *testing.T) *fastTransport {
+// newTestDirect is a directTransport as NewHandler makes it, dialing plainly.
+func newTestDirect(t *testing.T) *directTransport {
 	t.Helper()
-	ft := newFastTransport(&http.Transport{
+	ft := newDirectTransport(&http.Transport{
 		DialContext:         (&net.Dialer{}).DialContext,
 		MaxIdleConns:        4096,
 		MaxIdleConnsPerHost: 256,
@@ -31,6 +31,22 @@ func newTestFast(t *testing.T) *fastTransport {
 	})
 	t.Cleanup(ft.CloseIdleConnections)
 	return ft
+}
+
+// RoundTrip sends req, a request without a body to an http URL with a
+// port, as Request.Write writes it, so that the tests can hold the
+// transport's connection handling against http.Transport's. (The direct
+// path writes its own head: see FuzzDirectHead.)
+func (t *directTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	var got1xx func(int, textproto.MIMEHeader) error
+	if trace := httptrace.ContextClientTrace(req.Context()); trace != nil {
+		got1xx = trace.Got1xxResponse
+	}
+	addr, err := netip.ParseAddrPort(req.URL.Host)
+	if err != nil {
+		return nil, err
+	}
+	return t.exchange(req.Context(), addr, req, req.Close, func(w *bufio.Writer) error { return req.Write(w) }, got1xx)
 }
 
 // connServer is an httptest server that counts the connections it
@@ -70,14 +86,11 @@ func (s *connServer) waitClosed(t *testing.T) {
 }
 
 // fastDo sends a request without a body through ft and reads the whole body.
-func fastDo(t *testing.T, ft *fastTransport, ctx context.Context, method, rawURL string) (*http.Response, string) {
+func fastDo(t *testing.T, ft *directTransport, ctx context.Context, method, rawURL string) (*http.Response, string) {
 	t.Helper()
 	req, err := http.NewRequestWithContext(ctx, method, rawURL, nil)
 	if err != nil {
 		t.Fatal(err)
-	}
-	if !fastEligible(req) {
-		t.Fatalf("%s %s: not eligible for the fast path", method, rawURL)
 	}
 	res, err := ft.RoundTrip(req)
 	if err != nil {
@@ -94,7 +107,7 @@ func fastDo(t *testing.T, ft *fastTransport, ctx context.Context, method, rawURL
 	return res, string(b)
 }
 
-func TestFastTransportResponses(t *testing.T) {
+func TestDirectTransportResponses(t *testing.T) {
 	big := strings.Repeat("x", 100<<10)
 	tests := []struct {
 		name     string
@@ -132,7 +145,7 @@ func TestFastTransportResponses(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := newConnServer(t, tt.handler)
-			ft := newTestFast(t)
+			ft := newTestDirect(t)
 			for range 3 {
 				res, body := fastDo(t, ft, context.Background(), tt.method, s.URL+"/x")
 				if res.StatusCode != tt.status || body != tt.body {
@@ -149,7 +162,7 @@ func TestFastTransportResponses(t *testing.T) {
 	}
 }
 
-func TestFastTransportEarlyClose(t *testing.T) {
+func TestDirectTransportEarlyClose(t *testing.T) {
 	s := newConnServer(t, func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/big" {
 			io.WriteString(w, strings.Repeat("x", 1<<20))
@@ -157,7 +170,7 @@ func TestFastTransportEarlyClose(t *testing.T) {
 		}
 		io.WriteString(w, "ok")
 	})
-	ft := newTestFast(t)
+	ft := newTestDirect(t)
 	res, err := ft.RoundTrip(mustRequest(t, context.Background(), "GET", s.URL+"/big"))
 	if err != nil {
 		t.Fatal(err)
@@ -178,13 +191,13 @@ func TestFastTransportEarlyClose(t *testing.T) {
 	}
 }
 
-func TestFastTransport1xx(t *testing.T) {
+func TestDirectTransport1xx(t *testing.T) {
 	s := newConnServer(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Link", "</a.css>; rel=preload")
 		w.WriteHeader(http.StatusEarlyHints)
 		io.WriteString(w, "final")
 	})
-	ft := newTestFast(t)
+	ft := newTestDirect(t)
 	var codes []int
 	var link string
 	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
@@ -200,7 +213,7 @@ func TestFastTransport1xx(t *testing.T) {
 	}
 }
 
-func TestFastTransportCancel(t *testing.T) {
+func TestDirectTransportCancel(t *testing.T) {
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
 	s := newConnServer(t, func(w http.ResponseWriter, r *http.Request) {
@@ -213,7 +226,7 @@ func TestFastTransportCancel(t *testing.T) {
 		case <-r.Context().Done():
 		}
 	})
-	ft := newTestFast(t)
+	ft := newTestDirect(t)
 	t.Run("before headers", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		errc := make(chan error, 1)
@@ -250,7 +263,7 @@ func TestFastTransportCancel(t *testing.T) {
 	})
 }
 
-func TestFastTransportConcurrent(t *testing.T) {
+func TestDirectTransportConcurrent(t *testing.T) {
 	var inflight, most atomic.Int64
 	s := newConnServer(t, func(w http.ResponseWriter, r *http.Request) {
 		n := inflight.Add(1)
@@ -259,7 +272,7 @@ func TestFastTransportConcurrent(t *testing.T) {
 		}
 		io.WriteString(w, r.URL.Query().Get("i"))
 	})
-	ft := newTestFast(t)
+	ft := newTestDirect(t)
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Go(func() {
@@ -286,7 +299,7 @@ func TestFastTransportConcurrent(t *testing.T) {
 	}
 }
 
-func TestFastTransportIdleLimits(t *testing.T) {
+func TestDirectTransportIdleLimits(t *testing.T) {
 	t.Run("cap per address", func(t *testing.T) {
 		gate := make(chan struct{})
 		var arrived atomic.Int64
@@ -295,7 +308,7 @@ func TestFastTransportIdleLimits(t *testing.T) {
 			<-gate
 			io.WriteString(w, "ok")
 		})
-		ft := newTestFast(t)
+		ft := newTestDirect(t)
 		ft.maxIdle = 2
 		var wg sync.WaitGroup
 		for range 5 {
@@ -328,7 +341,7 @@ func TestFastTransportIdleLimits(t *testing.T) {
 		for range 3 {
 			servers = append(servers, newConnServer(t, func(w http.ResponseWriter, r *http.Request) {}))
 		}
-		ft := newTestFast(t)
+		ft := newTestDirect(t)
 		ft.maxIdleAll = 2
 		for _, s := range servers {
 			fastDo(t, ft, context.Background(), "GET", s.URL)
@@ -343,7 +356,7 @@ func TestFastTransportIdleLimits(t *testing.T) {
 	})
 	t.Run("timeout", func(t *testing.T) {
 		s := newConnServer(t, func(w http.ResponseWriter, r *http.Request) {})
-		ft := newTestFast(t)
+		ft := newTestDirect(t)
 		ft.idleTimeout = 10 * time.Millisecond
 		fastDo(t, ft, context.Background(), "GET", s.URL)
 		s.waitClosed(t) // by the sweep
@@ -356,55 +369,11 @@ func TestFastTransportIdleLimits(t *testing.T) {
 	})
 	t.Run("CloseIdleConnections", func(t *testing.T) {
 		s := newConnServer(t, func(w http.ResponseWriter, r *http.Request) {})
-		ft := newTestFast(t)
+		ft := newTestDirect(t)
 		fastDo(t, ft, context.Background(), "GET", s.URL)
 		ft.CloseIdleConnections()
 		s.waitClosed(t)
 	})
-}
-
-func TestFastEligible(t *testing.T) {
-	tests := []struct {
-		name string
-		req  func() *http.Request
-		want bool
-	}{
-		{"GET", func() *http.Request { return mustRequest(t, context.Background(), "GET", "http://10.0.0.2:3000/") }, true},
-		{"POST without body", func() *http.Request { return mustRequest(t, context.Background(), "POST", "http://10.0.0.2:3000/") }, true},
-		{"body", func() *http.Request {
-			r, _ := http.NewRequest("POST", "http://10.0.0.2:3000/", strings.NewReader("x"))
-			return r
-		}, false},
-		{"chunked", func() *http.Request {
-			r, _ := http.NewRequest("POST", "http://10.0.0.2:3000/", io.NopCloser(strings.NewReader("x")))
-			r.TransferEncoding = []string{"chunked"}
-			return r
-		}, false},
-		{"upgrade", func() *http.Request {
-			r := mustRequest(t, context.Background(), "GET", "http://10.0.0.2:3000/")
-			r.Header.Set("Connection", "Upgrade")
-			r.Header.Set("Upgrade", "websocket")
-			return r
-		}, false},
-		{"CONNECT", func() *http.Request { return mustRequest(t, context.Background(), "CONNECT", "http://10.0.0.2:3000/") }, false},
-		{"https", func() *http.Request { return mustRequest(t, context.Background(), "GET", "https://10.0.0.2:3000/") }, false},
-		{"no port", func() *http.Request { return mustRequest(t, context.Background(), "GET", "http://10.0.0.2/") }, false},
-		{"bad header value", func() *http.Request {
-			r := mustRequest(t, context.Background(), "GET", "http://10.0.0.2:3000/")
-			r.Header.Set("X", "a\nb")
-			return r
-		}, false},
-		{"bad header name", func() *http.Request {
-			r := mustRequest(t, context.Background(), "GET", "http://10.0.0.2:3000/")
-			r.Header["X y"] = []string{"v"}
-			return r
-		}, false},
-	}
-	for _, tt := range tests {
-		if got := fastEligible(tt.req()); got != tt.want {
-			t.Errorf("%s: fastEligible = %v, want %v", tt.name, got, tt.want)
-		}
-	}
 }
 
 func mustRequest(t *testing.T, ctx context.Context, method, rawURL string) *http.Request {
@@ -424,10 +393,10 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 }
 
-// TestFastTransportStrayBodyAfterBodilessResponse: a server that answers
+// TestDirectTransportStrayBodyAfterBodilessResponse: a server that answers
 // HEAD with a body anyway (a moment later) must not have the next request
 // on that connection read those bytes as its response.
-func TestFastTransportStrayBodyAfterBodilessResponse(t *testing.T) {
+func TestDirectTransportStrayBodyAfterBodilessResponse(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -462,7 +431,7 @@ func TestFastTransportStrayBodyAfterBodilessResponse(t *testing.T) {
 			}()
 		}
 	}()
-	ft := newTestFast(t)
+	ft := newTestDirect(t)
 	url := "http://" + ln.Addr().String() + "/"
 	for range 3 {
 		fastDo(t, ft, context.Background(), "HEAD", url)

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptrace"
 	"net/netip"
 	"net/textproto"
 	"sync"
@@ -16,25 +15,24 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/net/http/httpguts"
 )
 
-// fastTransport is an HTTP/1.1 RoundTripper for the proxy's commonest
-// request: one without a body that is not an upgrade (fastEligible). It
-// writes the request and reads the response on the calling goroutine,
-// where http.Transport passes every request to its connection's write
-// loop goroutine and the response back from its read loop: two goroutine
-// handoffs per request, which under load cost the gateway about as much
-// CPU as all of net/http's parsing (BENCHMARKS.md section 1). Everything
-// else, and every request that fastEligible refuses, goes through
-// http.Transport; see upstreams.
+// directTransport is the direct path's HTTP/1.1 client: it carries the
+// requests route sends that way (directEligible: no body, no upgrade),
+// written by serveDirect. It writes the request and reads the response
+// on the calling goroutine, where http.Transport passes every request to
+// its connection's write loop goroutine and the response back from its
+// read loop: two goroutine handoffs per request, which under load cost
+// the gateway about as much CPU as all of net/http's parsing
+// (BENCHMARKS.md section 1). Everything else goes through http.Transport
+// (see upstream.go).
 //
 // It follows http.Transport's rules where they are visible to a client:
-// the bytes it writes (Request.Write, as Transport's own writer), its
-// 1xx handling, its response header size limit, its keep-alive rules and
-// when it retries a request on a new connection after a kept-alive one
-// failed.
-type fastTransport struct {
+// its 1xx handling, its response header size limit, its keep-alive rules
+// and when it retries a request on a new connection after a kept-alive
+// one failed. What it writes is serveDirect's, which FuzzDirectHead
+// compares with what httputil.ReverseProxy sends.
+type directTransport struct {
 	dial        dialFunc
 	maxIdle     int           // idle connections kept per address
 	maxIdleAll  int           // idle connections kept in all
@@ -48,7 +46,7 @@ type fastTransport struct {
 	readers, writers sync.Pool
 
 	mu       sync.Mutex
-	idle     map[netip.AddrPort][]*fastConn // guarded by mu; by address, most recently used last
+	idle     map[netip.AddrPort][]*directConn // guarded by mu; by address, most recently used last
 	nidle    int                            // guarded by mu; connections in idle
 	sweeping bool                           // guarded by mu; a sweep of idle connections is scheduled
 	sweep    *time.Timer                    // guarded by mu
@@ -66,10 +64,10 @@ const maxResponseHeaderBytes = 10 << 20
 // call, and the rare close in flight is what the retry is for.
 const checkIdleAfter = 100 * time.Millisecond
 
-// newFastTransport returns a fastTransport with t's dialer, buffer sizes
+// newDirectTransport returns a directTransport with t's dialer, buffer sizes
 // and idle limits.
-func newFastTransport(t *http.Transport) *fastTransport {
-	return &fastTransport{
+func newDirectTransport(t *http.Transport) *directTransport {
+	return &directTransport{
 		dial:        t.DialContext,
 		maxIdle:     t.MaxIdleConnsPerHost,
 		maxIdleAll:  t.MaxIdleConns,
@@ -80,42 +78,6 @@ func newFastTransport(t *http.Transport) *fastTransport {
 	}
 }
 
-// fastEligible reports whether fastTransport may carry r: an outbound
-// request without a body to an http URL with a port, which asks for no
-// upgrade, and whose headers http.Transport would accept (it fails the
-// rest with its own error, so they go there).
-func fastEligible(r *http.Request) bool {
-	if (r.Body != nil && r.Body != http.NoBody) || r.ContentLength != 0 || len(r.TransferEncoding) != 0 ||
-		r.Method == http.MethodConnect || r.URL.Scheme != "http" || r.URL.Port() == "" || isUpgrade(r.Header) {
-		return false
-	}
-	for k, vv := range r.Header {
-		if !httpguts.ValidHeaderFieldName(k) {
-			return false
-		}
-		for _, v := range vv {
-			if !httpguts.ValidHeaderFieldValue(v) {
-				return false
-			}
-		}
-	}
-	return true
-}
-
-// RoundTrip implements http.RoundTripper for requests fastEligible
-// accepts.
-func (t *fastTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	var got1xx func(int, textproto.MIMEHeader) error
-	if trace := httptrace.ContextClientTrace(req.Context()); trace != nil {
-		got1xx = trace.Got1xxResponse
-	}
-	addr, err := netip.ParseAddrPort(req.URL.Host)
-	if err != nil {
-		return nil, fmt.Errorf("gateway: fast transport: %w", err)
-	}
-	return t.exchange(req.Context(), addr, req, req.Close, func(w *bufio.Writer) error { return req.Write(w) }, got1xx)
-}
-
 // exchange sends a request to addr, written by write, and reads the
 // response head: on an idle connection if there is one, else (or when
 // the kept-alive one turns out closed, and req may be retried) on a new
@@ -123,7 +85,7 @@ func (t *fastTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // closeAfter says the request asked the env to close the connection
 // (Connection: close); got1xx, if not nil, receives informational
 // responses other than 101.
-func (t *fastTransport) exchange(ctx context.Context, addr netip.AddrPort, req *http.Request, closeAfter bool, write func(*bufio.Writer) error, got1xx func(int, textproto.MIMEHeader) error) (*http.Response, error) {
+func (t *directTransport) exchange(ctx context.Context, addr netip.AddrPort, req *http.Request, closeAfter bool, write func(*bufio.Writer) error, got1xx func(int, textproto.MIMEHeader) error) (*http.Response, error) {
 	fc := t.get(addr)
 	if fc != nil {
 		res, err := fc.roundTrip(t, ctx, req, closeAfter, write, got1xx)
@@ -145,7 +107,7 @@ func (t *fastTransport) exchange(ctx context.Context, addr netip.AddrPort, req *
 // connection broke before any of the response came and the method is
 // idempotent (http.Transport's shouldRetryRequest).
 func retryable(req *http.Request, err error) bool {
-	var fe *fastError
+	var fe *directError
 	if !errors.As(err, &fe) || req.Context().Err() != nil {
 		return false
 	}
@@ -164,8 +126,8 @@ func replayable(req *http.Request) bool {
 	return a || b
 }
 
-// fastError is a failed exchange on a connection, with how far it got.
-type fastError struct {
+// directError is a failed exchange on a connection, with how far it got.
+type directError struct {
 	err   error
 	wrote bool // some of the request was written
 	read  bool // some of the response was read
@@ -175,17 +137,17 @@ type fastError struct {
 // Error words it as http.Transport does: the bare error when the
 // exchange broke at a message boundary (such as "EOF" from a server that
 // hung up before answering), else as a broken connection.
-func (e *fastError) Error() string {
+func (e *directError) Error() string {
 	if e.read || (e.wrote && !e.sent) {
 		return "net/http: HTTP/1.x transport connection broken: " + e.err.Error()
 	}
 	return e.err.Error()
 }
 
-func (e *fastError) Unwrap() error { return e.err }
+func (e *directError) Unwrap() error { return e.err }
 
 // get takes a usable idle connection to addr, or returns nil.
-func (t *fastTransport) get(addr netip.AddrPort) *fastConn {
+func (t *directTransport) get(addr netip.AddrPort) *directConn {
 	for {
 		t.mu.Lock()
 		conns := t.idle[addr]
@@ -212,7 +174,7 @@ func (t *fastTransport) get(addr netip.AddrPort) *fastConn {
 
 // put keeps fc for reuse, or closes it when addr has enough idle ones.
 // When all addresses together have, the one idle longest makes room.
-func (t *fastTransport) put(fc *fastConn) {
+func (t *directTransport) put(fc *directConn) {
 	if fc.br.Buffered() != 0 { // bytes beyond the response: not HTTP we understand
 		fc.close()
 		return
@@ -227,11 +189,11 @@ func (t *fastTransport) put(fc *fastConn) {
 		return
 	}
 	if t.idle == nil {
-		t.idle = make(map[netip.AddrPort][]*fastConn)
+		t.idle = make(map[netip.AddrPort][]*directConn)
 	}
 	t.idle[fc.addr] = append(conns, fc)
 	t.nidle++
-	var evicted *fastConn
+	var evicted *directConn
 	if t.maxIdleAll > 0 && t.nidle > t.maxIdleAll {
 		evicted = t.removeOldestLocked()
 	}
@@ -252,7 +214,7 @@ func (t *fastTransport) put(fc *fastConn) {
 // removeOldestLocked takes the connection idle longest out of t.idle;
 // t.mu must be held. It scans the addresses, which only a gateway at its
 // limit of idle connections does.
-func (t *fastTransport) removeOldestLocked() *fastConn {
+func (t *directTransport) removeOldestLocked() *directConn {
 	var oldest netip.AddrPort
 	for addr, conns := range t.idle {
 		if !oldest.IsValid() || conns[0].idleAt.Before(t.idle[oldest][0].idleAt) {
@@ -272,9 +234,9 @@ func (t *fastTransport) removeOldestLocked() *fastConn {
 
 // sweepIdle closes connections idle for longer than idleTimeout and
 // schedules itself again while any are left.
-func (t *fastTransport) sweepIdle() {
+func (t *directTransport) sweepIdle() {
 	now := time.Now()
-	var old []*fastConn
+	var old []*directConn
 	t.mu.Lock()
 	next := time.Duration(-1)
 	for addr, conns := range t.idle {
@@ -304,7 +266,7 @@ func (t *fastTransport) sweepIdle() {
 }
 
 // CloseIdleConnections closes every idle connection.
-func (t *fastTransport) CloseIdleConnections() {
+func (t *directTransport) CloseIdleConnections() {
 	t.mu.Lock()
 	idle := t.idle
 	t.idle, t.nidle = nil, 0
@@ -316,9 +278,9 @@ func (t *fastTransport) CloseIdleConnections() {
 	}
 }
 
-// fastConn is a connection to an env with its buffers. It is used by one
+// directConn is a connection to an env with its buffers. It is used by one
 // request at a time: from get to put or close.
-type fastConn struct {
+type directConn struct {
 	conn   net.Conn
 	raw    syscall.RawConn // for quiet; nil if conn has no file descriptor
 	addr   netip.AddrPort
@@ -336,8 +298,8 @@ type fastConn struct {
 	closing atomic.Bool
 }
 
-func (t *fastTransport) newConn(c net.Conn, addr netip.AddrPort) *fastConn {
-	fc := &fastConn{conn: c, addr: addr, limit: 1<<63 - 1}
+func (t *directTransport) newConn(c net.Conn, addr netip.AddrPort) *directConn {
+	fc := &directConn{conn: c, addr: addr, limit: 1<<63 - 1}
 	inner := c
 	if ec, ok := c.(*envConn); ok {
 		inner = ec.Conn
@@ -350,7 +312,7 @@ func (t *fastTransport) newConn(c net.Conn, addr netip.AddrPort) *fastConn {
 }
 
 // takeBuffers gives fc its read and write buffers.
-func (t *fastTransport) takeBuffers(fc *fastConn) {
+func (t *directTransport) takeBuffers(fc *directConn) {
 	if br, ok := t.readers.Get().(*bufio.Reader); ok {
 		br.Reset(fc)
 		fc.br = br
@@ -367,7 +329,7 @@ func (t *fastTransport) takeBuffers(fc *fastConn) {
 
 // dropBuffers takes back the buffers of fc, which is going idle with
 // nothing buffered.
-func (t *fastTransport) dropBuffers(fc *fastConn) {
+func (t *directTransport) dropBuffers(fc *directConn) {
 	fc.br.Reset(nil)
 	fc.bw.Reset(nil)
 	t.readers.Put(fc.br)
@@ -375,7 +337,7 @@ func (t *fastTransport) dropBuffers(fc *fastConn) {
 	fc.br, fc.bw = nil, nil
 }
 
-func (c *fastConn) Read(p []byte) (int, error) {
+func (c *directConn) Read(p []byte) (int, error) {
 	if c.limit <= 0 {
 		return 0, fmt.Errorf("net/http: server response headers exceeded %d bytes; aborted", maxResponseHeaderBytes)
 	}
@@ -388,13 +350,13 @@ func (c *fastConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (c *fastConn) Write(p []byte) (int, error) {
+func (c *directConn) Write(p []byte) (int, error) {
 	n, err := c.conn.Write(p)
 	c.nwrite += int64(n)
 	return n, err
 }
 
-func (c *fastConn) close() {
+func (c *directConn) close() {
 	if !c.closing.Swap(true) {
 		c.conn.Close()
 	}
@@ -402,7 +364,7 @@ func (c *fastConn) close() {
 
 // quiet reports, without blocking, that the server has neither closed
 // the idle connection nor sent anything on it.
-func (c *fastConn) quiet() bool {
+func (c *directConn) quiet() bool {
 	if c.raw == nil {
 		return true
 	}
@@ -419,8 +381,8 @@ func (c *fastConn) quiet() bool {
 // roundTrip sends a request on c, written by write, and reads the
 // response head (see exchange). The response's body gives c back to t
 // when read to its end, if the response lets the connection be kept.
-// Errors are *fastError, or the context's.
-func (c *fastConn) roundTrip(t *fastTransport, ctx context.Context, req *http.Request, closeAfter bool, write func(*bufio.Writer) error, got1xx func(int, textproto.MIMEHeader) error) (*http.Response, error) {
+// Errors are *directError, or the context's.
+func (c *directConn) roundTrip(t *directTransport, ctx context.Context, req *http.Request, closeAfter bool, write func(*bufio.Writer) error, got1xx func(int, textproto.MIMEHeader) error) (*http.Response, error) {
 	stop := context.AfterFunc(ctx, c.close)
 	fail := func(err error, wrote, sent, read bool) (*http.Response, error) {
 		stop()
@@ -428,7 +390,7 @@ func (c *fastConn) roundTrip(t *fastTransport, ctx context.Context, req *http.Re
 		if ctx.Err() != nil {
 			return nil, context.Cause(ctx)
 		}
-		return nil, &fastError{err: err, wrote: wrote, sent: sent, read: read}
+		return nil, &directError{err: err, wrote: wrote, sent: sent, read: read}
 	}
 	nw := c.nwrite
 	err := write(c.bw)
@@ -464,7 +426,7 @@ func (c *fastConn) roundTrip(t *fastTransport, ctx context.Context, req *http.Re
 		return res, nil
 	}
 	c.bodiless = false
-	res.Body = &fastBody{t: t, c: c, body: res.Body, ctx: ctx, stop: stop, keep: keep}
+	res.Body = &directBody{t: t, c: c, body: res.Body, ctx: ctx, stop: stop, keep: keep}
 	return res, nil
 }
 
@@ -472,7 +434,7 @@ func (c *fastConn) roundTrip(t *fastTransport, ctx context.Context, req *http.Re
 // other than 101 to got1xx, if set, as http.Transport passes them to the
 // request's ClientTrace (httputil.ReverseProxy forwards them to the
 // client that way).
-func (c *fastConn) readResponse(req *http.Request, got1xx func(int, textproto.MIMEHeader) error) (*http.Response, error) {
+func (c *directConn) readResponse(req *http.Request, got1xx func(int, textproto.MIMEHeader) error) (*http.Response, error) {
 	// A server that hangs up before answering gives EOF here, where
 	// ReadResponse would say "unexpected EOF"; http.Transport peeks too.
 	if _, err := c.br.Peek(1); err != nil {
@@ -495,10 +457,10 @@ func (c *fastConn) readResponse(req *http.Request, got1xx func(int, textproto.MI
 	}
 }
 
-// fastBody is a response body on a fastConn.
-type fastBody struct {
-	t    *fastTransport
-	c    *fastConn
+// directBody is a response body on a directConn.
+type directBody struct {
+	t    *directTransport
+	c    *directConn
 	body io.ReadCloser // http.ReadResponse's
 	ctx  context.Context
 	stop func() bool // unregisters the close on ctx's cancellation
@@ -510,7 +472,7 @@ type fastBody struct {
 
 var errBodyClosed = errors.New("http: read on closed response body")
 
-func (b *fastBody) Read(p []byte) (int, error) {
+func (b *directBody) Read(p []byte) (int, error) {
 	if b.done.Load() {
 		if b.eof.Load() {
 			return 0, io.EOF
@@ -539,12 +501,12 @@ func (b *fastBody) Read(p []byte) (int, error) {
 
 // Close closes the connection unless the body was read to its end:
 // draining an unread rest could take as long as the env likes.
-func (b *fastBody) Close() error {
+func (b *directBody) Close() error {
 	b.finish()
 	return nil
 }
 
-func (b *fastBody) finish() {
+func (b *directBody) finish() {
 	if b.done.CompareAndSwap(false, true) {
 		b.stop()
 		b.c.close()

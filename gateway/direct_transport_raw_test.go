@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// Tests of fastTransport against hand-written servers, for responses
+// Tests of directTransport against hand-written servers, for responses
 // and failures net/http's server does not produce.
 
 // rawServer serves each connection with fn on loopback and counts
@@ -72,7 +72,7 @@ func readHead(br *bufio.Reader) bool {
 	return err == nil && req.Body.Close() == nil
 }
 
-func TestFastTransportRawResponses(t *testing.T) {
+func TestDirectTransportRawResponses(t *testing.T) {
 	tests := []struct {
 		name     string
 		response string // sent for every request
@@ -94,7 +94,7 @@ func TestFastTransportRawResponses(t *testing.T) {
 					}
 				}
 			})
-			ft := newTestFast(t)
+			ft := newTestDirect(t)
 			for range 3 {
 				if _, body := fastDo(t, ft, context.Background(), "GET", "http://"+s.addr+"/"); body != tt.body {
 					t.Fatalf("body %q, want %q", body, tt.body)
@@ -107,11 +107,11 @@ func TestFastTransportRawResponses(t *testing.T) {
 	}
 }
 
-// TestFastTransportStaleConn: a server that closes a kept-alive
+// TestDirectTransportStaleConn: a server that closes a kept-alive
 // connection after one response. A GET on it is sent again on a new
 // connection; a bodyless POST is not (it may have been acted on), unless
 // the close was noticed before the request was written.
-func TestFastTransportStaleConn(t *testing.T) {
+func TestDirectTransportStaleConn(t *testing.T) {
 	tests := []struct {
 		method     string
 		checkAfter time.Duration
@@ -133,7 +133,7 @@ func TestFastTransportStaleConn(t *testing.T) {
 				c.Close()
 				closed <- struct{}{}
 			})
-			ft := newTestFast(t)
+			ft := newTestDirect(t)
 			ft.checkAfter = tt.checkAfter
 			fastDo(t, ft, context.Background(), tt.method, "http://"+s.addr+"/")
 			<-closed
@@ -159,10 +159,10 @@ func TestFastTransportStaleConn(t *testing.T) {
 	}
 }
 
-// TestFastTransportFailures: a new connection that fails is not retried,
+// TestDirectTransportFailures: a new connection that fails is not retried,
 // and the error reads as http.Transport's for the same failure (the
 // gateway's error page shows it).
-func TestFastTransportFailures(t *testing.T) {
+func TestDirectTransportFailures(t *testing.T) {
 	tests := []struct {
 		name  string
 		serve func(c net.Conn, br *bufio.Reader)
@@ -182,7 +182,7 @@ func TestFastTransportFailures(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := newRawServer(t, tt.serve)
-			_, err := newTestFast(t).RoundTrip(mustRequest(t, context.Background(), "GET", "http://"+s.addr+"/"))
+			_, err := newTestDirect(t).RoundTrip(mustRequest(t, context.Background(), "GET", "http://"+s.addr+"/"))
 			if err == nil || s.accepted.Load() != 1 {
 				t.Fatalf("err %v after %d connections; want an error after 1 (no retry on a new connection)", err, s.accepted.Load())
 			}
@@ -196,14 +196,14 @@ func TestFastTransportFailures(t *testing.T) {
 	}
 }
 
-func TestFastTransportSwitchingProtocols(t *testing.T) {
+func TestDirectTransportSwitchingProtocols(t *testing.T) {
 	s := newRawServer(t, func(c net.Conn, br *bufio.Reader) {
 		if readHead(br) {
 			io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\n\r\nhi")
 			io.Copy(c, br) // echo
 		}
 	})
-	ft := newTestFast(t)
+	ft := newTestDirect(t)
 	res, err := ft.RoundTrip(mustRequest(t, context.Background(), "GET", "http://"+s.addr+"/"))
 	if err != nil {
 		t.Fatal(err)
@@ -220,23 +220,23 @@ func TestFastTransportSwitchingProtocols(t *testing.T) {
 	}
 }
 
-func TestFastTransportDialError(t *testing.T) {
+func TestDirectTransportDialError(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
 	ln.Close() // nothing listens there now
-	_, err = newTestFast(t).RoundTrip(mustRequest(t, context.Background(), "GET", "http://"+addr+"/"))
+	_, err = newTestDirect(t).RoundTrip(mustRequest(t, context.Background(), "GET", "http://"+addr+"/"))
 	_, stdErr := (&http.Transport{}).RoundTrip(mustRequest(t, context.Background(), "GET", "http://"+addr+"/"))
 	if err == nil || stdErr == nil || err.Error() != stdErr.Error() {
 		t.Fatalf("error %v, http.Transport's %v", err, stdErr)
 	}
 }
 
-// TestFastTransportWritesWhatTransportWrites: the env gets the same bytes
+// TestDirectTransportWritesWhatTransportWrites: the env gets the same bytes
 // from either transport, for the requests the proxy sends it.
-func TestFastTransportWritesWhatTransportWrites(t *testing.T) {
+func TestDirectTransportWritesWhatTransportWrites(t *testing.T) {
 	heads := make(chan string, 2)
 	s := newRawServer(t, func(c net.Conn, br *bufio.Reader) {
 		var head []byte
@@ -254,7 +254,7 @@ func TestFastTransportWritesWhatTransportWrites(t *testing.T) {
 		io.WriteString(c, "HTTP/1.1 204 No Content\r\n\r\n")
 	})
 	for _, method := range []string{"GET", "HEAD", "DELETE", "POST", "OPTIONS"} {
-		for _, rt := range []http.RoundTripper{newTestFast(t), &http.Transport{DisableCompression: true}} {
+		for _, rt := range []http.RoundTripper{newTestDirect(t), &http.Transport{DisableCompression: true}} {
 			req := mustRequest(t, context.Background(), method, "http://"+s.addr+"/p?q=1")
 			req.Host = "env.localhost"
 			req.Header.Set("X-Forwarded-For", "192.0.2.1")
