@@ -43,13 +43,15 @@ var hopHeaders = map[string]bool{
 	"Upgrade":             true,
 }
 
-// ownHeaders are fields of the request head that come from the request's
-// own fields, never from its header map: an HTTP/2 server leaves a
-// client's "host" and "content-length" fields there (as Request.Write,
-// which ReverseProxy uses, the direct path writes neither from the map).
+// ownHeaders are fields of the request head that the direct path writes
+// as Request.Write (which ReverseProxy's transport uses) does, not as
+// the header map has them: Host and Content-Length from the request's
+// own fields (an HTTP/2 server leaves a client's "host" and
+// "content-length" fields in the map), and one User-Agent.
 var ownHeaders = map[string]bool{
 	"Host":           true,
 	"Content-Length": true,
+	"User-Agent":     true,
 }
 
 // forwardingHeaders are the inbound fields the gateway writes itself.
@@ -234,6 +236,17 @@ func writeRequestHead(bw *bufio.Writer, r *http.Request, conn []string, f forwar
 	bw.WriteString(" HTTP/1.1\r\nHost: ")
 	bw.WriteString(r.Host)
 	bw.WriteString("\r\n")
+	// Request.Write: the first User-Agent only, and none if it is empty.
+	if ua := r.Header["User-Agent"]; len(ua) > 0 && ua[0] != "" &&
+		(conn == nil || !httpguts.HeaderValuesContainsToken(conn, "User-Agent")) {
+		writeField(bw, "User-Agent", ua[0])
+	}
+	// Request.Write: a request without a body whose method implies one
+	// says it has none (servers may ask for the length of a POST).
+	switch r.Method {
+	case http.MethodPost, http.MethodPut, http.MethodPatch:
+		writeField(bw, "Content-Length", "0")
+	}
 	for k, vv := range r.Header {
 		if hopHeaders[k] || forwardingHeaders[k] || ownHeaders[k] || (f.dropRealIP && k == "X-Real-Ip") ||
 			(conn != nil && httpguts.HeaderValuesContainsToken(conn, k)) {

@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-
 )
 
 // directTransport is the direct path's HTTP/1.1 client: it carries the
@@ -47,9 +46,9 @@ type directTransport struct {
 
 	mu       sync.Mutex
 	idle     map[netip.AddrPort][]*directConn // guarded by mu; by address, most recently used last
-	nidle    int                            // guarded by mu; connections in idle
-	sweeping bool                           // guarded by mu; a sweep of idle connections is scheduled
-	sweep    *time.Timer                    // guarded by mu
+	nidle    int                              // guarded by mu; connections in idle
+	sweeping bool                             // guarded by mu; a sweep of idle connections is scheduled
+	sweep    *time.Timer                      // guarded by mu
 }
 
 // maxResponseHeaderBytes is http.Transport's default limit on a

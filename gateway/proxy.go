@@ -70,16 +70,16 @@ type Config struct {
 
 // Handler routes each request by Host to its env and proxies it there.
 type Handler struct {
-	requests  RequestObserver // Config.Requests; nil: none
-	domains   []string
-	envs      Envs
-	log       zerolog.Logger
-	debug     bool
-	proxy     *httputil.ReverseProxy
-	up        upstreams // the transports to envs; see upstream.go
-	sep       string    // Config.PortSeparator
-	ports     PortNamer // Config.Envs, if it names ports
-	envConns  envConns  // the transports' connections, by env address
+	requests RequestObserver // Config.Requests; nil: none
+	domains  []string
+	envs     Envs
+	log      zerolog.Logger
+	debug    bool
+	proxy    *httputil.ReverseProxy
+	up       upstreams // the transports to envs; see upstream.go
+	sep      string    // Config.PortSeparator
+	ports    PortNamer // Config.Envs, if it names ports
+	envConns envConns  // the transports' connections, by env address
 	protocolState
 	// access, newEnvs: Config.Access (never nil) and Config.NewEnvs;
 	// known: Config.Envs, if it tells known envs (see accessgate.go).
