@@ -216,7 +216,11 @@ func TestDirectTransport1xx(t *testing.T) {
 func TestDirectTransportCancel(t *testing.T) {
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
+	waiting := make(chan struct{}, 1) // the server has the request for /head
 	s := newConnServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/head" {
+			waiting <- struct{}{}
+		}
 		if r.URL.Path == "/mid" {
 			io.WriteString(w, "part")
 			w.(http.Flusher).Flush()
@@ -238,7 +242,7 @@ func TestDirectTransportCancel(t *testing.T) {
 			}
 			errc <- err
 		}()
-		waitFor(t, func() bool { return s.opened.Load() == 1 })
+		<-waiting // the transport waits for the response head
 		cancel()
 		if err := <-errc; !errors.Is(err, context.Canceled) {
 			t.Fatalf("RoundTrip = %v, want context.Canceled", err)
@@ -302,9 +306,9 @@ func TestDirectTransportConcurrent(t *testing.T) {
 func TestDirectTransportIdleLimits(t *testing.T) {
 	t.Run("cap per address", func(t *testing.T) {
 		gate := make(chan struct{})
-		var arrived atomic.Int64
+		arrived := make(chan struct{}, 5)
 		s := newConnServer(t, func(w http.ResponseWriter, r *http.Request) {
-			arrived.Add(1)
+			arrived <- struct{}{}
 			<-gate
 			io.WriteString(w, "ok")
 		})
@@ -323,7 +327,9 @@ func TestDirectTransportIdleLimits(t *testing.T) {
 				res.Body.Close()
 			})
 		}
-		waitFor(t, func() bool { return arrived.Load() == 5 })
+		for range 5 { // all five on connections of their own
+			<-arrived
+		}
 		close(gate)
 		wg.Wait()
 		for range 3 {
@@ -383,14 +389,6 @@ func mustRequest(t *testing.T, ctx context.Context, method, rawURL string) *http
 		t.Fatal(err)
 	}
 	return r
-}
-
-// waitFor polls cond until it holds; the test's deadline bounds it.
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	for !cond() {
-		time.Sleep(time.Millisecond)
-	}
 }
 
 // TestDirectTransportStrayBodyAfterBodilessResponse: a server that answers

@@ -13,6 +13,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/envgate/envgate/lifecycle"
 	"github.com/envgate/envgate/lifecycle/lifecycletest"
+	"github.com/envgate/envgate/netns/netnstest/wait"
 )
 
 func envState(g *gw, name string) lifecycle.Info {
@@ -26,13 +27,7 @@ func envState(g *gw, name string) lifecycle.Info {
 
 func waitEnvState(t *testing.T, g *gw, name string, want lifecycle.State) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for envState(g, name).State != want {
-		if time.Now().After(deadline) {
-			t.Fatalf("env %s is %v after 30s, want %v", name, envState(g, name).State, want)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	wait.For(t, 30*time.Second, fmt.Sprintf("env %s %v", name, want), func() bool { return envState(g, name).State == want })
 }
 
 // An open WebSocket is activity for as long as it is open, however
@@ -134,13 +129,10 @@ func TestAtCapacityAnswers503WithRetryAfter(t *testing.T) {
 	}
 	for i := range 5 {
 		name := fmt.Sprintf("busy%d", i)
-		deadline := time.Now().Add(30 * time.Second)
-		for in := envState(g, name); in.State != lifecycle.Ready || in.InFlight == 0; in = envState(g, name) {
-			if time.Now().After(deadline) {
-				t.Fatalf("env %s: %v with %d in flight, want a slow request in flight", name, in.State, in.InFlight)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		wait.For(t, 30*time.Second, "env "+name+" ready with a slow request in flight", func() bool {
+			in := envState(g, name)
+			return in.State == lifecycle.Ready && in.InFlight > 0
+		})
 	}
 	resp := g.get(t, "sixth.localhost", "/", "Accept", "application/json")
 	var body struct {
@@ -161,13 +153,7 @@ func TestAtCapacityAnswers503WithRetryAfter(t *testing.T) {
 	// The client is gone; the gateway notices and releases each lease.
 	for i := range 5 {
 		name := fmt.Sprintf("busy%d", i)
-		deadline := time.Now().Add(30 * time.Second)
-		for envState(g, name).InFlight > 0 {
-			if time.Now().After(deadline) {
-				t.Fatalf("env %s still has requests in flight", name)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		wait.For(t, 30*time.Second, "env "+name+" without requests in flight", func() bool { return envState(g, name).InFlight == 0 })
 	}
 	resp = g.get(t, "sixth.localhost", "/")
 	if resp.StatusCode != 200 {
