@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"net"
 	"net/http"
@@ -22,7 +23,8 @@ import (
 // fakeEnvs is a lifecycle manager for the proxy-logic tests, which need
 // neither root nor real dev servers: each env is a set of http.Handlers,
 // one per port, served on loopback listeners of their own from its first
-// Acquire until the test ends. It implements gateway.Envs and PortNamer.
+// Acquire until the test ends. It implements gateway.Envs, PortNamer and
+// ProgressReporter.
 type fakeEnvs struct {
 	t testing.TB
 	// env describes env name, or returns nil: no template runs it
@@ -47,12 +49,21 @@ type fakeEnv struct {
 	// Template is what its leases report (cookie scope, upstream
 	// protocol); nil: none.
 	Template *lifecycle.Template
-	// Err, if set, is what Acquire returns for it.
+	// Err, if set, is what Acquire returns for it (once Started).
 	Err error
-	// Cold is its leases' ColdStart.
+	// Cold is its leases' ColdStart, unless they waited for Started.
 	Cold time.Duration
+	// Started, if set, is closed by the test when the env's start is
+	// done: until then Acquire waits for it (or for its context) and
+	// Progress reports the start with Output.
+	Started chan struct{}
+	Output  []string
+	// Waiting, if set, gets a value from each Acquire that is about to
+	// wait for Started.
+	Waiting chan struct{}
 
 	name  string
+	began time.Time // guarded by fakeEnvs.mu; the first Acquire's
 	once  sync.Once
 	addrs map[string]netip.AddrPort // by port name, after once
 	conns atomic.Int64              // connections its servers accepted
@@ -93,21 +104,71 @@ func (f *fakeEnvs) lookup(name string) *fakeEnv {
 // Acquire implements gateway.Envs.
 func (f *fakeEnvs) Acquire(ctx context.Context, name string) (gateway.Lease, error) {
 	f.acquires.Add(1)
+	e := f.lookup(name)
+	now := time.Now()
 	f.mu.Lock()
 	f.tried[name] = true
+	if e != nil && e.began.IsZero() {
+		e.began = now
+	}
 	f.mu.Unlock()
-	e := f.lookup(name)
 	switch {
 	case e == nil:
 		return nil, lifecycle.ErrNoTemplate
-	case e.Err != nil:
-		return nil, e.Err
 	case ctx.Err() != nil:
-		return nil, ctx.Err()
+		return nil, context.Cause(ctx)
+	}
+	cold := e.Cold
+	if e.Started != nil && !isClosed(e.Started) {
+		if e.Waiting != nil {
+			e.Waiting <- struct{}{}
+		}
+		select {
+		case <-e.Started:
+			cold = time.Since(now)
+		case <-ctx.Done():
+			return nil, context.Cause(ctx) // as lifecycle's Acquire
+		}
+	}
+	if e.Err != nil {
+		return nil, e.Err
 	}
 	e.once.Do(func() { e.start(f.t) })
 	f.held.Add(1)
-	return &fakeLease{f: f, e: e}, nil
+	return &fakeLease{f: f, e: e, cold: cold}, nil
+}
+
+func isClosed(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// Progress implements gateway.ProgressReporter.
+func (f *fakeEnvs) Progress(name string, tail int) (lifecycle.Progress, error) {
+	e := f.lookup(name)
+	if e == nil {
+		return lifecycle.Progress{}, lifecycle.ErrNoTemplate
+	}
+	f.mu.Lock()
+	p := lifecycle.Progress{StartedAt: e.began, Template: e.Template}
+	f.mu.Unlock()
+	p.Tail = e.Output[max(len(e.Output)-tail, 0):]
+	var se *lifecycle.StartError
+	switch {
+	case p.StartedAt.IsZero():
+		p.State = lifecycle.Stopped
+	case errors.As(e.Err, &se):
+		p.State, p.Failure = lifecycle.Failed, se
+	case e.Started != nil && !isClosed(e.Started):
+		p.State = lifecycle.Starting
+	default:
+		p.State = lifecycle.Ready
+	}
+	return p, nil
 }
 
 // acquired returns the names of the envs Acquire was called for (the
@@ -175,11 +236,12 @@ func (e *fakeEnv) start(t testing.TB) {
 type fakeLease struct {
 	f    *fakeEnvs
 	e    *fakeEnv
+	cold time.Duration
 	done atomic.Bool
 }
 
 func (l *fakeLease) Env() string                   { return l.e.name }
-func (l *fakeLease) ColdStart() time.Duration      { return l.e.Cold }
+func (l *fakeLease) ColdStart() time.Duration      { return l.cold }
 func (l *fakeLease) Template() *lifecycle.Template { return l.e.Template }
 
 func (l *fakeLease) Port(name string) (netip.AddrPort, bool) {
