@@ -125,6 +125,7 @@ type Manager struct {
 	admitMu     sync.Mutex
 	stateMu     sync.Mutex     // serialises state file writes
 	stateQueued atomic.Bool    // a saveStateSoon write has not taken its snapshot yet
+	stateLast   atomic.Int64   // UnixNano when the last background write began
 	stateHanded bool           // guarded by stateMu; after Handoff, never write the file
 	stateWG     sync.WaitGroup // saveStateSoon writers
 	running     int            // guarded by admitMu; envs holding a MaxEnvs slot

@@ -48,23 +48,40 @@ type stateRecord struct {
 }
 
 // saveStateSoon has the state file rewritten off the caller's path (a
-// start's waiters, a teardown): one writer at a time, and changes made
-// while a write is queued share it, so a burst of starts costs a few
-// writes rather than one (of every env) per start. An env is on file a
-// few hundred microseconds after it got ready.
+// start's waiters, a teardown): one writer at a time, changes made while
+// a write is queued share it, and background writes begin at least
+// stateWriteGap apart, so a burst of starts costs a few writes (each of
+// every env) a second rather than one per start, or writes back to back.
+// An env is on file at most about stateWriteGap after it got ready.
 func (m *Manager) saveStateSoon() {
 	if m.cfg.StateFile == "" || m.stateQueued.Swap(true) {
 		return // not kept, or a queued write will see this change
 	}
 	m.stateWG.Go(func() {
+		if d := time.Until(time.Unix(0, m.stateLast.Load()).Add(stateWriteGap)); d > 0 {
+			t := time.NewTimer(d)
+			select {
+			case <-t.C:
+			case <-m.ctx.Done(): // closing: write now
+			}
+			t.Stop()
+		}
 		m.stateMu.Lock()
 		defer m.stateMu.Unlock()
+		m.stateLast.Store(time.Now().UnixNano())
 		// Cleared before the snapshot: a change after this point queues
 		// another write, one before it is in this one.
 		m.stateQueued.Store(false)
 		m.writeStateLocked()
 	})
 }
+
+// stateWriteGap is the least time between the beginnings of two
+// background state writes. Each write is of every env: at 2,000 envs,
+// writes back to back during a start burst took a good part of a core.
+// A gateway killed within it of a start leaves that env off the file; the
+// next start-up's recovery then removes it as a leftover.
+const stateWriteGap = 100 * time.Millisecond
 
 // saveState writes the state file, if configured, from the envs now
 // ready, and returns when it is written.
