@@ -21,11 +21,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/envgate/envgate/cmd/envgate/demo"
 	"github.com/envgate/envgate/gateway"
 	"github.com/envgate/envgate/gateway/access"
 	"github.com/envgate/envgate/lifecycle"
 	"github.com/envgate/envgate/lifecycle/lifecycletest"
+	"github.com/envgate/envgate/loadtest/demo"
 	"github.com/envgate/envgate/netns/netnstest/wait"
 	"github.com/rs/zerolog"
 	"golang.org/x/crypto/bcrypt"

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/envgate/envgate/cmd/envgate/demo"
+	"github.com/envgate/envgate/loadtest/demo"
 )
 
 // rawAnswer is a final response to bytes sent on a connection of their

@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/envgate/envgate/cmd/envgate/demo"
+	"github.com/envgate/envgate/loadtest/demo"
 )
 
 // TestEventStreamIsNotBuffered: server-sent events reach the client as

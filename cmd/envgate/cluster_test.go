@@ -21,9 +21,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/envgate/envgate/cmd/envgate/demo"
 	"github.com/envgate/envgate/gateway"
 	"github.com/envgate/envgate/lifecycle/cluster/clustertest"
+	"github.com/envgate/envgate/loadtest/demo"
 	"github.com/envgate/envgate/netns/netnstest"
 	"github.com/envgate/envgate/netns/netnstest/wait"
 	clientv3 "go.etcd.io/etcd/client/v3"

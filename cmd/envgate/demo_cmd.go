@@ -3,7 +3,7 @@ package main
 import (
 	"os"
 
-	"github.com/envgate/envgate/cmd/envgate/demo"
+	"github.com/envgate/envgate/loadtest/demo"
 	"github.com/spf13/cobra"
 )
 

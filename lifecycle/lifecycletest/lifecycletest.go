@@ -17,8 +17,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/envgate/envgate/cmd/envgate/demo"
 	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/loadtest/demo"
 )
 
 const childVar = "ENVGATE_TEST_DEMO"
