@@ -114,6 +114,7 @@ func (a *app) openFirewall(context.Context) (err error) {
 	if a.fw == nil {
 		a.log.Warn().Msg("network.firewall is off: envs can reach the host, each other and the network")
 	}
+	a.ownsTable = a.pred == nil // a successor's is its predecessor's until takeOver
 	return nil
 }
 
@@ -206,7 +207,7 @@ func (a *app) joinCluster(context.Context) error {
 	if a.cluster != nil {
 		a.cluster.start(a.cfg, a.envs)
 	}
-	a.ownsEnvs = true
+	a.ownsEnvs = a.pred == nil // a successor's are its predecessor's until takeOver
 	return nil
 }
 
@@ -345,5 +346,12 @@ func (a *app) takeOver(context.Context) error {
 	if a.pred == nil {
 		return nil
 	}
+	if err := a.pred.ready(); err != nil {
+		return err
+	}
+	// On "ready" the predecessor hands its envs and the firewall table
+	// over and exits without stopping them: they are this process's now,
+	// whatever happens next.
+	a.ownsEnvs, a.ownsTable = true, true
 	return a.pred.takeOver(a.envs, a.nsm)
 }

@@ -199,13 +199,15 @@ func (p *predecessor) lockInstance(cfg *Config) (func(), error) {
 	return func() { f.Close() }, nil
 }
 
-// takeOver tells the predecessor this process is ready, adopts the envs
-// it hands over and removes every other namespace of the instance.
+// ready tells the predecessor this process is ready to take over. Until
+// it is sent, a failure here changes nothing: the predecessor serves on.
+func (p *predecessor) ready() error {
+	return p.ctl.send(handoffMsg{Type: "ready", Pid: os.Getpid()}, nil)
+}
+
+// takeOver, after ready, adopts the envs the predecessor hands over and
+// removes every other namespace of the instance.
 func (p *predecessor) takeOver(envs *lifecycle.Manager, nsm *netns.Manager) error {
-	p.lockedCleanup(nsm, nil) // nothing adopted yet: nothing else to keep
-	if err := p.ctl.send(handoffMsg{Type: "ready", Pid: os.Getpid()}, nil); err != nil {
-		return err
-	}
 	var handed []lifecycle.HandedEnv
 	for {
 		m, files, err := p.ctl.recv(successorTimeout)
@@ -237,12 +239,8 @@ func (p *predecessor) takeOver(envs *lifecycle.Manager, nsm *netns.Manager) erro
 }
 
 // lockedCleanup removes what the instance has besides keep, once the
-// predecessor has handed over (keep non-nil); before that it does nothing,
-// since the predecessor still runs its envs.
+// predecessor has handed over.
 func (p *predecessor) lockedCleanup(nsm *netns.Manager, keep map[string]bool) {
-	if keep == nil {
-		return
-	}
 	if left, err := nsm.GC(keep); err != nil {
 		p.log.Error().Err(err).Msg("removing namespaces not handed over")
 	} else if !left.Empty() {
@@ -338,7 +336,7 @@ func startSuccessor(lset *listenerSet, log zerolog.Logger) (*successor, error) {
 		return nil, fmt.Errorf("restart: socketpair: %w", err)
 	}
 	ours, theirs := os.NewFile(uintptr(fds[0]), "handoff-ours"), os.NewFile(uintptr(fds[1]), "handoff-theirs")
-	defer theirs.Close()
+	defer theirs.Close() // on the ways out before the start
 	fc, err := net.FileConn(ours)
 	ours.Close()
 	if err != nil {
@@ -354,7 +352,11 @@ func startSuccessor(lset *listenerSet, log zerolog.Logger) (*successor, error) {
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.ExtraFiles = []*os.File{theirs} // fd 3
 	cmd.Env = append(os.Environ(), handoffEnvVar+"=3")
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	// The child has its copy: with ours closed, its exit closes the
+	// socket, and a receive below fails then rather than at its timeout.
+	theirs.Close()
+	if err != nil {
 		ctl.c.Close()
 		return nil, fmt.Errorf("restart: start %s: %w", exe, err)
 	}

@@ -77,9 +77,10 @@ func serve(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 //   - run serves until ctx ends (SIGINT, SIGTERM) or a successor has taken
 //     the gateway over (SIGHUP, SIGUSR2), and drains the servers.
 //   - shutdown stops the parts in the reverse order (see shutdown). On
-//     exitStop it stops every env and removes the firewall table; on
-//     exitHandoff the envs, their namespaces and the firewall table stay,
-//     as they are the successor's now.
+//     exitStop it stops every env and removes the firewall table, if they
+//     are this process's (ownsEnvs, ownsTable); on exitHandoff the envs,
+//     their namespaces and the firewall table stay, as they are the
+//     successor's now.
 type app struct {
 	cfg *Config
 	log zerolog.Logger
@@ -97,21 +98,25 @@ type app struct {
 	src       lifecycle.Source
 	metrics   *admin.Metrics
 	envs      *lifecycle.Manager
-	// ownsEnvs: the envs are this process's to stop. Set after the
-	// cluster step; a start that fails before it leaves envs (and their
-	// namespaces) as they were.
-	ownsEnvs bool
-	pv       *previews
-	remains  *envRemains  // what Destroy removes besides the data dir
-	cluster  *clusterMode // cluster mode only (cluster.go)
-	policy   *access.Policy
-	newEnvs  *gateway.NewEnvLimit
-	handler  atomic.Pointer[gateway.Handler] // read by the envs' BeforeStop
-	front    http.Handler                    // the gateway with webhooks and dashboard in front
-	cm       *certs.Manager                  // nil with tls.mode: off
-	servers  []httpServer
-	tcps     *tcpListeners
-	adm      *adminServers
+	// ownsEnvs and ownsTable: the envs (with their namespaces) and the
+	// firewall table are this process's to stop and remove. A successor
+	// owns neither until it tells its predecessor it is ready (takeOver):
+	// until then they are the predecessor's, which serves on with them
+	// if this start fails. A gateway started afresh owns the table once
+	// it has opened it, and the envs from the cluster step on (a start
+	// that fails before leaves a crashed run's envs to the next start).
+	ownsEnvs, ownsTable bool
+	pv                  *previews
+	remains             *envRemains  // what Destroy removes besides the data dir
+	cluster             *clusterMode // cluster mode only (cluster.go)
+	policy              *access.Policy
+	newEnvs             *gateway.NewEnvLimit
+	handler             atomic.Pointer[gateway.Handler] // read by the envs' BeforeStop
+	front               http.Handler                    // the gateway with webhooks and dashboard in front
+	cm                  *certs.Manager                  // nil with tls.mode: off
+	servers             []httpServer
+	tcps                *tcpListeners
+	adm                 *adminServers
 }
 
 // httpServer is one of the gateway's HTTP servers and its listeners.
@@ -187,12 +192,14 @@ func (a *app) run(ctx context.Context) (exitMode, error) {
 //  3. HTTP(S) listeners: closed (run's servers closed theirs; this is for
 //     a failed start)
 //  4. envs: every env stopped and every namespace of the instance removed,
-//     unless handed off or not ours (ownsEnvs)
+//     unless handed off or not ours (ownsEnvs: a successor's failed start
+//     leaves them to its predecessor)
 //  5. cluster: the session ends, and with it this node's owner keys,
 //     after the envs stopped
 //  6. previews, then the env source, after the envs that use them
 //  7. firewall: the envs' DNS forwarder stops; the table goes, unless
-//     handed off (a successor that took the envs took the table too)
+//     handed off (a successor that took the envs took the table too) or
+//     not ours (ownsTable)
 //  8. pprof, then the instance lock, last
 func (a *app) shutdown(exit exitMode) {
 	log := a.log
@@ -208,6 +215,8 @@ func (a *app) shutdown(exit exitMode) {
 		}
 	}
 	switch {
+	case !a.ownsEnvs && a.pred != nil && a.envs != nil:
+		log.Info().Msg("envs and the firewall table left to the running gateway process")
 	case !a.ownsEnvs:
 	case exit == exitHandoff:
 		log.Info().Msg("stopped; envs left running for the new gateway process")
@@ -233,7 +242,7 @@ func (a *app) shutdown(exit exitMode) {
 	if a.stopDNS != nil {
 		a.stopDNS()
 	}
-	if a.fw != nil && exit != exitHandoff {
+	if a.fw != nil && a.ownsTable && exit != exitHandoff {
 		if err := a.fw.Close(); err != nil {
 			log.Error().Err(err).Msg("removing the firewall")
 		}

@@ -85,11 +85,25 @@ func Start(cfg Config) (*Forwarder, error) {
 		return nil, fmt.Errorf("dnsfwd: %w", err)
 	}
 	f.port = uint16(pc.LocalAddr().(*net.UDPAddr).Port)
-	f.udp = &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(f.serve)}
-	f.tcp = &dns.Server{Listener: ln, Handler: dns.HandlerFunc(f.serve), ReadTimeout: exchangeTimeout}
-	for _, s := range []*dns.Server{f.udp, f.tcp} {
-		f.wg.Go(func() { s.ActivateAndServe() })
+	// Start returns once both servers serve: a Shutdown before that
+	// finds the server "not started", and the server then serves on, so
+	// a Close soon after Start (a gateway whose start fails) would wait
+	// for ever.
+	var started sync.WaitGroup
+	started.Add(2)
+	udpUp, tcpUp := sync.OnceFunc(started.Done), sync.OnceFunc(started.Done)
+	f.udp = &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(f.serve), NotifyStartedFunc: udpUp}
+	f.tcp = &dns.Server{Listener: ln, Handler: dns.HandlerFunc(f.serve), ReadTimeout: exchangeTimeout, NotifyStartedFunc: tcpUp}
+	for _, s := range []struct {
+		srv *dns.Server
+		up  func()
+	}{{f.udp, udpUp}, {f.tcp, tcpUp}} {
+		f.wg.Go(func() {
+			s.srv.ActivateAndServe()
+			s.up() // a server that failed to start is not waited for
+		})
 	}
+	started.Wait()
 	return f, nil
 }
 
