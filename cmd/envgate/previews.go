@@ -38,8 +38,9 @@ type previews struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	pulls *prMap // open pull requests, kept in state_dir (previews_prs.go)
+
 	mu    sync.Mutex
-	prs   map[string]int      // guarded by mu; branch -> open pull request
 	stale map[string]struct{} // guarded by mu; envs to restart at their next request
 }
 
@@ -47,7 +48,8 @@ type previews struct {
 // or sources.GitLab. Calls return at once; the API calls happen later.
 type forge interface {
 	Deployed(env, commit, url string)
-	Destroyed(env string)
+	// Destroyed: deployments are the IDs recorded for env (GitHub's).
+	Destroyed(env string, deployments []int64)
 	Comment(pr int, text string)
 	Close()
 }
@@ -57,11 +59,15 @@ type forge interface {
 // pass-through.
 func (c *Config) startPreviews(ctx context.Context, src lifecycle.Source, envs *lifecycle.Manager, log zerolog.Logger) (*previews, error) {
 	ctx, cancel := context.WithCancel(ctx)
-	p := &previews{cfg: c, envs: envs, log: log, ctx: ctx, cancel: cancel,
-		prs: make(map[string]int), stale: make(map[string]struct{})}
+	p := &previews{cfg: c, envs: envs, log: log, ctx: ctx, cancel: cancel, stale: make(map[string]struct{})}
 	p.git, _ = src.(*sources.Git)
 	if p.git == nil {
 		return p, nil
+	}
+	var err error
+	if p.pulls, err = loadPRMap(filepath.Join(c.StateDir, prsFile)); err != nil {
+		cancel()
+		return nil, err
 	}
 	pc := c.Previews
 	if pc == nil {
@@ -79,7 +85,6 @@ func (c *Config) startPreviews(ctx context.Context, src lifecycle.Source, envs *
 		}
 		return []byte(strings.TrimSpace(string(b))), nil
 	}
-	var err error
 	if gh := pc.GitHub; gh != nil {
 		if wcfg.GitHubSecret, err = read("previews.github.secret_file", gh.SecretFile); err != nil {
 			cancel()
@@ -91,7 +96,9 @@ func (c *Config) startPreviews(ctx context.Context, src lifecycle.Source, envs *
 				cancel()
 				return nil, err
 			}
-			p.tell = append(p.tell, sources.NewGitHub(gh.API, gh.Repo, string(tok), log.With().Str("component", "github").Logger()))
+			g := sources.NewGitHub(gh.API, gh.Repo, string(tok), log.With().Str("component", "github").Logger())
+			g.OnDeployment = p.deploymentMade
+			p.tell = append(p.tell, g)
 		}
 	}
 	if gl := pc.GitLab; gl != nil {
@@ -192,7 +199,7 @@ func (p *previews) changed(onPush string, moved, gone []string) {
 		p.deployed(name)
 	}
 	for _, name := range gone {
-		p.wg.Go(func() { p.destroy(name, "branch deleted") })
+		p.wg.Go(func() { p.destroy(name, "branch deleted", p.pulls.deploymentsOf(name)) })
 	}
 }
 
@@ -244,28 +251,26 @@ func (p *previews) deployed(env string) {
 	for _, f := range p.tell {
 		f.Deployed(env, commit, u)
 	}
-	p.mu.Lock()
-	pr, hasPR := p.prs[branch]
-	p.mu.Unlock()
-	if hasPR {
+	if pr, ok := p.pulls.byBranch(branch); ok {
 		text := fmt.Sprintf("Preview of `%s`: %s\n\nCommit %.12s, updated %s.",
 			branch, u, commit, time.Now().UTC().Format(time.RFC3339))
 		for _, f := range p.tell {
-			f.Comment(pr, text)
+			f.Comment(pr.Number, text)
 		}
 	}
 }
 
 // destroy stops env and removes its worktree, data dir and certificate
-// (envRemains), and tells GitHub.
-func (p *previews) destroy(env, why string) {
+// (envRemains), and tells GitHub (marking deployments inactive, those
+// recorded for its pull requests among them).
+func (p *previews) destroy(env, why string, deployments []int64) {
 	if err := p.envs.Destroy(env); err != nil {
 		p.log.Warn().Err(err).Str("env", env).Str("why", why).Msg("destroy env")
 		return
 	}
 	p.log.Info().Str("env", env).Str("why", why).Msg("env destroyed: worktree, data dir and certificate removed")
 	for _, f := range p.tell {
-		f.Destroyed(env)
+		f.Destroyed(env, deployments)
 	}
 }
 
@@ -289,30 +294,50 @@ func (p *previews) Pushed(string, string) { p.sync(nil) }
 // and changed destroys its env.
 func (p *previews) BranchDeleted(string) { p.sync(nil) }
 
-// PullRequestUpdated implements webhook.Events.
+// PullRequestUpdated implements webhook.Events: the pull request is
+// recorded (in state_dir, so a restart keeps it), and told where its
+// preview is once the fetch has the branch.
 func (p *previews) PullRequestUpdated(pr webhook.PullRequest) {
-	p.mu.Lock()
-	p.prs[pr.Branch] = pr.Number
-	p.mu.Unlock()
+	p.recordPR(pr.Number, pr.Branch, p.git.Label(pr.Branch))
 	p.sync(func() {
 		if env := p.git.Label(pr.Branch); env != "" {
+			p.recordPR(pr.Number, pr.Branch, env)
 			p.deployed(env)
 		}
 	})
 }
 
+func (p *previews) recordPR(number int, branch, env string) {
+	if err := p.pulls.opened(number, branch, env); err != nil {
+		p.log.Error().Err(err).Int("pr", number).Msg("record the pull request; a restart will not know it")
+	}
+}
+
+// deploymentMade records a GitHub deployment of env for its pull request.
+func (p *previews) deploymentMade(env string, id int64) {
+	if err := p.pulls.deployed(env, id); err != nil {
+		p.log.Error().Err(err).Str("env", env).Int64("deployment", id).Msg("record the deployment")
+	}
+}
+
 // PullRequestClosed implements webhook.Events: the env goes even if the
-// branch stays (a later request for it makes a fresh one).
+// branch stays (a later request for it makes a fresh one); if the branch
+// is gone, the env recorded for the pull request goes.
 func (p *previews) PullRequestClosed(pr webhook.PullRequest) {
-	p.mu.Lock()
-	delete(p.prs, pr.Branch)
-	p.mu.Unlock()
+	rec, known, err := p.pulls.closed(pr.Number)
+	if err != nil {
+		p.log.Error().Err(err).Int("pr", pr.Number).Msg("forget the closed pull request")
+	}
 	env := p.git.Label(pr.Branch)
+	if env == "" && known {
+		env = rec.Env
+	}
 	if env == "" {
 		return
 	}
+	deployments := slices.Concat(rec.Deployments, p.pulls.deploymentsOf(env))
 	p.wg.Go(func() {
-		p.destroy(env, fmt.Sprintf("pull request #%d closed", pr.Number))
+		p.destroy(env, fmt.Sprintf("pull request #%d closed", pr.Number), deployments)
 		text := fmt.Sprintf("Preview of `%s` removed: the pull request was closed (%s).",
 			pr.Branch, time.Now().UTC().Format(time.RFC3339))
 		for _, f := range p.tell {
@@ -356,7 +381,7 @@ func (p *previews) ttlLoop(ttl time.Duration) {
 				last = fi.ModTime()
 			}
 			if now.Sub(last) > ttl {
-				p.destroy(name, fmt.Sprintf("no request for %s (destroy_after)", ttl))
+				p.destroy(name, fmt.Sprintf("no request for %s (destroy_after)", ttl), p.pulls.deploymentsOf(name))
 			}
 		}
 	}

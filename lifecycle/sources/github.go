@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -28,6 +29,10 @@ type GitHub struct {
 	*notifier
 	api, repo, token string
 	client           *http.Client
+	// OnDeployment, if set (before the first Deployed), is told of each
+	// deployment made, on the notifier's goroutine: the caller may keep
+	// the IDs, to have them marked inactive by Destroyed after a restart.
+	OnDeployment func(env string, id int64)
 }
 
 // notifier runs API calls on a goroutine of its own, in order, each
@@ -182,6 +187,9 @@ func (g *GitHub) Deployed(env, commit, envURL string) {
 				return err
 			}
 			id = d.ID
+			if g.OnDeployment != nil {
+				g.OnDeployment(env, id)
+			}
 		}
 		return g.call(ctx, http.MethodPost, fmt.Sprintf("/repos/%s/deployments/%d/statuses", g.repo, id), map[string]any{
 			"state": "success", "environment_url": envURL, "auto_inactive": true,
@@ -189,8 +197,11 @@ func (g *GitHub) Deployed(env, commit, envURL string) {
 	})
 }
 
-// Destroyed marks env's deployments inactive.
-func (g *GitHub) Destroyed(env string) {
+// Destroyed marks env's deployments inactive: those GitHub lists for its
+// environment (the newest page) and those in known (recorded from
+// OnDeployment), each once.
+func (g *GitHub) Destroyed(env string, known []int64) {
+	known = slices.Clone(known)
 	g.enqueue("inactive "+env, func(ctx context.Context) error {
 		var ds []struct {
 			ID int64 `json:"id"`
@@ -199,8 +210,14 @@ func (g *GitHub) Destroyed(env string) {
 		if err := g.call(ctx, http.MethodGet, "/repos/"+g.repo+"/deployments?"+q.Encode(), nil, &ds); err != nil {
 			return err
 		}
+		ids := known
 		for _, d := range ds {
-			if err := g.call(ctx, http.MethodPost, fmt.Sprintf("/repos/%s/deployments/%d/statuses", g.repo, d.ID),
+			if !slices.Contains(ids, d.ID) {
+				ids = append(ids, d.ID)
+			}
+		}
+		for _, id := range ids {
+			if err := g.call(ctx, http.MethodPost, fmt.Sprintf("/repos/%s/deployments/%d/statuses", g.repo, id),
 				map[string]any{"state": "inactive"}, nil); err != nil {
 				return err
 			}

@@ -90,3 +90,63 @@ func TestGitHubRetries(t *testing.T) {
 		t.Errorf("comment %q, want the marker and the second text", c)
 	}
 }
+
+// TestGitHubDeploymentIDs: OnDeployment is told the ID of each deployment
+// made; Destroyed marks inactive the deployments GitHub lists for the env
+// and those it was given, each once.
+func TestGitHubDeploymentIDs(t *testing.T) {
+	var mu sync.Mutex
+	var inactive []string
+	done := make(chan struct{}, 16)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		switch {
+		case r.Method == "POST" && r.URL.Path == "/repos/a/b/deployments":
+			w.Write([]byte(`{"id": 41}`))
+		case r.Method == "GET" && r.URL.Path == "/repos/a/b/deployments" && r.URL.Query().Get("environment") == "preview/feature-x":
+			w.Write([]byte(`[{"id": 41}, {"id": 40}]`))
+		case r.Method == "POST" && strings.HasSuffix(r.URL.Path, "/statuses"):
+			if strings.Contains(string(b), `"inactive"`) {
+				mu.Lock()
+				inactive = append(inactive, strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/repos/a/b/deployments/"), "/statuses"))
+				mu.Unlock()
+			}
+			w.Write([]byte(`{}`))
+			done <- struct{}{}
+		default:
+			w.WriteHeader(404)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	g := NewGitHub(srv.URL, "a/b", "tok", zerolog.Nop())
+	ids := make(chan int64, 1)
+	g.OnDeployment = func(env string, id int64) {
+		if env == "feature-x" {
+			ids <- id
+		}
+	}
+	t.Cleanup(g.Close)
+	g.Deployed("feature-x", "abc", "https://feature-x.example.test/")
+	select {
+	case id := <-ids:
+		if id != 41 {
+			t.Errorf("OnDeployment told %d, want 41", id)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("OnDeployment not called")
+	}
+	<-done // the success status
+	g.Destroyed("feature-x", []int64{7, 41})
+	for range 3 {
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("inactive statuses not all posted: %v", inactive)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if got := strings.Join(inactive, ","); got != "7,41,40" {
+		t.Errorf("inactive statuses for %s, want 7,41,40 (the known ones, then those listed, each once)", got)
+	}
+}

@@ -105,8 +105,8 @@ func (g *GitLab) Deployed(env, _, envURL string) {
 	})
 }
 
-// Destroyed stops env's environment.
-func (g *GitLab) Destroyed(env string) {
+// Destroyed stops env's environment; deployment IDs are GitHub's, not used here.
+func (g *GitLab) Destroyed(env string, _ []int64) {
 	g.enqueue("stop environment "+env, func(ctx context.Context) error {
 		id, err := g.environment(ctx, env)
 		if err != nil || id == 0 {

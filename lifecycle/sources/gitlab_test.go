@@ -74,7 +74,7 @@ func TestGitLabEnvironment(t *testing.T) {
 	g.Comment(3, "first")
 	g.Deployed("feature-x", "def", "https://feature-x.example.test/")
 	g.Comment(3, "second")
-	g.Destroyed("feature-x")
+	g.Destroyed("feature-x", nil)
 	for range 5 {
 		select {
 		case <-done:
