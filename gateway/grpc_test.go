@@ -4,20 +4,17 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"fmt"
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"slices"
-	"syscall"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/envgate/envgate/certs"
 	"github.com/envgate/envgate/gateway"
 	"github.com/envgate/envgate/lifecycle"
-	"github.com/envgate/envgate/lifecycle/lifecycletest"
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -28,30 +25,27 @@ import (
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 )
 
-// grpcVar makes the test binary, re-executed by a grpcTemplate env, serve
-// gRPC (plain h2c, as gRPC servers do) on the address it holds instead of
-// running tests: the health service, whose "ticker" service flips
-// between SERVING and NOT_SERVING every 50 ms (a server stream that keeps
-// sending), and reflection (a bidirectional stream).
-const grpcVar = "ENVGATE_TEST_GRPC"
-
-func init() {
-	addr := os.Getenv(grpcVar)
-	if addr == "" {
-		return
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "grpc test server:", err)
-		os.Exit(1)
-	}
+// grpcHandler is a gRPC server (which speaks HTTP/2 only) as an
+// http.Handler, until the test ends: the health service, whose "ticker"
+// service flips between SERVING and NOT_SERVING every 50 ms (a server
+// stream that keeps sending), and reflection (a bidirectional stream).
+func grpcHandler(t *testing.T) http.Handler {
 	s := grpc.NewServer()
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(s, hs)
 	reflection.Register(s)
+	tick := time.NewTicker(50 * time.Millisecond)
+	done := make(chan struct{})
+	stopped := make(chan struct{})
 	go func() {
+		defer close(stopped)
 		serving := true
-		for range time.Tick(50 * time.Millisecond) {
+		for {
+			select {
+			case <-tick.C:
+			case <-done:
+				return
+			}
 			serving = !serving
 			st := healthpb.HealthCheckResponse_NOT_SERVING
 			if serving {
@@ -60,38 +54,27 @@ func init() {
 			hs.SetServingStatus("ticker", st)
 		}
 	}()
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-	go func() {
-		<-sig
+	t.Cleanup(func() {
+		tick.Stop()
+		close(done)
+		<-stopped
 		s.Stop()
-	}()
-	fmt.Println("grpc test server listening on", ln.Addr())
-	s.Serve(ln)
-	os.Exit(0)
+	})
+	return s
 }
 
-// grpcTemplate runs the gRPC test server for envs named grpc*, with the
-// gateway speaking h2c to it.
-func grpcTemplate(t *testing.T) *lifecycle.Template {
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
+// grpcEnvs are fake envs for the gRPC tests: envs named grpc* run
+// grpcHandler, with the gateway speaking h2c to them (as their
+// template's Upstream says); all others the demo.
+func grpcEnvs(t *testing.T) func(name string) *fakeEnv {
+	h := grpcHandler(t)
+	tm := &lifecycle.Template{Name: "grpc", Match: "grpc*", Upstream: lifecycle.UpstreamH2C}
+	return func(name string) *fakeEnv {
+		if strings.HasPrefix(name, "grpc") {
+			return &fakeEnv{Ports: map[string]http.Handler{"": h}, H2C: true, Template: tm}
+		}
+		return &fakeEnv{}
 	}
-	tm := &lifecycle.Template{
-		Name:      "grpc",
-		Match:     "grpc*",
-		Command:   []string{exe},
-		Env:       map[string]string{grpcVar: ":3000", "GORACE": "atexit_sleep_ms=0"},
-		Port:      3000,
-		Ready:     lifecycle.Probe{Timeout: 20 * time.Second},
-		StopGrace: 2 * time.Second,
-		Upstream:  lifecycle.UpstreamH2C,
-	}
-	if err := tm.Prepare(); err != nil {
-		t.Fatal(err)
-	}
-	return tm
 }
 
 // internalTLS returns the gateway's TLS config from the certs package in
@@ -171,10 +154,7 @@ func grpcCalls(t *testing.T, conn *grpc.ClientConn) {
 
 func TestHTTP2OverTLSAndGRPC(t *testing.T) {
 	srvTLS, roots := internalTLS(t)
-	g := startGateway(t, gwOptions{
-		Templates: []*lifecycle.Template{grpcTemplate(t), lifecycletest.Demo(lifecycletest.DemoOptions{})},
-		TLS:       srvTLS,
-	})
+	g := startFake(t, gwOptions{TLS: srvTLS}, grpcEnvs(t))
 	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "tcp", g.Addr)
@@ -216,10 +196,7 @@ func TestHTTP2OverTLSAndGRPC(t *testing.T) {
 // With listen.h2c, clients speak HTTP/2 without TLS (prior knowledge),
 // gRPC clients included.
 func TestH2CFromClients(t *testing.T) {
-	g := startGateway(t, gwOptions{
-		Templates: []*lifecycle.Template{grpcTemplate(t), lifecycletest.Demo(lifecycletest.DemoOptions{})},
-		Server:    gateway.EnableH2C,
-	})
+	g := startFake(t, gwOptions{Server: gateway.EnableH2C}, grpcEnvs(t))
 	req, _ := http.NewRequest("GET", "http://web.localhost/echo", nil)
 	resp, err := h2cClient(t, g.Addr).Do(req)
 	if err != nil {
