@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -102,9 +103,18 @@ func (g *gw) do(t *testing.T, method, host, path string, body io.Reader, kv ...s
 }
 
 // assertNothingMade checks that no env was created for names: no
-// sandbox, no entry in the manager, no data dir.
+// sandbox, no entry in the manager, no data dir; with a fake manager, no
+// Acquire.
 func (g *gw) assertNothingMade(t *testing.T, names ...string) {
 	t.Helper()
+	if g.Fake != nil {
+		for _, n := range g.Fake.acquired() {
+			if slices.Contains(names, n) {
+				t.Errorf("env %s acquired for refused requests only", n)
+			}
+		}
+		return
+	}
 	if n := g.Net.Creates.Load(); n != 0 {
 		t.Errorf("%d namespaces created for refused clients", n)
 	}
@@ -139,7 +149,8 @@ func TestAccessModes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := startGateway(t, gwOptions{Domains: []string{testDomain}, Config: func(c *gateway.Config) { c.Access = policy }})
+	g := startFake(t, gwOptions{Domains: []string{testDomain}, Config: func(c *gateway.Config) { c.Access = policy }},
+		func(string) *fakeEnv { return &fakeEnv{} })
 	host := func(env string) string { return env + "." + testDomain }
 	html := []string{"Accept", "text/html"}
 
@@ -405,9 +416,13 @@ func TestNewEnvsPerClient(t *testing.T) {
 // Domain=.localhost reaches the client host-only, on the direct path and
 // through ReverseProxy alike, unless the template opts out.
 func TestSetCookieHostOnly(t *testing.T) {
-	shared := lifecycletest.Demo(lifecycletest.DemoOptions{})
-	shared.Match, shared.Name, shared.SharedDomainCookies = "shared-*", "shared", true
-	g := startGateway(t, gwOptions{Templates: []*lifecycle.Template{shared, lifecycletest.Demo(lifecycletest.DemoOptions{})}})
+	shared := &lifecycle.Template{Name: "shared", Match: "shared-*", SharedDomainCookies: true}
+	g := startFake(t, gwOptions{}, func(name string) *fakeEnv {
+		if strings.HasPrefix(name, "shared-") {
+			return &fakeEnv{Template: shared}
+		}
+		return &fakeEnv{}
+	})
 	q := "/set-cookie?c=" + url.QueryEscape("s=1; Path=/; Domain=.localhost; HttpOnly") + "&c=" + url.QueryEscape("t=2; domain=a.localhost")
 	for _, m := range []string{"direct", "reverseproxy"} {
 		var body io.Reader

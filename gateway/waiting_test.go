@@ -131,12 +131,12 @@ func TestWaitingPage(t *testing.T) {
 // The status endpoint belongs to the gateway on every env hostname and
 // starts nothing.
 func TestStatusStartsNothing(t *testing.T) {
-	g := startGateway(t, gwOptions{})
+	g := startFake(t, gwOptions{}, func(string) *fakeEnv { return &fakeEnv{} })
 	if s := g.status(t, "idle-env"); s.State != "stopped" {
 		t.Fatalf("status of a never-started env: %+v", s)
 	}
-	if n := g.Net.Creates.Load(); n != 0 {
-		t.Fatalf("status created %d namespaces", n)
+	if n := g.Fake.acquires.Load(); n != 0 {
+		t.Fatalf("status acquired an env %d times", n)
 	}
 	if r := g.get(t, "idle-env.localhost", "/healthz"); r.StatusCode != http.StatusOK {
 		t.Fatal(r.Status)
