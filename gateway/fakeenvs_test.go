@@ -44,6 +44,8 @@ type fakeEnv struct {
 	// Ports are the env's servers by port name; "" is its default port,
 	// which every env has (default: the demo dev server's handler).
 	Ports map[string]http.Handler
+	// DefaultPort, if set, is another name of port "".
+	DefaultPort string
 	// H2C makes its servers speak HTTP/2 without TLS too.
 	H2C bool
 	// Template is what its leases report (cookie scope, upstream
@@ -186,7 +188,7 @@ func (f *fakeEnvs) HasPort(name, port string) bool {
 		return false
 	}
 	_, ok := e.Ports[port]
-	return ok && port != ""
+	return (ok && port != "") || (port != "" && port == e.DefaultPort)
 }
 
 // start serves e's ports on loopback until the test ends.
@@ -245,6 +247,9 @@ func (l *fakeLease) ColdStart() time.Duration      { return l.cold }
 func (l *fakeLease) Template() *lifecycle.Template { return l.e.Template }
 
 func (l *fakeLease) Port(name string) (netip.AddrPort, bool) {
+	if name == l.e.DefaultPort {
+		name = ""
+	}
 	a, ok := l.e.addrs[name]
 	return a, ok
 }

@@ -4,9 +4,12 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -182,9 +185,11 @@ func inflight(g *gw, env string) int64 {
 // <env> the default one, and a label whose prefix is no port of the
 // template is an env name of its own.
 func TestNamedPortsHTTP(t *testing.T) {
-	cert, _ := testCert(t, "x")
-	g := startGateway(t, gwOptions{Templates: []*lifecycle.Template{multiPortTemplate(t, cert)}, Domains: []string{testDomain},
-		Config: func(c *gateway.Config) { c.Access = loopbackAccess(t) }})
+	g := startFake(t, gwOptions{Domains: []string{testDomain}, Config: func(c *gateway.Config) { c.Access = loopbackAccess(t) }},
+		func(name string) *fakeEnv {
+			alt := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, "alt port of %s", name) })
+			return &fakeEnv{Ports: map[string]http.Handler{"alt": alt}, DefaultPort: "web"}
+		})
 	for _, tc := range []struct {
 		host, env, want string
 	}{
@@ -199,7 +204,7 @@ func TestNamedPortsHTTP(t *testing.T) {
 			t.Errorf("GET %s: %d %q; want 200 containing %q", tc.host, resp.StatusCode, b, tc.want)
 		}
 	}
-	if n := g.Net.Creates.Load(); n != 2 {
-		t.Errorf("sandboxes created = %d, want 2 (feature-x and nope--feature-x)", n)
+	if got := g.Fake.acquired(); !slices.Equal(got, []string{"feature-x", "nope--feature-x"}) {
+		t.Errorf("envs acquired: %q, want feature-x and nope--feature-x", got)
 	}
 }
