@@ -43,6 +43,7 @@ bench: build
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseHost -fuzztime 60s ./gateway/
+	$(GO) test -run '^$$' -fuzz FuzzDirectHead -fuzztime 60s ./gateway/
 
 clean:
 	rm -rf bin
