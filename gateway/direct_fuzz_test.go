@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -25,6 +26,9 @@ import (
 // Host, route viaDirect), the test sends it both ways to a loopback
 // server that records the raw head, and compares the two.
 //
+// With h2 set, the request is given the shape the HTTP/2 server gives it
+// (asHTTP2).
+//
 // Normalised, because it legitimately differs and means nothing to a
 // server (RFC 9110 section 5.3): the order of fields of different names.
 // Request.Write, which ReverseProxy's transport uses, writes Host and
@@ -35,7 +39,8 @@ import (
 // ServeHTTP does), and so the bytes must be equal.
 func FuzzDirectHead(f *testing.F) {
 	for _, seed := range directHeadSeeds {
-		f.Add(seed.req, seed.trusted)
+		f.Add(seed.req, seed.trusted, false)
+		f.Add(seed.req, seed.trusted, true)
 	}
 	env := newHeadRecorder(f)
 	handlers := map[bool]*Handler{}
@@ -52,10 +57,13 @@ func FuzzDirectHead(f *testing.F) {
 		handlers[trusted] = h
 	}
 	lease := fixedLease{addr: env.addr}
-	f.Fuzz(func(t *testing.T, raw string, trusted bool) {
+	f.Fuzz(func(t *testing.T, raw string, trusted, h2 bool) {
 		r := serverRequest(raw)
 		if r == nil {
 			return
+		}
+		if h2 {
+			asHTTP2(r)
 		}
 		h := handlers[trusted]
 		if _, err := ParseHost(r.Host, h.domains); err != nil || route(lease, r) != viaDirect {
@@ -77,8 +85,9 @@ func FuzzDirectHead(f *testing.F) {
 	})
 }
 
-// directHeadSeeds are FuzzDirectHead's seeds, besides testdata: each one
-// the direct path takes (TestDirectHeadSeeds).
+// directHeadSeeds are FuzzDirectHead's seeds, besides testdata, each as
+// HTTP/1.1 and as HTTP/2: each one the direct path takes
+// (TestDirectHeadSeeds).
 var directHeadSeeds = []struct {
 	req     string
 	trusted bool
@@ -97,9 +106,14 @@ var directHeadSeeds = []struct {
 func TestDirectHeadSeeds(t *testing.T) {
 	lease := fixedLease{addr: netip.MustParseAddrPort("127.0.0.1:1")}
 	for _, seed := range directHeadSeeds {
-		r := serverRequest(seed.req)
-		if r == nil || route(lease, r) != viaDirect {
-			t.Errorf("seed %q: not a request the direct path takes", seed.req)
+		for _, h2 := range []bool{false, true} {
+			r := serverRequest(seed.req)
+			if r != nil && h2 {
+				asHTTP2(r)
+			}
+			if r == nil || route(lease, r) != viaDirect {
+				t.Errorf("seed %q (HTTP/2 %v): not a request the direct path takes", seed.req, h2)
+			}
 		}
 	}
 }
@@ -115,6 +129,16 @@ func serverRequest(raw string) *http.Request {
 	}
 	r.RemoteAddr = "127.0.0.1:40000"
 	return r
+}
+
+// asHTTP2 makes r look like what the HTTP/2 server hands the handler for
+// the same fields: the protocol, a Body even without data (ContentLength
+// 0: the stream ended with its headers), and a "host" field, which it
+// leaves in the header map beside :authority.
+func asHTTP2(r *http.Request) {
+	r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/2.0", 2, 0
+	r.Body = io.NopCloser(strings.NewReader(""))
+	r.Header["Host"] = []string{r.Host}
 }
 
 // normalHead is head with its field lines sorted by name, stably.
