@@ -104,6 +104,12 @@ type PreviewsConfig struct {
 	// DestroyAfter removes the checkout and data dir of envs that had no
 	// request for this long. Default 0: never.
 	DestroyAfter Duration `yaml:"destroy_after"`
+	// PreStart starts a pull request's env when a webhook says the pull
+	// request was opened, reopened or synchronized (after the fetch), so
+	// its first visitor finds it ready (the idle timeout stops it again);
+	// the pull request is told of its preview once the start is done.
+	// Default false: an env starts at its first request.
+	PreStart bool `yaml:"pre_start"`
 }
 
 // GitHubPreviews is previews.github.

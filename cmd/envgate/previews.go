@@ -32,6 +32,8 @@ type previews struct {
 	tell []forge      // GitHub and GitLab, with their token_file
 	hook http.Handler // nil without webhooks
 	host string       // previews.host
+	// preStart: previews.pre_start, start a pull request's env at once.
+	preStart bool
 	log  zerolog.Logger
 
 	ctx    context.Context
@@ -74,6 +76,7 @@ func (c *Config) startPreviews(ctx context.Context, src lifecycle.Source, envs *
 		pc = &PreviewsConfig{OnPush: onPushRestart}
 	}
 	p.host = pc.Host
+	p.preStart = pc.PreStart
 	wcfg := webhook.Config{Events: p, Log: log}
 	read := func(field, path string) ([]byte, error) {
 		b, err := os.ReadFile(path)
@@ -302,9 +305,28 @@ func (p *previews) PullRequestUpdated(pr webhook.PullRequest) {
 	p.sync(func() {
 		if env := p.git.Label(pr.Branch); env != "" {
 			p.recordPR(pr.Number, pr.Branch, env)
+			if p.preStart {
+				p.start(env, pr.Number)
+			}
 			p.deployed(env)
 		}
 	})
+}
+
+// start starts env (previews.pre_start) unless it runs, and waits for it.
+// A failure is logged: the env's first visitor sees it on the
+// start-failure page, and the next push retries.
+func (p *previews) start(env string, pr int) {
+	if d, ok := p.envs.Detail(env); ok && d.State == lifecycle.Ready {
+		return
+	}
+	l, err := p.envs.Acquire(p.ctx, env)
+	if err != nil {
+		p.log.Warn().Err(err).Str("env", env).Int("pr", pr).Msg("pre-start of a pull request's env failed")
+		return
+	}
+	l.Release()
+	p.log.Info().Str("env", env).Int("pr", pr).Msg("pull request's env pre-started")
 }
 
 func (p *previews) recordPR(number int, branch, env string) {
