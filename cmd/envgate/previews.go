@@ -34,7 +34,7 @@ type previews struct {
 	host string       // previews.host
 	// preStart: previews.pre_start, start a pull request's env at once.
 	preStart bool
-	log  zerolog.Logger
+	log      zerolog.Logger
 
 	ctx    context.Context
 	cancel context.CancelFunc
