@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/envgate/envgate/lifecycle/envname"
 	"github.com/rs/zerolog"
 )
 
@@ -21,40 +22,42 @@ var ErrIssuanceCap = errors.New("hourly cap on new certificate issuances reached
 var ErrPerNameAnySource = errors.New("per-name ACME is refused for an env source that allows every name")
 
 // EnvFromServerName returns the env label of name when name is exactly one
-// DNS label ([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?, case-folded) in front of one
-// of domains; one trailing dot is ignored. domains must be lower case without
-// a trailing dot (Config defaults make them so).
+// env name (envname.Valid, after case folding: the check the gateway's
+// router makes, IDNA included, so no certificate is ordered for a name
+// the router would answer with 400) in front of one of domains; one
+// trailing dot is ignored. domains must be lower case without a trailing
+// dot (Config defaults make them so).
 func EnvFromServerName(name string, domains []string) (env string, ok bool) {
 	name = strings.TrimSuffix(name, ".")
 	if len(name) > 253 {
 		return "", false
 	}
 	label, rest, found := strings.Cut(name, ".")
-	if !found || !validLabel(label) {
+	if !found || len(label) > envname.MaxLen {
 		return "", false
 	}
 	for _, d := range domains {
 		if len(rest) == len(d) && strings.EqualFold(rest, d) {
-			return strings.ToLower(label), true
+			return lowerEnv(label)
 		}
 	}
 	return "", false
 }
 
-func validLabel(s string) bool {
-	if len(s) == 0 || len(s) > 63 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case c == '-' && i > 0 && i < len(s)-1:
-		default:
-			return false
+// lowerEnv folds label's ASCII letters to lower case and returns it if it
+// is then an env name. Any other byte refuses it first: strings.ToLower
+// would fold the Kelvin sign (U+212A) to an ASCII k.
+func lowerEnv(label string) (string, bool) {
+	for i := 0; i < len(label); i++ {
+		if label[i] >= 0x80 {
+			return "", false
 		}
 	}
-	return true
+	label = strings.ToLower(label)
+	if !envname.Valid(label) {
+		return "", false
+	}
+	return label, true
 }
 
 // issuanceCap is a sliding one-hour window over new ACME orders. It exists

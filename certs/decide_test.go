@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/envgate/envgate/lifecycle/envname"
 	"github.com/rs/zerolog"
 )
 
@@ -35,6 +36,15 @@ func TestEnvFromServerName(t *testing.T) {
 		{"x_y.localhost", "", false},
 		{"x y.localhost", "", false},
 		{"xn--bcher-kva.localhost", "xn--bcher-kva", true},
+		{"XN--BCHER-KVA.localhost", "xn--bcher-kva", true},
+		// LDH labels the router answers with 400 (not IDNA A-labels):
+		// no certificate for them either.
+		{"xn--.localhost", "", false},
+		{"xn--a.localhost", "", false},
+		{"xn--abc.localhost", "", false},
+		{"xn--ab-m1t.localhost", "", false},
+		{"XN--A.localhost", "", false},
+		{"\u212aey.localhost", "", false}, // Kelvin sign: lower-cases to an ASCII k
 		{"bücher.localhost", "", false},
 		{"foo.example.com", "", false},
 		{"foo.xdev.example.com", "", false},
@@ -53,7 +63,8 @@ func TestEnvFromServerName(t *testing.T) {
 var labelRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
 func FuzzEnvFromServerName(f *testing.F) {
-	for _, s := range []string{"feature-x.dev.example.com", "a.localhost.", "-a.localhost", "A.B.localhost", "\x00.localhost"} {
+	for _, s := range []string{"feature-x.dev.example.com", "a.localhost.", "-a.localhost", "A.B.localhost", "\x00.localhost",
+		"xn--bcher-kva.localhost", "xn--a.localhost", "XN--ABC.dev.example.com", "\u212a.localhost"} {
 		f.Add(s)
 	}
 	domains := []string{"dev.example.com", "localhost"}
@@ -67,6 +78,9 @@ func FuzzEnvFromServerName(f *testing.F) {
 		}
 		if !labelRE.MatchString(env) {
 			t.Fatalf("%q gave env %q, not a lower-case DNS label", name, env)
+		}
+		if !envname.Valid(env) {
+			t.Fatalf("%q gave env %q, which the router refuses", name, env)
 		}
 		rest := strings.ToLower(strings.TrimSuffix(name, "."))
 		if rest != env+".dev.example.com" && rest != env+".localhost" {

@@ -5,8 +5,7 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/envgate/envgate/lifecycle"
-	"golang.org/x/net/idna"
+	"github.com/envgate/envgate/lifecycle/envname"
 )
 
 // HostError says why a Host header names no env. Status is the HTTP status
@@ -26,9 +25,8 @@ func quote(s string) string {
 	return `"` + strings.ToValidUTF8(s, "?") + `"`
 }
 
-// ParseHost returns the env named by host, which must be exactly one DNS
-// label ([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?, case-folded) in front of one
-// of domains. A port (see validPort) and one trailing dot are stripped
+// ParseHost returns the env named by host, which must be exactly one env
+// name (envname.Valid, after case folding) in front of one of domains. A port (see validPort) and one trailing dot are stripped
 // first. Domains must be lowercase without a trailing dot.
 func ParseHost(host string, domains []string) (string, error) {
 	bad := func(status int, reason string) (string, error) {
@@ -63,7 +61,7 @@ func ParseHost(host string, domains []string) (string, error) {
 		if label == "" || strings.Contains(label, ".") {
 			return bad(http.StatusNotFound, "want exactly one label before ."+d)
 		}
-		if !ValidLabel(label) {
+		if !envname.Valid(label) {
 			return bad(http.StatusBadRequest, "env names are 1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'")
 		}
 		return label, nil
@@ -96,25 +94,4 @@ func validPort(port string) bool {
 		}
 	}
 	return n > 0
-}
-
-// ValidLabel reports whether s is a lowercase LDH DNS label, and, if it is
-// an IDNA A-label (xn--), that it decodes.
-func ValidLabel(s string) bool {
-	if !lifecycle.ValidName(s) {
-		return false
-	}
-	if strings.HasPrefix(s, "xn--") {
-		// A valid A-label decodes, and encodes back to itself under the
-		// registration profile.
-		u, err := idna.Punycode.ToUnicode(s)
-		if err != nil || u == s {
-			return false
-		}
-		a, err := idna.Registration.ToASCII(u)
-		if err != nil || a != s {
-			return false
-		}
-	}
-	return true
 }

@@ -1,6 +1,10 @@
 package gateway
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/envgate/envgate/lifecycle/envname"
+)
 
 // DefaultPortSeparator joins a port name to an env name in one DNS label:
 // api--feature-x.dev.example.com reaches port "api" of env feature-x.
@@ -29,7 +33,7 @@ func SplitPort(label, sep string, namer PortNamer) (env, port string) {
 		return label, ""
 	}
 	p, rest, ok := strings.Cut(label, sep)
-	if !ok || p == "" || rest == "" || !ValidLabel(rest) || !namer.HasPort(rest, p) {
+	if !ok || p == "" || rest == "" || !envname.Valid(rest) || !namer.HasPort(rest, p) {
 		return label, ""
 	}
 	return rest, p

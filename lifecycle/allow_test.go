@@ -89,3 +89,57 @@ func TestAllowed(t *testing.T) {
 		t.Errorf("%d sandboxes asked for, want only Acquire's one", net.creates.Load())
 	}
 }
+
+// TestAcquireRefusesUnallowed is the manager-level check of Config.Allow:
+// a name it refuses is refused by Acquire (ErrNotAllowed, before any
+// sandbox is asked for) and by Allowed, and is not recorded, while an
+// allowed one gets through to the network.
+func TestAcquireRefusesUnallowed(t *testing.T) {
+	listed := map[string]bool{"main": true, "feature-x": true}
+	tmpl := &lifecycle.Template{Name: "all", Match: "*", Command: []string{"true"}, Port: 3000}
+	if err := tmpl.Prepare(); err != nil {
+		t.Fatal(err)
+	}
+	net := &refusingNetwork{}
+	m, err := lifecycle.New(lifecycle.Config{
+		Templates: []*lifecycle.Template{tmpl},
+		DataRoot:  t.TempDir(),
+		Network:   net,
+		Allow: func(name string) error {
+			if !listed[name] {
+				return errors.New("not in the list")
+			}
+			return nil
+		},
+		Log: zerolog.Nop(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = m.Close(ctx)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	if _, err := m.Acquire(ctx, "feature-y"); !errors.Is(err, lifecycle.ErrNotAllowed) {
+		t.Fatalf("Acquire of an unlisted env: %v, want ErrNotAllowed", err)
+	}
+	if err := m.Allowed("feature-y"); !errors.Is(err, lifecycle.ErrNotAllowed) {
+		t.Errorf("Allowed of an unlisted env: %v, want ErrNotAllowed", err)
+	}
+	if n := net.creates.Load(); n != 0 {
+		t.Fatalf("%d sandboxes asked for an unlisted env", n)
+	}
+	if err := m.Allowed("main"); err != nil {
+		t.Errorf("Allowed of a listed env: %v", err)
+	}
+	if _, err := m.Acquire(ctx, "main"); !errors.Is(err, errNoSandbox) {
+		t.Errorf("Acquire of a listed env: %v, want it to reach the network", err)
+	}
+	if len(m.List()) != 1 {
+		t.Errorf("refused env recorded: %+v", m.List())
+	}
+}

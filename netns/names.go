@@ -31,9 +31,16 @@ func ValidatePrefix(p string) error {
 	return nil
 }
 
+// validateID checks netns's own rules for the ID a caller names a
+// namespace by (it means nothing else to this package): 1-63 bytes of
+// a-z, 0-9 and '-', not starting or ending with '-'. Such an ID is one
+// file name under RunDir whatever the prefix (no '/', never "." or ".."),
+// needs no quoting in `ip netns` commands, and cannot make "<prefix>-<id>"
+// look like another prefix's name: prefixes hold no '-', so the first '-'
+// ends the prefix.
 func validateID(id string) error {
 	if !idRE.MatchString(id) {
-		return fmt.Errorf("netns: id %q is not a DNS label", id)
+		return fmt.Errorf("netns: id %q: want 1-63 of a-z, 0-9 and '-' inside", id)
 	}
 	return nil
 }

@@ -9,9 +9,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/envgate/envgate/gateway"
 	"github.com/envgate/envgate/gateway/admin"
 	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/lifecycle/envname"
 	"github.com/rs/zerolog"
 )
 
@@ -34,7 +34,7 @@ func newAdminServers(cfg *Config, envs *lifecycle.Manager, metrics http.Handler,
 		Version:   version,
 		Revision:  revision,
 		Instance:  cfg.Instance,
-		ValidName: gateway.ValidLabel,
+		ValidName: envname.Valid,
 		// A reload is the restart in place of SIGHUP (handoff.go): a new
 		// process reads the config and takes the envs and listeners over.
 		Reload:  func() error { return syscall.Kill(os.Getpid(), syscall.SIGHUP) },

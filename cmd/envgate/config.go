@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/envgate/envgate/certs"
-	"github.com/envgate/envgate/gateway"
 	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/lifecycle/envname"
 	"github.com/envgate/envgate/netns"
 	"go.yaml.in/yaml/v3"
 )
@@ -336,7 +336,7 @@ func (c *Config) validate() error {
 		labels := strings.Split(d, ".")
 		ok := len(d) > 0 && len(d) < 200
 		for _, l := range labels {
-			ok = ok && gateway.ValidLabel(l)
+			ok = ok && envname.Valid(l)
 		}
 		if !ok {
 			add(c.errAt(fmt.Sprintf("domains.%d", i), "%q is not a domain name", d))

@@ -58,7 +58,7 @@ func (c *Config) mirror() sources.Mirror {
 // gitPreviewSource makes the mirrored git source: the clone or first
 // fetch happens here, so an unreachable repository stops serve with an
 // error naming the key.
-func (c *Config) gitPreviewSource(ctx context.Context, log zerolog.Logger) (lifecycle.Source, error) {
+func (c *Config) gitPreviewSource(ctx context.Context, log zerolog.Logger) (sources.Source, error) {
 	refresh := time.Duration(c.Source.Refresh)
 	if refresh == 0 {
 		refresh = defaultMirrorRefresh
@@ -72,7 +72,7 @@ func (c *Config) gitPreviewSource(ctx context.Context, log zerolog.Logger) (life
 
 // checkoutsOf returns src's checkouts when source.checkouts is on, else
 // nil (an untyped nil: lifecycle tests Checkouts against nil).
-func (c *Config) checkoutsOf(src lifecycle.Source) lifecycle.Checkouts {
+func (c *Config) checkoutsOf(src sources.Source) lifecycle.Checkouts {
 	if g, ok := src.(*sources.Git); ok && c.Source.Checkouts {
 		return g
 	}

@@ -6,8 +6,8 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/envgate/envgate/gateway"
-	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/lifecycle/envname"
+	"github.com/envgate/envgate/lifecycle/sources"
 	"github.com/rs/zerolog"
 )
 
@@ -63,7 +63,7 @@ func (c *Config) validateSource() []error {
 			add("names", "kind list needs names, e.g. names: [main, feature-x]")
 		}
 		for i, n := range s.Names {
-			if !gateway.ValidLabel(n) {
+			if !envname.Valid(n) {
 				add(fmt.Sprintf("names.%d", i), "%q is not an env name: want a lowercase DNS label (1-63 of a-z, 0-9 and '-' inside)", n)
 			}
 		}
@@ -102,18 +102,18 @@ func (c *Config) validateSource() []error {
 // envSource makes the env source: the first read of a dir or git source
 // happens here, so a missing directory or repository stops serve with an
 // error naming the key. Close it after the lifecycle manager.
-func (c *Config) envSource(ctx context.Context, log zerolog.Logger) (lifecycle.Source, error) {
+func (c *Config) envSource(ctx context.Context, log zerolog.Logger) (sources.Source, error) {
 	s := c.Source
 	refresh := time.Duration(s.Refresh)
 	switch s.Kind {
 	case sourceList:
-		src, err := lifecycle.NewListSource(s.Names)
+		src, err := sources.NewList(s.Names)
 		if err != nil {
 			return nil, c.errAt("source.names", "%v", err)
 		}
 		return src, nil
 	case sourceDir:
-		src, err := lifecycle.NewDirSource(ctx, s.Path, refresh, log)
+		src, err := sources.NewDir(ctx, s.Path, refresh, log)
 		if err != nil {
 			return nil, c.errAt("source.path", "%v (create the directory, or fix the path)", err)
 		}
@@ -122,12 +122,12 @@ func (c *Config) envSource(ctx context.Context, log zerolog.Logger) (lifecycle.S
 		if s.mirrored() {
 			return c.gitPreviewSource(ctx, log)
 		}
-		src, err := lifecycle.NewGitSource(ctx, s.Repo, refresh, log)
+		src, err := sources.NewBranches(ctx, s.Repo, refresh, log)
 		if err != nil {
 			return nil, c.errAt("source.repo", "%v (is git installed, and is this a repository?)", err)
 		}
 		return src, nil
 	default:
-		return lifecycle.NewAnySource(), nil
+		return sources.NewAny(), nil
 	}
 }

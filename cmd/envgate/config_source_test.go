@@ -96,8 +96,8 @@ func TestConfigSourceErrorsNameFileLineField(t *testing.T) {
 func TestConfigSourceFirstReadFails(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "nope")
 	for _, tc := range []struct{ yaml, want string }{
-		{"source:\n  kind: dir\n  path: " + missing + "\n", ":3: source.path: lifecycle: env source directory " + missing},
-		{"source:\n  kind: git\n  repo: " + missing + "\n", ":3: source.repo: lifecycle: env source git repository " + missing},
+		{"source:\n  kind: dir\n  path: " + missing + "\n", ":3: source.path: sources: env source directory " + missing},
+		{"source:\n  kind: git\n  repo: " + missing + "\n", ":3: source.repo: sources: env source git repository " + missing},
 	} {
 		c, err := loadString(t, tc.yaml)
 		if err != nil {

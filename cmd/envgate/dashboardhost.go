@@ -6,9 +6,9 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/envgate/envgate/gateway"
 	"github.com/envgate/envgate/gateway/admin"
 	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/lifecycle/envname"
 	"github.com/rs/zerolog"
 )
 
@@ -25,7 +25,7 @@ func (c *Config) dashboardLabel() string {
 func (c *Config) validateDashboardHost() []error {
 	host := strings.ToLower(strings.TrimSuffix(c.Admin.DashboardHost, "."))
 	label, domain, _ := strings.Cut(host, ".")
-	if !gateway.ValidLabel(label) || !slices.ContainsFunc(c.Domains, func(d string) bool { return strings.EqualFold(d, domain) }) {
+	if !envname.Valid(label) || !slices.ContainsFunc(c.Domains, func(d string) bool { return strings.EqualFold(d, domain) }) {
 		return []error{c.errAt("admin.dashboard_host", "%q: want one label under a configured domain, e.g. envgate.<a domain>", c.Admin.DashboardHost)}
 	}
 	for _, a := range c.Access {
@@ -50,7 +50,7 @@ func dashboardHandler(cfg *Config, envs *lifecycle.Manager, log zerolog.Logger) 
 		Version:   version,
 		Revision:  revision,
 		Instance:  cfg.Instance,
-		ValidName: gateway.ValidLabel,
+		ValidName: envname.Valid,
 		Log:       log,
 	})
 }

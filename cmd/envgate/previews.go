@@ -17,6 +17,7 @@ import (
 	"github.com/envgate/envgate/certs"
 	"github.com/envgate/envgate/gateway/webhook"
 	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/lifecycle/envname"
 	"github.com/envgate/envgate/lifecycle/sources"
 	"github.com/rs/zerolog"
 )
@@ -59,7 +60,7 @@ type forge interface {
 // startPreviews starts what previews need; Close stops it. Without a
 // mirrored git source it only returns a previews whose front is a
 // pass-through.
-func (c *Config) startPreviews(ctx context.Context, src lifecycle.Source, envs *lifecycle.Manager, log zerolog.Logger) (*previews, error) {
+func (c *Config) startPreviews(ctx context.Context, src sources.Source, envs *lifecycle.Manager, log zerolog.Logger) (*previews, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	p := &previews{cfg: c, envs: envs, log: log, ctx: ctx, cancel: cancel, stale: make(map[string]struct{})}
 	p.git, _ = src.(*sources.Git)
@@ -386,7 +387,7 @@ func (p *previews) ttlLoop(ttl time.Duration) {
 		now := time.Now()
 		for _, de := range ents {
 			name := de.Name()
-			if !de.IsDir() || !lifecycle.ValidName(name) {
+			if !de.IsDir() || !envname.Valid(name) {
 				continue
 			}
 			var last time.Time

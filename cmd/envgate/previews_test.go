@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/envgate/envgate/lifecycle/sources"
+	"github.com/envgate/envgate/lifecycle/envname"
 )
 
 // gitRepo is a repository made by a test, with commits made as root.
@@ -131,7 +131,7 @@ func TestPreviewCheckouts(t *testing.T) {
 	repo.commit(long, map[string]string{"VERSION": "long-v1\n"})
 	repo.commit("broken", map[string]string{"VERSION": "broken-v1\n", "FAIL": "the build is broken: missing semicolon\n"})
 	repo.commit("gone", map[string]string{"VERSION": "gone-v1\n"})
-	longLabel := sources.LabelOf([]string{"main", "feature/Login_Page", long, "broken", "gone"}, long)
+	longLabel := envname.LabelOf([]string{"main", "feature/Login_Page", long, "broken", "gone"}, long)
 	if len(long) != 90 || !strings.HasPrefix(longLabel, "feature-abcdefghij") || len(longLabel) > 63 {
 		t.Fatalf("long branch %q (%d) got label %q", long, len(long), longLabel)
 	}

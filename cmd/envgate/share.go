@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/envgate/envgate/certs"
-	"github.com/envgate/envgate/gateway"
 	"github.com/envgate/envgate/gateway/access"
+	"github.com/envgate/envgate/lifecycle/envname"
 	"github.com/spf13/cobra"
 )
 
@@ -33,7 +33,7 @@ mode 0600): delete that file, and restart the gateway, to revoke every link.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			env := args[0]
-			if !gateway.ValidLabel(env) {
+			if !envname.Valid(env) {
 				return fmt.Errorf("%q is not an env name: want a lowercase DNS label", env)
 			}
 			if valid <= 0 || valid > maxShare {

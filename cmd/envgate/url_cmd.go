@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/envgate/envgate/certs"
+	"github.com/envgate/envgate/lifecycle/envname"
 	"github.com/envgate/envgate/lifecycle/sources"
 	"github.com/spf13/cobra"
 )
@@ -41,7 +42,7 @@ from the mirror in state_dir/git when there is one, else from the repository.`,
 			for b := range heads {
 				branches = append(branches, b)
 			}
-			env := sources.LabelOf(branches, args[0])
+			env := envname.LabelOf(branches, args[0])
 			if env == "" {
 				return fmt.Errorf("branch %q: not in %s (or it has no letter or digit)", args[0], cfg.Source.Repo)
 			}

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/envgate/envgate/lifecycle/envname"
 	"github.com/rs/zerolog"
 )
 
@@ -101,7 +102,18 @@ func (m *Mirror) sync(ctx context.Context) error {
 
 // Heads returns the mirror's branches and their head commits.
 func (m *Mirror) Heads(ctx context.Context) (map[string]string, error) {
-	out, err := m.git(ctx, "for-each-ref", "--format=%(objectname) %(refname)", "refs/heads")
+	return readHeads(ctx, m.Dir)
+}
+
+// readHeads returns the branches of the repository whose git dir is
+// gitDir and their head commits. It is the one branch lister of this
+// package: the mirror and NewBranches both read through it.
+func readHeads(ctx context.Context, gitDir string) (map[string]string, error) {
+	// %(refname), not %(refname:short): the short form of branch main is
+	// heads/main when a tag main exists too. An explicit GIT_DIR also
+	// skips git's safe.directory ownership check, which would refuse a
+	// repository owned by another user than the gateway's.
+	out, err := runGit(ctx, []string{"GIT_DIR=" + gitDir}, "for-each-ref", "--format=%(objectname) %(refname)", "refs/heads")
 	if err != nil {
 		return nil, fmt.Errorf("sources: %w", err)
 	}
@@ -188,7 +200,7 @@ func chownTree(dir string, uid, gid int) error {
 }
 
 // Git is the env source of a repository with previews: it allows the
-// labels of the mirror's branches (see Labels), refreshes the mirror in
+// labels of the mirror's branches (see envname.Labels), refreshes the mirror in
 // the background, and with checkouts gives each env a worktree of its
 // branch (lifecycle.Checkouts).
 type Git struct {
@@ -349,7 +361,7 @@ func (g *Git) sync(ctx context.Context) error {
 	for b := range heads {
 		branches = append(branches, b)
 	}
-	cur := &gitState{labels: Labels(branches), heads: heads}
+	cur := &gitState{labels: envname.Labels(branches), heads: heads}
 	old := g.state.Swap(cur)
 	var moved, gone []string
 	for l, b := range old.labels {
