@@ -18,6 +18,7 @@ import (
 	"github.com/envgate/envgate/gateway/access"
 	"github.com/envgate/envgate/gateway/admin"
 	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/lifecycle/sources"
 	"github.com/envgate/envgate/netns"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
@@ -95,7 +96,7 @@ type app struct {
 	fw        *netns.Firewall // nil with network.firewall: off
 	envDNS    bool            // a DNS forwarder for the envs runs
 	stopDNS   func()
-	src       lifecycle.Source
+	src       sources.Source
 	metrics   *admin.Metrics
 	envs      *lifecycle.Manager
 	// ownsEnvs and ownsTable: the envs (with their namespaces) and the
