@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/caddyserver/certmagic"
 )
@@ -17,10 +16,11 @@ import (
 // never seen. Files mode and wildcard certificates cover every env at
 // once: nothing is removed. A certificate that is not there is success.
 func (m *Manager) Forget(ctx context.Context, env string) error {
-	if !validLabel(env) {
+	lower, ok := lowerEnv(env)
+	if !ok {
 		return fmt.Errorf("certs: forget: %q is not an env label", env)
 	}
-	env = strings.ToLower(env)
+	env = lower
 	names := make([]string, 0, len(m.cfg.Domains))
 	for _, d := range m.cfg.Domains {
 		names = append(names, env+"."+d)

@@ -420,7 +420,7 @@ type envRemains struct {
 	log   zerolog.Logger
 }
 
-func (c *Config) newEnvRemains(src lifecycle.Source, log zerolog.Logger) *envRemains {
+func (c *Config) newEnvRemains(src sources.Source, log zerolog.Logger) *envRemains {
 	r := &envRemains{log: log}
 	if c.checkoutsOf(src) != nil {
 		r.git = src.(*sources.Git)
