@@ -17,13 +17,13 @@ import (
 // heldPreviewTemplate is previewTemplate whose prepare step, in a checkout
 // holding a HOLD file, waits until the test writes "release" into the
 // env's data dir: the test sees the env while it prepares.
-const heldPreviewTemplate = `source: {kind: git, repo: %s, checkouts: true, refresh: 1h}
+const heldPreviewTemplate = `source: {kind: git, repo: %[1]s, checkouts: true, refresh: %[2]s}
 templates:
   - name: preview
     dir: "{{.Checkout}}"
     prepare:
       - ["sh", "-c", "if [ -f HOLD ]; then echo held; while [ ! -f \"$ENVGATE_DATA_DIR/release\" ]; do sleep 0.05; done; fi; tr -d '\\n' < VERSION > built.txt"]
-    command: ["sh", "-c", "exec \"$0\" demo-server --listen :{{.Port}} --name \"$(cat built.txt)\"", "%s"]
+    command: ["sh", "-c", "exec \"$0\" demo-server --listen :{{.Port}} --name \"$(cat built.txt)\"", "%[3]s"]
     port: 3000
     ready: {http: /healthz, timeout: 30s}
 `
@@ -38,18 +38,8 @@ func TestPreviewNextRequest(t *testing.T) {
 	repo := newGitRepo(t)
 	repo.commit("main", map[string]string{"VERSION": "main-v1\n"})
 	repo.commit("feature/Login_Page", map[string]string{"VERSION": "login-v1\n"})
-	secretFile := filepath.Join(t.TempDir(), "secret")
-	if err := os.WriteFile(secretFile, []byte("hook-secret\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	tmpl := fmt.Sprintf(heldPreviewTemplate, repo.dir, publicCopy(t, envgateBinary(t)))
-	_, cfg, addr := testInstance(t, 6, tmpl+fmt.Sprintf("previews:\n  on_push: next-request\n  github: {secret_file: %s}\n", secretFile))
-	for d := filepath.Dir(cfg); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	state := filepath.Join(filepath.Dir(cfg), "state")
+	secretFile, _ := previewSecrets(t, "hook-secret", "unused")
+	_, cfg, addr, state := previewInstance(t, heldPreviewTemplate, repo, "1h", fmt.Sprintf("previews:\n  on_push: next-request\n  github: {secret_file: %s}\n", secretFile))
 	data := filepath.Join(state, "envs", "feature-login-page")
 	g := startServe(t, cfg, addr)
 	t.Cleanup(func() { g.stop(t, syscall.SIGTERM) })

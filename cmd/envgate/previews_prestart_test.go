@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -21,20 +19,11 @@ func TestPreviewPreStart(t *testing.T) {
 	repo.commit("main", map[string]string{"VERSION": "main-v1\n"})
 	repo.commit("feature/Login_Page", map[string]string{"VERSION": "login-v1\n"})
 	fake, api := newFakeGitHub(t)
-	secrets := t.TempDir()
-	secretFile, tokenFile := filepath.Join(secrets, "secret"), filepath.Join(secrets, "token")
-	os.WriteFile(secretFile, []byte("hook-secret\n"), 0o600)
-	os.WriteFile(tokenFile, []byte("gh-token\n"), 0o600)
-	tmpl := strings.Replace(fmt.Sprintf(previewTemplate, repo.dir, publicCopy(t, envgateBinary(t))), "refresh: 200ms", "refresh: 1h", 1)
-	_, cfg, addr := testInstance(t, 6, tmpl+fmt.Sprintf(`previews:
+	secretFile, tokenFile := previewSecrets(t, "hook-secret", "gh-token")
+	_, cfg, addr, _ := previewInstance(t, previewTemplate, repo, "1h", fmt.Sprintf(`previews:
   pre_start: true
   github: {secret_file: %s, token_file: %s, repo: acme/app, api: %s}
 `, secretFile, tokenFile, api.URL))
-	for d := filepath.Dir(cfg); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
 	g := startServe(t, cfg, addr)
 	t.Cleanup(func() { g.stop(t, syscall.SIGTERM) })
 	if envs := lsJSON(t, cfg); len(envs) != 0 {

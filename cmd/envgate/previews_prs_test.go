@@ -25,20 +25,10 @@ func TestPreviewPRMapSurvivesRestart(t *testing.T) {
 	repo.commit("main", map[string]string{"VERSION": "main-v1\n"})
 	repo.commit("feature/Login_Page", map[string]string{"VERSION": "login-v1\n"})
 	fake, api := newFakeGitHub(t)
-	secrets := t.TempDir()
-	secretFile, tokenFile := filepath.Join(secrets, "secret"), filepath.Join(secrets, "token")
-	os.WriteFile(secretFile, []byte("hook-secret\n"), 0o600)
-	os.WriteFile(tokenFile, []byte("gh-token\n"), 0o600)
-	tmpl := strings.Replace(fmt.Sprintf(previewTemplate, repo.dir, publicCopy(t, envgateBinary(t))), "refresh: 200ms", "refresh: 1h", 1)
-	_, cfg, addr := testInstance(t, 6, tmpl+fmt.Sprintf(`previews:
+	secretFile, tokenFile := previewSecrets(t, "hook-secret", "gh-token")
+	_, cfg, addr, state := previewInstance(t, previewTemplate, repo, "1h", fmt.Sprintf(`previews:
   github: {secret_file: %s, token_file: %s, repo: acme/app, api: %s}
 `, secretFile, tokenFile, api.URL))
-	for d := filepath.Dir(cfg); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	state := filepath.Join(filepath.Dir(cfg), "state")
 	prsPath := filepath.Join(state, prsFile)
 	type record struct {
 		PullRequests []pullRequest `json:"pull_requests"`

@@ -107,16 +107,49 @@ func publicCopy(t *testing.T, bin string) string {
 // previewTemplate serves, through the demo server, the name that its
 // prepare step built from the checkout's VERSION file; a FAIL file in the
 // checkout makes the prepare step fail with its content as output.
-const previewTemplate = `source: {kind: git, repo: %s, checkouts: true, refresh: 200ms}
+const previewTemplate = `source: {kind: git, repo: %[1]s, checkouts: true, refresh: %[2]s}
 templates:
   - name: preview
     dir: "{{.Checkout}}"
     prepare:
       - ["sh", "-c", "if [ -f FAIL ]; then cat FAIL; exit 3; fi; tr -d '\\n' < VERSION > built.txt"]
-    command: ["sh", "-c", "exec \"$0\" demo-server --listen :{{.Port}} --name \"$(cat built.txt)\"", "%s"]
+    command: ["sh", "-c", "exec \"$0\" demo-server --listen :{{.Port}} --name \"$(cat built.txt)\"", "%[3]s"]
     port: 3000
     ready: {http: /healthz, timeout: 30s}
 `
+
+// previewInstance writes the config of a gateway running previews of
+// repo with tmpl (previewTemplate or one like it, whose %[1]s, %[2]s and
+// %[3]s are the repository, the mirror's refresh and the envgate binary
+// the dev servers run) and extra appended, and opens the directories
+// above it to every user, so the envs' dynamic users reach their data
+// dirs and checkouts. A refresh of 1h leaves fetches to webhooks. It
+// returns the instance, the config file, the gateway's address and its
+// state dir.
+func previewInstance(t *testing.T, tmpl string, repo *gitRepo, refresh, extra string) (instance, cfg, addr, state string) {
+	t.Helper()
+	instance, cfg, addr = testInstance(t, 6, fmt.Sprintf(tmpl, repo.dir, refresh, publicCopy(t, envgateBinary(t)))+extra)
+	for d := filepath.Dir(cfg); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return instance, cfg, addr, filepath.Join(filepath.Dir(cfg), "state")
+}
+
+// previewSecrets writes the webhook secret and the API token to files
+// readable by root only, as previews read them, and returns their paths.
+func previewSecrets(t *testing.T, secret, token string) (secretFile, tokenFile string) {
+	t.Helper()
+	dir := t.TempDir()
+	secretFile, tokenFile = filepath.Join(dir, "secret"), filepath.Join(dir, "token")
+	for p, v := range map[string]string{secretFile: secret, tokenFile: token} {
+		if err := os.WriteFile(p, []byte(v+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return secretFile, tokenFile
+}
 
 // TestPreviewCheckouts (issue 14, tests 1-3 and a branch delete): each
 // branch's env serves its own checkout, built by its prepare step and
@@ -136,14 +169,7 @@ func TestPreviewCheckouts(t *testing.T) {
 		t.Fatalf("long branch %q (%d) got label %q", long, len(long), longLabel)
 	}
 
-	_, cfg, addr := testInstance(t, 6, fmt.Sprintf(previewTemplate, repo.dir, publicCopy(t, envgateBinary(t))))
-	// Dynamic users reach their data dirs and checkouts through here.
-	for d := filepath.Dir(cfg); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	state := filepath.Join(filepath.Dir(cfg), "state")
+	_, cfg, addr, state := previewInstance(t, previewTemplate, repo, "200ms", "")
 	_, port, _ := strings.Cut(addr, ":")
 	// envgate url needs no gateway: before serve, no mirror exists yet.
 	for branch, env := range map[string]string{"feature/Login_Page": "feature-login-page", long: longLabel} {

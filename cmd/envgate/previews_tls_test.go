@@ -25,12 +25,8 @@ func TestPreviewTLS(t *testing.T) {
 	repo := newGitRepo(t)
 	repo.commit("main", map[string]string{"VERSION": "main-v1\n"})
 	repo.commit("feature/Login_Page", map[string]string{"VERSION": "login-v1\n"})
-	secretFile := filepath.Join(t.TempDir(), "secret")
-	if err := os.WriteFile(secretFile, []byte("hook-secret\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	tmpl := strings.Replace(fmt.Sprintf(previewTemplate, repo.dir, publicCopy(t, envgateBinary(t))), "refresh: 200ms", "refresh: 1h", 1)
-	_, cfg, addr := testInstance(t, 6, tmpl+fmt.Sprintf("previews:\n  github: {secret_file: %s}\n", secretFile))
+	secretFile, _ := previewSecrets(t, "hook-secret", "unused")
+	_, cfg, addr, state := previewInstance(t, previewTemplate, repo, "1h", fmt.Sprintf("previews:\n  github: {secret_file: %s}\n", secretFile))
 	httpsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	b, err := os.ReadFile(cfg)
 	if err != nil {
@@ -41,12 +37,6 @@ func TestPreviewTLS(t *testing.T) {
 	if err := os.WriteFile(cfg, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for d := filepath.Dir(cfg); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	state := filepath.Join(filepath.Dir(cfg), "state")
 	g := startServe(t, cfg, addr)
 	t.Cleanup(func() { g.stop(t, syscall.SIGTERM) })
 	rootPEM, err := os.ReadFile(filepath.Join(state, "ca", "root.pem"))

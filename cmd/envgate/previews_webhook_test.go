@@ -156,20 +156,10 @@ func TestPreviewWebhooks(t *testing.T) {
 	repo.commit("main", map[string]string{"VERSION": "main-v1\n"})
 	repo.commit("feature/Login_Page", map[string]string{"VERSION": "login-v1\n"})
 	fake, api := newFakeGitHub(t)
-	secrets := t.TempDir()
-	secretFile, tokenFile := filepath.Join(secrets, "secret"), filepath.Join(secrets, "token")
-	os.WriteFile(secretFile, []byte("hook-secret\n"), 0o600)
-	os.WriteFile(tokenFile, []byte("gh-token\n"), 0o600)
-	tmpl := strings.Replace(fmt.Sprintf(previewTemplate, repo.dir, publicCopy(t, envgateBinary(t))), "refresh: 200ms", "refresh: 1h", 1)
-	instance, cfg, addr := testInstance(t, 6, tmpl+fmt.Sprintf(`previews:
+	secretFile, tokenFile := previewSecrets(t, "hook-secret", "gh-token")
+	instance, cfg, addr, state := previewInstance(t, previewTemplate, repo, "1h", fmt.Sprintf(`previews:
   github: {secret_file: %s, token_file: %s, repo: acme/app, api: %s}
 `, secretFile, tokenFile, api.URL))
-	for d := filepath.Dir(cfg); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	state := filepath.Join(filepath.Dir(cfg), "state")
 	_, port, _ := strings.Cut(addr, ":")
 	envURL := "http://feature-login-page.localhost:" + port + "/"
 	g := startServe(t, cfg, addr)
@@ -271,14 +261,7 @@ func TestPreviewDestroyAfter(t *testing.T) {
 	repo := newGitRepo(t)
 	repo.commit("main", map[string]string{"VERSION": "main-v1\n"})
 	repo.commit("busy", map[string]string{"VERSION": "busy-v1\n"})
-	tmpl := fmt.Sprintf(previewTemplate, repo.dir, publicCopy(t, envgateBinary(t)))
-	_, cfg, addr := testInstance(t, 6, tmpl+"previews: {destroy_after: 1500ms}\n")
-	for d := filepath.Dir(cfg); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	state := filepath.Join(filepath.Dir(cfg), "state")
+	_, cfg, addr, state := previewInstance(t, previewTemplate, repo, "200ms", "previews: {destroy_after: 1500ms}\n")
 	g := startServe(t, cfg, addr)
 	t.Cleanup(func() { g.stop(t, syscall.SIGTERM) })
 	for _, env := range []string{"main", "busy"} {
@@ -348,19 +331,10 @@ func TestPreviewGitLab(t *testing.T) {
 		}
 		return false
 	}
-	secrets := t.TempDir()
-	os.WriteFile(filepath.Join(secrets, "secret"), []byte("gl-secret\n"), 0o600)
-	os.WriteFile(filepath.Join(secrets, "token"), []byte("gl-token\n"), 0o600)
-	tmpl := strings.Replace(fmt.Sprintf(previewTemplate, repo.dir, publicCopy(t, envgateBinary(t))), "refresh: 200ms", "refresh: 1h", 1)
-	_, cfg, addr := testInstance(t, 6, tmpl+fmt.Sprintf(`previews:
+	secretFile, tokenFile := previewSecrets(t, "gl-secret", "gl-token")
+	_, cfg, addr, state := previewInstance(t, previewTemplate, repo, "1h", fmt.Sprintf(`previews:
   gitlab: {secret_file: %s, token_file: %s, project: acme/app, api: %s/api/v4}
-`, filepath.Join(secrets, "secret"), filepath.Join(secrets, "token"), api.URL))
-	for d := filepath.Dir(cfg); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	state := filepath.Join(filepath.Dir(cfg), "state")
+`, secretFile, tokenFile, api.URL))
 	_, port, _ := strings.Cut(addr, ":")
 	g := startServe(t, cfg, addr)
 	t.Cleanup(func() { g.stop(t, syscall.SIGTERM) })
