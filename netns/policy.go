@@ -437,12 +437,18 @@ func (f *Firewall) chain(name string) *nftables.Chain {
 // buildInput: a sandbox reaches the host only with replies to the
 // gateway's connections and on its policy's host ports, at its own host
 // end. This covers services on 0.0.0.0 and every other host address.
+// Connection tracking matches a packet to a connection by its addresses
+// and ports alone, whatever link it came in on, so a sandbox's packets
+// must carry its own address: else sandbox A could send what passes for
+// B's replies to the gateway (a reset of the gateway's connection to B,
+// say).
 func (f *Firewall) buildInput() {
 	cc := f.conn
 	in := f.baseChain("input", nftables.ChainHookInput, nftables.ChainTypeFilter, nftables.ChainPriorityFilter)
 	envIn := f.chain("env-input")
 	rule(cc, in, ifPrefix(expr.MetaKeyIIFNAME, f.ifs(), expr.CmpOpEq), jump(expr.VerdictGoto, envIn.Name))
 	rule(cc, envIn, nfproto(unix.NFPROTO_IPV6), verdict(expr.VerdictDrop))
+	rule(cc, envIn, saddrNotViaIif(), verdict(expr.VerdictDrop))
 	rule(cc, envIn, ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictReturn))
 	if f.dnsPort != 0 {
 		for _, proto := range []byte{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {
@@ -471,6 +477,9 @@ func (f *Firewall) buildForward() {
 
 	rule(cc, out, ifPrefix(expr.MetaKeyOIFNAME, f.ifs(), expr.CmpOpEq), verdict(expr.VerdictDrop))
 	rule(cc, out, nfproto(unix.NFPROTO_IPV6), verdict(expr.VerdictDrop))
+	// A sandbox's packets leave with its own address only (see
+	// buildInput), so none goes out, masqueraded, as another's.
+	rule(cc, out, saddrNotViaIif(), verdict(expr.VerdictDrop))
 	for name, p := range f.policies {
 		if p.Egress != EgressAllow {
 			continue

@@ -96,6 +96,16 @@ func ctState(bits uint32) []expr.Any {
 	}
 }
 
+// saddrNotViaIif is `fib saddr . iif oif 0` (strict reverse-path
+// filtering): the route back to the packet's source address does not
+// leave by the interface the packet came in on, so the source is spoofed.
+func saddrNotViaIif() []expr.Any {
+	return []expr.Any{
+		&expr.Fib{Register: 1, FlagSADDR: true, FlagIIF: true, ResultOIF: true},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: make([]byte, 4)},
+	}
+}
+
 // markIs is `meta mark & markMask == v` (op Eq) or `!= v` (op Neq).
 func markIs(op expr.CmpOp, v uint32) []expr.Any {
 	return []expr.Any{
