@@ -19,7 +19,8 @@
 # BENCH_DURATION (s per wrk run, 5), BENCH_ROUNDS (5), BENCH_PROFILE_S (10),
 # BENCH_COLD_N (100), BENCH_CHURN_S (60), BENCH_KEEP=1 keeps the temp dir
 # (logs, wrk output, the CPU profile), BENCH_ONLY (scenarios to run, e.g.
-# "warm cold"; default all: warm cold herd churn scale), BENCH_REV (the
+# "warm cold"; default all: warm firewall cold herd churn scale, where
+# firewall is §1c, the env firewall's cost on the warm path), BENCH_REV (the
 # envgate revision the report names; default from git).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -45,11 +46,13 @@ die() { log "FAIL: $*"; exit 1; }
 [[ -x $BIN ]] || die "$BIN missing: run make build"
 
 # ---- tools -----------------------------------------------------------------
-ONLY=${BENCH_ONLY:-warm cold herd churn scale}
+ONLY=${BENCH_ONLY:-warm firewall cold herd churn scale}
 install_tools() {
 	local need=()
-	if [[ " $ONLY " == *" warm "* ]]; then # only the warm comparison uses these
+	if [[ " $ONLY " == *" warm "* || " $ONLY " == *" firewall "* ]]; then
 		command -v wrk >/dev/null || need+=(wrk)
+	fi
+	if [[ " $ONLY " == *" warm "* ]]; then # only the warm comparison uses these
 		command -v caddy >/dev/null || need+=(caddy)
 		command -v nginx >/dev/null || need+=(nginx-light)
 	fi
@@ -131,7 +134,7 @@ log "tmp dir $TMP"
 BUSY_BEFORE=$(busy_pct 2)
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 log "CPU busy before the run (2 s, nothing of ours running): $BUSY_BEFORE %"
-for s in warm cold herd churn scale; do
+for s in warm firewall cold herd churn scale; do
 	[[ " $ONLY " != *" $s "* ]] || "scenario_$s"
 done
 BUSY_AFTER=$(busy_pct 2)
