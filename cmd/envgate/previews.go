@@ -78,7 +78,9 @@ func (c *Config) startPreviews(ctx context.Context, src sources.Source, envs *li
 	}
 	p.host = pc.Host
 	p.preStart = pc.PreStart
-	wcfg := webhook.Config{Events: p, Log: log}
+	// Delivery IDs seen survive restarts: a replay is refused by the next
+	// gateway process too.
+	wcfg := webhook.Config{Events: p, Log: log, SeenFile: filepath.Join(c.StateDir, "webhook-deliveries")}
 	read := func(field, path string) ([]byte, error) {
 		b, err := os.ReadFile(path)
 		if err == nil && len(strings.TrimSpace(string(b))) == 0 {

@@ -16,7 +16,9 @@ import (
 
 // TestPreviewPRMapSurvivesRestart (issue 14): the pull requests previews
 // know (number, branch, env, deployment IDs) are kept in
-// state_dir/previews-prs.json, so after a gateway restart a push still
+// state_dir/previews-prs.json, and the delivery IDs seen in
+// state_dir/webhook-deliveries, so after a gateway restart a replay is
+// still refused, a push still
 // edits the PR's comment, and the PR's close, after its branch was
 // deleted while the gateway was down, still destroys its env and marks
 // the deployments recorded before the restart inactive.
@@ -64,6 +66,11 @@ func TestPreviewPRMapSurvivesRestart(t *testing.T) {
 
 	g = startServe(t, cfg, addr)
 	t.Cleanup(func() { g.stop(t, syscall.SIGTERM) })
+	// The delivery IDs seen survive the restart too.
+	if code := deliver(t, g, "hook-secret", "pull_request", "m-open", map[string]any{"action": "opened",
+		"pull_request": map[string]any{"number": 7, "head": map[string]string{"ref": "feature/Login_Page", "sha": "x"}}}); code != 409 {
+		t.Errorf("a delivery replayed after the restart: status %d, want 409", code)
+	}
 	repo.commit("feature/Login_Page", map[string]string{"VERSION": "login-v2\n"})
 	head := repo.git("rev-parse", "feature/Login_Page")
 	if code := deliver(t, g, "hook-secret", "push", "m-push", map[string]any{"ref": "refs/heads/feature/Login_Page", "after": head}); code != 202 {

@@ -7,7 +7,6 @@
 package webhook
 
 import (
-	"container/list"
 	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -17,7 +16,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 
 	"github.com/rs/zerolog"
 )
@@ -62,7 +60,11 @@ type Config struct {
 	// GitLabToken is the secret token GitLab sends in X-Gitlab-Token.
 	GitLabToken []byte
 	Events      Events
-	Log         zerolog.Logger
+	// SeenFile, if set, keeps the delivery IDs accepted (the newest
+	// 4,096) across restarts, so that a delivery replayed to a new
+	// gateway process is refused too. Default "": memory only.
+	SeenFile string
+	Log      zerolog.Logger
 }
 
 // Handler serves GitHubPath and GitLabPath.
@@ -73,7 +75,7 @@ type Handler struct {
 
 // New returns a Handler.
 func New(cfg Config) *Handler {
-	return &Handler{cfg: cfg, seen: newIDSet(replayMemory)}
+	return &Handler{cfg: cfg, seen: loadIDSet(replayMemory, cfg.SeenFile, cfg.Log)}
 }
 
 // ServeHTTP answers a delivery: 202 when acted on or ignored (an event
@@ -148,6 +150,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
+	h.seen.keep(id)
 	w.WriteHeader(http.StatusAccepted)
 }
 
@@ -263,41 +266,4 @@ func (h *Handler) gitlab(event string, body []byte) error {
 		}
 	}
 	return nil
-}
-
-// idSet is a bounded set of delivery IDs, the oldest dropped first.
-type idSet struct {
-	mu    sync.Mutex
-	max   int
-	order *list.List               // guarded by mu; front is newest
-	ids   map[string]*list.Element // guarded by mu
-}
-
-func newIDSet(max int) *idSet {
-	return &idSet{max: max, order: list.New(), ids: make(map[string]*list.Element)}
-}
-
-// add records id and reports whether it was new.
-func (s *idSet) add(id string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.ids[id]; ok {
-		return false
-	}
-	s.ids[id] = s.order.PushFront(id)
-	if s.order.Len() > s.max {
-		old := s.order.Back()
-		s.order.Remove(old)
-		delete(s.ids, old.Value.(string))
-	}
-	return true
-}
-
-func (s *idSet) remove(id string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if e, ok := s.ids[id]; ok {
-		s.order.Remove(e)
-		delete(s.ids, id)
-	}
 }
