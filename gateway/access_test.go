@@ -310,9 +310,10 @@ func TestStatusOutputPrivate(t *testing.T) {
 	slow.Match = "slow-*"
 	running := lifecycletest.Shell(`echo "stack trace s3cret-run"; exec "$DEMO"`, 20*time.Second)
 	running.Match = "*"
+	blocking := gateway.TemplateSettings{}
 	for _, tm := range []*lifecycle.Template{fails, slow, running} {
 		tm.Name = strings.TrimSuffix(tm.Match, "-*") + "x"
-		tm.Waiting = lifecycle.WaitBlock
+		blocking[tm.Name] = gateway.EnvSettings{Waiting: gateway.WaitBlock}
 		if err := tm.Prepare(); err != nil {
 			t.Fatal(err)
 		}
@@ -325,7 +326,7 @@ func TestStatusOutputPrivate(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := startGateway(t, gwOptions{Templates: []*lifecycle.Template{fails, slow, running}, Domains: []string{testDomain},
-		Config: func(c *gateway.Config) { c.Access = policy }})
+		Settings: blocking, Config: func(c *gateway.Config) { c.Access = policy }})
 	alice := []string{"Authorization", "Basic YWxpY2U6d29uZGVy", "Accept", "application/json"}
 
 	if resp, b := g.do(t, "GET", "web."+testDomain, "/", nil, alice...); resp.StatusCode != 200 {
@@ -416,8 +417,9 @@ func TestNewEnvsPerClient(t *testing.T) {
 // Domain=.localhost reaches the client host-only, on the direct path and
 // through ReverseProxy alike, unless the template opts out.
 func TestSetCookieHostOnly(t *testing.T) {
-	shared := &lifecycle.Template{Name: "shared", Match: "shared-*", SharedDomainCookies: true}
-	g := startFake(t, gwOptions{}, func(name string) *fakeEnv {
+	shared := &lifecycle.Template{Name: "shared", Match: "shared-*"}
+	opted := gateway.TemplateSettings{"shared": {SharedDomainCookies: true}}
+	g := startFake(t, gwOptions{Settings: opted}, func(name string) *fakeEnv {
 		if strings.HasPrefix(name, "shared-") {
 			return &fakeEnv{Template: shared}
 		}

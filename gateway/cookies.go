@@ -11,7 +11,8 @@ import (
 // are one site: a cookie env A sets with Domain=.<domain> (or a parent of
 // it) is sent to, and overrides the cookies of, every other env. The
 // gateway makes such cookies host-only by dropping their Domain
-// attribute, unless the env's template opts out (SharedDomainCookies).
+// attribute, unless the env's template opts out
+// (EnvSettings.SharedDomainCookies).
 // A Domain naming the env's own host, or something under it, stays. Real
 // separation needs the shared domain on the Public Suffix List; this
 // only keeps envs from setting each other's cookies through envgate.
@@ -21,7 +22,7 @@ import (
 // are none.
 func (h *Handler) scopeCookies(hdr http.Header, t *lifecycle.Template) {
 	sc, ok := hdr["Set-Cookie"]
-	if !ok || (t != nil && t.SharedDomainCookies) {
+	if !ok || h.tmpls.of(t).SharedDomainCookies {
 		return
 	}
 	for i, c := range sc {

@@ -45,9 +45,15 @@ func TestScopeCookies(t *testing.T) {
 		t.Fatalf("%q", got)
 	}
 	hdr = http.Header{"Set-Cookie": {"a=1; Domain=.localhost"}}
-	h.scopeCookies(hdr, &lifecycle.Template{SharedDomainCookies: true})
+	h.tmpls = TemplateSettings{"shared": {SharedDomainCookies: true}}
+	h.scopeCookies(hdr, &lifecycle.Template{Name: "shared"})
 	if got := hdr["Set-Cookie"]; got[0] != "a=1; Domain=.localhost" {
 		t.Fatalf("opted out: %q", got)
+	}
+	hdr = http.Header{"Set-Cookie": {"a=1; Domain=.localhost"}}
+	h.scopeCookies(hdr, &lifecycle.Template{Name: "other"})
+	if got := hdr["Set-Cookie"]; got[0] != "a=1" {
+		t.Fatalf("a template that did not opt out: %q", got)
 	}
 	// The warm path: a response without cookies costs no allocation.
 	hdr = http.Header{"Content-Type": {"text/plain"}}

@@ -66,7 +66,7 @@ func FuzzDirectHead(f *testing.F) {
 			asHTTP2(r)
 		}
 		h := handlers[trusted]
-		if _, err := ParseHost(r.Host, h.domains); err != nil || route(lease, r) != viaDirect {
+		if _, err := ParseHost(r.Host, h.domains); err != nil || route(h.tmpls.of(lease.Template()).Upstream, r) != viaDirect {
 			return
 		}
 		h.setRequestID(r)
@@ -104,14 +104,13 @@ var directHeadSeeds = []struct {
 
 // TestDirectHeadSeeds: FuzzDirectHead's seeds compare something.
 func TestDirectHeadSeeds(t *testing.T) {
-	lease := fixedLease{addr: netip.MustParseAddrPort("127.0.0.1:1")}
 	for _, seed := range directHeadSeeds {
 		for _, h2 := range []bool{false, true} {
 			r := serverRequest(seed.req)
 			if r != nil && h2 {
 				asHTTP2(r)
 			}
-			if r == nil || route(lease, r) != viaDirect {
+			if r == nil || route(UpstreamHTTP, r) != viaDirect {
 				t.Errorf("seed %q (HTTP/2 %v): not a request the direct path takes", seed.req, h2)
 			}
 		}

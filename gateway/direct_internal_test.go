@@ -4,10 +4,8 @@ import (
 	"bufio"
 	"io"
 	"net/http"
-	"net/netip"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/envgate/envgate/lifecycle"
 )
@@ -72,10 +70,12 @@ func TestDirectEligible(t *testing.T) {
 	}
 }
 
-// TestRoute: the one choice of the way to an env.
+// TestRoute: the one choice of the way to an env, from the upstream
+// protocol its template's settings name.
 func TestRoute(t *testing.T) {
-	h1 := &lifecycle.Template{Name: "web"}
-	h2c := &lifecycle.Template{Name: "grpc", Upstream: lifecycle.UpstreamH2C}
+	settings := TemplateSettings{"grpc": {Upstream: UpstreamH2C}, "web": {Upstream: UpstreamHTTP}, "page": {Waiting: WaitBlock}}
+	web, grpc := &lifecycle.Template{Name: "web"}, &lifecycle.Template{Name: "grpc"}
+	page, unlisted := &lifecycle.Template{Name: "page"}, &lifecycle.Template{Name: "other"}
 	req := func(s string) *http.Request {
 		r, err := http.ReadRequest(bufioReader(s))
 		if err != nil {
@@ -92,28 +92,24 @@ func TestRoute(t *testing.T) {
 		req  string
 		want via
 	}{
-		{"GET", h1, get, viaDirect},
+		{"GET", web, get, viaDirect},
 		{"GET, no template", nil, get, viaDirect},
-		{"POST", h1, post, viaH1},
-		{"upgrade", h1, upgrade, viaH1},
-		{"GET to h2c", h2c, get, viaH2C},
-		{"POST to h2c", h2c, post, viaH2C},
-		{"upgrade to h2c", h2c, upgrade, viaH1},
+		{"GET, template without settings", unlisted, get, viaDirect},
+		{"GET, template with other settings", page, get, viaDirect},
+		{"POST", web, post, viaH1},
+		{"upgrade", web, upgrade, viaH1},
+		{"GET to h2c", grpc, get, viaH2C},
+		{"POST to h2c", grpc, post, viaH2C},
+		{"upgrade to h2c", grpc, upgrade, viaH1},
 	} {
-		if got := route(templateLease{tt.tmpl}, req(tt.req)); got != tt.want {
+		if got := route(settings.of(tt.tmpl).Upstream, req(tt.req)); got != tt.want {
 			t.Errorf("%s: route = %d, want %d", tt.name, got, tt.want)
 		}
 	}
+	if got := TemplateSettings(nil).of(grpc); got != (EnvSettings{}) {
+		t.Errorf("no settings at all: %+v, want the defaults", got)
+	}
 }
-
-// templateLease is a Lease that tells only its template.
-type templateLease struct{ t *lifecycle.Template }
-
-func (l templateLease) Env() string                        { return "x" }
-func (l templateLease) Port(string) (netip.AddrPort, bool) { return netip.AddrPort{}, false }
-func (l templateLease) ColdStart() time.Duration           { return 0 }
-func (l templateLease) Template() *lifecycle.Template      { return l.t }
-func (l templateLease) Release()                           {}
 
 func TestStreaming(t *testing.T) {
 	for ct, want := range map[string]bool{

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/envgate/envgate/gateway"
 	"github.com/envgate/envgate/lifecycle"
 	"github.com/envgate/envgate/lifecycle/lifecycletest"
 	"github.com/envgate/envgate/netns"
@@ -145,17 +146,19 @@ func TestStartFailurePages(t *testing.T) {
 	never.Match = "never"
 	wrong := lifecycletest.Demo(lifecycletest.DemoOptions{ListenPort: 3001, Timeout: 1500 * time.Millisecond})
 	wrong.Match = "wrong"
+	// Browsers, too, wait for the start and get the error page; with the
+	// default (page) they would follow the retried start on the waiting
+	// page instead (see waiting_test.go).
+	blocking := gateway.TemplateSettings{}
 	for _, tm := range []*lifecycle.Template{exits, never, wrong} {
 		tm.Name = tm.Match
-		// Browsers, too, wait for the start and get the error page; with
-		// the default (page) they would follow the retried start on the
-		// waiting page instead (see waiting_test.go).
-		tm.Waiting = lifecycle.WaitBlock
+		blocking[tm.Name] = gateway.EnvSettings{Waiting: gateway.WaitBlock}
 		if err := tm.Prepare(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	g := startGateway(t, gwOptions{Templates: []*lifecycle.Template{exits, never, wrong, lifecycletest.Demo(lifecycletest.DemoOptions{})}})
+	g := startGateway(t, gwOptions{Templates: []*lifecycle.Template{exits, never, wrong, lifecycletest.Demo(lifecycletest.DemoOptions{})},
+		Settings: blocking})
 	for _, tc := range []struct {
 		env    string
 		status int

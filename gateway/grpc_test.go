@@ -63,12 +63,16 @@ func grpcHandler(t *testing.T) http.Handler {
 	return s
 }
 
+// grpcSettings make the gateway speak h2c to the envs of template grpc
+// (grpcEnvs).
+var grpcSettings = gateway.TemplateSettings{"grpc": {Upstream: gateway.UpstreamH2C}}
+
 // grpcEnvs are fake envs for the gRPC tests: envs named grpc* run
-// grpcHandler, with the gateway speaking h2c to them (as their
-// template's Upstream says); all others the demo.
+// grpcHandler from template grpc, to which the gateway speaks h2c with
+// grpcSettings; all others the demo.
 func grpcEnvs(t *testing.T) func(name string) *fakeEnv {
 	h := grpcHandler(t)
-	tm := &lifecycle.Template{Name: "grpc", Match: "grpc*", Upstream: lifecycle.UpstreamH2C}
+	tm := &lifecycle.Template{Name: "grpc", Match: "grpc*"}
 	return func(name string) *fakeEnv {
 		if strings.HasPrefix(name, "grpc") {
 			return &fakeEnv{Ports: map[string]http.Handler{"": h}, H2C: true, Template: tm}
@@ -154,7 +158,7 @@ func grpcCalls(t *testing.T, conn *grpc.ClientConn) {
 
 func TestHTTP2OverTLSAndGRPC(t *testing.T) {
 	srvTLS, roots := internalTLS(t)
-	g := startFake(t, gwOptions{TLS: srvTLS}, grpcEnvs(t))
+	g := startFake(t, gwOptions{TLS: srvTLS, Settings: grpcSettings}, grpcEnvs(t))
 	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "tcp", g.Addr)
@@ -196,7 +200,7 @@ func TestHTTP2OverTLSAndGRPC(t *testing.T) {
 // With listen.h2c, clients speak HTTP/2 without TLS (prior knowledge),
 // gRPC clients included.
 func TestH2CFromClients(t *testing.T) {
-	g := startFake(t, gwOptions{Server: gateway.EnableH2C}, grpcEnvs(t))
+	g := startFake(t, gwOptions{Server: gateway.EnableH2C, Settings: grpcSettings}, grpcEnvs(t))
 	req, _ := http.NewRequest("GET", "http://web.localhost/echo", nil)
 	resp, err := h2cClient(t, g.Addr).Do(req)
 	if err != nil {

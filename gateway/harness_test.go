@@ -47,10 +47,11 @@ type gwOptions struct {
 	Domains      []string              // default: localhost
 	ReapInterval time.Duration
 	Limits       lifecycle.Limits
-	Config       func(*gateway.Config) // adjusts the handler's config
-	Server       func(*http.Server)    // adjusts the server (timeouts, protocols)
-	TLS          *tls.Config           // serve TLS with this config
-	Drain        time.Duration         // shutdown grace; default 5s
+	Settings     gateway.TemplateSettings // the gateway's settings of Templates
+	Config       func(*gateway.Config)    // adjusts the handler's config
+	Server       func(*http.Server)       // adjusts the server (timeouts, protocols)
+	TLS          *tls.Config              // serve TLS with this config
+	Drain        time.Duration            // shutdown grace; default 5s
 }
 
 // startGateway runs a gateway until the test ends, then stops it and
@@ -104,7 +105,7 @@ func serveGateway(t testing.TB, g *gw, envs gateway.Envs, o gwOptions, log zerol
 	if len(o.Domains) == 0 {
 		o.Domains = []string{"localhost"}
 	}
-	hcfg := gateway.Config{Domains: o.Domains, Envs: envs, Log: log}
+	hcfg := gateway.Config{Domains: o.Domains, Envs: envs, Log: log, Templates: o.Settings}
 	if o.Config != nil {
 		o.Config(&hcfg)
 	}

@@ -32,6 +32,10 @@ type Config struct {
 	Requests RequestObserver
 	// Log receives request logs (debug) and proxy failures (warn).
 	Log zerolog.Logger
+	// Templates are the gateway's settings for each template's envs
+	// (waiting, upstream protocol, cookie scope), by template name.
+	// Default: none, so every env gets the defaults.
+	Templates TemplateSettings
 	// PortSeparator joins a port name to an env name in a host label
 	// (api--feature-x); see SplitPort. Default DefaultPortSeparator. Named
 	// ports work when Envs also implements PortNamer.
@@ -76,10 +80,11 @@ type Handler struct {
 	log      zerolog.Logger
 	debug    bool
 	proxy    *httputil.ReverseProxy
-	up       upstreams // the transports to envs; see upstream.go
-	sep      string    // Config.PortSeparator
-	ports    PortNamer // Config.Envs, if it names ports
-	envConns envConns  // the transports' connections, by env address
+	up       upstreams        // the transports to envs; see upstream.go
+	sep      string           // Config.PortSeparator
+	tmpls    TemplateSettings // Config.Templates
+	ports    PortNamer        // Config.Envs, if it names ports
+	envConns envConns         // the transports' connections, by env address
 	protocolState
 	// access, newEnvs: Config.Access (never nil) and Config.NewEnvs;
 	// known: Config.Envs, if it tells known envs (see accessgate.go).
@@ -102,6 +107,7 @@ func NewHandler(cfg Config) (*Handler, error) {
 	}
 	h := &Handler{
 		sep:     cfg.PortSeparator,
+		tmpls:   cfg.Templates,
 		domains: cfg.Domains,
 		envs:    cfg.Envs,
 		log:     cfg.Log,
@@ -205,7 +211,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		target, _ = lease.Port("")
 	}
-	via := route(lease, r)
+	via := route(h.tmpls.of(lease.Template()).Upstream, r)
 	if via == viaDirect {
 		if !h.debug {
 			h.observe(h.serveDirect(w, r, lease, target), began)

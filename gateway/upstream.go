@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/envgate/envgate/lifecycle"
 	"github.com/envgate/envgate/netns"
 	"golang.org/x/net/http/httpguts"
 )
@@ -18,8 +17,9 @@ import (
 //   - httputil.ReverseProxy over HTTP/1.1 (http.Transport) for the rest:
 //     bodies, upgrades, targets and fields it must rewrite;
 //   - httputil.ReverseProxy over HTTP/2 without TLS (h2c) for every
-//     request to an env whose template's Upstream is h2c (gRPC servers
-//     speak nothing else), but upgrades, which HTTP/2 does not have.
+//     request to an env whose template's upstream is h2c (EnvSettings;
+//     gRPC servers speak nothing else), but upgrades, which HTTP/2 does
+//     not have.
 
 // via is a way to an env (see route).
 type via uint8
@@ -30,9 +30,9 @@ const (
 	viaH2C               // ReverseProxy over h2c
 )
 
-// route is how r reaches the env l leases.
-func route(l Lease, r *http.Request) via {
-	if t := l.Template(); t != nil && t.Upstream == lifecycle.UpstreamH2C {
+// route is how r reaches an env whose dev server speaks up.
+func route(up Upstream, r *http.Request) via {
+	if up == UpstreamH2C {
 		if isUpgrade(r.Header) {
 			return viaH1
 		}

@@ -52,7 +52,7 @@ func (h *Handler) acquire(w http.ResponseWriter, r *http.Request, env string, sh
 	if err != nil {
 		return nil, err
 	}
-	if p.State != lifecycle.Ready && (p.Template == nil || p.Template.Waiting != lifecycle.WaitBlock) {
+	if p.State != lifecycle.Ready && h.tmpls.of(p.Template).Waiting != WaitBlock {
 		writeWaitingPage(w, r, env, p)
 		return nil, errPageShown
 	}

@@ -58,13 +58,14 @@ func TestWaitingPage(t *testing.T) {
 	boom := lifecycletest.Shell(`echo "boom: config missing"; sleep 1; exit 3`, 20*time.Second)
 	boom.Name, boom.Match = "boom", "boom*"
 	blocky := lifecycletest.Demo(lifecycletest.DemoOptions{BootDelay: 1500 * time.Millisecond})
-	blocky.Name, blocky.Match, blocky.Waiting = "blocky", "blocky*", lifecycle.WaitBlock
+	blocky.Name, blocky.Match = "blocky", "blocky*"
 	for _, tm := range []*lifecycle.Template{slow, boom, blocky} {
 		if err := tm.Prepare(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	g := startGateway(t, gwOptions{Templates: []*lifecycle.Template{slow, boom, blocky}})
+	g := startGateway(t, gwOptions{Templates: []*lifecycle.Template{slow, boom, blocky},
+		Settings: gateway.TemplateSettings{"blocky": {Waiting: gateway.WaitBlock}}})
 
 	t.Run("follows the start, then the app", func(t *testing.T) {
 		resp := g.get(t, "slow-nav.localhost", "/", browserHeaders...)

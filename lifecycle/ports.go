@@ -7,10 +7,6 @@ import (
 	"strings"
 )
 
-// PortSeparatorDefault separates a port name from an env name in a host
-// label: api--feature-x. Port names may not contain it.
-const PortSeparatorDefault = "--"
-
 // preparePorts checks Port, Ports and DefaultPort, and leaves Port set to
 // the default port's number.
 func (t *Template) preparePorts() error {
@@ -67,12 +63,13 @@ func checkPortNumber(field string, n int) error {
 	return nil
 }
 
-// ValidPortName checks a port name: a lowercase DNS label (it becomes part
-// of one) of at most 20 characters without "--", so that the default
-// separator splits <port>--<env> unambiguously at its first occurrence.
+// ValidPortName checks a port name: 1-20 of a-z and 0-9 in words joined
+// by single hyphens. Port names become part of host labels; without "--"
+// in them, a label <port>--<env> (the gateway's default form) splits at
+// its first "--" unambiguously.
 func ValidPortName(name string) error {
 	ok := len(name) > 0 && len(name) <= 20 && name[0] != '-' && name[len(name)-1] != '-' &&
-		!strings.Contains(name, PortSeparatorDefault)
+		!strings.Contains(name, "--")
 	for i := 0; ok && i < len(name); i++ {
 		c := name[i]
 		ok = c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-'

@@ -2,25 +2,6 @@ package lifecycle
 
 import "time"
 
-// Values of Template.Waiting.
-const (
-	// WaitPage shows browsers a page that follows the start and reloads
-	// when the env is ready; other clients wait. The default.
-	WaitPage = "page"
-	// WaitBlock makes every request, browser navigations included, wait
-	// for the start.
-	WaitBlock = "block"
-)
-
-// Values of Template.Upstream.
-const (
-	// UpstreamHTTP is HTTP/1.1 to the dev server. The default.
-	UpstreamHTTP = "http"
-	// UpstreamH2C is HTTP/2 without TLS (prior knowledge) to the dev
-	// server, as gRPC servers speak it.
-	UpstreamH2C = "h2c"
-)
-
 // Progress is a snapshot of how an env's start is going, for a page that
 // waits on it.
 type Progress struct {

@@ -93,18 +93,6 @@ type Template struct {
 	// StopGrace is how long a dev server has between SIGTERM and SIGKILL;
 	// default DefaultStopGrace.
 	StopGrace time.Duration
-	// Waiting is what a browser navigation sees while the env starts:
-	// WaitPage (default, "") or WaitBlock. Read by the gateway.
-	Waiting string
-	// Upstream is the protocol the gateway speaks to the dev server:
-	// UpstreamHTTP (default, "") or UpstreamH2C (gRPC). Read by the
-	// gateway.
-	Upstream string
-	// SharedDomainCookies lets the dev server set cookies for the shared
-	// domain (Domain=.<domain>), which reach every other env. Default
-	// false: the gateway makes such cookies host-only. Read by the
-	// gateway.
-	SharedDomainCookies bool
 
 	parsed  []*template.Template // Command, then Dir, then Env in key order
 	cred    *credential          // from User; nil: the gateway's own or dynamic

@@ -225,7 +225,9 @@ func (a *app) newGateway(context.Context) (err error) {
 		NewEnvs: a.newEnvs,
 		Domains: cfg.Domains,
 		Envs:    gateway.Lifecycle{Manager: a.envs},
-		Log:     log.With().Str("component", "gateway").Logger(),
+		// Waiting, upstream protocol and cookie scope of each template.
+		Templates: cfg.gatewayTemplates(),
+		Log:       log.With().Str("component", "gateway").Logger(),
 		// Named ports: <port><sep><env>.<domain>.
 		PortSeparator:  cfg.PortSeparator,
 		TrustedProxies: cfg.trustedProxies(),

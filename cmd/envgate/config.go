@@ -211,7 +211,8 @@ type TemplateConfig struct {
 	StopGrace Duration        `yaml:"stop_grace"`
 	// Waiting is what a browser sees while the env starts: page (default:
 	// a page that follows the start and reloads when ready) or block
-	// (wait, like every other client).
+	// (wait, like every other client). The gateway's, with upstream and
+	// cookies: see gatewayTemplates.
 	Waiting string `yaml:"waiting"`
 	// Upstream is how the gateway talks to the dev server: http (default)
 	// or h2c (HTTP/2 without TLS, for gRPC servers).
@@ -426,10 +427,6 @@ func (c *Config) template(i int) (*lifecycle.Template, error) {
 		TmpSize:     int64(tc.TmpSize),
 		Resources:   tc.Resources.lifecycle(),
 		StopGrace:   time.Duration(tc.StopGrace),
-		Waiting:     tc.Waiting,
-		Upstream:    tc.Upstream,
-
-		SharedDomainCookies: tc.Cookies.SharedDomain,
 	}
 	t.PrepareSteps = tc.Prepare
 	t.PrepareTimeout = time.Duration(tc.PrepareTimeout)

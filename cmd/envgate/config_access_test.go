@@ -46,9 +46,8 @@ templates:
 	if _, err := c.accessPolicy(zerolog.Nop()); err != nil {
 		t.Fatal(err)
 	}
-	tm, err := c.lifecycleTemplates()
-	if err != nil || !tm[0].SharedDomainCookies {
-		t.Fatalf("cookies.shared_domain not passed on: %v", err)
+	if gs := c.gatewayTemplates(); !gs[c.Templates[0].Name].SharedDomainCookies {
+		t.Fatalf("cookies.shared_domain not passed on: %+v", gs)
 	}
 
 	// localhost: no cap but the pool, no per-client limit; an explicit 0

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 
-	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/gateway"
 )
 
 // trustedProxies parses trusted_proxies; validate has checked each entry.
@@ -42,15 +42,30 @@ func (c *Config) validateProxying() []error {
 	for i, tc := range c.Templates {
 		p := fmt.Sprintf("templates.%d", i)
 		switch tc.Waiting {
-		case "", lifecycle.WaitPage, lifecycle.WaitBlock:
+		case "", string(gateway.WaitPage), string(gateway.WaitBlock):
 		default:
 			errs = append(errs, c.errAt(p+".waiting", "%q: want page or block", tc.Waiting))
 		}
 		switch tc.Upstream {
-		case "", lifecycle.UpstreamHTTP, lifecycle.UpstreamH2C:
+		case "", string(gateway.UpstreamHTTP), string(gateway.UpstreamH2C):
 		default:
 			errs = append(errs, c.errAt(p+".upstream", "%q: want http or h2c", tc.Upstream))
 		}
 	}
 	return errs
+}
+
+// gatewayTemplates are the gateway's settings of each template (waiting,
+// upstream, cookies), by name: the keys of templates: that the gateway
+// reads and the lifecycle never sees.
+func (c *Config) gatewayTemplates() gateway.TemplateSettings {
+	s := make(gateway.TemplateSettings, len(c.Templates))
+	for _, tc := range c.Templates {
+		s[tc.Name] = gateway.EnvSettings{
+			Waiting:             gateway.Waiting(tc.Waiting),
+			Upstream:            gateway.Upstream(tc.Upstream),
+			SharedDomainCookies: tc.Cookies.SharedDomain,
+		}
+	}
+	return s
 }

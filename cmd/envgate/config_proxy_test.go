@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/gateway"
 )
 
 func TestProxyingKeys(t *testing.T) {
@@ -35,15 +35,12 @@ templates:
 	if got := c.trustedProxies(); !slices.Equal(got, want) {
 		t.Errorf("trusted proxies %v, want %v", got, want)
 	}
-	tm, err := c.lifecycleTemplates()
-	if err != nil {
-		t.Fatal(err)
+	gs := c.gatewayTemplates()
+	if api := gs["api"]; api.Upstream != gateway.UpstreamH2C || api.Waiting != gateway.WaitBlock {
+		t.Errorf("template api: %+v, want upstream h2c, waiting block", api)
 	}
-	if tm[0].Upstream != lifecycle.UpstreamH2C || tm[0].Waiting != lifecycle.WaitBlock {
-		t.Errorf("template api: upstream %q, waiting %q", tm[0].Upstream, tm[0].Waiting)
-	}
-	if tm[1].Upstream != "" || tm[1].Waiting != "" {
-		t.Errorf("template web: upstream %q, waiting %q; want the defaults", tm[1].Upstream, tm[1].Waiting)
+	if web, ok := gs["web"]; !ok || web != (gateway.EnvSettings{}) {
+		t.Errorf("template web: %+v (listed %v); want the defaults", web, ok)
 	}
 }
 
