@@ -518,14 +518,18 @@ func (f *Firewall) buildForward() {
 }
 
 // buildOutput: of the host's new connections to a sandbox, only those of
-// sockets marked with DialMark (the gateway's) go through.
+// sockets marked with DialMark (the gateway's) go through. The chain is
+// of the NAT type: the kernel runs NAT chains for the first packet of a
+// new connection only (what `ct state new` matched in a filter chain),
+// so the host's other packets, the gateway's with its clients included,
+// pay nothing for it.
 func (f *Firewall) buildOutput() {
 	cc := f.conn
-	o := f.baseChain("output", nftables.ChainHookOutput, nftables.ChainTypeFilter, nftables.ChainPriorityFilter)
+	o := f.baseChain("output", nftables.ChainHookOutput, nftables.ChainTypeNAT, nftables.ChainPriorityNATDest)
 	envConn := f.chain("env-connect")
 	rule(cc, o, ifPrefix(expr.MetaKeyOIFNAME, f.ifs(), expr.CmpOpEq), jump(expr.VerdictGoto, envConn.Name))
 	rule(cc, envConn, nfproto(unix.NFPROTO_IPV6), verdict(expr.VerdictDrop))
-	rule(cc, envConn, ctState(expr.CtStateBitNEW), markIs(expr.CmpOpNeq, DialMark), rejectAdmin())
+	rule(cc, envConn, markIs(expr.CmpOpNeq, DialMark), rejectAdmin())
 }
 
 // buildNAT: what a sandbox sends out of the host leaves with the host's
