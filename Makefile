@@ -44,6 +44,7 @@ bench: build
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseHost -fuzztime 60s ./gateway/
 	$(GO) test -run '^$$' -fuzz FuzzDirectHead -fuzztime 60s ./gateway/
+	$(GO) test -run '^$$' -fuzz FuzzValid -fuzztime 60s ./lifecycle/envname/
 
 clean:
 	rm -rf bin

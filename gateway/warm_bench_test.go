@@ -84,9 +84,17 @@ func benchWarm(b *testing.B, configure func(*gateway.Config)) {
 }
 
 // BenchmarkWarmRequest is the warm request path through the handler,
-// without a client's HTTP work, with and without request metrics.
+// without a client's HTTP work, with and without request metrics, and
+// with the per-template settings serve always passes (a lookup by the
+// env's template name on every request) against none.
 func BenchmarkWarmRequest(b *testing.B) {
 	b.Run("metrics=off", func(b *testing.B) { benchWarm(b, nil) })
+	b.Run("settings=on", func(b *testing.B) {
+		name := lifecycletest.Demo(lifecycletest.DemoOptions{}).Name
+		benchWarm(b, func(c *gateway.Config) {
+			c.Templates = gateway.TemplateSettings{name: {Waiting: gateway.WaitPage}, "other": {Upstream: gateway.UpstreamH2C}}
+		})
+	})
 	b.Run("metrics=on", func(b *testing.B) {
 		m := admin.NewMetrics("bench", "")
 		benchWarm(b, func(c *gateway.Config) { c.Requests = m })
