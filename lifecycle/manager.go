@@ -26,7 +26,10 @@ type Config struct {
 	// Network makes the sandboxes. Required.
 	Network Network
 	// Allow, if set, is asked before an env is started for the first time;
-	// a non-nil error refuses the env (wrapped in ErrNotAllowed).
+	// a non-nil error refuses the env (wrapped in ErrNotAllowed). It is
+	// called with the manager's lock held (and by Allowed during TLS
+	// handshakes), so it must be a fast in-memory lookup, such as a
+	// lifecycle/sources Source's Allow.
 	Allow func(name string) error
 	// ReapInterval is how often idle envs are looked for; default 1s.
 	ReapInterval time.Duration
