@@ -506,7 +506,8 @@ func TestRefusedNamesQuiet(t *testing.T) {
 	log := zerolog.New(&logs).Level(zerolog.DebugLevel)
 	nw := &noNetwork{}
 	data := t.TempDir()
-	m, err := lifecycle.New(lifecycle.Config{Templates: []*lifecycle.Template{tmpl}, DataRoot: data, Network: nw, Allow: allow, Log: log})
+	m, err := lifecycle.New(lifecycle.Config{Templates: []*lifecycle.Template{tmpl}, DataRoot: data, Network: nw,
+		Launcher: &lifecycletest.RefusingLauncher{}, Allow: allow, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/envgate/envgate/gateway"
 	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/lifecycle/devserver"
 	"github.com/envgate/envgate/lifecycle/lifecycletest"
 	"github.com/envgate/envgate/netns"
 	"github.com/envgate/envgate/netns/netnstest"
@@ -72,6 +73,7 @@ func startGateway(t *testing.T, o gwOptions) *gw {
 		Templates:    o.Templates,
 		DataRoot:     g.DataDir,
 		Network:      g.Net,
+		Launcher:     lifecycletest.Launcher(t, devserver.Config{DataRoot: g.DataDir}),
 		ReapInterval: o.ReapInterval,
 		Limits:       o.Limits,
 		// The handler exists only later; until then no env can stop.

@@ -9,6 +9,7 @@ import (
 	"github.com/envgate/envgate/gateway"
 	"github.com/envgate/envgate/gateway/admin"
 	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/lifecycle/devserver"
 	"github.com/envgate/envgate/lifecycle/lifecycletest"
 	"github.com/envgate/envgate/netns"
 	"github.com/envgate/envgate/netns/netnstest"
@@ -33,10 +34,12 @@ func benchWarm(b *testing.B, configure func(*gateway.Config)) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	data := b.TempDir()
 	envs, err := lifecycle.New(lifecycle.Config{
 		Templates: []*lifecycle.Template{lifecycletest.Demo(lifecycletest.DemoOptions{Idle: time.Hour})},
-		DataRoot:  b.TempDir(),
+		DataRoot:  data,
 		Network:   lifecycle.NetnsNetwork{M: nsm},
+		Launcher:  lifecycletest.Launcher(b, devserver.Config{DataRoot: data}),
 		Log:       zerolog.Nop(),
 	})
 	if err != nil {

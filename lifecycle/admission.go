@@ -293,14 +293,16 @@ func (m *Manager) victim(except *env, byMemory bool) (best *env, leaving int) {
 	return best, leaving
 }
 
-// memoryUsage is the memory e's cgroup counts, or -1 when unknown.
+// memoryUsage is the memory e's dev server uses, or -1 when unknown.
 func (e *env) memoryUsage() int64 {
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.proc == nil || e.proc.cg == nil {
+	proc := e.proc
+	e.mu.Unlock()
+	if proc == nil {
 		return -1
 	}
-	return e.proc.cg.memoryUsage()
+	mem, _ := proc.Usage()
+	return mem
 }
 
 // snapshot returns every env the manager knows of.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/lifecycle/devserver"
 	"github.com/envgate/envgate/lifecycle/lifecycletest"
 )
 
@@ -22,28 +23,28 @@ func TestMaxEnvsEvictsLeastRecentlyUsedIdleEnv(t *testing.T) {
 	})
 	names := []string{"e1", "e2", "e3", "e4", "e5"}
 	for _, n := range names {
-		acquire(t, f.m, n).Release()
+		acquire(t, f.M, n).Release()
 	}
 	// Touch all but e2, so e2 is the least recently used.
 	for _, n := range names {
 		if n != "e2" {
-			acquire(t, f.m, n).Release()
+			acquire(t, f.M, n).Release()
 		}
 	}
-	l := acquire(t, f.m, "e6")
+	l := acquire(t, f.M, "e6")
 	defer l.Release()
 	// e6 waited only for e2's dev server to die; e2's namespace goes
 	// away in the background.
-	if s := stateOf(f.m, "e2"); s != lifecycle.Stopping && s != lifecycle.Stopped {
+	if s := stateOf(f.M, "e2"); s != lifecycle.Stopping && s != lifecycle.Stopped {
 		t.Fatalf("e2 (least recently used) is %v, want stopping or stopped", s)
 	}
-	waitState(t, f.m, "e2", lifecycle.Stopped, 20*time.Second)
+	waitState(t, f.M, "e2", lifecycle.Stopped, 20*time.Second)
 	for _, n := range []string{"e1", "e3", "e4", "e5", "e6"} {
-		if s := stateOf(f.m, n); s != lifecycle.Ready {
+		if s := stateOf(f.M, n); s != lifecycle.Ready {
 			t.Errorf("%s is %v, want ready", n, s)
 		}
 	}
-	if ids, _ := f.nsm.List(); len(ids) != 5 || slices.Contains(ids, "e2") {
+	if ids, _ := f.NSM.List(); len(ids) != 5 || slices.Contains(ids, "e2") {
 		t.Fatalf("namespaces %v, want five without e2", ids)
 	}
 }
@@ -54,12 +55,12 @@ func TestAtCapacityWhenEveryEnvIsBusy(t *testing.T) {
 		Limits:    lifecycle.Limits{MaxEnvs: 3},
 	})
 	for i := range 3 {
-		l := acquire(t, f.m, fmt.Sprintf("busy%d", i))
+		l := acquire(t, f.M, fmt.Sprintf("busy%d", i))
 		t.Cleanup(l.Release)
 	}
-	creates := f.net.Creates.Load()
+	creates := f.Net.Creates.Load()
 	// No deadline of our own: a refusal must come at once, not after a wait.
-	_, err := f.m.Acquire(context.Background(), "one-too-many")
+	_, err := f.M.Acquire(context.Background(), "one-too-many")
 	var ce *lifecycle.CapacityError
 	if !errors.As(err, &ce) || !errors.Is(err, lifecycle.ErrAtCapacity) {
 		t.Fatalf("err = %v, want *CapacityError", err)
@@ -67,28 +68,11 @@ func TestAtCapacityWhenEveryEnvIsBusy(t *testing.T) {
 	if ce.Limit != "max_envs" || ce.RetryAfter <= 0 {
 		t.Fatalf("CapacityError %+v, want limit max_envs and a Retry-After", ce)
 	}
-	if c := f.net.Creates.Load(); c != creates {
+	if c := f.Net.Creates.Load(); c != creates {
 		t.Fatalf("a refused env created a sandbox")
 	}
-	if s := stateOf(f.m, "one-too-many"); s != lifecycle.Stopped {
+	if s := stateOf(f.M, "one-too-many"); s != lifecycle.Stopped {
 		t.Fatalf("refused env is %v, want stopped", s)
-	}
-}
-
-// fakeMemory reports 10 GiB available minus 3 GiB per sandbox of the
-// fixture f will hold (none until it does): the manager's loops call it
-// from the start, before newFixture has returned.
-func fakeMemory(f *atomic.Pointer[fixture]) func() (int64, error) {
-	return func() (int64, error) {
-		fx := f.Load()
-		if fx == nil {
-			return 10 << 30, nil
-		}
-		// Counted by namespace: a sandbox's addresses go back to the
-		// pool only once the kernel has removed its veth, a moment after
-		// its dev server (and the memory it held) is gone.
-		ids, err := fx.nsm.List()
-		return 10<<30 - 3<<30*int64(len(ids)), err
 	}
 }
 
@@ -97,13 +81,13 @@ func TestMemoryFloorEvictsIdleAndRefusesWhenAllBusy(t *testing.T) {
 	f := newFixture(t, lifecycle.Config{
 		Templates:       []*lifecycle.Template{lifecycletest.Demo(lifecycletest.DemoOptions{})},
 		Limits:          lifecycle.Limits{MinAvailableMemory: 5 << 30},
-		AvailableMemory: fakeMemory(&fp),
+		AvailableMemory: lifecycletest.FakeMemory(&fp),
 		ReapInterval:    20 * time.Millisecond,
 	})
 	fp.Store(f)
-	a := acquire(t, f.m, "mem-a") // 7 GiB left
-	b := acquire(t, f.m, "mem-b") // 4 GiB left: below the floor
-	_, err := f.m.Acquire(context.Background(), "mem-c")
+	a := acquire(t, f.M, "mem-a") // 7 GiB left
+	b := acquire(t, f.M, "mem-b") // 4 GiB left: below the floor
+	_, err := f.M.Acquire(context.Background(), "mem-c")
 	var ce *lifecycle.CapacityError
 	if !errors.As(err, &ce) || ce.Limit != "min_available_memory" {
 		t.Fatalf("err = %v, want *CapacityError for min_available_memory", err)
@@ -111,12 +95,12 @@ func TestMemoryFloorEvictsIdleAndRefusesWhenAllBusy(t *testing.T) {
 	// Once b is idle the reaper evicts it to get back above the floor;
 	// a, still busy, stays.
 	b.Release()
-	waitState(t, f.m, "mem-b", lifecycle.Stopped, 20*time.Second)
-	if s := stateOf(f.m, "mem-a"); s != lifecycle.Ready {
+	waitState(t, f.M, "mem-b", lifecycle.Stopped, 20*time.Second)
+	if s := stateOf(f.M, "mem-a"); s != lifecycle.Ready {
 		t.Fatalf("busy env is %v, want ready", s)
 	}
 	a.Release()
-	c := acquire(t, f.m, "mem-c")
+	c := acquire(t, f.M, "mem-c")
 	c.Release()
 }
 
@@ -146,11 +130,12 @@ func TestMaxStartingQueuesStarts(t *testing.T) {
 		Templates: []*lifecycle.Template{lifecycletest.Demo(lifecycletest.DemoOptions{BootDelay: 100 * time.Millisecond})},
 		Limits:    lifecycle.Limits{MaxStarting: 1},
 	})
-	tn := &turnNetwork{CountingNetwork: f.net, m: &f.m}
+	tn := &turnNetwork{CountingNetwork: f.Net, m: &f.M}
 	m2, err := lifecycle.New(lifecycle.Config{
 		Templates: []*lifecycle.Template{lifecycletest.Demo(lifecycletest.DemoOptions{BootDelay: 100 * time.Millisecond})},
-		DataRoot:  f.dataDir,
+		DataRoot:  f.DataDir,
 		Network:   tn,
+		Launcher:  lifecycletest.Launcher(t, devserver.Config{DataRoot: f.DataDir}),
 		Limits:    lifecycle.Limits{MaxStarting: 1},
 	})
 	if err != nil {
@@ -196,33 +181,33 @@ func TestStartTurnWaitIsBoundedByStartTimeout(t *testing.T) {
 	}
 	f := newFixture(t, lifecycle.Config{Templates: []*lifecycle.Template{slow, fast}, Limits: lifecycle.Limits{MaxStarting: 1}})
 	go func() {
-		if l, err := f.m.Acquire(context.Background(), "slow-one"); err == nil {
+		if l, err := f.M.Acquire(context.Background(), "slow-one"); err == nil {
 			l.Release()
 		}
 	}()
-	waitState(t, f.m, "slow-one", lifecycle.Starting, 20*time.Second)
-	_, err := f.m.Acquire(context.Background(), "fast-one")
+	waitState(t, f.M, "slow-one", lifecycle.Starting, 20*time.Second)
+	_, err := f.M.Acquire(context.Background(), "fast-one")
 	var ce *lifecycle.CapacityError
 	if !errors.As(err, &ce) || ce.Limit != "max_starting" {
 		t.Fatalf("err = %v, want *CapacityError for max_starting", err)
 	}
-	if s := stateOf(f.m, "fast-one"); s != lifecycle.Stopped {
+	if s := stateOf(f.M, "fast-one"); s != lifecycle.Stopped {
 		t.Fatalf("env refused a turn is %v, want stopped", s)
 	}
-	waitState(t, f.m, "slow-one", lifecycle.Ready, 20*time.Second)
+	waitState(t, f.M, "slow-one", lifecycle.Ready, 20*time.Second)
 }
 
 func TestMaxLifetimeStopsIdleEnv(t *testing.T) {
 	tp := lifecycletest.Demo(lifecycletest.DemoOptions{Idle: time.Hour})
 	tp.MaxLifetime = 300 * time.Millisecond
 	f := newFixture(t, lifecycle.Config{Templates: []*lifecycle.Template{tp}, ReapInterval: 20 * time.Millisecond})
-	l := acquire(t, f.m, "aging")
+	l := acquire(t, f.M, "aging")
 	time.Sleep(500 * time.Millisecond)
-	if s := stateOf(f.m, "aging"); s != lifecycle.Ready {
+	if s := stateOf(f.M, "aging"); s != lifecycle.Ready {
 		t.Fatalf("env past max lifetime with a lease held is %v, want ready", s)
 	}
 	l.Release()
-	waitState(t, f.m, "aging", lifecycle.Stopped, 20*time.Second)
+	waitState(t, f.M, "aging", lifecycle.Stopped, 20*time.Second)
 }
 
 // A dev server that keeps crashing is restarted on demand, but after the
@@ -232,11 +217,11 @@ func TestRepeatedCrashesBackOff(t *testing.T) {
 	tp := lifecycletest.Shell(`echo "booting"; exec timeout -s KILL 0.3 "$DEMO"`, 20*time.Second)
 	f := newFixture(t, lifecycle.Config{Templates: []*lifecycle.Template{tp}})
 	for crash := 1; crash <= 2; crash++ {
-		acquire(t, f.m, "crashy").Release()
-		waitState(t, f.m, "crashy", lifecycle.Failed, 20*time.Second)
+		acquire(t, f.M, "crashy").Release()
+		waitState(t, f.M, "crashy", lifecycle.Failed, 20*time.Second)
 	}
-	creates := f.net.Creates.Load()
-	_, err := f.m.Acquire(context.Background(), "crashy")
+	creates := f.Net.Creates.Load()
+	_, err := f.M.Acquire(context.Background(), "crashy")
 	var se *lifecycle.StartError
 	if !errors.As(err, &se) || se.RetryAt.IsZero() || !strings.HasPrefix(se.Reason, "dev server ") {
 		t.Fatalf("acquire after two crashes: %v, want the crash with a RetryAt", err)
@@ -244,12 +229,12 @@ func TestRepeatedCrashesBackOff(t *testing.T) {
 	if !strings.Contains(strings.Join(se.Tail, "\n"), "booting") {
 		t.Fatalf("crash tail %q lacks the server's output", se.Tail)
 	}
-	if f.net.Creates.Load() != creates {
+	if f.Net.Creates.Load() != creates {
 		t.Fatal("restarted during the backoff")
 	}
 	time.Sleep(time.Until(se.RetryAt))
-	acquire(t, f.m, "crashy").Release()
-	if f.net.Creates.Load() != creates+1 {
+	acquire(t, f.M, "crashy").Release()
+	if f.Net.Creates.Load() != creates+1 {
 		t.Fatal("not restarted after the backoff")
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/lifecycle/lifecycletest"
 	"github.com/rs/zerolog"
 )
 
@@ -36,6 +37,7 @@ func TestAllowed(t *testing.T) {
 		Templates: []*lifecycle.Template{feature},
 		DataRoot:  t.TempDir(),
 		Network:   net,
+		Launcher:  &lifecycletest.RefusingLauncher{},
 		Allow: func(name string) error {
 			if refuse.Load() || strings.HasSuffix(name, "-blocked") {
 				return errors.New("not on the list")

@@ -26,14 +26,6 @@ func benchFixture(b *testing.B, cfg lifecycle.Config) *fixture {
 	return newFixture(b, cfg)
 }
 
-// percentile returns the p-th percentile (0-100) of sorted ds.
-func percentile(ds []time.Duration, p float64) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	return ds[min(len(ds)-1, int(float64(len(ds))*p/100))]
-}
-
 // BenchmarkColdStart measures starts of distinct envs one at a time, with
 // and without a warm pool: Lease.Cold (sandbox, spawn, probe until the
 // demo answers) and, apart, making a sandbox alone, which is what the
@@ -50,32 +42,32 @@ func BenchmarkColdStart(b *testing.B) {
 				if warm == 0 {
 					b.StopTimer()
 					began := time.Now()
-					sb, err := f.net.Create(ctx, "sb"+name)
+					sb, err := f.Net.Create(ctx, "sb"+name)
 					if err != nil {
 						b.Fatal(err)
 					}
 					sandbox = append(sandbox, time.Since(began))
-					f.net.Destroy(sb)
-					time.Sleep(20 * time.Millisecond) // let the kernel finish that namespace's cleanup
+					f.Net.Destroy(sb)
+					f.NSM.Settle(ctx) // let the kernel finish that namespace's cleanup
 					b.StartTimer()
 				}
-				l, err := f.m.Acquire(ctx, name)
+				l, err := f.M.Acquire(ctx, name)
 				if err != nil {
 					b.Fatal(err)
 				}
 				cold = append(cold, l.Cold)
 				l.Release()
 				b.StopTimer()
-				f.m.Stop(name, "bench") // keep the machine's load flat; lets the pool refill
+				f.M.Stop(name, "bench") // keep the machine's load flat; lets the pool refill
 				b.StartTimer()
 			}
 			slices.Sort(cold)
 			slices.Sort(sandbox)
-			b.ReportMetric(float64(percentile(cold, 50).Microseconds())/1000, "cold-p50-ms")
-			b.ReportMetric(float64(percentile(cold, 99).Microseconds())/1000, "cold-p99-ms")
+			b.ReportMetric(float64(lifecycletest.Percentile(cold, 50).Microseconds())/1000, "cold-p50-ms")
+			b.ReportMetric(float64(lifecycletest.Percentile(cold, 99).Microseconds())/1000, "cold-p99-ms")
 			if warm == 0 {
-				b.ReportMetric(float64(percentile(sandbox, 50).Microseconds())/1000, "sandbox-p50-ms")
-				b.ReportMetric(float64(percentile(sandbox, 99).Microseconds())/1000, "sandbox-p99-ms")
+				b.ReportMetric(float64(lifecycletest.Percentile(sandbox, 50).Microseconds())/1000, "sandbox-p50-ms")
+				b.ReportMetric(float64(lifecycletest.Percentile(sandbox, 99).Microseconds())/1000, "sandbox-p99-ms")
 			}
 		})
 	}
@@ -91,7 +83,7 @@ func BenchmarkBurst200(b *testing.B) {
 		began := time.Now()
 		for j := range 200 {
 			wg.Go(func() {
-				l, err := f.m.Acquire(context.Background(), fmt.Sprintf("burst%d-%d", i, j))
+				l, err := f.M.Acquire(context.Background(), fmt.Sprintf("burst%d-%d", i, j))
 				if err != nil {
 					failed.Add(1)
 					return
@@ -113,7 +105,7 @@ func BenchmarkBurst200(b *testing.B) {
 		}
 		b.StopTimer()
 		for j := range 200 {
-			f.m.Stop(fmt.Sprintf("burst%d-%d", i, j), "bench")
+			f.M.Stop(fmt.Sprintf("burst%d-%d", i, j), "bench")
 		}
 		b.StartTimer()
 	}
@@ -140,7 +132,7 @@ func BenchmarkWarmGet(b *testing.B) {
 				for j := range 100 {
 					churners.Go(func() {
 						for ctx.Err() == nil {
-							l, err := f.m.Acquire(ctx, fmt.Sprintf("churn%d", j))
+							l, err := f.M.Acquire(ctx, fmt.Sprintf("churn%d", j))
 							if err == nil {
 								l.Release()
 								reaped.Add(1)
@@ -155,7 +147,7 @@ func BenchmarkWarmGet(b *testing.B) {
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					l, err := f.m.Acquire(context.Background(), "hot")
+					l, err := f.M.Acquire(context.Background(), "hot")
 					if err != nil {
 						b.Error(err)
 						return

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/lifecycle/lifecycletest"
 	"github.com/rs/zerolog"
 )
 
@@ -29,6 +30,7 @@ func TestDestroyCallsAfterDestroy(t *testing.T) {
 		Templates: []*lifecycle.Template{tmpl},
 		DataRoot:  root,
 		Network:   &refusingNetwork{},
+		Launcher:  &lifecycletest.RefusingLauncher{},
 		AfterDestroy: func(name string) {
 			if _, err := os.Stat(filepath.Join(root, name)); !os.IsNotExist(err) {
 				t.Errorf("AfterDestroy(%s) before its data dir was removed (%v)", name, err)

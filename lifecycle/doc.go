@@ -1,13 +1,16 @@
 // Package lifecycle runs environments: it matches an env name to a
 // template, starts the env's dev server inside a sandbox on first use
-// (one start per env however many requests wait for it), probes it until
-// it answers, hands out leases to callers, and stops envs that sit idle.
+// (one start per env however many requests wait for it), waits until it
+// is ready, hands out leases to callers, and stops envs that sit idle.
 //
 // It owns the env state machine (starting, ready, stopping, stopped,
-// failed), the dev servers' processes and their output. It knows nothing
-// about HTTP: the gateway turns its errors into pages. It reaches the
-// kernel only through the Network interface, so its logic can be tested
-// with a fake, and runs on netns.Manager in production.
+// failed), admission and eviction, leases, the state file and the
+// handing over of envs to a new gateway process. It knows nothing about
+// HTTP (the gateway turns its errors into pages) nor about processes: it
+// makes sandboxes through the Network interface (netns.Manager in
+// production) and has a Launcher (launcher.go; lifecycle/devserver in
+// production) start, probe and stop the dev servers in them, so that its
+// logic can be tested with fakes.
 //
 // Under load:
 //
@@ -29,10 +32,10 @@
 //     failed; restarts back off after repeated crashes. Stop signals the
 //     process group, waits StopGrace, kills it, then the sandbox (every
 //     process in the namespace) and the cgroup.
-//   - Isolation (user.go, cgroup.go): Template.User runs the dev server
-//     unprivileged, with no_new_privs, through a re-exec trampoline of the
-//     gateway's own binary (this package's init); Template.Resources limit
-//     it through a cgroup of its own (v2 or v1).
+//   - Isolation (lifecycle/devserver): Template.User runs the dev server
+//     unprivileged, with no_new_privs, through a trampoline
+//     (cmd/envgate-init); Template.Resources limit it through a cgroup of
+//     its own (v2 or v1).
 //   - Restart (statefile.go, recover.go): Config.StateFile records running
 //     envs; Recover adopts those still alive after a gateway crash.
 //   - Warm pool (warmpool.go): Config.WarmPool sandboxes kept ready.

@@ -73,10 +73,9 @@ func (m *Manager) detail(e *env) EnvDetail {
 	if a := e.addr.Load(); a != nil && d.State == Ready {
 		d.Addr = *a
 	}
-	var cg envCgroup
-	if e.proc != nil {
-		d.Pid = e.proc.Pid()
-		cg = e.proc.cg
+	proc := e.proc
+	if proc != nil {
+		d.Pid = proc.Pid()
 	}
 	if e.failure != nil {
 		d.LastError = e.failure.Reason
@@ -90,26 +89,20 @@ func (m *Manager) detail(e *env) EnvDetail {
 	}
 	e.mu.Unlock()
 	d.Requests = e.requests.Load()
-	if cg != nil {
+	if proc != nil {
 		// Read without e.mu: these are file reads.
-		d.MemoryBytes = cg.memoryUsage()
-		d.CPUTime = cgroupCPUTime(cg.path())
+		d.MemoryBytes, d.CPUTime = proc.Usage()
 	}
 	return d
 }
 
-// cgroupCPUTime reads the CPU time used by the cgroup at p (below the
-// hierarchy roots), on v2 or v1; 0 when unknown.
-func cgroupCPUTime(p string) time.Duration {
-	if usec := statValue(filepath.Join(cgroupMount, p, "cpu.stat"), "usage_usec"); usec > 0 {
-		return time.Duration(usec) * time.Microsecond
+// LogFile is where env name's output is kept on disk, or "" when the
+// launcher keeps none (see LogKeeper). The file may not exist yet.
+func (m *Manager) LogFile(name string) string {
+	if lk, ok := m.cfg.Launcher.(LogKeeper); ok {
+		return lk.LogFile(name)
 	}
-	for _, h := range []string{"cpuacct", "cpu,cpuacct"} {
-		if ns, err := readInt(filepath.Join(cgroupMount, h, p, "cpuacct.usage")); err == nil {
-			return time.Duration(ns)
-		}
-	}
-	return 0
+	return ""
 }
 
 // Restart stops env name if it runs and starts it again, waiting for it
@@ -157,12 +150,10 @@ func (m *Manager) Destroy(name string) error {
 	if err := os.RemoveAll(filepath.Join(m.cfg.DataRoot, name)); err != nil {
 		errs = append(errs, fmt.Errorf("lifecycle: destroy %s: data dir: %w", name, err))
 	}
-	dl := m.newDiskLogFor(name)
-	if e != nil && e.out.disk != nil {
-		dl = e.out.disk
-	}
-	if err := dl.remove(); err != nil {
-		errs = append(errs, fmt.Errorf("lifecycle: destroy %s: log: %w", name, err))
+	if lk, ok := m.cfg.Launcher.(LogKeeper); ok {
+		if err := lk.RemoveLogs(name); err != nil {
+			errs = append(errs, fmt.Errorf("lifecycle: destroy %s: log: %w", name, err))
+		}
 	}
 	m.log.Info().Str("env", name).Msg("env destroyed: data dir and logs removed")
 	if m.cfg.AfterDestroy != nil {

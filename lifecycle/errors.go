@@ -77,3 +77,7 @@ func (e *StartError) Error() string {
 }
 
 func (e *StartError) Unwrap() error { return e.Err }
+
+// ErrRecordRefused means a state file record names a process that Recover
+// will neither adopt nor signal.
+var ErrRecordRefused = errors.New("refused state file record")

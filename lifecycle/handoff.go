@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"syscall"
 	"time"
 
@@ -104,28 +103,22 @@ func (m *Manager) Handoff(ctx context.Context) ([]HandedEnv, error) {
 		// Keep Ready and the address, so leases still work here, but let
 		// go of the process: supervise sees proc changed and does nothing
 		// when it exits, and no stop here can reach it.
-		e.sb, e.proc = nil, nil
+		e.sb, e.proc, e.record = nil, nil, nil
 		h := HandedEnv{Name: e.name, Template: e.tmpl.Name, Pid: proc.Pid(), StartedAt: e.startedAt, ReadyAt: e.readyAt}
 		e.mu.Unlock()
 		m.mu.Lock()
 		m.handed[e.name] = e
 		m.mu.Unlock()
 
-		// Stop reading output here; the rest is the next process's.
-		proc.out.SetReadDeadline(time.Now())
-		<-proc.pumped
+		// Output is read here no more; the rest is the next process's.
 		var err error
-		if h.Output, err = DupConn(proc.out, "output-"+e.name); err == nil {
-			var fd int
-			if fd, err = unix.PidfdOpen(h.Pid, 0); err == nil {
-				h.PidFD = os.NewFile(uintptr(fd), "pidfd-"+e.name)
-			}
+		if rp, ok := proc.(Recorded); ok {
+			h.Output, h.PidFD, err = rp.HandOver()
+		} else {
+			err = errors.New("the launcher cannot hand its dev servers over")
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("lifecycle: hand off %s: %w", e.name, err))
-			if h.Output != nil {
-				h.Output.Close()
-			}
 			continue
 		}
 		out = append(out, h)
@@ -169,25 +162,25 @@ func DupConn(c syscall.Conn, name string) (*os.File, error) {
 // sandboxes (through Config.Network, which must be a SandboxTaker), their
 // processes and their output. Each becomes Ready here, counts against
 // Limits.MaxEnvs, and is reaped and stopped like an env started here. It
-// takes ownership of the envs' files. Envs it cannot adopt are reported
+// takes ownership of the envs' files. The Launcher must be an Adopter. Envs it cannot adopt are reported
 // and their files closed; the caller should then remove what is left of
 // them (netns GC).
 func (m *Manager) TakeOver(handed []HandedEnv) error {
 	taker, ok := m.cfg.Network.(SandboxTaker)
-	if !ok {
+	ad, aok := m.cfg.Launcher.(Adopter)
+	if !ok || !aok {
 		for _, h := range handed {
 			closeHanded(h)
 		}
-		return errors.New("lifecycle: take over: the network cannot adopt sandboxes")
+		return errors.New("lifecycle: take over: the network cannot adopt sandboxes, or the launcher dev servers")
 	}
 	var errs []error
 	for _, h := range handed {
-		if err := m.takeOver(taker, h); err != nil {
+		if err := m.takeOver(taker, ad, h); err != nil {
 			closeHanded(h)
 			errs = append(errs, fmt.Errorf("lifecycle: take over %s: %w", h.Name, err))
 		}
 	}
-	m.attachCgroups()
 	m.saveState()
 	return errors.Join(errs...)
 }
@@ -201,7 +194,7 @@ func closeHanded(h HandedEnv) {
 	}
 }
 
-func (m *Manager) takeOver(taker SandboxTaker, h HandedEnv) error {
+func (m *Manager) takeOver(taker SandboxTaker, ad Adopter, h HandedEnv) error {
 	if h.Output == nil || h.PidFD == nil {
 		return errors.New("missing output pipe or pidfd")
 	}
@@ -215,41 +208,19 @@ func (m *Manager) takeOver(taker SandboxTaker, h HandedEnv) error {
 		// template's name; better restart it.
 		return fmt.Errorf("its template is now %s, was %s; it will start afresh", e.tmpl.Name, h.Template)
 	}
-	osProc, err := os.FindProcess(h.Pid)
-	if err != nil {
-		return err
-	}
-	pidfd, err := pollablePidfd(h.PidFD)
-	if err != nil {
-		return err
-	}
 	sb, err := taker.TakeOverSandbox(h.Name)
 	if err != nil {
-		pidfd.Close()
 		return err
 	}
-	proc := &process{
-		cmd:    &exec.Cmd{Process: osProc},
-		out:    h.Output,
-		pumped: make(chan struct{}),
-		exited: make(chan struct{}),
+	proc, err := ad.Adopt(AdoptRequest{Env: h.Name, Template: e.tmpl, Pid: h.Pid, Pipe: h.Output, PidFD: h.PidFD,
+		Sandbox: sb, Output: e.out, Log: e.log})
+	if err != nil {
+		return err
 	}
-	go func() {
-		defer close(proc.pumped)
-		pump(proc.out, e.out, e.log.With().Str("stream", "output").Logger(), nil)
-	}()
-	go func() {
-		defer close(proc.exited)
-		defer pidfd.Close()
-		if err := awaitExit(pidfd); err != nil {
-			// Not pollable after all: wait on a thread.
-			waitPidfd(pidfd)
-		}
-	}()
 	addr := netip.AddrPortFrom(sb.Addr(), uint16(e.tmpl.Port))
 
 	e.mu.Lock()
-	e.sb, e.proc = sb, proc
+	e.sb, e.proc, e.record = sb, proc, nil
 	e.addr.Store(&addr)
 	e.startedAt, e.readyAt = h.StartedAt, h.ReadyAt
 	e.lastActive.Store(time.Now().UnixNano())
@@ -262,17 +233,4 @@ func (m *Manager) takeOver(taker SandboxTaker, h HandedEnv) error {
 	m.supWG.Go(func() { m.supervise(e, proc) })
 	e.log.Info().Int("pid", h.Pid).Str("addr", addr.String()).Msg("env taken over from the previous gateway process")
 	return nil
-}
-
-// waitPidfd blocks until the process behind f has exited. The pidfd polls
-// readable on exit, for non-children too.
-func waitPidfd(f *os.File) {
-	fd := int(f.Fd())
-	for {
-		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		n, err := unix.Poll(pfd, -1)
-		if n > 0 || err != nil && !errors.Is(err, syscall.EINTR) {
-			return
-		}
-	}
 }

@@ -2,11 +2,9 @@ package lifecycle_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,84 +14,44 @@ import (
 	"time"
 
 	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/lifecycle/devserver"
 	"github.com/envgate/envgate/lifecycle/lifecycletest"
 	"github.com/envgate/envgate/netns"
-	"github.com/envgate/envgate/netns/netnstest"
-	"github.com/rs/zerolog"
 )
 
 func TestMain(m *testing.M) {
+	if devserver.IsTrampoline() {
+		devserver.RunTrampoline()
+	}
 	lifecycletest.RunDemoIfChild()
 	os.Exit(m.Run())
 }
 
-type fixture struct {
-	m       *lifecycle.Manager
-	net     *lifecycletest.CountingNetwork
-	nsm     *netns.Manager
-	dataDir string
-}
+type fixture = lifecycletest.Fixture
 
-func newFixture(t testing.TB, cfg lifecycle.Config) *fixture {
+// Helpers shared with devserver's tests.
+var (
+	acquire   = lifecycletest.Acquire
+	getPage   = lifecycletest.GetPage
+	zombie    = lifecycletest.Zombie
+	stateOf   = lifecycletest.StateOf
+	waitState = lifecycletest.WaitState
+)
+
+// newFixture runs a Manager on cfg over real namespaces and dev servers
+// (lifecycletest.NewFixture), with the launcher configured by ds if given.
+func newFixture(t testing.TB, cfg lifecycle.Config, ds ...devserver.Config) *fixture {
 	t.Helper()
-	nsm, err := netns.New(netns.Config{Prefix: netnstest.Prefix(t), Pool: netnstest.Pool(1)})
-	if err != nil {
-		t.Fatal(err)
+	var dc devserver.Config
+	if len(ds) > 0 {
+		dc = ds[0]
 	}
-	f := &fixture{net: &lifecycletest.CountingNetwork{NetnsNetwork: lifecycle.NetnsNetwork{M: nsm}}, nsm: nsm, dataDir: t.TempDir()}
-	cfg.Network = f.net
-	cfg.DataRoot = f.dataDir
-	cfg.Log = zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
-	f.m, err = lifecycle.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := f.m.Close(ctx); err != nil {
-			t.Errorf("close: %v", err)
-		}
-	})
-	return f
-}
-
-func acquire(t *testing.T, m *lifecycle.Manager, name string) *lifecycle.Lease {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	l, err := m.Acquire(ctx, name)
-	if err != nil {
-		t.Fatalf("acquire %s: %v", name, err)
-	}
-	return l
-}
-
-type page struct {
-	Env    string `json:"env"`
-	Visits int    `json:"visits"`
-	PID    int    `json:"pid"`
-}
-
-func getPage(t *testing.T, l *lifecycle.Lease) page {
-	t.Helper()
-	req, _ := http.NewRequest("GET", "http://"+l.Addr.String()+"/", nil)
-	req.Header.Set("Accept", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("GET %s: %v", l.Addr, err)
-	}
-	defer resp.Body.Close()
-	var p page
-	if err := json.NewDecoder(resp.Body).Decode(&p); err != nil {
-		t.Fatalf("decode page: %v", err)
-	}
-	return p
+	return lifecycletest.NewFixture(t, cfg, dc)
 }
 
 func TestAcquireStartsEnvInItsOwnNamespace(t *testing.T) {
 	f := newFixture(t, lifecycle.Config{Templates: []*lifecycle.Template{lifecycletest.Demo(lifecycletest.DemoOptions{})}})
-	l := acquire(t, f.m, "feature-x")
+	l := acquire(t, f.M, "feature-x")
 	defer l.Release()
 	if l.Cold <= 0 {
 		t.Errorf("first acquire reported Cold = %v, want > 0", l.Cold)
@@ -110,7 +68,7 @@ func TestAcquireStartsEnvInItsOwnNamespace(t *testing.T) {
 	if theirs == ours {
 		t.Fatalf("dev server shares the gateway's namespace %s", ours)
 	}
-	l2 := acquire(t, f.m, "feature-x")
+	l2 := acquire(t, f.M, "feature-x")
 	defer l2.Release()
 	if l2.Cold != 0 || l2.Addr != l.Addr {
 		t.Fatalf("second acquire: cold %v addr %v, want warm at %v", l2.Cold, l2.Addr, l.Addr)
@@ -126,7 +84,7 @@ func TestConcurrentFirstAcquiresShareOneStart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for i := range n {
-		wg.Go(func() { leases[i], errs[i] = f.m.Acquire(ctx, "herd") })
+		wg.Go(func() { leases[i], errs[i] = f.M.Acquire(ctx, "herd") })
 	}
 	wg.Wait()
 	for i := range n {
@@ -138,10 +96,10 @@ func TestConcurrentFirstAcquiresShareOneStart(t *testing.T) {
 		}
 		leases[i].Release()
 	}
-	if c := f.net.Creates.Load(); c != 1 {
+	if c := f.Net.Creates.Load(); c != 1 {
 		t.Fatalf("%d sandboxes created for one env, want 1", c)
 	}
-	pids, err := netns.PidsIn(filepath.Join(netns.RunDir, f.nsm.Prefix()+"-herd"))
+	pids, err := netns.PidsIn(filepath.Join(netns.RunDir, f.NSM.Prefix()+"-herd"))
 	if err != nil || len(pids) != 1 {
 		t.Fatalf("processes in the namespace: %v (%v), want exactly one dev server", pids, err)
 	}
@@ -184,12 +142,12 @@ func TestStartFailures(t *testing.T) {
 			tc.tmpl.Match = "bad-*"
 			tc.tmpl.Prepare()
 			f := newFixture(t, lifecycle.Config{Templates: []*lifecycle.Template{good, tc.tmpl}})
-			ok := acquire(t, f.m, "good-one")
+			ok := acquire(t, f.M, "good-one")
 			defer ok.Release()
 
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			_, err := f.m.Acquire(ctx, "bad-one")
+			_, err := f.M.Acquire(ctx, "bad-one")
 			var se *lifecycle.StartError
 			if !errors.As(err, &se) {
 				t.Fatalf("err = %v, want *StartError", err)
@@ -201,7 +159,7 @@ func TestStartFailures(t *testing.T) {
 				t.Fatalf("tail %q lacks %q", se.Tail, tc.tailHas)
 			}
 			// The failed env left nothing running, and the good one still answers.
-			if ids, _ := f.nsm.List(); len(ids) != 1 || ids[0] != "good-one" {
+			if ids, _ := f.NSM.List(); len(ids) != 1 || ids[0] != "good-one" {
 				t.Fatalf("namespaces after failure: %v, want only good-one", ids)
 			}
 			if p := getPage(t, ok); p.Env != "good-one" {
@@ -209,20 +167,20 @@ func TestStartFailures(t *testing.T) {
 			}
 			// An env that never became ready keeps no data dir; one whose
 			// data dir was there before its failed start keeps it whole.
-			if _, err := os.Stat(filepath.Join(f.dataDir, "bad-one")); !errors.Is(err, fs.ErrNotExist) {
+			if _, err := os.Stat(filepath.Join(f.DataDir, "bad-one")); !errors.Is(err, fs.ErrNotExist) {
 				t.Fatalf("data dir of bad-one after its failed start: %v, want it removed", err)
 			}
-			if _, err := os.Stat(filepath.Join(f.dataDir, "good-one")); err != nil {
+			if _, err := os.Stat(filepath.Join(f.DataDir, "good-one")); err != nil {
 				t.Fatalf("data dir of the ready env: %v", err)
 			}
-			kept := filepath.Join(f.dataDir, "bad-two", "keep.txt")
+			kept := filepath.Join(f.DataDir, "bad-two", "keep.txt")
 			if err := os.MkdirAll(filepath.Dir(kept), 0o700); err != nil {
 				t.Fatal(err)
 			}
 			if err := os.WriteFile(kept, []byte("data"), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := f.m.Acquire(ctx, "bad-two"); err == nil {
+			if _, err := f.M.Acquire(ctx, "bad-two"); err == nil {
 				t.Fatal("bad-two started")
 			}
 			if b, err := os.ReadFile(kept); err != nil || string(b) != "data" {
@@ -245,19 +203,19 @@ func TestIdleReapKeepsDataDir(t *testing.T) {
 		Templates:    []*lifecycle.Template{lifecycletest.Demo(lifecycletest.DemoOptions{Idle: 300 * time.Millisecond})},
 		ReapInterval: 50 * time.Millisecond,
 	})
-	l := acquire(t, f.m, "sleepy")
+	l := acquire(t, f.M, "sleepy")
 	if p := getPage(t, l); p.Visits != 1 {
 		t.Fatalf("visits = %d, want 1", p.Visits)
 	}
 	l.Release()
-	waitState(t, f.m, "sleepy", lifecycle.Stopped, 20*time.Second)
-	if ids, _ := f.nsm.List(); len(ids) != 0 {
+	waitState(t, f.M, "sleepy", lifecycle.Stopped, 20*time.Second)
+	if ids, _ := f.NSM.List(); len(ids) != 0 {
 		t.Fatalf("namespaces after reap: %v", ids)
 	}
-	if _, err := os.Stat(filepath.Join(f.dataDir, "sleepy", "visits")); err != nil {
+	if _, err := os.Stat(filepath.Join(f.DataDir, "sleepy", "visits")); err != nil {
 		t.Fatalf("data dir lost by reap: %v", err)
 	}
-	l = acquire(t, f.m, "sleepy")
+	l = acquire(t, f.M, "sleepy")
 	defer l.Release()
 	if p := getPage(t, l); p.Visits != 2 {
 		t.Fatalf("visits after restart = %d, want 2 (counter kept in data dir)", p.Visits)
@@ -269,10 +227,10 @@ func TestBusyEnvIsNotReaped(t *testing.T) {
 		Templates:    []*lifecycle.Template{lifecycletest.Demo(lifecycletest.DemoOptions{Idle: 100 * time.Millisecond})},
 		ReapInterval: 20 * time.Millisecond,
 	})
-	l := acquire(t, f.m, "busy")
+	l := acquire(t, f.M, "busy")
 	defer l.Release()
 	time.Sleep(600 * time.Millisecond) // many reaper passes
-	if s := stateOf(f.m, "busy"); s != lifecycle.Ready {
+	if s := stateOf(f.M, "busy"); s != lifecycle.Ready {
 		t.Fatalf("env with a lease held is %v, want ready", s)
 	}
 	getPage(t, l)
@@ -280,12 +238,12 @@ func TestBusyEnvIsNotReaped(t *testing.T) {
 
 func TestCrashedEnvRestartsOnNextAcquire(t *testing.T) {
 	f := newFixture(t, lifecycle.Config{Templates: []*lifecycle.Template{lifecycletest.Demo(lifecycletest.DemoOptions{})}})
-	l := acquire(t, f.m, "crashy")
+	l := acquire(t, f.M, "crashy")
 	pid := getPage(t, l).PID
 	l.Release()
 	syscall.Kill(pid, syscall.SIGKILL)
-	waitState(t, f.m, "crashy", lifecycle.Failed, 20*time.Second)
-	l = acquire(t, f.m, "crashy")
+	waitState(t, f.M, "crashy", lifecycle.Failed, 20*time.Second)
+	l = acquire(t, f.M, "crashy")
 	defer l.Release()
 	if p := getPage(t, l); p.PID == pid {
 		t.Fatal("still the old process")
@@ -295,14 +253,14 @@ func TestCrashedEnvRestartsOnNextAcquire(t *testing.T) {
 func TestStopKillsWholeTree(t *testing.T) {
 	script := `sleep 1000 & setsid sleep 1000 & trap "" TERM; exec "$DEMO"`
 	f := newFixture(t, lifecycle.Config{Templates: []*lifecycle.Template{lifecycletest.Shell(script, 20*time.Second)}})
-	l := acquire(t, f.m, "tree")
-	path := filepath.Join(netns.RunDir, f.nsm.Prefix()+"-tree")
+	l := acquire(t, f.M, "tree")
+	path := filepath.Join(netns.RunDir, f.NSM.Prefix()+"-tree")
 	pids, err := netns.PidsIn(path)
 	if err != nil || len(pids) < 3 {
 		t.Fatalf("processes in env: %v %v, want the server and two sleeps", pids, err)
 	}
 	l.Release()
-	if !f.m.Stop("tree", "test") {
+	if !f.M.Stop("tree", "test") {
 		t.Fatal("Stop found nothing to stop")
 	}
 	for _, pid := range pids {
@@ -312,33 +270,23 @@ func TestStopKillsWholeTree(t *testing.T) {
 	}
 }
 
-func zombie(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i > 0 && i+2 < len(s) && s[i+2] == 'Z'
-}
-
 func TestCloseAbortsSlowStart(t *testing.T) {
 	f := newFixture(t, lifecycle.Config{Templates: []*lifecycle.Template{lifecycletest.Demo(lifecycletest.DemoOptions{BootDelay: time.Hour, Timeout: time.Hour})}})
 	errc := make(chan error, 1)
 	go func() {
-		_, err := f.m.Acquire(context.Background(), "forever")
+		_, err := f.M.Acquire(context.Background(), "forever")
 		errc <- err
 	}()
-	waitState(t, f.m, "forever", lifecycle.Starting, 20*time.Second)
+	waitState(t, f.M, "forever", lifecycle.Starting, 20*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := f.m.Close(ctx); err != nil {
+	if err := f.M.Close(ctx); err != nil {
 		t.Fatalf("close: %v", err)
 	}
 	if err := <-errc; err == nil {
 		t.Fatal("acquire of an env aborted by close succeeded")
 	}
-	if _, err := f.m.Acquire(context.Background(), "late"); !errors.Is(err, lifecycle.ErrClosed) {
+	if _, err := f.M.Acquire(context.Background(), "late"); !errors.Is(err, lifecycle.ErrClosed) {
 		t.Fatalf("acquire after close: %v, want ErrClosed", err)
 	}
 }
@@ -347,34 +295,14 @@ func TestWaiterLeavesOnItsOwnContext(t *testing.T) {
 	f := newFixture(t, lifecycle.Config{Templates: []*lifecycle.Template{lifecycletest.Demo(lifecycletest.DemoOptions{BootDelay: 500 * time.Millisecond})}})
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	if _, err := f.m.Acquire(ctx, "patient"); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := f.M.Acquire(ctx, "patient"); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v, want the caller's deadline", err)
 	}
 	// The start went on without the caller.
-	l := acquire(t, f.m, "patient")
+	l := acquire(t, f.M, "patient")
 	l.Release()
-	if c := f.net.Creates.Load(); c != 1 {
+	if c := f.Net.Creates.Load(); c != 1 {
 		t.Fatalf("%d starts, want 1: the abandoned start must carry on", c)
-	}
-}
-
-func stateOf(m *lifecycle.Manager, name string) lifecycle.State {
-	for _, in := range m.List() {
-		if in.Name == name {
-			return in.State
-		}
-	}
-	return lifecycle.Stopped
-}
-
-func waitState(t *testing.T, m *lifecycle.Manager, name string, want lifecycle.State, limit time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for stateOf(m, name) != want {
-		if time.Now().After(deadline) {
-			t.Fatalf("env %s is %v after %v, want %v", name, stateOf(m, name), limit, want)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -387,26 +315,23 @@ func TestStaleEntriesAreForgotten(t *testing.T) {
 		ReapInterval: 20 * time.Millisecond,
 	})
 	for i := range 50 {
-		if _, err := f.m.Progress(fmt.Sprintf("asked-%d", i), 5); err != nil {
+		if _, err := f.M.Progress(fmt.Sprintf("asked-%d", i), 5); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if n := len(f.m.List()); n != 0 {
+	if n := len(f.M.List()); n != 0 {
 		t.Fatalf("Progress made %d entries, want none", n)
 	}
-	l := acquire(t, f.m, "transient")
+	l := acquire(t, f.M, "transient")
 	if p := getPage(t, l); p.Visits != 1 {
 		t.Fatalf("visits %d", p.Visits)
 	}
 	l.Release()
-	deadline := time.Now().Add(20 * time.Second)
-	for len(f.m.List()) != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("entry still listed after reap: %+v", f.m.List())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	l = acquire(t, f.m, "transient")
+	lifecycletest.Eventually(t, 20*time.Second, func() (bool, string) {
+		l := f.M.List()
+		return len(l) == 0, fmt.Sprintf("entry still listed after reap: %+v", l)
+	})
+	l = acquire(t, f.M, "transient")
 	defer l.Release()
 	if p := getPage(t, l); p.Visits != 2 {
 		t.Fatalf("visits after the entry was dropped = %d, want 2 (data dir kept)", p.Visits)

@@ -25,6 +25,9 @@ type Config struct {
 	DataRoot string
 	// Network makes the sandboxes. Required.
 	Network Network
+	// Launcher runs the dev servers in them (devserver.Launcher).
+	// Required.
+	Launcher Launcher
 	// Allow, if set, is asked before an env is started for the first time;
 	// a non-nil error refuses the env (wrapped in ErrNotAllowed). It is
 	// called with the manager's lock held (and by Allowed during TLS
@@ -51,47 +54,17 @@ type Config struct {
 	// that implements RenamingNetwork. Env names starting with "warm--"
 	// are then refused. Default 0: none.
 	WarmPool int
-	// CgroupParent, if set, is the cgroup (a path below the hierarchy
-	// roots, such as "envgate/prod") under which each env gets a cgroup
-	// of its own, with its template's Resources as limits; its memory use
-	// then picks eviction victims. Required by templates with Resources.
-	CgroupParent string
-	// Users is the range the uids of dynamic users (templates with User
-	// DynamicUser) come from; default DefaultUIDRange. Two gateways on one
-	// machine need ranges that do not overlap.
-	Users UIDRange
-	// Isolate runs each dev server in pid and mount namespaces of its own
-	// (which needs root): it sees only its own processes, has a private
-	// /tmp and /dev/shm, and the trampoline is the init of its pid
-	// namespace (see pidinit.go). Default false: the host's.
-	Isolate bool
-	// Mounts, if set, lists what an isolated env sees of the host besides
-	// the host's own file system, bound read-only (its /etc/resolv.conf,
-	// say). Called at each start, after the sandbox is made.
-	Mounts func(env string, sb Sandbox) []BindMount
 	// StateFile, if set, is where the manager records its running envs
 	// (name, namespace, address, pid), rewritten atomically at every
 	// start and stop, so that Recover in the next gateway process can
 	// adopt them after a crash.
 	StateFile string
-	// LogDir, if set, keeps each env's output in LogDir/<env>.log, each
-	// line prefixed with its time (LogTimeFormat), rotated when it passes
-	// LogMaxSize MiB (default 10), with LogMaxBackups old files (default
-	// 2). The files outlive stops and gateway restarts; Destroy removes
-	// them.
-	LogDir        string
-	LogMaxSize    int
-	LogMaxBackups int
 	// AfterDestroy, if set, is called by Destroy once the env is stopped
 	// and forgotten and its data dir and logs removed (also when a removal
 	// failed), so that what the env owns outside the manager goes too:
 	// its checkout, its certificate. It runs on Destroy's goroutine with
 	// no lock held.
 	AfterDestroy func(name string)
-	// Checkouts, when set, gives each env a checkout of its code before
-	// each start (Vars.Checkout), where the template's PrepareSteps run.
-	// Default nil: no checkouts.
-	Checkouts Checkouts
 	// Ownership, in cluster mode, claims each env before its start and
 	// releases it after its stop. Default nil: every env is this
 	// gateway's.
@@ -122,7 +95,6 @@ type Manager struct {
 
 	reapNext    time.Time     // the reap loop's: the next idle teardown may start then
 	warm        *warmPool     // nil without Config.WarmPool
-	uids        *uidAllocator // dynamic users' uids
 	warmOn      bool          // guarded by mu; the refill loop runs
 	startTurns  chan struct{} // one token per start in progress (MaxStarting)
 	admitMu     sync.Mutex
@@ -145,6 +117,9 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Network == nil {
 		return nil, errors.New("lifecycle: Config.Network is required")
 	}
+	if cfg.Launcher == nil {
+		return nil, errors.New("lifecycle: Config.Launcher is required")
+	}
 	if cfg.DataRoot == "" {
 		return nil, errors.New("lifecycle: Config.DataRoot is required")
 	}
@@ -156,9 +131,11 @@ func New(cfg Config) (*Manager, error) {
 			return nil, fmt.Errorf("lifecycle: template %q was not prepared", t.Name)
 		}
 	}
-	for _, t := range cfg.Templates {
-		if t.Resources.any() && cfg.CgroupParent == "" {
-			return nil, fmt.Errorf("lifecycle: template %q sets resources, which need Config.CgroupParent", t.Name)
+	if tc, ok := cfg.Launcher.(TemplateChecker); ok {
+		for _, t := range cfg.Templates {
+			if err := tc.CheckTemplate(t); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if cfg.ReapInterval <= 0 {
@@ -172,12 +149,6 @@ func New(cfg Config) (*Manager, error) {
 	if err := os.MkdirAll(cfg.DataRoot, 0o711); err != nil {
 		return nil, fmt.Errorf("lifecycle: data root: %w", err)
 	}
-	if cfg.LogDir != "" {
-		// 0700: an env's output is for the gateway's operators only.
-		if err := os.MkdirAll(cfg.LogDir, 0o700); err != nil {
-			return nil, fmt.Errorf("lifecycle: log dir: %w", err)
-		}
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{cfg: cfg, log: cfg.Log, ctx: ctx, cancel: cancel, envs: make(map[string]*env),
 		startTurns: make(chan struct{}, cfg.Limits.MaxStarting)}
@@ -186,7 +157,6 @@ func New(cfg Config) (*Manager, error) {
 		cancel()
 		return nil, err
 	}
-	m.uids = newUIDAllocator(cfg.Users, cfg.DataRoot)
 	m.wg.Go(m.reapLoop)
 	m.wg.Go(m.memoryLoop)
 	return m, nil
@@ -198,7 +168,7 @@ type env struct {
 	name    string
 	tmpl    *Template
 	dataDir string
-	out     *outputBuffer
+	out     *Output
 	log     zerolog.Logger
 
 	state      atomic.Int32 // State
@@ -215,10 +185,13 @@ type env struct {
 	polledAt atomic.Int64
 
 	mu        sync.Mutex
-	forgotten bool          // guarded by mu; dropped from Manager.envs, never to start again
-	inStart   bool          // guarded by mu; a start of this env is under way
-	sb        Sandbox       // guarded by mu; set while Ready or Stopping
-	proc      *process      // guarded by mu; set while Ready or Stopping
+	forgotten bool    // guarded by mu; dropped from Manager.envs, never to start again
+	inStart   bool    // guarded by mu; a start of this env is under way
+	sb        Sandbox // guarded by mu; set while Ready or Stopping
+	proc      Process // guarded by mu; set while Ready or Stopping
+	// record is proc's encoded state file record (statefile.go), made
+	// once; nil while proc is. Guarded by mu.
+	record    []byte
 	stopped   chan struct{} // guarded by mu; closed when the running stop ends
 	failure   *StartError   // guarded by mu; the last failure
 	failures  int           // guarded by mu; consecutive failed starts
@@ -381,10 +354,9 @@ func (m *Manager) lookup(name string) (*env, error) {
 		name:    name,
 		tmpl:    tmpl,
 		dataDir: filepath.Join(m.cfg.DataRoot, name),
-		out:     newOutputBuffer(),
+		out:     new(Output),
 		log:     m.log.With().Str("env", name).Logger(),
 	}
-	e.out.disk = m.newDiskLogFor(name)
 	m.envs[name] = e
 	return e, nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/netip"
-	"os/exec"
 
 	"github.com/envgate/envgate/netns"
 )
@@ -17,13 +16,13 @@ type Network interface {
 	Destroy(sb Sandbox) error
 }
 
-// Sandbox is where one env's dev server runs.
+// Sandbox is where one env's dev server runs. The Launcher starts the
+// dev server in it (a netns.Sandbox starts processes inside its network
+// namespace).
 type Sandbox interface {
 	// Addr is the address the dev server's port is reached at from the
 	// gateway.
 	Addr() netip.Addr
-	// Start starts cmd inside the sandbox.
-	Start(cmd *exec.Cmd) error
 }
 
 // NetnsNetwork runs envs in network namespaces of a netns.Manager.

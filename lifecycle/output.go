@@ -1,34 +1,27 @@
 package lifecycle
 
 import (
-	"bufio"
 	"bytes"
-	"io"
 	"strings"
 	"sync"
-	"time"
-
-	"github.com/rs/zerolog"
 )
 
 // Output limits.
 const (
 	outputBufferBytes = 64 << 10 // per-env tail kept for error pages
-	maxLineBytes      = 4 << 10  // longer lines are cut
-	logLinesPerSecond = 200      // beyond this, lines are counted, not logged
 )
 
-// outputBuffer keeps the last outputBufferBytes of a dev server's output.
-// Memory stays bounded however much the server writes.
-type outputBuffer struct {
+// Output is an env's output: the newest outputBufferBytes of what its dev
+// server (and its prepare steps) wrote, line by line, for error and
+// waiting pages. Memory stays bounded however much the server writes. The
+// zero value is empty and ready to use; its memory is allocated at the
+// first write, so an env that never ran costs next to nothing.
+type Output struct {
 	mu  sync.Mutex
 	buf []byte // guarded by mu; ring of the newest bytes
 	pos int    // guarded by mu; next write position once full
 	all bool   // guarded by mu; buf has wrapped
 	seq uint64 // guarded by mu; lines written, for waiters
-	// disk, if set, also gets every line (Config.LogDir); pump writes it
-	// and closes it when the output ends.
-	disk *diskLog
 }
 
 // outputBufferFirst is the buffer's first allocation. It doubles as
@@ -37,11 +30,8 @@ type outputBuffer struct {
 // most of the gateway's heap.
 const outputBufferFirst = 512
 
-// newOutputBuffer returns an empty buffer. Its memory is allocated at the
-// first write, so an env that never ran costs next to nothing.
-func newOutputBuffer() *outputBuffer { return &outputBuffer{} }
-
-func (b *outputBuffer) writeLine(line []byte) {
+// WriteLine adds one line (without its newline).
+func (b *Output) WriteLine(line []byte) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.seq++
@@ -72,7 +62,7 @@ func (b *outputBuffer) writeLine(line []byte) {
 }
 
 // Tail returns up to n of the newest complete lines.
-func (b *outputBuffer) Tail(n int) []string {
+func (b *Output) Tail(n int) []string {
 	b.mu.Lock()
 	var data []byte
 	if b.all {
@@ -95,51 +85,7 @@ func (b *outputBuffer) Tail(n int) []string {
 	return lines
 }
 
-// pump reads r line by line into buf and the log until r ends. Lines
-// beyond logLinesPerSecond are kept in buf but not logged; a count of the
-// suppressed lines is logged once the rate drops.
-func pump(r io.Reader, buf *outputBuffer, log zerolog.Logger, lines chan<- struct{}) {
-	br := bufio.NewReaderSize(r, maxLineBytes)
-	var (
-		windowStart = time.Now()
-		inWindow    int
-		suppressed  int
-	)
-	for {
-		line, isPrefix, err := br.ReadLine()
-		if len(line) > 0 || (err == nil && !isPrefix) {
-			buf.writeLine(line)
-			now := time.Now()
-			buf.disk.writeLine(now, line)
-			select {
-			case lines <- struct{}{}: // a nil lines blocks: skipped
-			default:
-			}
-			if now.Sub(windowStart) >= time.Second {
-				if suppressed > 0 {
-					log.Warn().Int("lines", suppressed).Msg("dev server output suppressed (too fast to log)")
-				}
-				windowStart, inWindow, suppressed = now, 0, 0
-			}
-			inWindow++
-			if inWindow <= logLinesPerSecond {
-				log.Info().Str("line", string(line)).Msg("output")
-			} else {
-				suppressed++
-			}
-		}
-		// Skip the rest of an over-long line.
-		for isPrefix && err == nil {
-			_, isPrefix, err = br.ReadLine()
-		}
-		if err != nil {
-			if suppressed > 0 {
-				log.Warn().Int("lines", suppressed).Msg("dev server output suppressed (too fast to log)")
-			}
-			// The output has ended (the dev server is gone or handed
-			// over): no descriptor is kept for an env that does not run.
-			buf.disk.close()
-			return
-		}
-	}
-}
+// LogTimeFormat is the time at the start of each line of an env's log
+// file (LogKeeper): UTC, fixed width, so that lines sort and compare as
+// strings.
+const LogTimeFormat = "2006-01-02T15:04:05.000Z"

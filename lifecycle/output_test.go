@@ -11,11 +11,11 @@ import (
 // whole at every size.
 func TestOutputBufferGrowsAndWraps(t *testing.T) {
 	for _, n := range []int{0, 1, 3, 40, 500, 5000} {
-		b := newOutputBuffer()
+		b := new(Output)
 		var want []string
 		for i := range n {
 			line := fmt.Sprintf("line %d %s", i, strings.Repeat("x", i%97))
-			b.writeLine([]byte(line))
+			b.WriteLine([]byte(line))
 			want = append(want, line)
 		}
 		got := b.Tail(tailLines)

@@ -65,32 +65,32 @@ func TestOwnership(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
-	if _, err := f.m.Acquire(ctx, "theirs"); !errors.Is(err, lifecycle.ErrNotOwner) {
+	if _, err := f.M.Acquire(ctx, "theirs"); !errors.Is(err, lifecycle.ErrNotOwner) {
 		t.Fatalf("acquire of an env another node owns: %v, want ErrNotOwner", err)
 	}
-	if n := f.net.Creates.Load(); n != 0 {
+	if n := f.Net.Creates.Load(); n != 0 {
 		t.Fatalf("%d sandboxes made for an env this node does not own", n)
 	}
 
-	l := acquire(t, f.m, "mine")
+	l := acquire(t, f.M, "mine")
 	l.Release()
-	if !f.m.Stop("mine", "test") {
+	if !f.M.Stop("mine", "test") {
 		t.Fatal("mine was not running")
 	}
 	if c, r := own.seen(); c != "[theirs!refused mine@1]" || r != "[mine@1]" {
 		t.Fatalf("after a stop: claims %s, releases %s; want [theirs!refused mine@1], [mine@1]", c, r)
 	}
 
-	l = acquire(t, f.m, "mine")
+	l = acquire(t, f.M, "mine")
 	pid := getPage(t, l).PID
 	l.Release()
 	syscall.Kill(pid, syscall.SIGKILL)
-	waitState(t, f.m, "mine", lifecycle.Failed, 20*time.Second)
+	waitState(t, f.M, "mine", lifecycle.Failed, 20*time.Second)
 	if c, r := own.seen(); c != "[theirs!refused mine@1 mine@2]" || r != "[mine@1 mine@2]" {
 		t.Fatalf("after a crash: claims %s, releases %s", c, r)
 	}
 
-	if _, err := f.m.Acquire(ctx, "bad-one"); err == nil {
+	if _, err := f.M.Acquire(ctx, "bad-one"); err == nil {
 		t.Fatal("bad-one started")
 	}
 	if c, r := own.seen(); c != "[theirs!refused mine@1 mine@2 bad-one@3]" || r != "[mine@1 mine@2 bad-one@3]" {

@@ -51,9 +51,9 @@ func TestLeasePortAndHasPort(t *testing.T) {
 	if err := tm.Prepare(); err != nil {
 		t.Fatal(err)
 	}
-	x, err := tm.expand(Vars{Name: "app-1", Port: tm.Port})
-	if err != nil || x.argv[1] != "--api=8080" {
-		t.Fatalf("expand {{.Ports.api}}: %q, %v", x.argv, err)
+	x, err := tm.Expand(Vars{Name: "app-1", Port: tm.Port})
+	if err != nil || x.Argv[1] != "--api=8080" {
+		t.Fatalf("expand {{.Ports.api}}: %q, %v", x.Argv, err)
 	}
 	l := &Lease{Addr: netip.MustParseAddrPort("10.0.0.2:3000"), e: &env{tmpl: tm}}
 	for name, want := range map[string]string{"": "10.0.0.2:3000", "web": "10.0.0.2:3000", "api": "10.0.0.2:8080"} {

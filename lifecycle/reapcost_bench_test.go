@@ -40,7 +40,7 @@ func BenchmarkReapCost(b *testing.B) {
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr}
 	get := func() error {
-		l, err := f.m.Acquire(context.Background(), "hot")
+		l, err := f.M.Acquire(context.Background(), "hot")
 		if err != nil {
 			return err
 		}
@@ -78,7 +78,7 @@ func BenchmarkReapCost(b *testing.B) {
 	}
 	running := func() int {
 		n := 0
-		for _, in := range f.m.List() {
+		for _, in := range f.M.List() {
 			if in.Name != "hot" && in.State == lifecycle.Ready {
 				n++
 			}
@@ -93,7 +93,7 @@ func BenchmarkReapCost(b *testing.B) {
 		var wg sync.WaitGroup
 		for j := range 100 {
 			wg.Go(func() {
-				l, err := f.m.Acquire(context.Background(), fmt.Sprintf("idle%d", j))
+				l, err := f.M.Acquire(context.Background(), fmt.Sprintf("idle%d", j))
 				if err != nil {
 					b.Error(err)
 					return
@@ -116,14 +116,16 @@ func BenchmarkReapCost(b *testing.B) {
 			b.Fatalf("%d of 100 envs still up after the baseline window; the idle timeout passed too soon", running())
 		}
 		// The teardown window: from the first stop until none is left.
-		for running() == 100 {
-			time.Sleep(time.Millisecond)
-		}
+		lifecycletest.Eventually(b, time.Minute, func() (bool, string) {
+			return running() < 100, "no env reaped within a minute"
+		})
 		stop = make(chan struct{})
 		began = time.Now()
 		go func() {
+			tick := time.NewTicker(2 * time.Millisecond)
+			defer tick.Stop()
 			for running() > 0 {
-				time.Sleep(2 * time.Millisecond)
+				<-tick.C
 			}
 			close(stop)
 		}()
@@ -132,7 +134,7 @@ func BenchmarkReapCost(b *testing.B) {
 		b.Logf("teardown window %v", time.Since(began))
 		// A second baseline once the kernel is done too, averaged with
 		// the first, so that drift on a shared machine evens out.
-		time.Sleep(500 * time.Millisecond)
+		f.NSM.Settle(context.Background())
 		stop = make(chan struct{})
 		time.AfterFunc(time.Second, func() { close(stop) })
 		began = time.Now()

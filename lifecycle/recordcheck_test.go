@@ -43,11 +43,11 @@ func TestRecoverLeavesProcessesOutsideTheRecordedNamespace(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	sb, err := f.nsm.Create(ctx, "victim")
+	sb, err := f.NSM.Create(ctx, "victim")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = f.nsm.Destroy(sb) })
+	t.Cleanup(func() { _ = f.NSM.Destroy(sb) })
 
 	outside := exec.Command("sleep", "60")
 	outside.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -3,17 +3,13 @@ package lifecycle
 import (
 	"errors"
 	"fmt"
-	"os"
-	"strconv"
-	"syscall"
-
-	"golang.org/x/sys/unix"
 )
 
 // Recover deals with the envs that an earlier process of this gateway
 // recorded in Config.StateFile and left running when it died. A record
-// is acted on only if its process passes checkRecorded (pid above 1,
-// leading its group, inside the recorded network namespace). With adopt,
+// is acted on only if its process passes the launcher's check (an
+// Adopter's: with devserver, pid above 1, leading its group, inside the
+// recorded network namespace). With adopt,
 // each env whose dev server is still alive (same pid and start time),
 // whose template is unchanged and whose sandbox is intact is taken over
 // as TakeOver does: it answers at once, with no new start. Every other
@@ -25,6 +21,10 @@ func (m *Manager) Recover(adopt bool) (adopted []string, err error) {
 	if m.cfg.StateFile == "" {
 		return nil, nil
 	}
+	ad, ok := m.cfg.Launcher.(Adopter)
+	if !ok {
+		return nil, errors.New("lifecycle: recover: the launcher cannot check or adopt dev servers")
+	}
 	st, err := readState(m.cfg.StateFile)
 	if err != nil {
 		// Unreadable: adopt nothing. The caller's GC removes the sandboxes,
@@ -34,51 +34,41 @@ func (m *Manager) Recover(adopt bool) (adopted []string, err error) {
 	var errs []error
 	for _, r := range st.Envs {
 		log := m.log.With().Str("env", r.Name).Int("pid", r.Pid).Logger()
-		if start, err := pidStartTime(r.Pid); err != nil || start != r.PidStart {
+		rec := r.process()
+		if err := ad.Check(rec); errors.Is(err, ErrProcessGone) {
 			log.Info().Msg("recorded env's dev server is gone")
 			continue
-		}
-		if err := checkRecorded(r); err != nil {
+		} else if err != nil {
 			// Neither signalled nor adopted: the caller's GC removes this
 			// instance's sandboxes and whatever runs inside them.
 			log.Warn().Err(err).Msg("not signalling or adopting the process of a recorded env")
 			continue
 		}
 		if !adopt {
-			killGroup(r)
+			ad.KillRecorded(rec)
 			log.Info().Msg("on_restart clean: killed the recorded env's dev server")
 			continue
 		}
-		if err := m.adopt(r); err != nil {
-			killGroup(r)
+		if err := m.adopt(ad, r); err != nil {
+			ad.KillRecorded(rec)
 			log.Warn().Err(err).Msg("could not adopt the recorded env; killed its dev server, it will start afresh")
 			errs = append(errs, fmt.Errorf("lifecycle: adopt %s: %w", r.Name, err))
 			continue
 		}
 		adopted = append(adopted, r.Name)
 	}
-	m.removeStrayCgroups()
+	if sw, ok := m.cfg.Launcher.(Sweeper); ok {
+		sw.Sweep(adopted)
+	}
 	m.saveState()
 	return adopted, errors.Join(errs...)
 }
 
 // adopt takes over the running env r through TakeOver, after pinning its
-// process with a pidfd and reopening its output pipe.
-func (m *Manager) adopt(r stateRecord) error {
-	fd, err := unix.PidfdOpen(r.Pid, 0)
+// process (a pidfd) and reopening its output pipe.
+func (m *Manager) adopt(ad Adopter, r stateRecord) error {
+	out, pidfd, err := ad.Pin(r.process())
 	if err != nil {
-		return fmt.Errorf("pidfd: %w", err)
-	}
-	pidfd := os.NewFile(uintptr(fd), "pidfd-"+r.Name)
-	// The pidfd pins this very process: check again that it is the one
-	// recorded, not a successor that got the pid in between.
-	if start, err := pidStartTime(r.Pid); err != nil || start != r.PidStart {
-		pidfd.Close()
-		return errors.New("the process exited while being adopted")
-	}
-	out, err := reopenOutput(r.Pid)
-	if err != nil {
-		pidfd.Close()
 		return err
 	}
 	h := HandedEnv{Name: r.Name, Template: r.Template, Pid: r.Pid, StartedAt: r.StartedAt, ReadyAt: r.ReadyAt, Output: out, PidFD: pidfd}
@@ -97,29 +87,3 @@ func (m *Manager) adopt(r stateRecord) error {
 	}
 	return nil
 }
-
-// reopenOutput opens a new read end of pid's output pipe through the
-// descriptor the dev server itself holds (outputFD), after checking that
-// it is the pipe its stdout writes to.
-func reopenOutput(pid int) (*os.File, error) {
-	dir := "/proc/" + strconv.Itoa(pid) + "/fd/"
-	var rd, wr syscall.Stat_t
-	if err := syscall.Stat(dir+strconv.Itoa(outputFD), &rd); err != nil {
-		return nil, fmt.Errorf("output pipe: %w", err)
-	}
-	if err := syscall.Stat(dir+"1", &wr); err != nil {
-		return nil, fmt.Errorf("output pipe: %w", err)
-	}
-	if rd.Mode&syscall.S_IFMT != syscall.S_IFIFO || rd.Ino != wr.Ino || rd.Dev != wr.Dev {
-		return nil, errors.New("output pipe: the dev server's descriptors are not the gateway's pipe")
-	}
-	f, err := os.OpenFile(dir+strconv.Itoa(outputFD), os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, fmt.Errorf("output pipe: %w", err)
-	}
-	return f, nil
-}
-
-// killGroup SIGKILLs the process group of a recorded env. The sandbox GC
-// that follows kills whatever left the group (setsid).
-func killGroup(r stateRecord) { signalGroup(r.Pid, syscall.SIGKILL) }

@@ -3,6 +3,7 @@ package lifecycle_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/lifecycle/devserver"
 	"github.com/envgate/envgate/lifecycle/lifecycletest"
 	"github.com/envgate/envgate/netns"
 	"github.com/envgate/envgate/netns/netnstest"
@@ -24,7 +26,7 @@ func abandon(t *testing.T, f *fixture) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	handed, err := f.m.Handoff(ctx)
+	handed, err := f.M.Handoff(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,15 +40,16 @@ func abandon(t *testing.T, f *fixture) {
 // netns.Manager of the same instance, reading the same state file.
 func successor(t *testing.T, f *fixture, stateFile string) (*lifecycle.Manager, *lifecycletest.CountingNetwork) {
 	t.Helper()
-	nsm, err := netns.New(netns.Config{Prefix: f.nsm.Prefix(), Pool: netnstest.Pool(1)})
+	nsm, err := netns.New(netns.Config{Prefix: f.NSM.Prefix(), Pool: netnstest.Pool(1)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	cn := &lifecycletest.CountingNetwork{NetnsNetwork: lifecycle.NetnsNetwork{M: nsm}}
 	m, err := lifecycle.New(lifecycle.Config{
 		Templates: []*lifecycle.Template{lifecycletest.Demo(lifecycletest.DemoOptions{})},
-		DataRoot:  f.dataDir,
+		DataRoot:  f.DataDir,
 		Network:   cn,
+		Launcher:  lifecycletest.Launcher(t, devserver.Config{DataRoot: f.DataDir}),
 		StateFile: stateFile,
 		Log:       zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel),
 	})
@@ -70,7 +73,7 @@ func TestRecoverAdoptsLiveEnvsWithoutStartingThem(t *testing.T) {
 	names := []string{"keep-a", "keep-b", "keep-c"}
 	pids := map[string]int{}
 	for _, n := range names {
-		l := acquire(t, f.m, n)
+		l := acquire(t, f.M, n)
 		pids[n] = getPage(t, l).PID
 		l.Release()
 	}
@@ -119,7 +122,7 @@ func TestRecoverCleanKillsRecordedEnvs(t *testing.T) {
 	})
 	var pids []int
 	for _, n := range []string{"gone-a", "gone-b"} {
-		l := acquire(t, f.m, n)
+		l := acquire(t, f.M, n)
 		pids = append(pids, getPage(t, l).PID)
 		l.Release()
 	}
@@ -129,17 +132,13 @@ func TestRecoverCleanKillsRecordedEnvs(t *testing.T) {
 	if err != nil || len(adopted) != 0 {
 		t.Fatalf("recover clean: adopted %v, %v; want nothing", adopted, err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
 	for _, pid := range pids {
-		for syscall.Kill(pid, 0) == nil && !zombie(pid) {
-			if time.Now().After(deadline) {
-				t.Fatalf("dev server %d survived on_restart clean", pid)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		lifecycletest.Eventually(t, 10*time.Second, func() (bool, string) {
+			return syscall.Kill(pid, 0) != nil || zombie(pid), fmt.Sprintf("dev server %d survived on_restart clean", pid)
+		})
 	}
 	// What is left are sandboxes, which the caller's GC removes.
-	if _, err := f.nsm.GC(nil); err != nil {
+	if _, err := f.NSM.GC(nil); err != nil {
 		t.Fatal(err)
 	}
 }

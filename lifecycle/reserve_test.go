@@ -11,9 +11,8 @@ import (
 	"time"
 
 	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/lifecycle/devserver"
 	"github.com/envgate/envgate/lifecycle/lifecycletest"
-	"github.com/envgate/envgate/netns"
-	"github.com/envgate/envgate/netns/netnstest"
 	"github.com/rs/zerolog"
 )
 
@@ -51,24 +50,8 @@ func (l *eventLog) evictions() []string {
 // log.
 func newLoggedFixture(t *testing.T, cfg lifecycle.Config, log *eventLog) *fixture {
 	t.Helper()
-	nsm, err := netns.New(netns.Config{Prefix: netnstest.Prefix(t), Pool: netnstest.Pool(1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &fixture{net: &lifecycletest.CountingNetwork{NetnsNetwork: lifecycle.NetnsNetwork{M: nsm}}, nsm: nsm, dataDir: t.TempDir()}
-	cfg.Network = f.net
-	cfg.DataRoot = f.dataDir
 	cfg.Log = zerolog.New(io.MultiWriter(zerolog.NewTestWriter(t), log)).Level(zerolog.InfoLevel)
-	if f.m, err = lifecycle.New(cfg); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := f.m.Close(ctx); err != nil {
-			t.Errorf("close: %v", err)
-		}
-	})
+	f := lifecycletest.NewFixture(t, cfg, devserver.Config{})
 	return f
 }
 
@@ -110,31 +93,31 @@ func TestConcurrentStartsAtMaxEnvsEachEvictOne(t *testing.T) {
 		Limits:    lifecycle.Limits{MaxEnvs: 3},
 	}, log)
 	prev := []string{"e1", "e2", "e3"}
-	for _, l := range acquireAll(t, f.m, prev) {
+	for _, l := range acquireAll(t, f.M, prev) {
 		l.Release()
 	}
 	for round := range 3 {
 		next := []string{fmt.Sprintf("r%d-a", round), fmt.Sprintf("r%d-b", round), fmt.Sprintf("r%d-c", round)}
-		for _, l := range acquireAll(t, f.m, next) {
+		for _, l := range acquireAll(t, f.M, next) {
 			if p := getPage(t, l); p.Env != l.Env() {
 				t.Fatalf("lease for %s reached env %q", l.Env(), p.Env)
 			}
 			l.Release()
 		}
 		for _, n := range prev {
-			waitState(t, f.m, n, lifecycle.Stopped, 20*time.Second)
+			waitState(t, f.M, n, lifecycle.Stopped, 20*time.Second)
 		}
 		if ev := log.evictions(); len(ev) != 3*(round+1) {
 			t.Fatalf("round %d: evictions %q, want %d", round, ev, 3*(round+1))
 		}
 		for _, n := range next {
-			if s := stateOf(f.m, n); s != lifecycle.Ready {
+			if s := stateOf(f.M, n); s != lifecycle.Ready {
 				t.Fatalf("round %d: %s is %v, want ready", round, n, s)
 			}
 		}
 		prev = next
 	}
-	if c := f.net.Creates.Load(); c != 12 {
+	if c := f.Net.Creates.Load(); c != 12 {
 		t.Fatalf("creates = %d, want 12 (one per env)", c)
 	}
 }
@@ -148,22 +131,22 @@ func TestStartAtMaxEnvsWaitsForEnvBeingStopped(t *testing.T) {
 		Templates: []*lifecycle.Template{slow},
 		Limits:    lifecycle.Limits{MaxEnvs: 2},
 	})
-	acquire(t, f.m, "leaving").Release()
-	busy := acquire(t, f.m, "busy")
+	acquire(t, f.M, "leaving").Release()
+	busy := acquire(t, f.M, "busy")
 	t.Cleanup(busy.Release)
 	stopped := make(chan bool, 1)
-	go func() { stopped <- f.m.Stop("leaving", "test") }()
+	go func() { stopped <- f.M.Stop("leaving", "test") }()
 	t.Cleanup(func() { <-stopped })
-	waitState(t, f.m, "leaving", lifecycle.Stopping, 20*time.Second)
+	waitState(t, f.M, "leaving", lifecycle.Stopping, 20*time.Second)
 
 	began := time.Now()
-	l := acquire(t, f.m, "newcomer")
+	l := acquire(t, f.M, "newcomer")
 	t.Cleanup(l.Release)
 	t.Logf("newcomer started %v after the stop began", time.Since(began))
-	if s := stateOf(f.m, "busy"); s != lifecycle.Ready {
+	if s := stateOf(f.M, "busy"); s != lifecycle.Ready {
 		t.Fatalf("busy env is %v, want ready", s)
 	}
-	if s := stateOf(f.m, "leaving"); s == lifecycle.Ready || s == lifecycle.Starting {
+	if s := stateOf(f.M, "leaving"); s == lifecycle.Ready || s == lifecycle.Starting {
 		t.Fatalf("stopped env is %v", s)
 	}
 }

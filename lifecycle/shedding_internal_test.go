@@ -36,6 +36,13 @@ func (n *heldNetwork) Create(ctx context.Context, name string) (Sandbox, error) 
 
 func (n *heldNetwork) Destroy(Sandbox) error { return nil }
 
+// refusingLauncher starts nothing: no start gets past heldNetwork.
+type refusingLauncher struct{}
+
+func (refusingLauncher) Launch(context.Context, LaunchRequest) (Process, error) {
+	return nil, errors.New("refusing launcher: no dev servers here")
+}
+
 // newHeldManager runs a Manager over a heldNetwork, one start at a time
 // and at most queued starts waiting. Call it inside a synctest bubble.
 func newHeldManager(t *testing.T, queued int) (*Manager, *heldNetwork) {
@@ -49,6 +56,7 @@ func newHeldManager(t *testing.T, queued int) (*Manager, *heldNetwork) {
 		Templates: []*Template{tp},
 		DataRoot:  t.TempDir(),
 		Network:   n,
+		Launcher:  refusingLauncher{},
 		Limits:    Limits{MaxStarting: 1, MaxQueuedStarts: queued},
 		Log:       zerolog.Nop(),
 	})

@@ -2,7 +2,6 @@ package lifecycle
 
 import (
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -31,7 +30,7 @@ const releaseParallel = 16
 type stopping struct {
 	e    *env
 	sb   Sandbox
-	proc *process
+	proc Process
 }
 
 // stopAll stops every env of envs that is Ready, together, and returns
@@ -46,7 +45,7 @@ func (m *Manager) stopAll(envs []*env, reason string) {
 		}
 		e.setStateLocked(Stopping)
 		all = append(all, stopping{e, e.sb, e.proc})
-		e.sb, e.proc = nil, nil
+		e.sb, e.proc, e.record = nil, nil, nil
 		e.stopped = make(chan struct{})
 		e.mu.Unlock()
 	}
@@ -58,7 +57,7 @@ func (m *Manager) stopAll(envs []*env, reason string) {
 		if m.cfg.BeforeStop != nil {
 			m.cfg.BeforeStop(s.e.name, *s.e.addr.Load())
 		}
-		signalGroup(s.proc.Pid(), syscall.SIGTERM)
+		s.proc.Terminate()
 	}
 	// One grace period for all: each env's own, counted from the same
 	// moment.
@@ -66,16 +65,16 @@ func (m *Manager) stopAll(envs []*env, reason string) {
 		if d := time.Until(began.Add(s.e.tmpl.StopGrace)); d > 0 {
 			t := time.NewTimer(d)
 			select {
-			case <-s.proc.exited:
+			case <-s.proc.Exited():
 			case <-t.C:
 			}
 			t.Stop()
 		}
 		// The group may outlive its leader: kill it either way.
-		signalGroup(s.proc.Pid(), syscall.SIGKILL)
+		s.proc.Kill()
 	}
 	for _, s := range all {
-		<-s.proc.exited
+		<-s.proc.Exited()
 		m.releaseSlot(s.e)
 	}
 	signalled := time.Now()
@@ -99,13 +98,13 @@ func (m *Manager) stopAll(envs []*env, reason string) {
 
 	m.forEach(len(all), func(i int) {
 		s := all[i]
-		s.proc.release(s.e.log)
+		s.proc.Release()
 		s.e.mu.Lock()
 		s.e.failures = 0
 		s.e.setStateLocked(Stopped)
 		close(s.e.stopped)
 		s.e.mu.Unlock()
-		s.e.log.Info().Str("reason", reason).Str("exit", s.proc.exitDescription()).Msg("env stopped")
+		s.e.log.Info().Str("reason", reason).Str("exit", s.proc.ExitDescription()).Msg("env stopped")
 	})
 	m.log.Info().Int("envs", len(all)).Dur("processes", signalled.Sub(began)).Dur("sandboxes", destroyed.Sub(signalled)).
 		Dur("took", time.Since(began)).Msg("stopped every env")

@@ -5,51 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"runtime/debug"
-	"strconv"
-	"syscall"
 	"time"
-
-	"github.com/envgate/envgate/netns"
 )
-
-// Probe pacing: a check every millisecond for the first probeTightFor
-// (a refused connect costs microseconds), then gaps growing by half up to
-// probeMaxGap, so a dev server that boots in 5 ms is seen within a
-// millisecond, and a slow one costs few probes.
-const (
-	probeFirstGap = time.Millisecond
-	probeTightFor = 100 * time.Millisecond
-	probeMaxGap   = 50 * time.Millisecond
-	// probeOutputGap bounds probes prompted by output, so a server that
-	// floods its output while it boots is not probed in a loop.
-	probeOutputGap = 500 * time.Microsecond
-	// probeFreeOutput is how many lines of output prompt a probe with no
-	// wait at all: a dev server says a few things while it boots, the
-	// last of them often that it listens.
-	probeFreeOutput = 16
-	tailLines       = 40
-)
-
-// probeDialTimeout bounds one probe's connect. Over a local veth a
-// connect is answered in microseconds, by the server or by a reset; a SYN
-// lost while the sandbox settles would otherwise wait for TCP's 1s
-// retransmission.
-const probeDialTimeout = 100 * time.Millisecond
-
-var probeClient = &http.Client{
-	Transport: &http.Transport{
-		DisableKeepAlives: true,
-		Proxy:             nil,
-		DialContext:       (&net.Dialer{Timeout: probeDialTimeout, Control: netns.MarkSocket}).DialContext,
-	},
-	// A probe must not follow a redirect off to somewhere else.
-	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-}
 
 // start brings e to Ready, or to Failed with a *StartError. It runs once
 // per env at a time (singleflight) on a context detached from any request.
@@ -162,18 +122,13 @@ func (m *Manager) start(e *env) (err error) {
 	// prepare steps before it had their own (PrepareTimeout).
 	ctx, cancel := context.WithTimeoutCause(m.ctx, e.tmpl.Ready.Timeout, errStartTimeout)
 	defer cancel()
-	// The dev server boots at a lower CPU priority and gets the normal one
-	// once it is ready: in a start storm, envs already serving keep the
-	// CPUs; on a quiet machine nothing competes and nothing slows.
-	setGroupNice(proc.Pid(), bootNice)
 	addr := netip.AddrPortFrom(sb.Addr(), uint16(e.tmpl.Port))
-	if err := probe(ctx, addr, e.tmpl.Ready.HTTPPath, proc.exited, proc.lines); err != nil {
+	if err := proc.WaitReady(ctx, addr, e.tmpl.Ready); err != nil {
 		return m.failStart(e, sb, proc, err)
 	}
-	setGroupNice(proc.Pid(), 0)
 
 	e.mu.Lock()
-	e.sb, e.proc = sb, proc
+	e.sb, e.proc, e.record = sb, proc, nil
 	e.addr.Store(&addr)
 	// failures is not reset here: a server that crashes soon after it
 	// got ready is crash-looping (see supervise).
@@ -223,24 +178,14 @@ func (m *Manager) beginStart(e *env) (endTurn func(), err error) {
 	return endTurn, nil
 }
 
-// bootNice is the nice value of a dev server's process group while it
-// boots: a CFS weight of about a tenth of a serving process's.
-const bootNice = 10
+var errStartTimeout = errors.New("start timed out")
 
-// setGroupNice sets the nice value of every thread in process group pgid.
-// A failure costs only the priority: it is ignored.
-func setGroupNice(pgid, nice int) { _ = syscall.Setpriority(syscall.PRIO_PGRP, pgid, nice) }
-
-var (
-	errStartTimeout = errors.New("start timed out")
-	errExited       = errors.New("dev server exited before it was ready")
-)
-
-// launch makes the sandbox, brings the checkout up to date and spawns
-// the dev server. Making the sandbox is bounded by the ready timeout, the
-// checkout and its prepare steps by the prepare timeout. On error it
+// launch makes the sandbox and the data dir, and has the launcher start
+// the dev server in them. Making the sandbox is bounded by the ready
+// timeout; the checkout and its prepare steps, which the launcher runs
+// first, by the prepare timeout (the launcher's to apply). On error it
 // returns what it made so far, for failStart to remove.
-func (m *Manager) launch(e *env) (Sandbox, *process, error) {
+func (m *Manager) launch(e *env) (Sandbox, Process, error) {
 	ctx, cancel := context.WithTimeoutCause(m.ctx, e.tmpl.Ready.Timeout, errStartTimeout)
 	defer cancel()
 	sb := m.warm.take(e.name)
@@ -259,49 +204,19 @@ func (m *Manager) launch(e *env) (Sandbox, *process, error) {
 	if err := os.MkdirAll(e.dataDir, 0o700); err != nil {
 		return sb, nil, fmt.Errorf("data dir: %w", err)
 	}
-	cred, err := m.ownDataDir(e)
-	if err != nil {
-		return sb, nil, fmt.Errorf("data dir: %w", err)
-	}
-	checkout, err := m.checkout(e, sb, cred)
+	proc, err := m.cfg.Launcher.Launch(m.ctx, LaunchRequest{Env: e.name, Template: e.tmpl, DataDir: e.dataDir,
+		Sandbox: sb, Output: e.out, Updating: e.setUpdating, Log: e.log})
 	if err != nil {
 		return sb, nil, err
 	}
-	x, err := e.tmpl.expand(Vars{Name: e.name, Port: e.tmpl.Port, DataDir: e.dataDir, Checkout: checkout})
-	if err != nil {
-		return sb, nil, fmt.Errorf("template %s: %w", e.tmpl.Name, err)
-	}
-	if x.dir == "" {
-		x.dir = e.dataDir
-	}
-	m.runAs(&x, cred, e, sb)
-	base := e.baseEnv()
-	var cg envCgroup
-	if m.cfg.CgroupParent != "" {
-		if cg, err = newCgroup(m.cfg.CgroupParent, e.name, e.tmpl.cgroupResources()); err != nil {
-			if e.tmpl.Resources.any() {
-				return sb, nil, err // its limits cannot be enforced
-			}
-			e.log.Warn().Err(err).Msg("no cgroup for the env: its memory use is unknown to eviction")
-			cg = nil
-		}
-	}
-	proc, err := spawn(sb, x, base, cg, e.out, e.log.With().Str("stream", "output").Logger())
-	if err != nil {
-		if cg != nil {
-			cg.remove()
-		}
-		return sb, nil, fmt.Errorf("spawn %s: %w", x.argv[0], err)
-	}
-	e.log.Debug().Int("pid", proc.Pid()).Strs("argv", x.argv).Str("addr", sb.Addr().String()).Msg("dev server spawned")
 	return sb, proc, nil
 }
 
 // failStart removes what a failed start made, records the failure with
 // its backoff, and returns it.
-func (m *Manager) failStart(e *env, sb Sandbox, proc *process, cause error) error {
+func (m *Manager) failStart(e *env, sb Sandbox, proc Process, cause error) error {
 	if proc != nil {
-		proc.stop(e.tmpl.StopGrace, false)
+		stopProcess(proc, e.tmpl.StopGrace, false)
 	}
 	if sb != nil {
 		if err := m.cfg.Network.Destroy(sb); err != nil {
@@ -309,7 +224,7 @@ func (m *Manager) failStart(e *env, sb Sandbox, proc *process, cause error) erro
 		}
 	}
 	if proc != nil {
-		proc.release(e.log)
+		proc.Release()
 	}
 	m.releaseSlot(e)
 	m.release(e)
@@ -320,9 +235,9 @@ func (m *Manager) failStart(e *env, sb Sandbox, proc *process, cause error) erro
 		se.Timeout = true
 		se.Err = nil
 		se.Reason = fmt.Sprintf("not ready within %s (is it listening on port %d?)", e.tmpl.Ready.Timeout, e.tmpl.Port)
-	case errors.Is(cause, errExited):
+	case errors.Is(cause, ErrExited) && proc != nil:
 		se.Err = nil
-		se.Reason = "dev server " + proc.exitDescription() + " before it was ready"
+		se.Reason = "dev server " + proc.ExitDescription() + " before it was ready"
 	case errors.Is(cause, context.Canceled):
 		se.Reason = "gateway shutting down"
 	case errors.As(cause, &pe):
@@ -365,113 +280,5 @@ func backoff(n int) time.Duration {
 	return min(d, time.Minute)
 }
 
-// probe polls addr until the dev server answers, it exits, or ctx ends.
-// Besides its pace, it probes at once when the server writes a line of
-// output (lines), at most every probeOutputGap: dev servers tend to say
-// when they listen ("ready", "listening on"), so the wait for a server
-// that boots in 5 ms ends with its message rather than the next tick.
-func probe(ctx context.Context, addr netip.AddrPort, httpPath string, exited <-chan struct{}, lines <-chan struct{}) error {
-	return defaultPace.probe(ctx, addr, httpPath, exited, lines)
-}
-
-// probePace is the pace of probe: see the constants.
-type probePace struct {
-	first, tightFor, max, output time.Duration
-	freeOutput                   int
-}
-
-var defaultPace = probePace{first: probeFirstGap, tightFor: probeTightFor, max: probeMaxGap, output: probeOutputGap, freeOutput: probeFreeOutput}
-
-func (pp probePace) probe(ctx context.Context, addr netip.AddrPort, httpPath string, exited <-chan struct{}, lines <-chan struct{}) error {
-	gap, began := pp.first, time.Now()
-	free := pp.freeOutput // output lines that may prompt a probe at once
-	t := time.NewTimer(0)
-	defer t.Stop()
-	<-t.C
-	for {
-		select {
-		case <-exited:
-			return errExited
-		default:
-		}
-		if probeOnce(ctx, addr, httpPath) == nil {
-			return nil
-		}
-		last := time.Now()
-		t.Reset(gap)
-	wait:
-		for {
-			select {
-			case <-exited:
-				return errExited
-			case <-ctx.Done():
-				return context.Cause(ctx)
-			case <-t.C:
-				break wait
-			case <-lines:
-				// The first few lines of output prompt a probe at once;
-				// after them, a line does so at most every pp.output
-				// while the pace is tight, then every half gap, counted
-				// from the last probe's end: a server that floods its
-				// output while it boots gets at most about twice the
-				// probes of one that says nothing.
-				minGap := pp.output
-				if time.Since(began) > pp.tightFor {
-					minGap = max(minGap, gap/2)
-				}
-				if free > 0 || time.Since(last) >= minGap {
-					free--
-					t.Stop()
-					break wait
-				}
-			}
-		}
-		if time.Since(began) > pp.tightFor {
-			gap = min(gap*3/2, pp.max)
-		}
-	}
-}
-
-func probeOnce(ctx context.Context, addr netip.AddrPort, httpPath string) error {
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	if httpPath == "" {
-		// Marked as the gateway's own: the firewall rejects the rest.
-		d := net.Dialer{Timeout: probeDialTimeout, Control: netns.MarkSocket}
-		c, err := d.DialContext(ctx, "tcp", addr.String())
-		if err != nil {
-			return err
-		}
-		return c.Close()
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr.String()+httpPath, nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("User-Agent", "envgate-probe")
-	resp, err := probeClient.Do(req)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode >= 500 {
-		return fmt.Errorf("probe: status %d", resp.StatusCode)
-	}
-	return nil
-}
-
-// baseEnv is the environment every process of e starts with (the dev
-// server and its prepare steps), before the template's own variables.
-func (e *env) baseEnv() []string {
-	path := os.Getenv("PATH")
-	if path == "" {
-		path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-	}
-	return []string{
-		"PATH=" + path,
-		"HOME=" + e.dataDir,
-		"PORT=" + strconv.Itoa(e.tmpl.Port),
-		"ENVGATE_ENV=" + e.name,
-		"ENVGATE_DATA_DIR=" + e.dataDir,
-	}
-}
+// tailLines is how many lines of output a StartError carries.
+const tailLines = 40

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -17,12 +16,6 @@ import (
 // stateVersion is the state file's format; a file of another version is
 // ignored (its envs are cleaned, not adopted).
 const stateVersion = 1
-
-// outputFD is the descriptor number at which every dev server holds the
-// read end of its own output pipe (see spawn): the pipe then always has a
-// reader, so a gateway that dies does not kill its dev servers with
-// SIGPIPE, and the next gateway reopens the pipe from /proc.
-const outputFD = 3
 
 // stateFile is what Config.StateFile holds: the envs running when it was
 // written.
@@ -117,10 +110,10 @@ func (m *Manager) writeStateLocked() {
 	for _, e := range m.snapshot() {
 		e.mu.Lock()
 		if e.State() == Ready && e.proc != nil {
-			if e.proc.record == nil {
-				e.proc.record = e.recordLocked()
+			if e.record == nil {
+				e.record = e.recordLocked()
 			}
-			recs = append(recs, named{e.name, e.proc.record})
+			recs = append(recs, named{e.name, e.record})
 		}
 		e.mu.Unlock()
 	}
@@ -158,9 +151,9 @@ func (e *env) recordLocked() []byte {
 	if p, ok := e.sb.(interface{ Path() string }); ok {
 		r.Namespace = p.Path()
 	}
-	r.PidStart, _ = pidStartTime(r.Pid)
-	if e.proc.cg != nil {
-		r.Cgroup = e.proc.cg.path()
+	if rp, ok := e.proc.(Recorded); ok {
+		pr := rp.Record()
+		r.PidStart, r.Cgroup = pr.PidStart, pr.Cgroup
 	}
 	b, err := json.MarshalIndent(r, "    ", "  ")
 	if err != nil {
@@ -212,25 +205,7 @@ func readState(path string) (stateFile, error) {
 	return st, nil
 }
 
-// pidStartTime returns field 22 (starttime) of /proc/PID/stat; a process
-// gone or exited (zombie) is an error.
-func pidStartTime(pid int) (uint64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, err
-	}
-	// The command name, in parentheses, may hold spaces and ')'.
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 {
-		return 0, fmt.Errorf("lifecycle: /proc/%d/stat: malformed", pid)
-	}
-	f := strings.Fields(string(b[i+1:]))
-	// f[0] is field 3 (state); starttime is field 22.
-	if len(f) < 20 {
-		return 0, fmt.Errorf("lifecycle: /proc/%d/stat: malformed", pid)
-	}
-	if f[0] == "Z" || f[0] == "X" {
-		return 0, fmt.Errorf("lifecycle: process %d has exited", pid)
-	}
-	return strconv.ParseUint(f[19], 10, 64)
+// process is the record's ProcessRecord.
+func (r stateRecord) process() ProcessRecord {
+	return ProcessRecord{Pid: r.Pid, PidStart: r.PidStart, Cgroup: r.Cgroup, Namespace: r.Namespace}
 }

@@ -16,26 +16,26 @@ const crashLoopWindow = 10 * time.Second
 
 // supervise waits for proc to exit. An exit while the env is Ready (not
 // one we asked for) marks the env Failed; the next Acquire restarts it.
-func (m *Manager) supervise(e *env, proc *process) {
-	<-proc.exited
+func (m *Manager) supervise(e *env, proc Process) {
+	<-proc.Exited()
 	e.mu.Lock()
 	if e.proc != proc || e.State() != Ready {
 		e.mu.Unlock()
 		return // a stop of ours
 	}
 	sb := e.sb
-	e.sb, e.proc = nil, nil
+	e.sb, e.proc, e.record = nil, nil, nil
 	e.stopped = make(chan struct{})
 	e.setStateLocked(Stopping)
 	e.mu.Unlock()
 
-	e.log.Warn().Str("exit", proc.exitDescription()).Msg("dev server exited on its own")
+	e.log.Warn().Str("exit", proc.ExitDescription()).Msg("dev server exited on its own")
 	m.observer().Stopped(e.name, StopCrashed)
 	m.releaseSlot(e)
 	if err := m.cfg.Network.Destroy(sb); err != nil {
 		e.log.Error().Err(err).Msg("destroy sandbox")
 	}
-	proc.release(e.log)
+	proc.Release()
 	m.release(e)
 
 	e.mu.Lock()
@@ -43,7 +43,7 @@ func (m *Manager) supervise(e *env, proc *process) {
 		e.failures = 0 // it ran fine for a while: a fresh crash
 	}
 	e.failures++
-	se := &StartError{Env: e.name, Reason: "dev server " + proc.exitDescription(), Tail: e.out.Tail(tailLines)}
+	se := &StartError{Env: e.name, Reason: "dev server " + proc.ExitDescription(), Tail: e.out.Tail(tailLines)}
 	if e.failures > 1 {
 		se.RetryAt = time.Now().Add(backoff(e.failures))
 	}
@@ -90,7 +90,7 @@ func (m *Manager) stop(e *env, reason string, force, nice bool) bool {
 		return false
 	}
 	sb, proc := e.sb, e.proc
-	e.sb, e.proc = nil, nil
+	e.sb, e.proc, e.record = nil, nil, nil
 	e.stopped = make(chan struct{})
 	e.mu.Unlock()
 
@@ -98,14 +98,14 @@ func (m *Manager) stop(e *env, reason string, force, nice bool) bool {
 	if m.cfg.BeforeStop != nil {
 		m.cfg.BeforeStop(e.name, *e.addr.Load())
 	}
-	proc.stop(e.tmpl.StopGrace, nice)
+	stopProcess(proc, e.tmpl.StopGrace, nice)
 	// The dev server is dead: its MaxEnvs slot is free for a start that
 	// evicted it, which need not wait for the namespace's teardown.
 	m.releaseSlot(e)
 	if err := m.cfg.Network.Destroy(sb); err != nil {
 		e.log.Error().Err(err).Msg("destroy sandbox")
 	}
-	proc.release(e.log)
+	proc.Release()
 	// Before the stop is seen to end: a start that waits for it then
 	// claims the env anew, after the release.
 	m.release(e)
@@ -115,7 +115,7 @@ func (m *Manager) stop(e *env, reason string, force, nice bool) bool {
 	e.setStateLocked(Stopped)
 	close(e.stopped)
 	e.mu.Unlock()
-	e.log.Info().Str("reason", reason).Str("exit", proc.exitDescription()).Dur("took", time.Since(began)).Msg("env stopped")
+	e.log.Info().Str("reason", reason).Str("exit", proc.ExitDescription()).Dur("took", time.Since(began)).Msg("env stopped")
 	m.observer().Stopped(e.name, StopCause(reason))
 	m.saveStateSoon()
 	return true
@@ -284,7 +284,9 @@ func (m *Manager) Close(ctx context.Context) error {
 		m.stopAll(envs, "shutdown")
 		m.supWG.Wait()
 		m.stateWG.Wait()
-		m.removeCgroupParent()
+		if sw, ok := m.cfg.Launcher.(Sweeper); ok {
+			sw.Sweep(nil)
+		}
 		if s, ok := m.cfg.Network.(settler); ok {
 			// Back to the caller with every veth gone, not just on its way.
 			s.Settle(ctx)

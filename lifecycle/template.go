@@ -36,7 +36,7 @@ type Template struct {
 	// Dir is the working directory; default the env's data dir.
 	Dir string
 	// PrepareSteps are commands run, in order, in the env's checkout
-	// (Config.Checkouts), as the env's user inside its sandbox, before
+	// (devserver.Config.Checkouts), as the env's user inside its sandbox, before
 	// the dev server starts, whenever the checkout is new or its commit
 	// changed since the last successful run. Elements are not expanded.
 	// Default none.
@@ -68,7 +68,7 @@ type Template struct {
 	IdleTimeout time.Duration
 	// User runs the dev server as this user: a name, a uid or uid:gid,
 	// or DynamicUser ("dynamic"): a uid of the env's own from
-	// Config.Users, kept while its data dir exists. Either way with no
+	// devserver.Config.Users, kept while its data dir exists. Either way with no
 	// supplementary groups, no capabilities and no_new_privs, and its
 	// data dir is made its own. Envs of a named user can read each
 	// other's data; a dynamic user's cannot. Default "": the gateway's
@@ -79,11 +79,11 @@ type Template struct {
 	AllowRoot bool
 	// RLimits are the dev server's rlimits; see RLimits for defaults.
 	RLimits RLimits
-	// TmpSize bounds an isolated env's private /tmp (Config.Isolate), in
+	// TmpSize bounds an isolated env's private /tmp (devserver.Config.Isolate), in
 	// bytes; default DefaultTmpSize.
 	TmpSize int64
 	// Resources limit each env's memory, CPU and processes (through its
-	// cgroup; see Config.CgroupParent). Default: no limits but
+	// cgroup; see devserver.Config.CgroupParent). Default: no limits but
 	// DefaultPids processes where envs get cgroups.
 	Resources Resources
 	// MaxLifetime, when set, stops an env that has run this long the
@@ -115,7 +115,7 @@ type Vars struct {
 	Name    string
 	Port    int
 	DataDir string
-	// Checkout is the env's checkout of its branch (Config.Checkouts);
+	// Checkout is the env's checkout of its branch (devserver.Config.Checkouts);
 	// "" without checkouts.
 	Checkout string
 	Ports    map[string]int // the template's named ports: {{.Ports.api}}
@@ -201,36 +201,23 @@ func (t *Template) envKeys() []string {
 	return keys
 }
 
-// cgroupResources are the limits of an env's cgroup: Resources, with
-// DefaultPids. Only the template's own Resources make a start fail when
-// the env cannot have a cgroup.
-func (t *Template) cgroupResources() Resources {
-	r := t.Resources
-	if r.Pids == 0 {
-		r.Pids = DefaultPids
-	}
-	return r
-}
-
 // Matches reports whether the template applies to env name.
 func (t *Template) Matches(name string) bool {
 	ok, _ := path.Match(t.Match, name)
 	return ok
 }
 
-// expanded is a template with its placeholders filled in for one env.
-type expanded struct {
-	argv []string
-	dir  string
-	env  map[string]string
-	cred *credential // nil: the gateway's own user
-	// Filled in by runAs.
-	rlimits []rlimit
-	iso     *isolation // nil: the host's pid and mount namespaces
+// Expanded is a template's command with its placeholders filled in for
+// one env.
+type Expanded struct {
+	Argv []string
+	Dir  string // "" when the template sets none
+	Env  map[string]string
 }
 
-func (t *Template) expand(v Vars) (expanded, error) {
-	out := expanded{cred: t.cred}
+// Expand fills in the template's Command, Dir and Env for v.
+func (t *Template) Expand(v Vars) (Expanded, error) {
+	var out Expanded
 	v.Ports = t.Ports
 	exec := func(i int) (string, error) {
 		var b strings.Builder
@@ -243,20 +230,20 @@ func (t *Template) expand(v Vars) (expanded, error) {
 		if err != nil {
 			return out, err
 		}
-		out.argv = append(out.argv, s)
+		out.Argv = append(out.Argv, s)
 	}
 	dir, err := exec(n)
 	if err != nil {
 		return out, err
 	}
-	out.dir = dir
-	out.env = make(map[string]string, len(t.Env))
+	out.Dir = dir
+	out.Env = make(map[string]string, len(t.Env))
 	for j, k := range t.envKeys() {
 		s, err := exec(n + 1 + j)
 		if err != nil {
 			return out, err
 		}
-		out.env[k] = s
+		out.Env[k] = s
 	}
 	return out, nil
 }

@@ -3,6 +3,7 @@ package lifecycle_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -14,7 +15,7 @@ import (
 
 // spares lists the warm spare namespaces of f.
 func spares(f *fixture) []string {
-	ids, _ := f.nsm.List()
+	ids, _ := f.NSM.List()
 	var out []string
 	for _, id := range ids {
 		if strings.HasPrefix(id, "warm--") {
@@ -26,13 +27,10 @@ func spares(f *fixture) []string {
 
 func waitSpares(t *testing.T, f *fixture, n int) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for len(spares(f)) != n {
-		if time.Now().After(deadline) {
-			t.Fatalf("spares %v, want %d", spares(f), n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	lifecycletest.Eventually(t, 20*time.Second, func() (bool, string) {
+		s := spares(f)
+		return len(s) == n, fmt.Sprintf("spares %v, want %d", s, n)
+	})
 }
 
 func TestWarmPoolGivesColdStartAReadySandbox(t *testing.T) {
@@ -42,25 +40,25 @@ func TestWarmPoolGivesColdStartAReadySandbox(t *testing.T) {
 	})
 	// The first Acquire starts the pool (after any Recover); it may or
 	// may not find a spare yet.
-	acquire(t, f.m, "first").Release()
+	acquire(t, f.M, "first").Release()
 	waitSpares(t, f, 2)
-	made := f.net.Creates.Load()
-	l := acquire(t, f.m, "second")
+	made := f.Net.Creates.Load()
+	l := acquire(t, f.M, "second")
 	defer l.Release()
 	if p := getPage(t, l); p.Env != "second" {
 		t.Fatalf("page %+v", p)
 	}
 	// The env took a spare, renamed after it (ip netns shows env names),
 	// and the pool made one more in the background.
-	ids, _ := f.nsm.List()
+	ids, _ := f.NSM.List()
 	if !slices.Contains(ids, "second") {
 		t.Fatalf("namespaces %v lack the env's", ids)
 	}
 	waitSpares(t, f, 2)
-	if c := f.net.Creates.Load(); c != made+1 {
+	if c := f.Net.Creates.Load(); c != made+1 {
 		t.Fatalf("%d sandboxes made for one start with a spare ready, want 1 (the refill)", c-made)
 	}
-	if _, err := f.m.Acquire(context.Background(), "warm--9"); !errors.Is(err, lifecycle.ErrNoTemplate) {
+	if _, err := f.M.Acquire(context.Background(), "warm--9"); !errors.Is(err, lifecycle.ErrNoTemplate) {
 		t.Fatalf("acquire of a spare's name: %v, want refused", err)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/envgate/envgate/gateway/access"
 	"github.com/envgate/envgate/gateway/admin"
 	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/lifecycle/devserver"
 	"github.com/envgate/envgate/netns"
 )
 
@@ -140,28 +141,37 @@ func (a *app) startEnvs(context.Context) (err error) {
 	if a.cluster, err = newCluster(cfg, log); err != nil {
 		return err
 	}
-	a.envs, err = lifecycle.New(lifecycle.Config{
-		Templates: a.tmpls,
-		DataRoot:  filepath.Join(cfg.StateDir, "envs"),
-		Network:   lifecycle.NetnsNetwork{M: a.nsm, Policy: netPolicy},
-		Allow:     a.src.Allow,
+	dataRoot := filepath.Join(cfg.StateDir, "envs")
+	// What runs each env's dev server (closed by shutdown after the envs).
+	a.launcher, err = devserver.New(devserver.Config{
+		DataRoot: dataRoot,
 		// A worktree per env (source.checkouts), made before its start.
 		Checkouts: cfg.checkoutsOf(a.src),
-		Limits:    cfg.lifecycleLimits(),
-		StateFile: cfg.stateFile(),
 		// Each env's output on disk (admin.go: envgate logs).
 		LogDir:        cfg.logDir(),
 		LogMaxSize:    int(max(cfg.Logs.MaxSize>>20, 1)),
 		LogMaxBackups: cfg.Logs.MaxBackups,
 		// Each env gets a cgroup here (limits, memory for eviction).
 		CgroupParent: cfg.cgroupParent(),
-		WarmPool:     cfg.Network.WarmPool,
-
 		// A uid per env (user: dynamic), and pid and mount namespaces.
 		Users:   cfg.uidRange(),
 		Isolate: true,
 		// With the DNS forwarder, a resolv.conf naming it (envdns.go).
 		Mounts: cfg.envMounts(a.envDNS, log.With().Str("component", "dns").Logger()),
+		Log:    log.With().Str("component", "devserver").Logger(),
+	})
+	if err != nil {
+		return err
+	}
+	a.envs, err = lifecycle.New(lifecycle.Config{
+		Templates: a.tmpls,
+		DataRoot:  dataRoot,
+		Network:   lifecycle.NetnsNetwork{M: a.nsm, Policy: netPolicy},
+		Launcher:  a.launcher,
+		Allow:     a.src.Allow,
+		Limits:    cfg.lifecycleLimits(),
+		StateFile: cfg.stateFile(),
+		WarmPool:  cfg.Network.WarmPool,
 		// The handler is made by the gateway step; no env runs, so none
 		// stops, before.
 		BeforeStop: func(env string, addr netip.AddrPort) {

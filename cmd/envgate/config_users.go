@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/lifecycle/devserver"
 )
 
 // UsersConfig is users:, the uids dev servers of templates with user:
@@ -23,15 +24,15 @@ func (c *Config) validateUsers() []error {
 	if c.Users.UIDRange == "" {
 		return nil
 	}
-	if _, err := lifecycle.ParseUIDRange(c.Users.UIDRange); err != nil {
+	if _, err := devserver.ParseUIDRange(c.Users.UIDRange); err != nil {
 		return []error{c.errAt("users.uid_range", "%v", err)}
 	}
 	return nil
 }
 
 // uidRange is users.uid_range, validated; zero for the default.
-func (c *Config) uidRange() lifecycle.UIDRange {
-	r, _ := lifecycle.ParseUIDRange(c.Users.UIDRange)
+func (c *Config) uidRange() devserver.UIDRange {
+	r, _ := devserver.ParseUIDRange(c.Users.UIDRange)
 	return r
 }
 

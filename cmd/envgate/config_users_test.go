@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/lifecycle/devserver"
 )
 
 // A template that names no user runs as dynamic users; allow_root keeps
@@ -19,7 +20,7 @@ templates:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := c.uidRange(); r != (lifecycle.UIDRange{First: 70000, Last: 70099}) {
+	if r := c.uidRange(); r != (devserver.UIDRange{First: 70000, Last: 70099}) {
 		t.Errorf("uid range %v", r)
 	}
 	tm, err := c.lifecycleTemplates()

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/lifecycle/devserver"
 	"github.com/envgate/envgate/netns"
 	"github.com/envgate/envgate/netns/dnsfwd"
 	"github.com/rs/zerolog"
@@ -38,12 +39,12 @@ func hostResolvConf() string {
 // envMounts is lifecycle.Config.Mounts: with the forwarder (dns), each
 // env's /etc/resolv.conf names its host end. Nil without it: envs see
 // the host's.
-func (c *Config) envMounts(dns bool, log zerolog.Logger) func(env string, sb lifecycle.Sandbox) []lifecycle.BindMount {
+func (c *Config) envMounts(dns bool, log zerolog.Logger) func(env string, sb lifecycle.Sandbox) []devserver.BindMount {
 	if !dns {
 		return nil
 	}
 	dir := filepath.Join(c.StateDir, "run", "resolv")
-	return func(env string, sb lifecycle.Sandbox) []lifecycle.BindMount {
+	return func(env string, sb lifecycle.Sandbox) []devserver.BindMount {
 		s, ok := sb.(*netns.Sandbox)
 		if !ok {
 			return nil
@@ -53,7 +54,7 @@ func (c *Config) envMounts(dns bool, log zerolog.Logger) func(env string, sb lif
 			log.Warn().Err(err).Str("env", env).Msg("no resolv.conf for the env: it resolves with the host's, which may name a resolver it cannot reach")
 			return nil
 		}
-		return []lifecycle.BindMount{{Source: path, Target: "/etc/resolv.conf"}}
+		return []devserver.BindMount{{Source: path, Target: "/etc/resolv.conf"}}
 	}
 }
 

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 
-	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/lifecycle/devserver"
 	"github.com/envgate/envgate/netns"
 	"github.com/spf13/cobra"
 )
@@ -39,7 +39,7 @@ since those would be its live envs. 'envgate serve' does the same at start-up.`,
 				return err
 			}
 			left, err := m.GC(nil)
-			cgs, cerr := lifecycle.RemoveCgroups(cfg.cgroupParent())
+			cgs, cerr := devserver.RemoveCgroups(cfg.cgroupParent())
 			// The firewall table, and ip_forward if envgate turned it on.
 			ferr := netns.RemoveFirewall(cfg.Instance)
 			if errors.Is(ferr, netns.ErrFirewallUnsupported) {

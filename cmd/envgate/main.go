@@ -14,12 +14,19 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/envgate/envgate/lifecycle/devserver"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 )
 
 func main() {
+	// Started as a dev server's trampoline (without envgate-init beside
+	// this binary): do its work and become the dev server, before
+	// anything of the gateway's runs.
+	if devserver.IsTrampoline() {
+		devserver.RunTrampoline()
+	}
 	// The gateway's live heap is small (pooled buffers, a few structs per
 	// connection), so collecting at 5x it instead of 2x costs megabytes and
 	// saves about 5% CPU per proxied request (BENCHMARKS.md). GOGC set in

@@ -18,6 +18,7 @@ import (
 	"github.com/envgate/envgate/gateway/access"
 	"github.com/envgate/envgate/gateway/admin"
 	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/lifecycle/devserver"
 	"github.com/envgate/envgate/lifecycle/sources"
 	"github.com/envgate/envgate/netns"
 	"github.com/rs/zerolog"
@@ -98,6 +99,7 @@ type app struct {
 	stopDNS   func()
 	src       sources.Source
 	metrics   *admin.Metrics
+	launcher  *devserver.Launcher // runs the envs' dev servers
 	envs      *lifecycle.Manager
 	// ownsEnvs and ownsTable: the envs (with their namespaces) and the
 	// firewall table are this process's to stop and remove. A successor
@@ -232,6 +234,9 @@ func (a *app) shutdown(exit exitMode) {
 			log.Warn().Err(err).Strs("namespaces", left.Namespaces).Msg("removed namespaces left after stopping envs")
 		}
 		log.Info().Msg("stopped")
+	}
+	if a.launcher != nil {
+		a.launcher.Close()
 	}
 	a.cluster.Close() // nil-safe
 	if a.pv != nil {

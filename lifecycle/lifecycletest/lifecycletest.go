@@ -9,16 +9,23 @@ package lifecycletest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"syscall"
+	"testing"
 	"time"
 
 	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/lifecycle/devserver"
 	"github.com/envgate/envgate/loadtest/demo"
+	"github.com/envgate/envgate/netns"
+	"github.com/envgate/envgate/netns/netnstest"
+	"github.com/rs/zerolog"
 )
 
 const childVar = "ENVGATE_TEST_DEMO"
@@ -121,4 +128,73 @@ type CountingNetwork struct {
 func (c *CountingNetwork) Create(ctx context.Context, name string) (lifecycle.Sandbox, error) {
 	c.Creates.Add(1)
 	return c.NetnsNetwork.Create(ctx, name)
+}
+
+// Launcher returns a devserver.Launcher for ds, closed when the test
+// ends. It logs to the test.
+func Launcher(t testing.TB, ds devserver.Config) *devserver.Launcher {
+	t.Helper()
+	if reflect.ValueOf(ds.Log).IsZero() {
+		ds.Log = zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
+	}
+	l, err := devserver.New(ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+// Fixture is a Manager running real dev servers (devserver) in real
+// network namespaces of an instance of the test's own.
+type Fixture struct {
+	M       *lifecycle.Manager
+	Net     *CountingNetwork
+	NSM     *netns.Manager
+	DataDir string
+}
+
+// NewFixture runs a Manager on cfg with its Network, DataRoot and
+// Launcher (from ds, whose DataRoot it sets) filled in, and its Log if
+// unset; it closes it when the test ends, after which netnstest checks
+// that nothing of the instance is left.
+func NewFixture(t testing.TB, cfg lifecycle.Config, ds devserver.Config) *Fixture {
+	t.Helper()
+	nsm, err := netns.New(netns.Config{Prefix: netnstest.Prefix(t), Pool: netnstest.Pool(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &Fixture{Net: &CountingNetwork{NetnsNetwork: lifecycle.NetnsNetwork{M: nsm}}, NSM: nsm, DataDir: t.TempDir()}
+	cfg.Network = f.Net
+	cfg.DataRoot = f.DataDir
+	if reflect.ValueOf(cfg.Log).IsZero() {
+		cfg.Log = zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
+	}
+	ds.DataRoot = f.DataDir
+	cfg.Launcher = Launcher(t, ds)
+	f.M, err = lifecycle.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := f.M.Close(ctx); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	return f
+}
+
+// ErrNoLaunch is RefusingLauncher's error.
+var ErrNoLaunch = errors.New("lifecycletest: this launcher starts nothing")
+
+// RefusingLauncher is a lifecycle.Launcher that starts nothing, for
+// managers whose tests must never get as far as a dev server.
+type RefusingLauncher struct{ Launches atomic.Int64 }
+
+// Launch implements lifecycle.Launcher: it counts the call and fails.
+func (l *RefusingLauncher) Launch(context.Context, lifecycle.LaunchRequest) (lifecycle.Process, error) {
+	l.Launches.Add(1)
+	return nil, ErrNoLaunch
 }

@@ -44,6 +44,10 @@ die() { log "FAIL: $*"; exit 1; }
 [[ $(id -u) == 0 ]] || die "needs root (network namespaces); run: sudo make bench"
 (($(nproc) >= 2)) || die "needs 2 cores: one for the proxy, one for the load generator and the env's server"
 [[ -x $BIN ]] || die "$BIN missing: run make build"
+# The trampoline dev servers start through: without it beside $BIN every
+# such start re-executes the gateway's binary, and the figures are not
+# what an installed gateway gets.
+[[ -x $(dirname "$BIN")/envgate-init ]] || die "$(dirname "$BIN")/envgate-init missing: run make build"
 
 # ---- tools -----------------------------------------------------------------
 ONLY=${BENCH_ONLY:-warm firewall cold herd churn scale}

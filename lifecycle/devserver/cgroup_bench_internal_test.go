@@ -1,10 +1,12 @@
-package lifecycle
+package devserver
 
 import (
 	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/envgate/envgate/lifecycle"
 )
 
 // BenchmarkNewCgroup makes and removes an env cgroup (no limits), as a
@@ -18,7 +20,7 @@ func BenchmarkNewCgroup(b *testing.B) {
 		}
 	})
 	for i := range b.N {
-		cg, err := newCgroup(parent, fmt.Sprintf("e%d", i), Resources{})
+		cg, err := newCgroup(parent, fmt.Sprintf("e%d", i), lifecycle.Resources{})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -1,4 +1,4 @@
-package lifecycle
+package devserver
 
 import (
 	"errors"
@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/lifecycle/devserver/trampoline"
 	"golang.org/x/sys/unix"
 )
 
@@ -37,7 +39,7 @@ type threadStarter interface {
 // trampoline must join the cgroups instead: the thread's own cgroups are
 // not under cgroupMount (a cgroup namespace whose paths differ from the
 // mounts', say), so it could not move back; or errMainThread.
-var errCannotCarry = errors.New("lifecycle: the forking thread cannot carry the dev server into its cgroups")
+var errCannotCarry = errors.New("devserver: the forking thread cannot carry the dev server into its cgroups")
 
 // errMainThread: the forking thread is the gateway's main thread, which
 // owns the gateway's memory. While it visited an env, memcg would charge
@@ -50,7 +52,7 @@ var errMainThread = fmt.Errorf("%w: it is the main thread", errCannotCarry)
 // rlimits, isolation), and it joins the cgroups too then; else the
 // forking thread carries the dev server into them, if sb can run hooks on
 // that thread.
-func startProcess(sb Sandbox, cmd *exec.Cmd, sp launchSpec) error {
+func (l *Launcher) startProcess(sb lifecycle.Sandbox, cmd *exec.Cmd, sp trampoline.Spec) error {
 	if ts, ok := sb.(threadStarter); ok && len(sp.Cgroups) > 0 && !sp.NNP && !sp.Init && len(sp.Rlimits) == 0 {
 		err := startInCgroupsV1(ts, cmd, sp.Cgroups)
 		if !errors.Is(err, errCannotCarry) {
@@ -58,7 +60,7 @@ func startProcess(sb Sandbox, cmd *exec.Cmd, sp launchSpec) error {
 		}
 		// Nothing started, nothing moved: the trampoline can do it.
 	}
-	viaTrampoline(cmd, sp)
+	l.viaTrampoline(cmd, sp)
 	if ts, ok := sb.(threadStarter); ok {
 		// A child starts with its forking thread's nice value: so the
 		// trampoline and the dev server boot at bootNice from their first
@@ -66,14 +68,24 @@ func startProcess(sb Sandbox, cmd *exec.Cmd, sp launchSpec) error {
 		// the start gets round to setGroupNice.
 		return ts.StartWith(cmd, func() error { return setThreadNice(bootNice) }, func() error { return setThreadNice(0) })
 	}
-	return sb.Start(cmd)
+	st, ok := sb.(starter)
+	if !ok {
+		return fmt.Errorf("devserver: a %T cannot start processes", sb)
+	}
+	return st.Start(cmd)
+}
+
+// starter is a Sandbox that starts processes inside itself
+// (netns.Sandbox.Start).
+type starter interface {
+	Start(cmd *exec.Cmd) error
 }
 
 // setThreadNice sets the nice value of the calling OS thread only (on
 // Linux, PRIO_PROCESS with a thread ID names that thread).
 func setThreadNice(nice int) error {
 	if err := unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), nice); err != nil {
-		return fmt.Errorf("lifecycle: nice %d: %w", nice, err)
+		return fmt.Errorf("devserver: nice %d: %w", nice, err)
 	}
 	return nil
 }
@@ -92,7 +104,7 @@ func startInCgroupsV1(sb threadStarter, cmd *exec.Cmd, join []string) error {
 		}
 		for i, f := range join {
 			if err := writeTasks(filepath.Join(filepath.Dir(f), "tasks")); err != nil {
-				return fmt.Errorf("lifecycle: join cgroup %s: %w", filepath.Dir(f), err)
+				return fmt.Errorf("devserver: join cgroup %s: %w", filepath.Dir(f), err)
 			}
 			left = append(left, homes[i])
 		}
@@ -102,7 +114,7 @@ func startInCgroupsV1(sb threadStarter, cmd *exec.Cmd, join []string) error {
 		var errs []error
 		for _, f := range left {
 			if err := writeTasks(f); err != nil {
-				errs = append(errs, fmt.Errorf("lifecycle: return to cgroup %s: %w", filepath.Dir(f), err))
+				errs = append(errs, fmt.Errorf("devserver: return to cgroup %s: %w", filepath.Dir(f), err))
 			}
 		}
 		return errors.Join(errs...)

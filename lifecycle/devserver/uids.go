@@ -1,4 +1,4 @@
-package lifecycle
+package devserver
 
 import (
 	"errors"
@@ -44,7 +44,7 @@ func (r UIDRange) size() uint32 { return r.Last - r.First + 1 }
 func (r UIDRange) contains(uid uint32) bool { return uid >= r.First && uid <= r.Last }
 
 // ErrNoUIDs means every uid of Config.Users belongs to an env's data dir.
-var ErrNoUIDs = errors.New("lifecycle: every uid of the dynamic user range is taken (widen users.uid_range, or destroy envs)")
+var ErrNoUIDs = errors.New("devserver: every uid of the dynamic user range is taken (widen users.uid_range, or destroy envs)")
 
 // uidAllocator gives each env name a uid of its own. The data dirs are
 // the record: an env's uid is the owner of its data dir, which survives
@@ -121,7 +121,7 @@ func (a *uidAllocator) loadLocked() error {
 	a.owner, a.byName = map[uint32]string{}, map[string]uint32{}
 	entries, err := os.ReadDir(a.root)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("lifecycle: dynamic users: %w", err)
+		return fmt.Errorf("devserver: dynamic users: %w", err)
 	}
 	for _, e := range entries {
 		uid, err := dirOwner(filepath.Join(a.root, e.Name()))

@@ -1,10 +1,13 @@
-package lifecycle
+package devserver
 
 import (
+	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -13,22 +16,9 @@ import (
 	"github.com/containerd/cgroups/v3"
 	"github.com/containerd/cgroups/v3/cgroup1"
 	"github.com/containerd/cgroups/v3/cgroup2"
+	"github.com/envgate/envgate/lifecycle"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
-
-// Resources limit what one env's processes may use together, through a
-// cgroup of their own. A zero field sets no limit.
-type Resources struct {
-	// Memory is the most memory, in bytes, the env's processes may use;
-	// past it the kernel reclaims, then OOM-kills inside the env only.
-	Memory int64
-	// CPUs is the CPU time the env may use, in CPUs (0.5 is half of one).
-	CPUs float64
-	// Pids caps the env's processes and threads: a fork bomb stops there.
-	Pids int64
-}
-
-func (r Resources) any() bool { return r.Memory > 0 || r.CPUs > 0 || r.Pids > 0 }
 
 const cgroupMount = "/sys/fs/cgroup"
 
@@ -56,13 +46,16 @@ type envCgroup interface {
 }
 
 // newCgroup makes the cgroup parent/name with limits r.
-func newCgroup(parent, name string, r Resources) (envCgroup, error) {
-	p := "/" + strings.Trim(parent, "/") + "/" + name
+func newCgroup(parent, name string, r lifecycle.Resources) (envCgroup, error) {
+	p := envCgroupPath(parent, name)
 	if cgroups.Mode() == cgroups.Unified {
 		return newCgroupV2(p, r)
 	}
 	return newCgroupV1(p, r)
 }
+
+// envCgroupPath is the cgroup of env name under parent (Config.CgroupParent).
+func envCgroupPath(parent, name string) string { return "/" + strings.Trim(parent, "/") + "/" + name }
 
 // loadCgroup opens an existing env cgroup (an adopted env's).
 func loadCgroup(p string) (envCgroup, error) {
@@ -131,7 +124,7 @@ type cgroupV1 struct {
 	p  string
 }
 
-func newCgroupV1(p string, r Resources) (*cgroupV1, error) {
+func newCgroupV1(p string, r lifecycle.Resources) (*cgroupV1, error) {
 	res := &specs.LinuxResources{}
 	if r.Memory > 0 {
 		res.Memory = &specs.LinuxMemory{Limit: &r.Memory}
@@ -145,7 +138,7 @@ func newCgroupV1(p string, r Resources) (*cgroupV1, error) {
 	}
 	cg, err := cgroup1.New(cgroup1.StaticPath(p), res, cgroup1.WithHierarchy(v1Hierarchy))
 	if err != nil {
-		return nil, fmt.Errorf("lifecycle: cgroup v1 %s: %w", p, err)
+		return nil, fmt.Errorf("devserver: cgroup v1 %s: %w", p, err)
 	}
 	return &cgroupV1{cg: cg, p: p}, nil
 }
@@ -162,7 +155,7 @@ func (c *cgroupV1) procsFiles(cred *credential) ([]string, error) {
 		if cred != nil {
 			// v1 lets a process move itself into a cgroup whose
 			// cgroup.procs it can write; this one only, its own.
-			if err := os.Chown(f, int(cred.uid), int(cred.gid)); err != nil {
+			if err := os.Chown(f, int(cred.UID), int(cred.GID)); err != nil {
 				return nil, err
 			}
 		}
@@ -205,7 +198,7 @@ type cgroupV2 struct {
 	fd int // open directory, for UseCgroupFD; -1 once closed
 }
 
-func newCgroupV2(p string, r Resources) (*cgroupV2, error) {
+func newCgroupV2(p string, r lifecycle.Resources) (*cgroupV2, error) {
 	res := &cgroup2.Resources{}
 	if r.Memory > 0 {
 		res.Memory = &cgroup2.Memory{Max: &r.Memory}
@@ -219,12 +212,12 @@ func newCgroupV2(p string, r Resources) (*cgroupV2, error) {
 	}
 	m, err := cgroup2.NewManager(cgroupMount, p, res)
 	if err != nil {
-		return nil, fmt.Errorf("lifecycle: cgroup v2 %s: %w", p, err)
+		return nil, fmt.Errorf("devserver: cgroup v2 %s: %w", p, err)
 	}
 	fd, err := syscall.Open(filepath.Join(cgroupMount, p), syscall.O_DIRECTORY|syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
 	if err != nil {
 		m.Delete()
-		return nil, fmt.Errorf("lifecycle: cgroup v2 %s: %w", p, err)
+		return nil, fmt.Errorf("devserver: cgroup v2 %s: %w", p, err)
 	}
 	return &cgroupV2{m: m, p: p, fd: fd}, nil
 }
@@ -277,7 +270,7 @@ func killUntilEmpty(list func() ([]int, error)) error {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("lifecycle: cgroup processes: %w", err)
+			return fmt.Errorf("devserver: cgroup processes: %w", err)
 		}
 		if len(pids) == 0 {
 			return nil
@@ -290,52 +283,9 @@ func killUntilEmpty(list func() ([]int, error)) error {
 			}
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("lifecycle: %d processes left in the cgroup after SIGKILL", len(pids))
+			return fmt.Errorf("devserver: %d processes left in the cgroup after SIGKILL", len(pids))
 		}
 		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// attachCgroups gives each running env taken over from an earlier
-// gateway process its cgroup back, found by name under CgroupParent.
-func (m *Manager) attachCgroups() {
-	if m.cfg.CgroupParent == "" {
-		return
-	}
-	for _, e := range m.snapshot() {
-		e.mu.Lock()
-		if e.State() == Ready && e.proc != nil && e.proc.cg == nil {
-			p := "/" + strings.Trim(m.cfg.CgroupParent, "/") + "/" + e.name
-			if cg, err := loadCgroup(p); err == nil {
-				e.proc.cg = cg
-			} else {
-				e.log.Warn().Err(err).Str("cgroup", p).Msg("adopted env has no cgroup: no limits, no memory figure")
-			}
-		}
-		e.mu.Unlock()
-	}
-}
-
-// removeStrayCgroups kills and removes every env cgroup under
-// CgroupParent that no running env owns: what a crashed run left.
-func (m *Manager) removeStrayCgroups() {
-	if m.cfg.CgroupParent == "" {
-		return
-	}
-	owned := map[string]bool{}
-	for _, e := range m.snapshot() {
-		e.mu.Lock()
-		if e.proc != nil && e.proc.cg != nil {
-			owned[e.proc.cg.path()] = true
-		}
-		e.mu.Unlock()
-	}
-	removed, err := removeCgroups(m.cfg.CgroupParent, owned)
-	for _, p := range removed {
-		m.log.Warn().Str("cgroup", p).Msg("removed a cgroup left behind by an earlier run")
-	}
-	if err != nil {
-		m.log.Error().Err(err).Msg("remove cgroups left behind")
 	}
 }
 
@@ -345,8 +295,7 @@ func (m *Manager) removeStrayCgroups() {
 // never call it while a gateway of the same parent runs.
 func RemoveCgroups(parent string) ([]string, error) {
 	removed, err := removeCgroups(parent, nil)
-	m := &Manager{cfg: Config{CgroupParent: parent}}
-	m.removeCgroupParent()
+	removeCgroupParent(parent)
 	return removed, err
 }
 
@@ -373,7 +322,7 @@ func removeCgroups(parent string, keep map[string]bool) ([]string, error) {
 			err = cg.remove()
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("lifecycle: remove cgroup %s: %w", p, err))
+			errs = append(errs, fmt.Errorf("devserver: remove cgroup %s: %w", p, err))
 			continue
 		}
 		removed = append(removed, p)
@@ -383,11 +332,8 @@ func removeCgroups(parent string, keep map[string]bool) ([]string, error) {
 
 // removeCgroupParent removes CgroupParent once no env cgroup is left in
 // it (rmdir fails on a cgroup with children, which then stays).
-func (m *Manager) removeCgroupParent() {
-	if m.cfg.CgroupParent == "" {
-		return
-	}
-	parent := "/" + strings.Trim(m.cfg.CgroupParent, "/")
+func removeCgroupParent(parent string) {
+	parent = "/" + strings.Trim(parent, "/")
 	dirs := []string{filepath.Join(cgroupMount, parent)}
 	if cgroups.Mode() != cgroups.Unified {
 		dirs = nil
@@ -398,4 +344,46 @@ func (m *Manager) removeCgroupParent() {
 	for _, d := range dirs {
 		os.Remove(d)
 	}
+}
+
+// cgroupCPUTime reads the CPU time used by the cgroup at p (below the
+// hierarchy roots), on v2 or v1; 0 when unknown.
+func cgroupCPUTime(p string) time.Duration {
+	if usec := statValue(filepath.Join(cgroupMount, p, "cpu.stat"), "usage_usec"); usec > 0 {
+		return time.Duration(usec) * time.Microsecond
+	}
+	for _, h := range []string{"cpuacct", "cpu,cpuacct"} {
+		if ns, err := readInt(filepath.Join(cgroupMount, h, p, "cpuacct.usage")); err == nil {
+			return time.Duration(ns)
+		}
+	}
+	return 0
+}
+
+// readInt reads a cgroup file holding one integer ("max" is an error).
+func readInt(path string) (int64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseInt(string(bytes.TrimSpace(b)), 10, 64)
+}
+
+// statValue returns key's value in a cgroup stat file (memory.stat,
+// cpu.stat), or 0.
+func statValue(path, key string) int64 {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), " ")
+		if ok && k == key {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n
+		}
+	}
+	return 0
 }

@@ -1,4 +1,4 @@
-package lifecycle
+package devserver
 
 import (
 	"errors"
@@ -9,12 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
-)
 
-// Log file defaults (Config.LogMaxSize, Config.LogMaxBackups).
-const (
-	defaultLogMaxSize    = 10 // MiB
-	defaultLogMaxBackups = 2
+	"github.com/envgate/envgate/lifecycle"
 )
 
 // diskLog is one env's output file, LogDir/<env>.log, rotated by size:
@@ -55,7 +51,7 @@ func (d *diskLog) writeLine(now time.Time, line []byte) {
 		return
 	}
 	d.mu.Lock()
-	d.buf = now.UTC().AppendFormat(d.buf[:0], LogTimeFormat)
+	d.buf = now.UTC().AppendFormat(d.buf[:0], lifecycle.LogTimeFormat)
 	d.buf = append(d.buf, ' ')
 	d.buf = append(d.buf, line...)
 	d.buf = append(d.buf, '\n')
@@ -128,10 +124,6 @@ func (d *diskLog) close() {
 	d.mu.Unlock()
 }
 
-// LogTimeFormat is the time at the start of each line of an env's log
-// file: UTC, fixed width, so that lines sort and compare as strings.
-const LogTimeFormat = "2006-01-02T15:04:05.000Z"
-
 // remove closes the file and deletes it and its rotated backups: .1 to
 // .<backups>, and those an older envgate left under lumberjack's naming
 // (<env>-<time>.log).
@@ -168,28 +160,4 @@ func globEscape(s string) string {
 		b.WriteRune(r)
 	}
 	return b.String()
-}
-
-// LogFile is where env name's output is kept on disk, or "" without
-// Config.LogDir. The file may not exist yet.
-func (m *Manager) LogFile(name string) string {
-	if m.cfg.LogDir == "" {
-		return ""
-	}
-	return filepath.Join(m.cfg.LogDir, name+".log")
-}
-
-// newDiskLogFor returns env name's log file writer, nil without LogDir.
-func (m *Manager) newDiskLogFor(name string) *diskLog {
-	if m.cfg.LogDir == "" {
-		return nil
-	}
-	size, backups := m.cfg.LogMaxSize, m.cfg.LogMaxBackups
-	if size <= 0 {
-		size = defaultLogMaxSize
-	}
-	if backups <= 0 {
-		backups = defaultLogMaxBackups
-	}
-	return newDiskLog(m.cfg.LogDir, name, size, backups)
 }

@@ -1,4 +1,4 @@
-package lifecycle_test
+package devserver_test
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/lifecycle/devserver"
 	"github.com/envgate/envgate/lifecycle/lifecycletest"
 	"github.com/envgate/envgate/netns"
 	"github.com/envgate/envgate/netns/netnstest"
@@ -25,12 +26,6 @@ import (
 // probeVar makes the test binary a dev server that reports what it can
 // reach (probeServer).
 const probeVar = "ENVGATE_TEST_PROBE"
-
-func init() {
-	if os.Getenv(probeVar) != "" {
-		probeServer()
-	}
-}
 
 // probeReport is what a probe dev server saw.
 type probeReport struct {
@@ -145,7 +140,7 @@ func probe(t *testing.T, l *lifecycle.Lease, query string) probeReport {
 // server (its own uid), by host pid.
 func envProcs(t *testing.T, f *fixture, name string) (init, server int) {
 	t.Helper()
-	pids, err := netns.PidsIn(filepath.Join(netns.RunDir, f.nsm.Prefix()+"-"+name))
+	pids, err := netns.PidsIn(filepath.Join(netns.RunDir, f.NSM.Prefix()+"-"+name))
 	if err != nil || len(pids) != 2 {
 		t.Fatalf("processes in env %s: %v %v, want the init and the dev server", name, pids, err)
 	}
@@ -183,13 +178,13 @@ func TestIsolatedEnvsCannotReachEachOther(t *testing.T) {
 		t.Fatal(err)
 	}
 	parent := cgroupParent(t)
-	f := newFixture(t, lifecycle.Config{Templates: []*lifecycle.Template{tp}, Isolate: true, CgroupParent: parent,
-		Users: lifecycle.UIDRange{First: 3_000_000_000, Last: 3_000_000_099}})
-	openPath(t, f.dataDir)
+	f := newFixture(t, lifecycle.Config{Templates: []*lifecycle.Template{tp}}, devserver.Config{Isolate: true, CgroupParent: parent,
+		Users: devserver.UIDRange{First: 3_000_000_000, Last: 3_000_000_099}})
+	openPath(t, f.DataDir)
 
-	lb := acquire(t, f.m, "bravo")
+	lb := acquire(t, f.M, "bravo")
 	defer lb.Release()
-	la := acquire(t, f.m, "alpha")
+	la := acquire(t, f.M, "alpha")
 	defer la.Release()
 	initA, serverA := envProcs(t, f, "alpha")
 	initB, serverB := envProcs(t, f, "bravo")
@@ -206,7 +201,7 @@ func TestIsolatedEnvsCannotReachEachOther(t *testing.T) {
 			t.Errorf("%s's dev server: NoNewPrivs %s CapEff %s Groups %q", name, st["NoNewPrivs"], st["CapEff"], st["Groups"])
 		}
 		uids[name] = uid
-		fi, err := os.Stat(filepath.Join(f.dataDir, name))
+		fi, err := os.Stat(filepath.Join(f.DataDir, name))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -231,7 +226,7 @@ func TestIsolatedEnvsCannotReachEachOther(t *testing.T) {
 	}
 
 	// A on B: B's data dir, B's dev server and init by their host pids.
-	bDir := filepath.Join(f.dataDir, "bravo")
+	bDir := filepath.Join(f.DataDir, "bravo")
 	for _, target := range []int{serverB, initB} {
 		rep := probe(t, la, fmt.Sprintf("dir=%s&pid=%d&write=/tmp/alpha-was-here", bDir, target))
 		if !strings.Contains(rep.Errs["readdir"], "permission denied") {
@@ -263,7 +258,7 @@ func TestIsolatedEnvsCannotReachEachOther(t *testing.T) {
 	}
 	// The same probes on A's own things succeed: they can tell.
 	own := probe(t, la, "")
-	own = probe(t, la, fmt.Sprintf("dir=%s&pid=%d", filepath.Join(f.dataDir, "alpha"), own.Pid))
+	own = probe(t, la, fmt.Sprintf("dir=%s&pid=%d", filepath.Join(f.DataDir, "alpha"), own.Pid))
 	for _, k := range []string{"readdir", "environ", "kill"} {
 		if own.Errs[k] != "" {
 			t.Errorf("alpha on its own %s: %s", k, own.Errs[k])
@@ -281,7 +276,7 @@ func TestIsolatedEnvsCannotReachEachOther(t *testing.T) {
 	// namespace) and the init, which exits with it; nothing is left.
 	la.Release()
 	begin := time.Now()
-	if !f.m.Stop("alpha", "test") {
+	if !f.M.Stop("alpha", "test") {
 		t.Fatal("alpha was not running")
 	}
 	if took := time.Since(begin); took > tp.StopGrace/2 {
@@ -293,7 +288,7 @@ func TestIsolatedEnvsCannotReachEachOther(t *testing.T) {
 		}
 	}
 	// Its uid is its data dir's: the next start gets the same one.
-	la2 := acquire(t, f.m, "alpha")
+	la2 := acquire(t, f.M, "alpha")
 	defer la2.Release()
 	if rep := probe(t, la2, ""); strconv.Itoa(rep.UID) != uids["alpha"] {
 		t.Errorf("alpha restarted as uid %d, want %s again", rep.UID, uids["alpha"])
@@ -325,15 +320,15 @@ func BenchmarkIsolatedStart(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			f := benchFixture(b, lifecycle.Config{Templates: []*lifecycle.Template{tp}, Isolate: mode != "host"})
-			openPathB(b, f.dataDir)
+			f := benchFixture(b, lifecycle.Config{Templates: []*lifecycle.Template{tp}}, devserver.Config{Isolate: mode != "host"})
+			openPathB(b, f.DataDir)
 			var cold []time.Duration
 			var rss []int
 			ctx := context.Background()
 			b.ResetTimer()
 			for i := range b.N {
 				name := fmt.Sprintf("cold%d", i)
-				l, err := f.m.Acquire(ctx, name)
+				l, err := f.M.Acquire(ctx, name)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -341,7 +336,7 @@ func BenchmarkIsolatedStart(b *testing.B) {
 				l.Release()
 				b.StopTimer()
 				if mode != "host" {
-					pids, _ := netns.PidsIn(filepath.Join(netns.RunDir, f.nsm.Prefix()+"-"+name))
+					pids, _ := netns.PidsIn(filepath.Join(netns.RunDir, f.NSM.Prefix()+"-"+name))
 					for _, p := range pids {
 						if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p)); err == nil && strings.Contains(string(st), "NSpid:\t"+strconv.Itoa(p)+"\t1\n") {
 							var kb int
@@ -354,13 +349,13 @@ func BenchmarkIsolatedStart(b *testing.B) {
 						}
 					}
 				}
-				f.m.Stop(name, "bench")
+				f.M.Stop(name, "bench")
 				b.StartTimer()
 			}
 			slices.Sort(cold)
 			slices.Sort(rss)
-			b.ReportMetric(float64(percentile(cold, 50).Microseconds())/1000, "cold-p50-ms")
-			b.ReportMetric(float64(percentile(cold, 99).Microseconds())/1000, "cold-p99-ms")
+			b.ReportMetric(float64(lifecycletest.Percentile(cold, 50).Microseconds())/1000, "cold-p50-ms")
+			b.ReportMetric(float64(lifecycletest.Percentile(cold, 99).Microseconds())/1000, "cold-p99-ms")
 			if len(rss) > 0 {
 				b.ReportMetric(float64(rss[len(rss)/2]), "init-rssanon-KiB")
 			}
@@ -375,19 +370,19 @@ func TestIsolatedInitForwardsSignals(t *testing.T) {
 	netnstest.RequireRoot(t)
 	tp := lifecycletest.Shell(`exec setsid "$DEMO"`, 20*time.Second)
 	tp.StopGrace = 20 * time.Second
-	f := newFixture(t, lifecycle.Config{Templates: []*lifecycle.Template{tp}, Isolate: true})
-	l := acquire(t, f.m, "loner")
+	f := newFixture(t, lifecycle.Config{Templates: []*lifecycle.Template{tp}}, devserver.Config{Isolate: true})
+	l := acquire(t, f.M, "loner")
 	l.Release()
 	init, server := envProcs(t, f, "loner")
 	if pg, err := syscall.Getpgid(server); err != nil || pg == init {
 		t.Fatalf("dev server's process group %d (%v): want one of its own, not the init's %d", pg, err, init)
 	}
 	begin := time.Now()
-	f.m.Stop("loner", "test")
+	f.M.Stop("loner", "test")
 	if took := time.Since(begin); took > tp.StopGrace/2 {
 		t.Errorf("stop took %v: the dev server did not get SIGTERM (grace %v)", took, tp.StopGrace)
 	}
-	p, err := f.m.Progress("loner", 20)
+	p, err := f.M.Progress("loner", 20)
 	if err != nil {
 		t.Fatal(err)
 	}

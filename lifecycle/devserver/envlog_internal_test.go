@@ -1,4 +1,4 @@
-package lifecycle
+package devserver
 
 import (
 	"bytes"
@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/envgate/envgate/lifecycle"
+
 	"github.com/rs/zerolog"
 )
 
@@ -21,13 +23,12 @@ import (
 func TestDiskLogRotationCapsSize(t *testing.T) {
 	dir := t.TempDir()
 	d := newDiskLog(dir, "web", 1, 1)
-	buf := newOutputBuffer()
-	buf.disk = d
+	buf := new(lifecycle.Output)
 	r, w := io.Pipe()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		pump(r, buf, zerolog.Nop(), nil)
+		pump(r, buf, d, zerolog.Nop(), nil)
 	}()
 	line := bytes.Repeat([]byte("x"), 1000)
 	for range 5 << 10 {
@@ -69,7 +70,7 @@ func TestDiskLogRotationCapsSize(t *testing.T) {
 	if !strings.HasSuffix(l, " last line") {
 		t.Errorf("last line %q", l)
 	}
-	if _, err := time.Parse(LogTimeFormat, l[:len(LogTimeFormat)]); err != nil {
+	if _, err := time.Parse(lifecycle.LogTimeFormat, l[:len(lifecycle.LogTimeFormat)]); err != nil {
 		t.Errorf("line without its time: %q: %v", l, err)
 	}
 	if err := d.remove(); err != nil {

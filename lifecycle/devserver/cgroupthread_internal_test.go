@@ -1,4 +1,4 @@
-package lifecycle
+package devserver
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/envgate/envgate/lifecycle"
 
 	"github.com/containerd/cgroups/v3"
 	"github.com/envgate/envgate/netns"
@@ -51,7 +53,7 @@ func TestStartInCgroupsV1(t *testing.T) {
 	}
 	t.Cleanup(func() { nsm.Destroy(sb) })
 	parent := fmt.Sprintf("envgate-test/%d-internal", os.Getpid())
-	cg, err := newCgroup(parent, "thr", Resources{Memory: 64 << 20, Pids: 16})
+	cg, err := newCgroup(parent, "thr", lifecycle.Resources{Memory: 64 << 20, Pids: 16})
 	if err != nil {
 		t.Fatal(err)
 	}

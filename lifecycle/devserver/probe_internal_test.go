@@ -1,19 +1,21 @@
-package lifecycle
+package devserver
 
 import (
 	"context"
-	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 )
 
 // TestProbeOnOutput checks that a line of output prompts a probe: with
-// ticks an hour apart, only the line can find the server listening.
+// ticks an hour apart, only the line can find the server ready.
 func TestProbeOnOutput(t *testing.T) {
 	for name, pace := range map[string]probePace{
 		// The line may prompt a probe only by the output bound.
-		"bounded": {first: time.Hour, tightFor: time.Hour, max: time.Hour, output: time.Millisecond},
+		"bounded": {first: time.Hour, tightFor: time.Hour, max: time.Hour, output: time.Nanosecond},
 		// Only as one of the first lines, which prompt a probe at once.
 		"free": {first: time.Hour, tightFor: time.Hour, max: time.Hour, output: time.Hour, freeOutput: 1},
 	} {
@@ -22,36 +24,35 @@ func TestProbeOnOutput(t *testing.T) {
 }
 
 // probeOnOutput checks that, with ticks an hour apart, a line of output
-// makes slow find a server that started listening after the first probe.
+// makes slow find a server that got ready after the first probe failed.
 func probeOnOutput(t *testing.T, slow probePace) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := netip.MustParseAddrPort(ln.Addr().String())
-	ln.Close() // nothing listens until the "server" says so
+	var ready atomic.Bool
+	failed := make(chan struct{}, 1) // a probe was answered "not ready"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if ready.Load() {
+			return
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+		select {
+		case failed <- struct{}{}:
+		default:
+		}
+	}))
+	defer srv.Close()
+	addr := netip.MustParseAddrPort(srv.Listener.Addr().String())
 
 	lines := make(chan struct{}, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- slow.probe(ctx, addr, "", nil, lines) }()
+	go func() { done <- slow.probe(ctx, addr, "/", nil, lines) }()
 
-	time.Sleep(20 * time.Millisecond) // the first probe has failed by now
-	ln, err = net.Listen("tcp", addr.String())
-	if err != nil {
-		t.Fatal(err)
+	select {
+	case <-failed:
+	case err := <-done:
+		t.Fatalf("probe ended before the server was ready: %v", err)
 	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	ready.Store(true)
 	lines <- struct{}{} // "listening on ..."
 	if err := <-done; err != nil {
 		t.Fatalf("probe: %v; want it to find the server after its line of output", err)

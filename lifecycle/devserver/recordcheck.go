@@ -1,15 +1,12 @@
-package lifecycle
+package devserver
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 	"syscall"
-)
 
-// ErrRecordRefused means a state file record names a process that Recover
-// will neither adopt nor signal.
-var ErrRecordRefused = errors.New("refused state file record")
+	"github.com/envgate/envgate/lifecycle"
+)
 
 // checkRecorded vets a state file record before Recover signals or adopts
 // its process: the file is outside input (a stale, damaged or edited
@@ -19,31 +16,31 @@ var ErrRecordRefused = errors.New("refused state file record")
 // and live in the network namespace the record names, which must be a
 // namespace of its own, not the gateway's. (The start-time check that
 // follows in Recover tells a reused pid apart within that namespace.)
-func checkRecorded(r stateRecord) error {
+func checkRecorded(r lifecycle.ProcessRecord) error {
 	if r.Pid <= 1 {
-		return fmt.Errorf("%w: pid %d", ErrRecordRefused, r.Pid)
+		return fmt.Errorf("%w: pid %d", lifecycle.ErrRecordRefused, r.Pid)
 	}
 	if r.Namespace == "" {
-		return fmt.Errorf("%w: pid %d: no network namespace recorded", ErrRecordRefused, r.Pid)
+		return fmt.Errorf("%w: pid %d: no network namespace recorded", lifecycle.ErrRecordRefused, r.Pid)
 	}
 	var want, have, host syscall.Stat_t
 	if err := syscall.Stat(r.Namespace, &want); err != nil {
-		return fmt.Errorf("%w: pid %d: recorded namespace: %w", ErrRecordRefused, r.Pid, err)
+		return fmt.Errorf("%w: pid %d: recorded namespace: %w", lifecycle.ErrRecordRefused, r.Pid, err)
 	}
 	if err := syscall.Stat("/proc/self/ns/net", &host); err != nil {
-		return fmt.Errorf("%w: own namespace: %w", ErrRecordRefused, err)
+		return fmt.Errorf("%w: own namespace: %w", lifecycle.ErrRecordRefused, err)
 	}
 	if want.Dev == host.Dev && want.Ino == host.Ino {
-		return fmt.Errorf("%w: pid %d: recorded namespace %s is the gateway's own", ErrRecordRefused, r.Pid, r.Namespace)
+		return fmt.Errorf("%w: pid %d: recorded namespace %s is the gateway's own", lifecycle.ErrRecordRefused, r.Pid, r.Namespace)
 	}
 	if err := syscall.Stat("/proc/"+strconv.Itoa(r.Pid)+"/ns/net", &have); err != nil {
-		return fmt.Errorf("%w: pid %d: %w", ErrRecordRefused, r.Pid, err)
+		return fmt.Errorf("%w: pid %d: %w", lifecycle.ErrRecordRefused, r.Pid, err)
 	}
 	if have.Dev != want.Dev || have.Ino != want.Ino {
-		return fmt.Errorf("%w: pid %d is not in the recorded namespace %s", ErrRecordRefused, r.Pid, r.Namespace)
+		return fmt.Errorf("%w: pid %d is not in the recorded namespace %s", lifecycle.ErrRecordRefused, r.Pid, r.Namespace)
 	}
 	if pgid, err := syscall.Getpgid(r.Pid); err != nil || pgid != r.Pid {
-		return fmt.Errorf("%w: pid %d does not lead its process group (pgid %d, %v)", ErrRecordRefused, r.Pid, pgid, err)
+		return fmt.Errorf("%w: pid %d does not lead its process group (pgid %d, %v)", lifecycle.ErrRecordRefused, r.Pid, pgid, err)
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package lifecycle
+package devserver
 
 import (
 	"context"
@@ -9,14 +9,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/envgate/envgate/lifecycle"
+
 	"github.com/envgate/envgate/netns"
 	"github.com/envgate/envgate/netns/netnstest"
 )
 
 func TestCheckRecordedRefusesLowPids(t *testing.T) {
 	for _, pid := range []int{-1, 0, 1} {
-		err := checkRecorded(stateRecord{Name: "x", Pid: pid, Namespace: "/run/netns/whatever"})
-		if !errors.Is(err, ErrRecordRefused) {
+		err := checkRecorded(lifecycle.ProcessRecord{Pid: pid, Namespace: "/run/netns/whatever"})
+		if !errors.Is(err, lifecycle.ErrRecordRefused) {
 			t.Errorf("pid %d: %v; want ErrRecordRefused", pid, err)
 		}
 	}
@@ -79,11 +81,11 @@ func TestCheckRecordedNamespace(t *testing.T) {
 		{"not leading its group", sb.Path(), insideNoGroup, "does not lead its process group"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := checkRecorded(stateRecord{Name: "rec", Pid: tc.pid, Namespace: tc.ns})
+			err := checkRecorded(lifecycle.ProcessRecord{Pid: tc.pid, Namespace: tc.ns})
 			switch {
 			case tc.want == "" && err != nil:
 				t.Fatalf("refused: %v", err)
-			case tc.want != "" && (!errors.Is(err, ErrRecordRefused) || !strings.Contains(err.Error(), tc.want)):
+			case tc.want != "" && (!errors.Is(err, lifecycle.ErrRecordRefused) || !strings.Contains(err.Error(), tc.want)):
 				t.Fatalf("%v; want ErrRecordRefused saying %q", err, tc.want)
 			}
 		})

@@ -1,4 +1,4 @@
-package lifecycle_test
+package devserver_test
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 
 	"github.com/containerd/cgroups/v3"
 	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/lifecycle/devserver"
 	"github.com/envgate/envgate/lifecycle/lifecycletest"
 )
 
@@ -77,7 +78,7 @@ func TestStartsLeaveGatewayThreadsInTheirCgroups(t *testing.T) {
 		t.Fatal(err)
 	}
 	parent := cgroupParent(t)
-	f := newFixture(t, lifecycle.Config{Templates: []*lifecycle.Template{forker}, CgroupParent: parent, Limits: lifecycle.Limits{MaxStarting: 4}})
+	f := newFixture(t, lifecycle.Config{Templates: []*lifecycle.Template{forker}, Limits: lifecycle.Limits{MaxStarting: 4}}, devserver.Config{CgroupParent: parent})
 	const envs, atOnce = 24, 4
 	ctrls := []string{"memory", "cpu", "pids"}
 	if cgroups.Mode() == cgroups.Unified {
@@ -94,7 +95,7 @@ func TestStartsLeaveGatewayThreadsInTheirCgroups(t *testing.T) {
 			defer func() { <-sem }()
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			l, err := f.m.Acquire(ctx, fmt.Sprintf("fork%d", i))
+			l, err := f.M.Acquire(ctx, fmt.Sprintf("fork%d", i))
 			if err != nil {
 				errs <- err
 				return
@@ -158,34 +159,34 @@ func BenchmarkColdStartCgroup(b *testing.B) {
 			tp.Resources = lifecycle.Resources{Memory: 512 << 20, CPUs: 1, Pids: 512}
 			parent := fmt.Sprintf("envgate-bench/%d-%d", os.Getpid(), warm)
 			b.Cleanup(func() { // after the manager's Close
-				if _, err := lifecycle.RemoveCgroups(parent); err != nil {
+				if _, err := devserver.RemoveCgroups(parent); err != nil {
 					b.Error(err)
 				}
 				for _, ctrl := range []string{"memory", "cpu", "pids"} {
 					os.Remove(cgFile("envgate-bench", ctrl, ""))
 				}
 			})
-			f := benchFixture(b, lifecycle.Config{Templates: []*lifecycle.Template{tp}, WarmPool: warm, CgroupParent: parent})
+			f := benchFixture(b, lifecycle.Config{Templates: []*lifecycle.Template{tp}, WarmPool: warm}, devserver.Config{CgroupParent: parent})
 			var cold []time.Duration
 			ctx := context.Background()
 			b.ResetTimer()
 			for i := range b.N {
-				l, err := f.m.Acquire(ctx, fmt.Sprintf("cold%d", i))
+				l, err := f.M.Acquire(ctx, fmt.Sprintf("cold%d", i))
 				if err != nil {
 					b.Fatal(err)
 				}
 				cold = append(cold, l.Cold)
 				l.Release()
 				b.StopTimer()
-				f.m.Stop(fmt.Sprintf("cold%d", i), "bench") // keep the load flat; lets the pool refill
+				f.M.Stop(fmt.Sprintf("cold%d", i), "bench") // keep the load flat; lets the pool refill
 				if warm == 0 {
-					time.Sleep(20 * time.Millisecond) // as BenchmarkColdStart: let the namespace's cleanup finish
+					f.NSM.Settle(context.Background()) // as BenchmarkColdStart: let the namespace's cleanup finish
 				}
 				b.StartTimer()
 			}
 			slices.Sort(cold)
-			b.ReportMetric(float64(percentile(cold, 50).Microseconds())/1000, "cold-p50-ms")
-			b.ReportMetric(float64(percentile(cold, 99).Microseconds())/1000, "cold-p99-ms")
+			b.ReportMetric(float64(lifecycletest.Percentile(cold, 50).Microseconds())/1000, "cold-p50-ms")
+			b.ReportMetric(float64(lifecycletest.Percentile(cold, 99).Microseconds())/1000, "cold-p99-ms")
 		})
 	}
 }

@@ -1,4 +1,4 @@
-package lifecycle
+package trampoline
 
 import (
 	"errors"
@@ -43,9 +43,9 @@ var forwardedSignals = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGH
 
 // runInit is the trampoline's work in an isolated env; it returns the
 // exit code.
-func runInit(sp *launchSpec) int {
+func runInit(sp *Spec) int {
 	if err := isolateMounts(sp); err != nil {
-		trampolineFail(126, "isolate: %v", err)
+		fail(126, "isolate: %v", err)
 	}
 	// Caught from before the dev server exists: a SIGTERM must not kill
 	// the init (the runtime's default) before it can pass it on.
@@ -64,11 +64,11 @@ func runInit(sp *launchSpec) int {
 	if sp.NNP {
 		// On this (locked) thread, which forks the dev server.
 		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-			trampolineFail(126, "no_new_privs: %v", err)
+			fail(126, "no_new_privs: %v", err)
 		}
 	}
 	if err := cmd.Start(); err != nil {
-		trampolineFail(127, "start %s: %v", sp.Path, err)
+		fail(127, "start %s: %v", sp.Path, err)
 	}
 	child := cmd.Process.Pid
 	go forwardSignals(sigs, child)
@@ -79,7 +79,7 @@ func runInit(sp *launchSpec) int {
 			continue
 		}
 		if err != nil {
-			trampolineFail(1, "wait: %v", err)
+			fail(1, "wait: %v", err)
 		}
 		if pid != child {
 			continue // an orphan, reaped
@@ -87,7 +87,7 @@ func runInit(sp *launchSpec) int {
 		if ws.Signaled() {
 			if s := ws.Signal(); s != syscall.SIGTERM && s != syscall.SIGINT && s != syscall.SIGKILL {
 				// The gateway sees the init's exit status only: say why.
-				trampolineFail(128+int(s), "dev server killed by signal %v", s)
+				fail(128+int(s), "dev server killed by signal %v", s)
 			}
 			return 128 + int(ws.Signal())
 		}
@@ -108,7 +108,7 @@ func forwardSignals(sigs <-chan os.Signal, child int) {
 }
 
 // isolateMounts sets up the new mount namespace.
-func isolateMounts(sp *launchSpec) error {
+func isolateMounts(sp *Spec) error {
 	// Nothing mounted here reaches the host, and nothing the host mounts
 	// from now on reaches here.
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {

@@ -1,4 +1,4 @@
-package lifecycle_test
+package devserver_test
 
 import (
 	"fmt"
@@ -13,33 +13,10 @@ import (
 
 	"github.com/containerd/cgroups/v3"
 	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/lifecycle/devserver"
 	"github.com/envgate/envgate/lifecycle/lifecycletest"
 	"github.com/envgate/envgate/netns"
 )
-
-// cgroupParent returns a cgroup parent of the test's own and removes it
-// (it must be empty by then) when the test ends.
-func cgroupParent(t *testing.T) string {
-	t.Helper()
-	parent := fmt.Sprintf("envgate-test/%d-%s", os.Getpid(), strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name())))
-	t.Cleanup(func() {
-		for _, dir := range []string{cgFile(parent, "memory", ""), cgFile(parent, "pids", ""), cgFile(parent, "cpu", "")} {
-			if err := os.Remove(dir); err != nil && !os.IsNotExist(err) {
-				t.Errorf("cgroup parent %s not empty after the test: %v", dir, err)
-			}
-			os.Remove(filepath.Dir(dir)) // envgate-test, if no other test uses it
-		}
-	})
-	return parent
-}
-
-// cgFile is a file of cgroup path p: v1 controller ctrl's, or v2's.
-func cgFile(p, ctrl, file string) string {
-	if cgroups.Mode() == cgroups.Unified {
-		return filepath.Join("/sys/fs/cgroup", p, file)
-	}
-	return filepath.Join("/sys/fs/cgroup", ctrl, p, file)
-}
 
 func readCg(t *testing.T, p, ctrl, file string) string {
 	t.Helper()
@@ -63,7 +40,7 @@ func statField(s, key string) int64 {
 
 func pidsNamed(t *testing.T, f *fixture, env, comm string) []int {
 	t.Helper()
-	pids, _ := netns.PidsIn(filepath.Join(netns.RunDir, f.nsm.Prefix()+"-"+env))
+	pids, _ := netns.PidsIn(filepath.Join(netns.RunDir, f.NSM.Prefix()+"-"+env))
 	var out []int
 	for _, pid := range pids {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
@@ -88,10 +65,10 @@ func TestMemoryLimitConfinesOOMToTheEnv(t *testing.T) {
 		}
 	}
 	parent := cgroupParent(t)
-	f := newFixture(t, lifecycle.Config{Templates: []*lifecycle.Template{hog, ok}, CgroupParent: parent})
-	good := acquire(t, f.m, "calm")
+	f := newFixture(t, lifecycle.Config{Templates: []*lifecycle.Template{hog, ok}}, devserver.Config{CgroupParent: parent})
+	good := acquire(t, f.M, "calm")
 	defer good.Release()
-	l := acquire(t, f.m, "hog-one")
+	l := acquire(t, f.M, "hog-one")
 	defer l.Release()
 	cg := parent + "/hog-one"
 	if lim := readCg(t, cg, "memory", map[bool]string{true: "memory.max", false: "memory.limit_in_bytes"}[cgroups.Mode() == cgroups.Unified]); lim != strconv.Itoa(256<<20) {
@@ -99,27 +76,21 @@ func TestMemoryLimitConfinesOOMToTheEnv(t *testing.T) {
 	}
 	// The allocation overshoots the limit: the kernel kills it, inside
 	// the env's cgroup, and nothing else.
-	deadline := time.Now().Add(30 * time.Second)
 	events := map[bool]string{true: "memory.events", false: "memory.oom_control"}[cgroups.Mode() == cgroups.Unified]
-	for statField(readCg(t, cg, "memory", events), "oom_kill") < 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no OOM kill in the hog's cgroup after 30s (%s)", readCg(t, cg, "memory", events))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	for len(pidsNamed(t, f, "hog-one", "python3")) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the memory hog survived its OOM kill")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	lifecycletest.Eventually(t, 30*time.Second, func() (bool, string) {
+		ev := readCg(t, cg, "memory", events)
+		return statField(ev, "oom_kill") >= 1, "no OOM kill in the hog's cgroup: " + ev
+	})
+	lifecycletest.Eventually(t, 30*time.Second, func() (bool, string) {
+		return len(pidsNamed(t, f, "hog-one", "python3")) == 0, "the memory hog survived its OOM kill"
+	})
 	if p := getPage(t, good); p.Env != "calm" {
 		t.Fatalf("the other env answered %+v", p)
 	}
 	if p := getPage(t, l); p.Env != "hog-one" {
 		t.Fatalf("the hog env's dev server answered %+v after the OOM kill of its hog", p)
 	}
-	if s := stateOf(f.m, "calm"); s != lifecycle.Ready {
+	if s := stateOf(f.M, "calm"); s != lifecycle.Ready {
 		t.Fatalf("other env is %v", s)
 	}
 }
@@ -138,21 +109,18 @@ func TestPidsLimitStopsForkBomb(t *testing.T) {
 		}
 	}
 	parent := cgroupParent(t)
-	f := newFixture(t, lifecycle.Config{Templates: []*lifecycle.Template{bomb, ok}, CgroupParent: parent})
-	good := acquire(t, f.m, "calm")
+	f := newFixture(t, lifecycle.Config{Templates: []*lifecycle.Template{bomb, ok}}, devserver.Config{CgroupParent: parent})
+	good := acquire(t, f.M, "calm")
 	defer good.Release()
-	l := acquire(t, f.m, "bomb-one")
+	l := acquire(t, f.M, "bomb-one")
 	cg := parent + "/bomb-one"
 	if max := readCg(t, cg, "pids", "pids.max"); max != strconv.Itoa(limit) {
 		t.Fatalf("pids.max %s, want %d", max, limit)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for statField(readCg(t, cg, "pids", "pids.events"), "max") < 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no fork refused after 30s: pids.current %s", readCg(t, cg, "pids", "pids.current"))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	lifecycletest.Eventually(t, 30*time.Second, func() (bool, string) {
+		return statField(readCg(t, cg, "pids", "pids.events"), "max") >= 1,
+			"no fork refused: pids.current " + readCg(t, cg, "pids", "pids.current")
+	})
 	if cur, _ := strconv.Atoi(readCg(t, cg, "pids", "pids.current")); cur > limit {
 		t.Fatalf("pids.current %d past the limit %d", cur, limit)
 	}
@@ -162,9 +130,9 @@ func TestPidsLimitStopsForkBomb(t *testing.T) {
 	if p := getPage(t, good); p.Env != "calm" {
 		t.Fatalf("the other env answered %+v", p)
 	}
-	pids, _ := netns.PidsIn(filepath.Join(netns.RunDir, f.nsm.Prefix()+"-bomb-one"))
+	pids, _ := netns.PidsIn(filepath.Join(netns.RunDir, f.NSM.Prefix()+"-bomb-one"))
 	l.Release()
-	if !f.m.Stop("bomb-one", "test") {
+	if !f.M.Stop("bomb-one", "test") {
 		t.Fatal("nothing to stop")
 	}
 	for _, pid := range pids {
@@ -193,28 +161,24 @@ func TestMemoryPressureEvictsLargestIdleEnvFirst(t *testing.T) {
 	var fp atomic.Pointer[fixture]
 	f := newFixture(t, lifecycle.Config{
 		Templates:       []*lifecycle.Template{big, small},
-		CgroupParent:    parent,
 		Limits:          lifecycle.Limits{MinAvailableMemory: 5 << 30},
-		AvailableMemory: fakeMemory(&fp), // below the floor with two envs
+		AvailableMemory: lifecycletest.FakeMemory(&fp), // below the floor with two envs
 		ReapInterval:    20 * time.Millisecond,
-	})
+	}, devserver.Config{CgroupParent: parent})
 	fp.Store(f)
-	hog := acquire(t, f.m, "big-one")
-	calm := acquire(t, f.m, "calm")
-	deadline := time.Now().Add(30 * time.Second)
+	hog := acquire(t, f.M, "big-one")
+	calm := acquire(t, f.M, "calm")
 	usage := map[bool]string{true: "memory.current", false: "memory.usage_in_bytes"}[cgroups.Mode() == cgroups.Unified]
-	for n, _ := strconv.ParseInt(readCg(t, parent+"/big-one", "memory", usage), 10, 64); n < 150<<20; n, _ = strconv.ParseInt(readCg(t, parent+"/big-one", "memory", usage), 10, 64) {
-		if time.Now().After(deadline) {
-			t.Fatalf("big env uses %d bytes, want its 200MiB allocation", n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	lifecycletest.Eventually(t, 30*time.Second, func() (bool, string) {
+		n, _ := strconv.ParseInt(readCg(t, parent+"/big-one", "memory", usage), 10, 64)
+		return n >= 150<<20, fmt.Sprintf("big env uses %d bytes, want its 200MiB allocation", n)
+	})
 	// big-one is the least recently used too; make it the most recent,
 	// so only its memory can make it the victim.
 	calm.Release()
 	hog.Release()
-	waitState(t, f.m, "big-one", lifecycle.Stopped, 20*time.Second)
-	if s := stateOf(f.m, "calm"); s != lifecycle.Ready {
+	waitState(t, f.M, "big-one", lifecycle.Stopped, 20*time.Second)
+	if s := stateOf(f.M, "calm"); s != lifecycle.Ready {
 		t.Fatalf("small env is %v, want ready: the largest goes first", s)
 	}
 }

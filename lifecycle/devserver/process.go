@@ -1,0 +1,271 @@
+package devserver
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/lifecycle/devserver/trampoline"
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+)
+
+// outputFD is the descriptor number at which every dev server holds the
+// read end of its own output pipe (see spawn): the pipe then always has a
+// reader, so a gateway that dies does not kill its dev servers with
+// SIGPIPE, and the next gateway reopens the pipe from /proc (Pin).
+const outputFD = 3
+
+// process is one running dev server: a lifecycle.Process.
+type process struct {
+	pid    int
+	cmd    *exec.Cmd     // nil for an adopted process
+	out    *os.File      // read end of the output pipe; closed by Release
+	pumped chan struct{} // closed when the output pump has finished
+	exited chan struct{} // closed once the process has exited
+	lines  chan struct{} // gets a value (if there is room) per line of output
+	state  *os.ProcessState
+	err    error     // from Wait; read after exited is closed
+	cg     envCgroup // the env's cgroup; nil without cgroups
+	log    zerolog.Logger
+}
+
+// spawn starts x inside sb with its stdout and stderr in one pipe (so the
+// order of lines is kept) pumped into buf, disk and the log. The dev
+// server leads a process group of its own so stop can signal all of it.
+func (l *Launcher) spawn(sb lifecycle.Sandbox, x expanded, baseEnv []string, cg envCgroup, buf *lifecycle.Output, disk *diskLog, log zerolog.Logger) (*process, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("output pipe: %w", err)
+	}
+	cmd := exec.Command(x.argv[0], x.argv[1:]...)
+	cmd.Dir = x.dir
+	cmd.Env = baseEnv
+	for k, v := range x.env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	// The child keeps a read end of its own output pipe at outputFD, so
+	// the pipe outlives a gateway that dies: no SIGPIPE for the dev server,
+	// and the next gateway reopens it (Pin). It is a separate open of
+	// the pipe, so that exec's switching it to blocking mode leaves r,
+	// which the pump reads through the poller, alone.
+	keep, err := reopenOwn(r)
+	if err != nil {
+		r.Close()
+		w.Close()
+		return nil, fmt.Errorf("output pipe: %w", err)
+	}
+	cmd.Stdin = nil // /dev/null
+	cmd.Stdout = w  // *os.File: no copying goroutine, no hang on
+	cmd.Stderr = w  // grandchildren that keep the pipe open
+	cmd.ExtraFiles = []*os.File{keep}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	sp := trampoline.Spec{Rlimits: x.rlimits}
+	if iso := x.iso; iso != nil {
+		// The trampoline, as root, sets the namespaces up and drops
+		// privileges for the dev server it starts (trampoline/init.go).
+		cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWPID | syscall.CLONE_NEWNS
+		sp.Init, sp.TmpSize, sp.Keep, sp.Hide, sp.Binds = true, iso.tmpSize, iso.keep, hiddenMounts(), iso.binds
+		if c := x.cred; c != nil && c.UID != 0 {
+			sp.Cred, sp.NNP = &trampoline.Cred{UID: c.UID, GID: c.GID}, true
+		}
+	} else {
+		sp.NNP = dropPrivileges(cmd, x.cred)
+	}
+	if cg != nil && cg.dirFD() >= 0 {
+		// cgroup v2: the child starts inside its cgroup, before it can fork.
+		cmd.SysProcAttr.UseCgroupFD = true
+		cmd.SysProcAttr.CgroupFD = cg.dirFD()
+	} else if cg != nil {
+		// cgroup v1: startProcess joins it before the dev server runs.
+		if sp.Cgroups, err = cg.procsFiles(x.cred); err != nil {
+			r.Close()
+			w.Close()
+			keep.Close()
+			return nil, fmt.Errorf("cgroup %s: %w", cg.path(), err)
+		}
+	}
+	err = l.startProcess(sb, cmd, sp)
+	keep.Close()
+	if err != nil {
+		r.Close()
+		w.Close()
+		return nil, err
+	}
+	w.Close() // the child has its copy; EOF comes when all holders exit
+	p := &process{pid: cmd.Process.Pid, cmd: cmd, out: r, pumped: make(chan struct{}), exited: make(chan struct{}),
+		lines: make(chan struct{}, 1), cg: cg, log: log}
+	go func() {
+		defer close(p.pumped)
+		pump(r, buf, disk, log, p.lines)
+	}()
+	// A pidfd lets the waiting goroutine park in the poller (pidfd.go);
+	// without one (a kernel before 5.3) cmd.Wait blocks a thread.
+	pidfd, perr := openPidfd(cmd.Process.Pid)
+	if perr != nil {
+		log.Warn().Err(perr).Msg("waiting for the dev server on a thread of its own")
+	}
+	go p.wait(pidfd)
+	return p, nil
+}
+
+// wait collects the exit of p's process and closes p.exited.
+func (p *process) wait(pidfd *os.File) {
+	if pidfd != nil {
+		if err := awaitExit(pidfd); err != nil {
+			p.log.Warn().Err(err).Msg("waiting for the dev server on a thread of its own")
+		}
+		pidfd.Close()
+	}
+	p.err = p.cmd.Wait()
+	p.state = p.cmd.ProcessState
+	close(p.exited)
+}
+
+// Pid implements lifecycle.Process.
+func (p *process) Pid() int { return p.pid }
+
+// Exited implements lifecycle.Process.
+func (p *process) Exited() <-chan struct{} { return p.exited }
+
+// ExitDescription implements lifecycle.Process. An adopted process's
+// status is its parent's to collect: it ended as "exited".
+func (p *process) ExitDescription() string {
+	select {
+	case <-p.exited:
+	default:
+		return "not exited"
+	}
+	if p.state == nil {
+		return "exited"
+	}
+	if ws, ok := p.state.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return "killed by signal " + ws.Signal().String()
+	}
+	return "exit status " + strconv.Itoa(p.state.ExitCode())
+}
+
+// success reports whether the process exited with status 0.
+func (p *process) success() bool { return p.state != nil && p.state.Success() }
+
+// WaitReady implements lifecycle.Process: it probes until the dev server
+// answers. The dev server boots at a lower CPU priority (bootNice) and
+// gets the normal one once it is ready: in a start storm, envs already
+// serving keep the CPUs; on a quiet machine nothing competes and nothing
+// slows.
+func (p *process) WaitReady(ctx context.Context, addr netip.AddrPort, pr lifecycle.Probe) error {
+	setGroupNice(p.pid, bootNice)
+	if err := probe(ctx, addr, pr.HTTPPath, p.exited, p.lines); err != nil {
+		return err
+	}
+	setGroupNice(p.pid, 0)
+	return nil
+}
+
+// Terminate implements lifecycle.Process.
+func (p *process) Terminate() { signalGroup(p.pid, syscall.SIGTERM) }
+
+// Kill implements lifecycle.Process.
+func (p *process) Kill() { signalGroup(p.pid, syscall.SIGKILL) }
+
+// Deprioritize implements lifecycle.Process.
+func (p *process) Deprioritize() { setGroupNice(p.pid, 19) }
+
+// Usage implements lifecycle.Process from the env's cgroup.
+func (p *process) Usage() (int64, time.Duration) {
+	if p.cg == nil {
+		return -1, 0
+	}
+	return p.cg.memoryUsage(), cgroupCPUTime(p.cg.path())
+}
+
+// Record implements lifecycle.Recorded.
+func (p *process) Record() lifecycle.ProcessRecord {
+	r := lifecycle.ProcessRecord{Pid: p.pid}
+	r.PidStart, _ = pidStartTime(p.pid)
+	if p.cg != nil {
+		r.Cgroup = p.cg.path()
+	}
+	return r
+}
+
+// stop stops p and waits for it: SIGTERM to the group, grace, SIGKILL.
+func (p *process) stop(grace time.Duration) {
+	p.Terminate()
+	t := time.NewTimer(grace)
+	select {
+	case <-p.exited:
+	case <-t.C:
+	}
+	t.Stop()
+	// The group may outlive its leader: kill it either way.
+	p.Kill()
+	<-p.exited
+}
+
+// Release implements lifecycle.Process: it removes the cgroup (killing
+// anything left in it) and closes the output pipe, once the sandbox is
+// gone. The pump gets EOF when the last writer dies; if a writer escaped,
+// closing the read end ends the pump anyway.
+func (p *process) Release() {
+	if p.cg != nil {
+		if err := p.cg.remove(); err != nil {
+			p.log.Error().Err(err).Str("cgroup", p.cg.path()).Msg("remove cgroup")
+		}
+	}
+	t := time.NewTimer(time.Second)
+	select {
+	case <-p.pumped:
+	case <-t.C:
+	}
+	t.Stop()
+	p.out.Close()
+	<-p.pumped
+}
+
+// HandOver implements lifecycle.Recorded: the output pump stops here, and
+// the next gateway process gets a new read end of the pipe and a pidfd.
+func (p *process) HandOver() (pipe, pidfd *os.File, err error) {
+	p.out.SetReadDeadline(time.Now())
+	<-p.pumped
+	if pipe, err = lifecycle.DupConn(p.out, "output-"+strconv.Itoa(p.pid)); err != nil {
+		return nil, nil, err
+	}
+	fd, err := unix.PidfdOpen(p.pid, 0)
+	if err != nil {
+		pipe.Close()
+		return nil, nil, fmt.Errorf("pidfd: %w", err)
+	}
+	return pipe, os.NewFile(uintptr(fd), "pidfd-"+strconv.Itoa(p.pid)), nil
+}
+
+// bootNice is the nice value of a dev server's process group while it
+// boots: a CFS weight of about a tenth of a serving process's.
+const bootNice = 10
+
+// setGroupNice sets the nice value of every thread in process group pgid.
+// A failure costs only the priority: it is ignored.
+func setGroupNice(pgid, nice int) { _ = syscall.Setpriority(syscall.PRIO_PGRP, pgid, nice) }
+
+// signalGroup signals every process in group pgid. ESRCH (all gone) is
+// the expected outcome of a second signal and is not an error.
+func signalGroup(pgid int, sig syscall.Signal) { _ = syscall.Kill(-pgid, sig) }
+
+// reopenOwn opens f's pipe again, as a new open file description.
+func reopenOwn(f *os.File) (*os.File, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var path string
+	if err := rc.Control(func(fd uintptr) { path = "/proc/self/fd/" + strconv.Itoa(int(fd)) }); err != nil {
+		return nil, err
+	}
+	return os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+}
