@@ -40,7 +40,7 @@ func abandon(t *testing.T, f *fixture) {
 // netns.Manager of the same instance, reading the same state file.
 func successor(t *testing.T, f *fixture, stateFile string) (*lifecycle.Manager, *lifecycletest.CountingNetwork) {
 	t.Helper()
-	nsm, err := netns.New(netns.Config{Prefix: f.NSM.Prefix(), Pool: netnstest.Pool(1)})
+	nsm, err := netns.New(netns.Config{Prefix: f.NSM.Prefix(), Pool: netnstest.Pool(lifecycletest.PoolBlock)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -43,7 +43,7 @@ func TestStartInCgroupsV1(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nsm, err := netns.New(netns.Config{Prefix: netnstest.Prefix(t), Pool: netnstest.Pool(1)})
+	nsm, err := netns.New(netns.Config{Prefix: netnstest.Prefix(t), Pool: netnstest.Pool(poolBlock)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -307,20 +307,27 @@ func hasCap(t *testing.T, c uint) bool {
 // mounts), and isolated as a dynamic user (plus the uid and the chown).
 // It reports the cold start's p50 and p99 and, isolated, the init's
 // resident memory (RssAnon, what the env's init costs beyond the shared
-// binary pages).
+// binary pages). The isolated modes run with the trampoline as this test
+// binary (what a gateway without envgate-init beside it does) and, as
+// "-init", as cmd/envgate-init.
 func BenchmarkIsolatedStart(b *testing.B) {
 	netnstest.RequireRoot(b)
-	for _, mode := range []string{"host", "isolated-root", "isolated-dynamic"} {
+	initBin := buildInit(b)
+	for _, mode := range []string{"host", "isolated-root", "isolated-dynamic", "isolated-root-init", "isolated-dynamic-init"} {
 		b.Run(mode, func(b *testing.B) {
+			ds := devserver.Config{Isolate: mode != "host"}
+			if strings.HasSuffix(mode, "-init") {
+				ds.InitPath = initBin
+			}
 			tp := lifecycletest.Demo(lifecycletest.DemoOptions{})
-			if mode == "isolated-dynamic" {
+			if strings.HasPrefix(mode, "isolated-dynamic") {
 				tp.Command = []string{probeBinaryB(b)}
 				tp.User = lifecycle.DynamicUser
 				if err := tp.Prepare(); err != nil {
 					b.Fatal(err)
 				}
 			}
-			f := benchFixture(b, lifecycle.Config{Templates: []*lifecycle.Template{tp}}, devserver.Config{Isolate: mode != "host"})
+			f := benchFixture(b, lifecycle.Config{Templates: []*lifecycle.Template{tp}}, ds)
 			openPathB(b, f.DataDir)
 			var cold []time.Duration
 			var rss []int

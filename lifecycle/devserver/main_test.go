@@ -12,6 +12,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	lifecycletest.PoolBlock = 8 // as poolBlock: lifecycle's tests, beside these, have 1
 	// Dev servers that need the trampoline start as this test binary
 	// (no envgate-init beside it) unless a test names one.
 	if devserver.IsTrampoline() {
@@ -56,7 +57,7 @@ var (
 
 // buildInit builds cmd/envgate-init into a directory of the test's own,
 // which only root may enter (0700), and returns its path.
-func buildInit(t *testing.T) string {
+func buildInit(t testing.TB) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "envgate-init-")
 	if err != nil {

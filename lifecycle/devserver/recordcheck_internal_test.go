@@ -15,6 +15,10 @@ import (
 	"github.com/envgate/envgate/netns/netnstest"
 )
 
+// poolBlock is this package's netnstest.Pool block (lifecycle's tests,
+// which run beside these, have 1).
+const poolBlock = 8
+
 func TestCheckRecordedRefusesLowPids(t *testing.T) {
 	for _, pid := range []int{-1, 0, 1} {
 		err := checkRecorded(lifecycle.ProcessRecord{Pid: pid, Namespace: "/run/netns/whatever"})
@@ -47,7 +51,7 @@ func sleeper(t *testing.T, sb *netns.Sandbox, ownGroup bool) int {
 // a namespace that is not the gateway's, and leading its process group:
 // a real process in a real namespace passes, one outside it does not.
 func TestCheckRecordedNamespace(t *testing.T) {
-	nsm, err := netns.New(netns.Config{Prefix: netnstest.Prefix(t), Pool: netnstest.Pool(1)})
+	nsm, err := netns.New(netns.Config{Prefix: netnstest.Prefix(t), Pool: netnstest.Pool(poolBlock)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -145,6 +145,11 @@ func Launcher(t testing.TB, ds devserver.Config) *devserver.Launcher {
 	return l
 }
 
+// PoolBlock is the netnstest.Pool block of the fixtures' addresses: 1,
+// lifecycle's. Test packages run in parallel processes, and each needs a
+// block of its own: another package sets its own in TestMain.
+var PoolBlock = 1
+
 // Fixture is a Manager running real dev servers (devserver) in real
 // network namespaces of an instance of the test's own.
 type Fixture struct {
@@ -160,7 +165,7 @@ type Fixture struct {
 // that nothing of the instance is left.
 func NewFixture(t testing.TB, cfg lifecycle.Config, ds devserver.Config) *Fixture {
 	t.Helper()
-	nsm, err := netns.New(netns.Config{Prefix: netnstest.Prefix(t), Pool: netnstest.Pool(1)})
+	nsm, err := netns.New(netns.Config{Prefix: netnstest.Prefix(t), Pool: netnstest.Pool(PoolBlock)})
 	if err != nil {
 		t.Fatal(err)
 	}
