@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/envgate/envgate/netns/netnstest/wait"
+
 	"github.com/envgate/envgate/lifecycle"
 	"github.com/envgate/envgate/lifecycle/devserver"
 	"github.com/envgate/envgate/lifecycle/lifecycletest"
@@ -327,10 +329,7 @@ func TestStaleEntriesAreForgotten(t *testing.T) {
 		t.Fatalf("visits %d", p.Visits)
 	}
 	l.Release()
-	lifecycletest.Eventually(t, 20*time.Second, func() (bool, string) {
-		l := f.M.List()
-		return len(l) == 0, fmt.Sprintf("entry still listed after reap: %+v", l)
-	})
+	wait.For(t, 20*time.Second, "the reaped env's entry to be dropped", func() bool { return len(f.M.List()) == 0 })
 	l = acquire(t, f.M, "transient")
 	defer l.Release()
 	if p := getPage(t, l); p.Visits != 2 {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/lifecycle/devserver"
 	"github.com/envgate/envgate/lifecycle/lifecycletest"
 	"github.com/envgate/envgate/netns/netnstest/wait"
 )
@@ -42,23 +43,21 @@ func TestPrepareTimeout(t *testing.T) {
 	hasty.Name, hasty.Match = "hasty", "hasty"
 	hasty.PrepareSteps = [][]string{{"sh", "-c", "echo building; exec sleep 60"}}
 	hasty.PrepareTimeout = 500 * time.Millisecond
-	f := newFixture(t, lifecycle.Config{
-		Templates: []*lifecycle.Template{patient, hasty},
-		Checkouts: dirCheckouts{dir: dir, commit: commit},
-	})
+	f := newFixture(t, lifecycle.Config{Templates: []*lifecycle.Template{patient, hasty}},
+		devserver.Config{Checkouts: dirCheckouts{dir: dir, commit: commit}})
 
 	started := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		l, err := f.m.Acquire(ctx, "patient")
+		l, err := f.M.Acquire(ctx, "patient")
 		if err == nil {
 			l.Release()
 		}
 		started <- err
 	}()
 	wait.For(t, 30*time.Second, "Progress to say the env is updating to the commit", func() bool {
-		p, err := f.m.Progress("patient", 0)
+		p, err := f.M.Progress("patient", 0)
 		return err == nil && p.State == lifecycle.Starting && p.Updating == commit
 	})
 	// The step outlasts the ready timeout: that is what is tested here.
@@ -69,14 +68,14 @@ func TestPrepareTimeout(t *testing.T) {
 	if err := <-started; err != nil {
 		t.Fatalf("a prepare step longer than the ready timeout (within the prepare timeout) failed the start: %v", err)
 	}
-	if p, _ := f.m.Progress("patient", 0); p.Updating != "" {
+	if p, _ := f.M.Progress("patient", 0); p.Updating != "" {
 		t.Errorf("Progress.Updating %q after the start, want empty", p.Updating)
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	began := time.Now()
-	_, err := f.m.Acquire(ctx, "hasty")
+	_, err := f.M.Acquire(ctx, "hasty")
 	var se *lifecycle.StartError
 	if !errors.As(err, &se) {
 		t.Fatalf("hasty: %v, want a StartError", err)

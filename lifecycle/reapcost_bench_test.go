@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/envgate/envgate/netns/netnstest/wait"
+
 	"github.com/envgate/envgate/lifecycle"
 	"github.com/envgate/envgate/lifecycle/lifecycletest"
 )
@@ -116,9 +118,7 @@ func BenchmarkReapCost(b *testing.B) {
 			b.Fatalf("%d of 100 envs still up after the baseline window; the idle timeout passed too soon", running())
 		}
 		// The teardown window: from the first stop until none is left.
-		lifecycletest.Eventually(b, time.Minute, func() (bool, string) {
-			return running() < 100, "no env reaped within a minute"
-		})
+		wait.For(b, time.Minute, "the first idle env reaped", func() bool { return running() < 100 })
 		stop = make(chan struct{})
 		began = time.Now()
 		go func() {

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/envgate/envgate/netns/netnstest/wait"
+
 	"github.com/envgate/envgate/lifecycle"
 	"github.com/envgate/envgate/lifecycle/devserver"
 	"github.com/envgate/envgate/lifecycle/lifecycletest"
@@ -133,8 +135,8 @@ func TestRecoverCleanKillsRecordedEnvs(t *testing.T) {
 		t.Fatalf("recover clean: adopted %v, %v; want nothing", adopted, err)
 	}
 	for _, pid := range pids {
-		lifecycletest.Eventually(t, 10*time.Second, func() (bool, string) {
-			return syscall.Kill(pid, 0) != nil || zombie(pid), fmt.Sprintf("dev server %d survived on_restart clean", pid)
+		wait.For(t, 10*time.Second, fmt.Sprintf("dev server %d to go (on_restart clean)", pid), func() bool {
+			return syscall.Kill(pid, 0) != nil || zombie(pid)
 		})
 	}
 	// What is left are sandboxes, which the caller's GC removes.

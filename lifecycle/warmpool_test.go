@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/envgate/envgate/netns/netnstest/wait"
+
 	"github.com/envgate/envgate/lifecycle"
 	"github.com/envgate/envgate/lifecycle/lifecycletest"
 )
@@ -27,10 +29,7 @@ func spares(f *fixture) []string {
 
 func waitSpares(t *testing.T, f *fixture, n int) {
 	t.Helper()
-	lifecycletest.Eventually(t, 20*time.Second, func() (bool, string) {
-		s := spares(f)
-		return len(s) == n, fmt.Sprintf("spares %v, want %d", s, n)
-	})
+	wait.For(t, 20*time.Second, fmt.Sprintf("%d spares", n), func() bool { return len(spares(f)) == n })
 }
 
 func TestWarmPoolGivesColdStartAReadySandbox(t *testing.T) {

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/envgate/envgate/netns/netnstest/wait"
+
 	"github.com/containerd/cgroups/v3"
 	"github.com/envgate/envgate/lifecycle"
 	"github.com/envgate/envgate/lifecycle/devserver"
@@ -77,12 +79,11 @@ func TestMemoryLimitConfinesOOMToTheEnv(t *testing.T) {
 	// The allocation overshoots the limit: the kernel kills it, inside
 	// the env's cgroup, and nothing else.
 	events := map[bool]string{true: "memory.events", false: "memory.oom_control"}[cgroups.Mode() == cgroups.Unified]
-	lifecycletest.Eventually(t, 30*time.Second, func() (bool, string) {
-		ev := readCg(t, cg, "memory", events)
-		return statField(ev, "oom_kill") >= 1, "no OOM kill in the hog's cgroup: " + ev
+	wait.For(t, 30*time.Second, "an OOM kill in the hog's cgroup", func() bool {
+		return statField(readCg(t, cg, "memory", events), "oom_kill") >= 1
 	})
-	lifecycletest.Eventually(t, 30*time.Second, func() (bool, string) {
-		return len(pidsNamed(t, f, "hog-one", "python3")) == 0, "the memory hog survived its OOM kill"
+	wait.For(t, 30*time.Second, "the memory hog to die of its OOM kill", func() bool {
+		return len(pidsNamed(t, f, "hog-one", "python3")) == 0
 	})
 	if p := getPage(t, good); p.Env != "calm" {
 		t.Fatalf("the other env answered %+v", p)
@@ -117,9 +118,8 @@ func TestPidsLimitStopsForkBomb(t *testing.T) {
 	if max := readCg(t, cg, "pids", "pids.max"); max != strconv.Itoa(limit) {
 		t.Fatalf("pids.max %s, want %d", max, limit)
 	}
-	lifecycletest.Eventually(t, 30*time.Second, func() (bool, string) {
-		return statField(readCg(t, cg, "pids", "pids.events"), "max") >= 1,
-			"no fork refused: pids.current " + readCg(t, cg, "pids", "pids.current")
+	wait.For(t, 30*time.Second, "a fork refused at pids.max", func() bool {
+		return statField(readCg(t, cg, "pids", "pids.events"), "max") >= 1
 	})
 	if cur, _ := strconv.Atoi(readCg(t, cg, "pids", "pids.current")); cur > limit {
 		t.Fatalf("pids.current %d past the limit %d", cur, limit)
@@ -169,9 +169,9 @@ func TestMemoryPressureEvictsLargestIdleEnvFirst(t *testing.T) {
 	hog := acquire(t, f.M, "big-one")
 	calm := acquire(t, f.M, "calm")
 	usage := map[bool]string{true: "memory.current", false: "memory.usage_in_bytes"}[cgroups.Mode() == cgroups.Unified]
-	lifecycletest.Eventually(t, 30*time.Second, func() (bool, string) {
+	wait.For(t, 30*time.Second, "the big env's 200MiB allocation in its cgroup", func() bool {
 		n, _ := strconv.ParseInt(readCg(t, parent+"/big-one", "memory", usage), 10, 64)
-		return n >= 150<<20, fmt.Sprintf("big env uses %d bytes, want its 200MiB allocation", n)
+		return n >= 150<<20
 	})
 	// big-one is the least recently used too; make it the most recent,
 	// so only its memory can make it the victim.

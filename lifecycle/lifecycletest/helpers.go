@@ -14,6 +14,7 @@ import (
 
 	"github.com/containerd/cgroups/v3"
 	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/netns/netnstest/wait"
 )
 
 // Acquire acquires env name within 30s or fails the test.
@@ -77,29 +78,7 @@ func StateOf(m *lifecycle.Manager, name string) lifecycle.State {
 // after limit.
 func WaitState(t testing.TB, m *lifecycle.Manager, name string, want lifecycle.State, limit time.Duration) {
 	t.Helper()
-	Eventually(t, limit, func() (bool, string) {
-		s := StateOf(m, name)
-		return s == want, fmt.Sprintf("env %s is %v, want %v", name, s, want)
-	})
-}
-
-// Eventually polls cond until it holds, or fails the test with cond's
-// last message once limit has passed.
-func Eventually(t testing.TB, limit time.Duration, cond func() (ok bool, msg string)) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		ok, msg := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s", limit, msg)
-		}
-		<-tick.C
-	}
+	wait.For(t, limit, fmt.Sprintf("env %s to be %v", name, want), func() bool { return StateOf(m, name) == want })
 }
 
 // FakeMemory reports 10 GiB available minus 3 GiB per sandbox of the
