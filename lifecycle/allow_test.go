@@ -107,6 +107,7 @@ func TestAcquireRefusesUnallowed(t *testing.T) {
 		Templates: []*lifecycle.Template{tmpl},
 		DataRoot:  t.TempDir(),
 		Network:   net,
+		Launcher:  &lifecycletest.RefusingLauncher{},
 		Allow: func(name string) error {
 			if !listed[name] {
 				return errors.New("not in the list")
