@@ -197,13 +197,14 @@ func (a *app) run(ctx context.Context) (exitMode, error) {
 //  4. envs: every env stopped and every namespace of the instance removed,
 //     unless handed off or not ours (ownsEnvs: a successor's failed start
 //     leaves them to its predecessor)
-//  5. cluster: the session ends, and with it this node's owner keys,
+//  5. the dev-server launcher, once no env of ours runs through it
+//  6. cluster: the session ends, and with it this node's owner keys,
 //     after the envs stopped
-//  6. previews, then the env source, after the envs that use them
-//  7. firewall: the envs' DNS forwarder stops; the table goes, unless
+//  7. previews, then the env source, after the envs that use them
+//  8. firewall: the envs' DNS forwarder stops; the table goes, unless
 //     handed off (a successor that took the envs took the table too) or
 //     not ours (ownsTable)
-//  8. pprof, then the instance lock, last
+//  9. pprof, then the instance lock, last
 func (a *app) shutdown(exit exitMode) {
 	log := a.log
 	if exit != exitHandoff {
