@@ -49,7 +49,7 @@ func ParseHost(host string, domains []string) (string, error) {
 		h = h[:i]
 	}
 	h = strings.TrimSuffix(h, ".")
-	h = strings.ToLower(h)
+	h = lowerASCII(h)
 	if net.ParseIP(h) != nil {
 		return bad(http.StatusBadRequest, "an IP address names no environment; use <env>."+domains[0])
 	}
@@ -94,4 +94,26 @@ func validPort(port string) bool {
 		}
 	}
 	return n > 0
+}
+
+// lowerASCII folds A-Z to a-z and leaves every other byte as it is, so a
+// non-ASCII host stays non-ASCII and is refused: strings.ToLower would
+// fold the Kelvin sign (U+212A) to an ASCII k, and route a host that the
+// certificate layer refuses (certs.EnvFromServerName). It allocates only
+// when there is something to fold.
+func lowerASCII(s string) string {
+	i := 0
+	for i < len(s) && (s[i] < 'A' || s[i] > 'Z') {
+		i++
+	}
+	if i == len(s) {
+		return s
+	}
+	b := []byte(s)
+	for ; i < len(b); i++ {
+		if c := b[i]; c >= 'A' && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }

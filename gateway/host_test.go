@@ -72,6 +72,7 @@ func TestParseHostInvalid(t *testing.T) {
 		"api--a.localhost:99999":                http.StatusBadRequest,
 		"localhost:99999":                       http.StatusBadRequest,
 		"fé.localhost":                          http.StatusBadRequest,
+		"\u212aey.localhost":                    http.StatusBadRequest, // Kelvin sign, not k
 		"a b.localhost":                         http.StatusBadRequest,
 		"a%2e.localhost":                        http.StatusBadRequest,
 		"a/b.localhost":                         http.StatusBadRequest,
@@ -92,7 +93,7 @@ func TestParseHostInvalid(t *testing.T) {
 var labelRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
 func FuzzParseHost(f *testing.F) {
-	for _, s := range []string{"feature-x.localhost", "a.b.localhost", "[::1]:80", "A.LOCALHOST.", "xn--bcher-kva.dev.example.com:443", "", ":", "a.localhost:0"} {
+	for _, s := range []string{"feature-x.localhost", "a.b.localhost", "[::1]:80", "A.LOCALHOST.", "xn--bcher-kva.dev.example.com:443", "", ":", "a.localhost:0", "\u212aey.localhost"} {
 		f.Add(s)
 	}
 	for _, s := range []string{"a.localhost:99999", "a.localhost:65535", "a.localhost:", "a.localhost:0080", "a.localhost:18446744073709551617"} {
