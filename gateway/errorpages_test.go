@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"encoding/json"
 	"errors"
+	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -10,6 +11,23 @@ import (
 
 	"github.com/envgate/envgate/lifecycle"
 )
+
+// errorPage is the JSON error page.
+type errorPage struct {
+	Status int      `json:"status"`
+	Error  string   `json:"error"`
+	Env    string   `json:"env"`
+	Output []string `json:"output"`
+}
+
+func decodeErrorPage(t *testing.T, resp *http.Response) errorPage {
+	t.Helper()
+	var p errorPage
+	if err := json.NewDecoder(resp.Body).Decode(&p); err != nil {
+		t.Fatalf("error page (status %d): %v", resp.StatusCode, err)
+	}
+	return p
+}
 
 // TestAcquireErrorPages: each error the manager's Acquire returns becomes
 // its page (status, kind, Retry-After, the dev server's output), as JSON
@@ -48,15 +66,7 @@ func TestAcquireErrorPages(t *testing.T) {
 	} {
 		t.Run(tc.env, func(t *testing.T) {
 			resp := g.get(t, tc.env+".localhost", "/", "Accept", "application/json")
-			var p struct {
-				Status int      `json:"status"`
-				Error  string   `json:"error"`
-				Env    string   `json:"env"`
-				Output []string `json:"output"`
-			}
-			if err := json.NewDecoder(resp.Body).Decode(&p); err != nil {
-				t.Fatal(err)
-			}
+			p := decodeErrorPage(t, resp)
 			if resp.StatusCode != tc.status || p.Status != tc.status || p.Error != tc.kind || p.Env != tc.env {
 				t.Fatalf("got %d %+v, want %d %s", resp.StatusCode, p, tc.status, tc.kind)
 			}

@@ -171,15 +171,7 @@ func TestStartFailurePages(t *testing.T) {
 	} {
 		t.Run(tc.env, func(t *testing.T) {
 			resp := g.get(t, tc.env+".localhost", "/", "Accept", "application/json")
-			var p struct {
-				Status int      `json:"status"`
-				Error  string   `json:"error"`
-				Env    string   `json:"env"`
-				Output []string `json:"output"`
-			}
-			if err := json.NewDecoder(resp.Body).Decode(&p); err != nil {
-				t.Fatal(err)
-			}
+			p := decodeErrorPage(t, resp)
 			if resp.StatusCode != tc.status || p.Error != tc.kind || p.Env != tc.env {
 				t.Fatalf("got %d %+v, want %d %s", resp.StatusCode, p, tc.status, tc.kind)
 			}
