@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -40,6 +41,7 @@ func TestAcquireErrorPages(t *testing.T) {
 		"full":     &lifecycle.CapacityError{Env: "full", Limit: "max_envs", Detail: "5 running", RetryAfter: 7 * time.Second},
 		"stranger": lifecycle.ErrNotAllowed,
 		"closing":  lifecycle.ErrClosed,
+		"theirs":   fmt.Errorf("%w: %w", lifecycle.ErrNotOwner, errors.New("cluster: env is owned by another node (gw-b)")),
 		"broken":   errors.New("lifecycle: state file: disk full"),
 	}
 	g := startFake(t, gwOptions{}, func(name string) *fakeEnv {
@@ -62,6 +64,7 @@ func TestAcquireErrorPages(t *testing.T) {
 		{"nosuch", 404, "unknown_env", 0, ""},
 		{"stranger", 404, "no_such_env", 0, ""},
 		{"closing", 503, "shutting_down", 1, ""},
+		{"theirs", 503, "cluster_unavailable", 2, ""},
 		{"broken", 500, "internal", 0, ""},
 	} {
 		t.Run(tc.env, func(t *testing.T) {

@@ -70,6 +70,9 @@ type Config struct {
 	Cluster       Placer
 	Node          string
 	ClusterSecret []byte
+	// NodeAPI, in cluster mode, answers the other nodes' requests for
+	// NodeAPIHost (this node's admin API). Default nil: none.
+	NodeAPI http.Handler
 }
 
 // Handler routes each request by Host to its env and proxies it there.
@@ -92,6 +95,7 @@ type Handler struct {
 	newEnvs *NewEnvLimit
 	known   EnvKnower
 	cluster *clusterRoute // nil unless cluster mode
+	nodeAPI http.Handler  // Config.NodeAPI
 }
 
 // NewHandler returns the gateway's HTTP handler.
@@ -125,6 +129,7 @@ func NewHandler(cfg Config) (*Handler, error) {
 	if err := h.initCluster(cfg); err != nil {
 		return nil, err
 	}
+	h.nodeAPI = cfg.NodeAPI
 	h.proxy = &httputil.ReverseProxy{
 		Rewrite:        h.rewrite,
 		Transport:      h.up,
@@ -155,6 +160,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r = h.cluster.authenticateHop(r)
 	}
 	h.setRequestID(r)
+	if h.cluster != nil && h.serveNodeAPI(w, r) {
+		return
+	}
 	label, err := ParseHost(r.Host, h.domains)
 	if err != nil {
 		var he *HostError

@@ -27,7 +27,7 @@ type adminServers struct {
 
 // newAdminServers opens the admin listeners. The TCP ones come from lset,
 // so a restart in place passes them on like the gateway's own.
-func newAdminServers(cfg *Config, envs *lifecycle.Manager, metrics http.Handler, lset *listenerSet, log zerolog.Logger) (_ *adminServers, err error) {
+func newAdminServers(cfg *Config, envs *lifecycle.Manager, cl admin.Cluster, metrics http.Handler, lset *listenerSet, log zerolog.Logger) (_ *adminServers, err error) {
 	version, revision := buildVersion()
 	h := admin.New(admin.Config{
 		Envs:      envs,
@@ -39,6 +39,8 @@ func newAdminServers(cfg *Config, envs *lifecycle.Manager, metrics http.Handler,
 		// process reads the config and takes the envs and listeners over.
 		Reload:  func() error { return syscall.Kill(os.Getpid(), syscall.SIGHUP) },
 		Metrics: metrics,
+		// Cluster mode: every node's envs, actions sent to their owner.
+		Cluster: cl,
 		Log:     log,
 	})
 	s := &adminServers{log: log}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -55,7 +56,9 @@ func newLsCmd(g *globalFlags) *cobra.Command {
 		Short: "List the envs the running gateway knows of",
 		Long: `List the envs the running gateway knows of (those that ran since it started
 and were not forgotten while idle), through its admin socket (admin.socket,
-found through --config). -o json prints the API's JSON (see README.md).`,
+found through --config). -o json prints the API's JSON (see README.md).
+In cluster mode it lists the envs of every live node, with a NODE column;
+stop, restart, destroy and logs act on the node that owns the env.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := g.adminClient()
@@ -74,9 +77,17 @@ found through --config). -o json prints the API's JSON (see README.md).`,
 				return fmt.Errorf("-o %q: want table or json", output)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			// In cluster mode, the list is every node's: say whose.
+			clustered := slices.ContainsFunc(envs, func(e admin.Env) bool { return e.Node != "" })
+			if clustered {
+				fmt.Fprint(tw, "NODE\t")
+			}
 			fmt.Fprintln(tw, "NAME\tSTATE\tTEMPLATE\tADDR\tPID\tAGE\tIDLE\tREQUESTS\tIN FLIGHT\tMEMORY\tLAST START\tLAST ERROR")
 			now := time.Now()
 			for _, e := range envs {
+				if clustered {
+					fmt.Fprintf(tw, "%s\t", dash(e.Node))
+				}
 				age := "-"
 				if e.ReadyAt != nil && e.State == "ready" {
 					age = shortDuration(now.Sub(*e.ReadyAt))

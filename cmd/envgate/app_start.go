@@ -216,6 +216,8 @@ func (a *app) recoverEnvs(context.Context) error {
 func (a *app) joinCluster(context.Context) error {
 	if a.cluster != nil {
 		a.cluster.start(a.cfg, a.envs)
+		// Webhooks act cluster-wide (served from the gateway step on).
+		a.cluster.usePreviews(a.pv)
 	}
 	a.ownsEnvs = a.pred == nil // a successor's are its predecessor's until takeOver
 	return nil
@@ -247,6 +249,8 @@ func (a *app) newGateway(context.Context) (err error) {
 		Cluster:       a.cluster.placer(),
 		Node:          cfg.clusterNode(),
 		ClusterSecret: a.cluster.secret(),
+		// The other nodes' requests for this node's own envs.
+		NodeAPI: a.cluster.nodeAPI(cfg, a.envs, a.pv, log.With().Str("component", "node-api").Logger()),
 	})
 	if err != nil {
 		return err
@@ -257,7 +261,7 @@ func (a *app) newGateway(context.Context) (err error) {
 	a.front = a.pv.front(h)
 	// The dashboard at admin.dashboard_host, if set (dashboardhost.go).
 	if cfg.Admin.DashboardHost != "" {
-		a.front = h.WithDashboard(a.front, cfg.Admin.DashboardHost, dashboardHandler(cfg, a.envs, log.With().Str("component", "dashboard").Logger()))
+		a.front = h.WithDashboard(a.front, cfg.Admin.DashboardHost, dashboardHandler(cfg, a.envs, a.cluster.admin(), log.With().Str("component", "dashboard").Logger()))
 	}
 	return nil
 }
@@ -344,7 +348,7 @@ func (a *app) listenTCP(context.Context) (err error) {
 // listenAdmin opens the admin API's listeners, and closes inherited
 // sockets no listener claimed.
 func (a *app) listenAdmin(context.Context) (err error) {
-	a.adm, err = newAdminServers(a.cfg, a.envs, a.metrics.Handler(), a.lset, a.log.With().Str("component", "admin").Logger())
+	a.adm, err = newAdminServers(a.cfg, a.envs, a.cluster.admin(), a.metrics.Handler(), a.lset, a.log.With().Str("component", "admin").Logger())
 	if err != nil {
 		return err
 	}

@@ -1,10 +1,17 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/envgate/envgate/gateway"
+	"github.com/envgate/envgate/gateway/admin"
 	"github.com/envgate/envgate/lifecycle"
 	"github.com/envgate/envgate/lifecycle/cluster"
 	"github.com/rs/zerolog"
@@ -22,6 +29,8 @@ type clusterMode struct {
 	fenceDir string
 	// hopSecret signs the requests nodes forward to each other.
 	hopSecret []byte
+	name      string // this node's
+	peers     *gateway.NodeClient
 }
 
 // newCluster makes the node of cfg.Cluster, not yet started; nil outside
@@ -58,6 +67,8 @@ func newCluster(cfg *Config, log zerolog.Logger) (*clusterMode, error) {
 		return names
 	}
 	c.fenceDir = ccfg.FenceDir
+	c.name = cfg.Cluster.Node
+	c.peers = gateway.NewNodeClient(c.name, secret, c.log)
 	node, err := cluster.New(ccfg)
 	if err != nil {
 		return nil, err
@@ -119,3 +130,108 @@ func (c *clusterMode) Claim(ctx context.Context, env string) (lifecycle.Fence, e
 
 // Release implements lifecycle.Ownership.
 func (c *clusterMode) Release(env string, token int64) { c.node.Release(env, token) }
+
+// admin is the admin API's view of the cluster: nil outside cluster
+// mode.
+func (c *clusterMode) admin() admin.Cluster {
+	if c == nil {
+		return nil
+	}
+	return clusterAdmin{c}
+}
+
+// nodeAPI is what this node answers the other nodes' API requests with:
+// the admin API for its own envs only (see admin.Cluster), and POST
+// syncPath, another node's webhook: fetch now. Nil outside cluster mode.
+func (c *clusterMode) nodeAPI(cfg *Config, envs *lifecycle.Manager, pv *previews, log zerolog.Logger) http.Handler {
+	if c == nil {
+		return nil
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/", dashboardHandler(cfg, envs, nil, log))
+	mux.HandleFunc("POST "+syncPath, func(w http.ResponseWriter, r *http.Request) {
+		if pv.git != nil {
+			log.Info().Str("from", r.Header.Get(gateway.HopHeader)).Msg("another node got a webhook: fetching")
+			pv.syncHere(nil)
+		}
+		w.WriteHeader(http.StatusAccepted)
+	})
+	return mux
+}
+
+// syncPath is the node API's path for another node's webhook.
+const syncPath = "/v1/cluster/sync"
+
+// usePreviews lets pv's webhooks act cluster-wide.
+func (c *clusterMode) usePreviews(pv *previews) {
+	if c != nil && pv != nil && pv.git != nil {
+		pv.cluster = c
+	}
+}
+
+// SyncOthers implements previewsCluster.
+func (c *clusterMode) SyncOthers() {
+	var wg sync.WaitGroup
+	for _, p := range (clusterAdmin{c}).Peers() {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			resp, err := c.peers.Do(ctx, p.Addr, http.MethodPost, syncPath, nil)
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusAccepted {
+					err = fmt.Errorf("HTTP %d", resp.StatusCode)
+				}
+			}
+			if err != nil {
+				c.log.Warn().Err(err).Str("node", p.Node).Msg("webhook not passed on to a node: it sees the change at its next fetch")
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// DestroyRemote implements previewsCluster.
+func (c *clusterMode) DestroyRemote(env string) (bool, error) {
+	addr := c.node.OwnerAddr(env)
+	if addr == "" {
+		return false, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	resp, err := c.peers.Do(ctx, addr, http.MethodPost, admin.EnvPath(env, "/destroy"), http.Header{admin.ActionHeader: {"1"}})
+	if err != nil {
+		return false, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		return false, fmt.Errorf("cluster: destroy %s on %s: HTTP %d: %s", env, addr, resp.StatusCode, bytes.TrimSpace(b))
+	}
+	return true, nil
+}
+
+// clusterAdmin implements admin.Cluster.
+type clusterAdmin struct{ c *clusterMode }
+
+func (a clusterAdmin) Node() string { return a.c.name }
+
+func (a clusterAdmin) Peers() []admin.Peer {
+	var out []admin.Peer
+	for _, m := range a.c.node.Members() {
+		if m.Node != a.c.name {
+			out = append(out, admin.Peer{Node: m.Node, Addr: m.Advertise})
+		}
+	}
+	return out
+}
+
+func (a clusterAdmin) OwnerAddr(env string) string { return a.c.node.OwnerAddr(env) }
+
+func (a clusterAdmin) Do(ctx context.Context, addr, method, target string) (*http.Response, error) {
+	return a.c.peers.Do(ctx, addr, method, target, nil)
+}
+
+func (a clusterAdmin) Forward(w http.ResponseWriter, r *http.Request, addr string) {
+	a.c.peers.Forward(w, r, addr)
+}

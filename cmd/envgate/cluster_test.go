@@ -33,6 +33,7 @@ import (
 // clusterNode is one gateway of a test cluster.
 type clusterNode struct {
 	name, instance, cfgPath, addr string
+	state                         string // the shared state_dir
 	g                             *gatewayProc
 }
 
@@ -51,7 +52,7 @@ func startTestCluster(t *testing.T, endpoints []string, name string, n int, ttl 
 	nodes := make([]*clusterNode, n)
 	for i := range nodes {
 		sub := netip.PrefixFrom(netip.AddrFrom4([4]byte{pool.Addr().As4()[0], pool.Addr().As4()[1], pool.Addr().As4()[2] + byte(4*i), 0}), 22)
-		c := &clusterNode{name: fmt.Sprintf("gw-%d", i), instance: netnstest.Prefix(t)}
+		c := &clusterNode{name: fmt.Sprintf("gw-%d", i), instance: netnstest.Prefix(t), state: state}
 		c.addr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 		cfg := fmt.Sprintf(`instance: %s
 domains: [localhost]
@@ -681,4 +682,138 @@ func TestClusterHopAuth(t *testing.T) {
 	if status, _ := echo(owner, "auth0", sign("not-the-cluster-secret-000", "/echo")); status != http.StatusUnauthorized {
 		t.Errorf("a hop signed with another secret: status %d, want 401", status)
 	}
+}
+
+// TestClusterAdmin: the admin API of any node answers for the cluster:
+// `envgate ls` lists every node's envs with their node, and restart and
+// stop of an env another node owns act on that node. The node API the
+// nodes use between them answers no client (no hop signature).
+func TestClusterAdmin(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (network namespaces)")
+	}
+	te := clustertest.Start(t)
+	cli := te.Client(t)
+	nodes := startTestCluster(t, []string{te.Endpoint}, "tadm", 2, 5*time.Second, "")
+	byName := map[string]*clusterNode{nodes[0].name: nodes[0], nodes[1].name: nodes[1]}
+	// Envs through node 0 until node 1 owns one.
+	var theirs string
+	var all []string
+	for i := 0; theirs == ""; i++ {
+		if i == 20 {
+			t.Fatalf("%s owns none of %v", nodes[1].name, all)
+		}
+		env := fmt.Sprintf("adm%d", i)
+		if status, shown, _, _ := nodes[0].getEnv(t, env); status != 200 || shown != env {
+			t.Fatalf("%s: status %d, page of %q", env, status, shown)
+		}
+		all = append(all, env)
+		if owners(t, cli, "tadm")[env] == nodes[1].name {
+			theirs = env
+		}
+	}
+	own := owners(t, cli, "tadm")
+	listed := lsJSON(t, nodes[0].cfgPath)
+	for _, env := range all {
+		e, ok := listed[env]
+		if !ok || e.Node != own[env] || e.State != "ready" {
+			t.Errorf("envgate ls on %s: %s is %+v; want ready on %s", nodes[0].name, env, e, own[env])
+		}
+	}
+	if out := mustCLI(t, nodes[0].cfgPath, "ls"); !strings.Contains(out, "NODE") || !strings.Contains(out, nodes[1].name) {
+		t.Errorf("envgate ls table without the NODE column or %s:\n%s", nodes[1].name, out)
+	}
+
+	// restart and stop through node 0 act on node 1.
+	pid := listed[theirs].Pid
+	if out := mustCLI(t, nodes[0].cfgPath, "restart", theirs); !strings.Contains(out, theirs+" restarted") {
+		t.Errorf("restart %s: %s", theirs, out)
+	}
+	after := lsJSON(t, nodes[1].cfgPath)[theirs]
+	if after.State != "ready" || after.Pid == pid || after.Node != nodes[1].name {
+		t.Errorf("after restart via %s: %s is %+v on %s (pid was %d)", nodes[0].name, theirs, after, nodes[1].name, pid)
+	}
+	if ns, _ := instanceState(t, nodes[0].instance); slices.Contains(ns, nodes[0].instance+"-"+theirs) {
+		t.Errorf("the restart started %s on %s too", theirs, nodes[0].name)
+	}
+	mustCLI(t, nodes[0].cfgPath, "stop", theirs)
+	if e := lsJSON(t, nodes[1].cfgPath)[theirs]; e.State != "stopped" {
+		t.Errorf("after stop via %s: %s is %q on %s", nodes[0].name, theirs, e.State, nodes[1].name)
+	}
+	wait.For(t, 15*time.Second, theirs+"'s owner key to go", func() bool { return owners(t, cli, "tadm")[theirs] == "" })
+
+	// The node API, unsigned, from a client: nothing.
+	for _, c := range byName {
+		req, _ := http.NewRequest("GET", "http://"+c.addr+"/v1/envs", nil)
+		req.Host = gateway.NodeAPIHost
+		req.Header.Set(gateway.HopHeader, "gw-x")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("unsigned node API request to %s: status %d, want 404", c.name, resp.StatusCode)
+		}
+	}
+}
+
+// TestClusterWebhook: a push webhook that reaches a node which does not
+// run the env makes the node that does restart it on the new commit (the
+// mirror refreshes only on webhooks here), and a pull request closed
+// there destroys it on its node: its namespace and data dir go.
+func TestClusterWebhook(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (network namespaces)")
+	}
+	repo := newGitRepo(t)
+	repo.commit("main", map[string]string{"VERSION": "main-v1\n"})
+	repo.commit("feature-x", map[string]string{"VERSION": "x-v1\n"})
+	secretFile, _ := previewSecrets(t, "hook-secret", "unused")
+	tmpl := fmt.Sprintf(previewTemplate, repo.dir, "1h", publicCopy(t, envgateBinary(t)))
+	te := clustertest.Start(t)
+	cli := te.Client(t)
+	nodes := startTestCluster(t, []string{te.Endpoint}, "twh", 2, 5*time.Second, tmpl+fmt.Sprintf(`previews:
+  github: {secret_file: %s}
+`, secretFile))
+	// The envs' users traverse the state dir to their checkouts.
+	for d := nodes[0].state; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if status, shown, _, _ := nodes[0].getEnv(t, "feature-x"); status != 200 || shown != "x-v1" {
+		t.Fatalf("feature-x: status %d, page of %q", status, shown)
+	}
+	owner, other := nodes[0], nodes[1]
+	if owners(t, cli, "twh")["feature-x"] == nodes[1].name {
+		owner, other = nodes[1], nodes[0]
+	}
+	repo.commit("feature-x", map[string]string{"VERSION": "x-v2\n"})
+	push := map[string]any{"ref": "refs/heads/feature-x", "after": repo.git("rev-parse", "feature-x")}
+	if code := deliver(t, other.g, "hook-secret", "push", "d-push", push); code != 202 {
+		t.Fatalf("push to %s: status %d", other.name, code)
+	}
+	wait.For(t, 30*time.Second, "feature-x to serve x-v2 on "+owner.name, func() bool {
+		status, shown, _, _ := owner.getEnv(t, "feature-x")
+		return status == 200 && shown == "x-v2"
+	})
+	if ns, _ := instanceState(t, other.instance); len(ns) != 0 {
+		t.Errorf("%s runs %v after the push; the env is %s's", other.name, ns, owner.name)
+	}
+	if owner.g.log.Count("another node got a webhook") == 0 {
+		t.Errorf("%s fetched without word from %s", owner.name, other.name)
+	}
+	if code := deliver(t, other.g, "hook-secret", "pull_request", "d-close", map[string]any{"action": "closed",
+		"pull_request": map[string]any{"number": 3, "head": map[string]string{"ref": "feature-x", "sha": "x"}}}); code != 202 {
+		t.Fatalf("pull_request closed to %s: status %d", other.name, code)
+	}
+	wait.For(t, 30*time.Second, "feature-x's namespace and data dir to go", func() bool {
+		ns, _ := instanceState(t, owner.instance)
+		_, err := os.Stat(filepath.Join(owner.state, "envs", "feature-x"))
+		return len(ns) == 0 && os.IsNotExist(err)
+	})
+	wait.For(t, 10*time.Second, other.name+" to hear that "+owner.name+" destroyed feature-x", func() bool {
+		return other.g.log.Count("env destroyed by the node that ran it") == 1
+	})
 }

@@ -42,8 +42,9 @@ func (c *Config) validateDashboardHost() []error {
 
 // dashboardHandler is the admin API as the dashboard host serves it
 // (gateway.Handler.WithDashboard picks the routes): no reload, no
-// metrics.
-func dashboardHandler(cfg *Config, envs *lifecycle.Manager, log zerolog.Logger) http.Handler {
+// metrics; cluster-wide with cl (nil: this node's envs). Without cl it
+// is also what this node's API answers other nodes with.
+func dashboardHandler(cfg *Config, envs *lifecycle.Manager, cl admin.Cluster, log zerolog.Logger) http.Handler {
 	version, revision := buildVersion()
 	return admin.New(admin.Config{
 		Envs:      envs,
@@ -51,6 +52,7 @@ func dashboardHandler(cfg *Config, envs *lifecycle.Manager, log zerolog.Logger) 
 		Revision:  revision,
 		Instance:  cfg.Instance,
 		ValidName: envname.Valid,
+		Cluster:   cl,
 		Log:       log,
 	})
 }

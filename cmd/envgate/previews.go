@@ -42,9 +42,23 @@ type previews struct {
 	wg     sync.WaitGroup
 
 	pulls *prMap // open pull requests, kept in state_dir (previews_prs.go)
+	// cluster, in cluster mode, is told of each webhook, so that every
+	// node fetches (the owner of a moved env restarts it), and destroys
+	// an env on the node that owns it. Set before webhooks are served.
+	cluster previewsCluster
 
 	mu    sync.Mutex
 	stale map[string]struct{} // guarded by mu; envs to restart at their next request
+}
+
+// previewsCluster is what previews need of the cluster (cluster.go).
+type previewsCluster interface {
+	// SyncOthers asks the other live nodes to fetch now, as this one
+	// does on a webhook: each acts on the envs it runs.
+	SyncOthers()
+	// DestroyRemote destroys env on the other node that owns it and
+	// reports whether one did (false: this node or none owns it).
+	DestroyRemote(env string) (bool, error)
 }
 
 // forge tells pull (merge) requests about their previews: sources.GitHub
@@ -268,8 +282,21 @@ func (p *previews) deployed(env string) {
 
 // destroy stops env and removes its worktree, data dir and certificate
 // (envRemains), and tells GitHub (marking deployments inactive, those
-// recorded for its pull requests among them).
+// recorded for its pull requests among them). In cluster mode the node
+// that runs env destroys it.
 func (p *previews) destroy(env, why string, deployments []int64) {
+	if p.cluster != nil {
+		if remote, err := p.cluster.DestroyRemote(env); err != nil {
+			p.log.Warn().Err(err).Str("env", env).Str("why", why).Msg("destroy env on the node that runs it")
+			return
+		} else if remote {
+			p.log.Info().Str("env", env).Str("why", why).Msg("env destroyed by the node that ran it")
+			for _, f := range p.tell {
+				f.Destroyed(env, deployments)
+			}
+			return
+		}
+	}
 	if err := p.envs.Destroy(env); err != nil {
 		p.log.Warn().Err(err).Str("env", env).Str("why", why).Msg("destroy env")
 		return
@@ -281,16 +308,30 @@ func (p *previews) destroy(env, why string, deployments []int64) {
 }
 
 // sync fetches on a webhook's word, off the request's goroutine; what
-// moved is then handled by changed.
+// moved is then handled by changed. In cluster mode the other nodes
+// fetch next, each for the envs it runs (after this fetch: they share
+// the mirror, and git refuses a second fetch into it meanwhile).
 func (p *previews) sync(after func()) {
 	p.wg.Go(func() {
-		if err := p.git.Sync(p.ctx); err != nil {
-			p.log.Warn().Err(err).Msg("fetch after a webhook failed")
-		}
-		if after != nil {
-			after()
+		p.fetch(after)
+		if p.cluster != nil {
+			p.cluster.SyncOthers()
 		}
 	})
+}
+
+// syncHere is sync for this node alone (another node's webhook).
+func (p *previews) syncHere(after func()) {
+	p.wg.Go(func() { p.fetch(after) })
+}
+
+func (p *previews) fetch(after func()) {
+	if err := p.git.Sync(p.ctx); err != nil {
+		p.log.Warn().Err(err).Msg("fetch after a webhook failed")
+	}
+	if after != nil {
+		after()
+	}
 }
 
 // Pushed implements webhook.Events.

@@ -47,6 +47,9 @@ type Config struct {
 	Reload func() error
 	// Metrics, if set, serves GET /metrics.
 	Metrics http.Handler
+	// Cluster, in cluster mode, makes the env list and the env actions
+	// cluster-wide (see Cluster). Default nil: this gateway's envs.
+	Cluster Cluster
 	Log     zerolog.Logger
 }
 

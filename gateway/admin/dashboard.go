@@ -4,7 +4,6 @@ import (
 	_ "embed"
 	"html/template"
 	"net/http"
-	"time"
 
 	"github.com/envgate/envgate/lifecycle"
 )
@@ -26,14 +25,13 @@ type dashboardData struct {
 	Envs              []Env
 }
 
-func (h *Handler) dashboard(w http.ResponseWriter, _ *http.Request) {
+func (h *Handler) dashboard(w http.ResponseWriter, r *http.Request) {
 	d := dashboardData{Version: h.cfg.Version, Instance: h.cfg.Instance, Pid: pid}
-	now := time.Now()
-	for _, e := range h.cfg.Envs.Details() {
-		if e.State == lifecycle.Ready {
+	d.Envs, _ = h.envs(r.Context())
+	for _, e := range d.Envs {
+		if e.State == lifecycle.Ready.String() {
 			d.Ready++
 		}
-		d.Envs = append(d.Envs, EnvOf(e, now))
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	// The page loads nothing from elsewhere and may not be framed.

@@ -11,7 +11,9 @@ import (
 
 // Env is one env in the API's answers.
 type Env struct {
-	Name             string     `json:"name"`
+	Name string `json:"name"`
+	// Node is the cluster node the env is on; "" outside cluster mode.
+	Node             string     `json:"node,omitempty"`
 	Template         string     `json:"template"`
 	State            string     `json:"state"`
 	Addr             string     `json:"addr,omitempty"`
@@ -57,22 +59,28 @@ func EnvOf(d lifecycle.EnvDetail, now time.Time) Env {
 	return e
 }
 
-func (h *Handler) list(w http.ResponseWriter, _ *http.Request) {
-	now := time.Now()
-	ds := h.cfg.Envs.Details()
-	out := make([]Env, 0, len(ds))
-	for _, d := range ds {
-		out = append(out, EnvOf(d, now))
+func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
+	out, unreachable := h.envs(r.Context())
+	if out == nil {
+		out = []Env{}
+	}
+	if len(unreachable) > 0 {
+		w.Header().Set(UnreachableHeader, unreachableValue(unreachable))
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
-// env wraps a handler of one env: it checks the name first.
+// env wraps a handler of one env: it checks the name first, and in
+// cluster mode sends the request to the node that owns the env, if
+// another one does.
 func (h *Handler) env(fn func(http.ResponseWriter, *http.Request, string)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("name")
 		if !h.cfg.ValidName(name) {
 			writeError(w, http.StatusBadRequest, "not a valid env name: "+name)
+			return
+		}
+		if h.forwarded(w, r, name) {
 			return
 		}
 		fn(w, r, name)
