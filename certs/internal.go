@@ -20,6 +20,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -62,7 +63,7 @@ type internalCA struct {
 
 func newInternalCA(cfg *Config, decide func(context.Context, string) error, log zerolog.Logger) (*internalCA, error) {
 	dir := filepath.Join(cfg.StateDir, "ca")
-	root, key, err := loadOrCreateRoot(dir, cfg.Domains, log)
+	root, key, err := loadOrCreateRootLocked(dir, cfg.Domains, log)
 	if err != nil {
 		return nil, err
 	}
@@ -75,6 +76,25 @@ func newInternalCA(cfg *Config, decide func(context.Context, string) error, log 
 		event:        cfg.event,
 		leaves:       make(map[string]*tls.Certificate),
 	}, nil
+}
+
+// loadOrCreateRootLocked is loadOrCreateRoot under an exclusive lock on
+// dir/root.lock: gateways that share the state dir (a cluster's nodes,
+// on a shared filesystem) starting at once make one root, not each its
+// own with one's key beside another's certificate.
+func loadOrCreateRootLocked(dir string, domains []string, log zerolog.Logger) (*x509.Certificate, crypto.Signer, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("certs: internal CA: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "root.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("certs: internal CA: %w", err)
+	}
+	defer f.Close() // unlocks
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		return nil, nil, fmt.Errorf("certs: internal CA: lock %s: %w", f.Name(), err)
+	}
+	return loadOrCreateRoot(dir, domains, log)
 }
 
 // loadOrCreateRoot reads the root from dir, or makes one, name-constrained

@@ -3,12 +3,14 @@ package certs
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/x509"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -138,5 +140,39 @@ func TestInstallRoot(t *testing.T) {
 	}
 	if err := installRoot(m.RootCertPath(), dest, []string{"false"}, &out); err == nil {
 		t.Error("a failing update-ca-certificates was not reported")
+	}
+}
+
+// TestInternalRootOnceForSharedStateDir: gateways sharing one state dir
+// (a cluster's nodes) that start at once make one root between them, and
+// each holds that root's own key.
+func TestInternalRootOnceForSharedStateDir(t *testing.T) {
+	stateDir := t.TempDir()
+	log, _ := testLogger(t)
+	const n = 8
+	roots := make([]*x509.Certificate, n)
+	keys := make([]any, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			var key crypto.Signer
+			roots[i], key, errs[i] = loadOrCreateRootLocked(filepath.Join(stateDir, "ca"), []string{"localhost"}, log)
+			if key != nil {
+				keys[i] = key.Public()
+			}
+		})
+	}
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("gateway %d: %v", i, errs[i])
+		}
+		if !roots[i].Equal(roots[0]) {
+			t.Fatalf("gateway %d made a root of its own (serial %v, gateway 0's %v)", i, roots[i].SerialNumber, roots[0].SerialNumber)
+		}
+		if pub, ok := keys[i].(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(roots[i].PublicKey) {
+			t.Fatalf("gateway %d holds a key that is not its root's", i)
+		}
 	}
 }

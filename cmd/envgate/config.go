@@ -323,8 +323,8 @@ func (c *Config) setDefaults() {
 		c.TLS.Mode = string(certs.DefaultMode(c.Domains))
 	}
 	c.setAccessDefaults()
+	c.setClusterDefaults() // before the admin socket's, in runDir
 	c.setAdminDefaults()
-	c.setClusterDefaults()
 }
 
 func (c *Config) validate() error {

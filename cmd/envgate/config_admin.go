@@ -45,7 +45,7 @@ type LogsConfig struct {
 
 func (c *Config) setAdminDefaults() {
 	if c.Admin.Socket == "" {
-		c.Admin.Socket = filepath.Join(c.StateDir, "run", c.Instance+".sock")
+		c.Admin.Socket = filepath.Join(c.runDir(), c.Instance+".sock")
 	}
 	if c.Logs.MaxSize == 0 {
 		c.Logs.MaxSize = 10 << 20

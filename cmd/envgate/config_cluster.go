@@ -41,7 +41,9 @@ type ClusterConfig struct {
 	// Node is this gateway's name in the cluster. Default the hostname.
 	Node string `yaml:"node"`
 	// Advertise is host:port where the other nodes reach this gateway's
-	// HTTP listener. Required.
+	// HTTP listener. Default the environment variable
+	// ENVGATE_CLUSTER_ADVERTISE (one config for every node: a DaemonSet
+	// sets it from the pod's IP); required one way or the other.
 	Advertise string `yaml:"advertise"`
 	// SessionTTL is how long a silent node keeps its envs (whole seconds,
 	// at least 1s). Default 10s.
@@ -54,6 +56,10 @@ type ClusterConfig struct {
 	// valid signature. Required; keep the file mode 0600.
 	SecretFile string `yaml:"secret_file"`
 }
+
+// advertiseEnv names the environment variable cluster.advertise defaults
+// to.
+const advertiseEnv = "ENVGATE_CLUSTER_ADVERTISE"
 
 // clusterNameRE is what cluster.name and cluster.node may be: they are
 // parts of etcd keys and values of the hop header.
@@ -69,6 +75,9 @@ func (c *Config) setClusterDefaults() {
 	}
 	if cl.Node == "" {
 		cl.Node, _ = os.Hostname()
+	}
+	if cl.Advertise == "" {
+		cl.Advertise = os.Getenv(advertiseEnv)
 	}
 	if cl.SessionTTL == 0 {
 		cl.SessionTTL = Duration(10 * time.Second)
@@ -110,7 +119,7 @@ func (c *Config) validateCluster() []error {
 	}
 	host, _, err := net.SplitHostPort(cl.Advertise)
 	if cl.Advertise == "" {
-		add("cluster.advertise", "required: host:port where the other nodes reach this gateway, e.g. 10.0.0.5:8080")
+		add("cluster.advertise", "required: host:port where the other nodes reach this gateway, e.g. 10.0.0.5:8080 (or set $"+advertiseEnv+")")
 	} else if err != nil || host == "" {
 		add("cluster.advertise", "%q: want host:port, e.g. 10.0.0.5:8080", cl.Advertise)
 	} else if a, err := netip.ParseAddr(host); err == nil && a.IsUnspecified() {
@@ -176,6 +185,17 @@ func (c *Config) readClusterSecret() ([]byte, error) {
 		return nil, c.errAt("cluster.secret_file", "%v", err)
 	}
 	return b, nil
+}
+
+// runDir holds this gateway's own runtime files: its lock, pid file,
+// state file and admin socket (state_dir/run). In cluster mode the state
+// dir is every node's, so each node has its own: state_dir/run/<node>;
+// a node must never adopt another's envs nor take its lock.
+func (c *Config) runDir() string {
+	if c.Cluster != nil {
+		return filepath.Join(c.StateDir, "run", c.Cluster.Node)
+	}
+	return filepath.Join(c.StateDir, "run")
 }
 
 // clusterNode is this node's name, "" outside cluster mode.

@@ -27,6 +27,15 @@ func TestConfigCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The state dir is every node's: each node's own files are apart.
+	if want := filepath.Join(c.StateDir, "run", "gw-a"); c.runDir() != want || filepath.Dir(c.Admin.Socket) != want || filepath.Dir(c.stateFile()) != want || filepath.Dir(pidFile(c)) != want {
+		t.Errorf("node files: run dir %s, socket %s, state file %s, pid file %s; want all in %s", c.runDir(), c.Admin.Socket, c.stateFile(), pidFile(c), want)
+	}
+	// advertise from the environment, for one config on every node.
+	t.Setenv(advertiseEnv, "10.0.0.7:8080")
+	if c, err := loadString(t, "cluster:\n  etcd: {endpoints: [\"http://e:2379\"]}\n  secret_file: /s\n"); err != nil || c.Cluster.Advertise != "10.0.0.7:8080" {
+		t.Errorf("advertise from $%s: %v, %v", advertiseEnv, c, err)
+	}
 	// The secret is read at start: too short a one is refused.
 	short := filepath.Join(t.TempDir(), "secret")
 	os.WriteFile(short, []byte("0123456789\n"), 0o600)

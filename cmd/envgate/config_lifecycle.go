@@ -124,7 +124,7 @@ func (c *Config) cgroupParent() string { return "envgate/" + c.Instance }
 
 // stateFile is where the gateway records its running envs.
 func (c *Config) stateFile() string {
-	return filepath.Join(c.StateDir, "run", c.Instance+".state.json")
+	return filepath.Join(c.runDir(), c.Instance+".state.json")
 }
 
 // recoverEnvs deals with what a crashed earlier run left: with on_restart

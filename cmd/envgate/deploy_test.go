@@ -217,3 +217,81 @@ func TestDockerfileDocumentsPrivileges(t *testing.T) {
 		}
 	}
 }
+
+// TestKubernetesClusterManifests checks deploy/kubernetes/cluster: its
+// config loads in cluster mode with the advertise address the DaemonSet
+// sets, the secret and the shared volume are mounted where the config
+// says, and the Ingress hashes on the Host.
+func TestKubernetesClusterManifests(t *testing.T) {
+	b, err := os.ReadFile("../../deploy/kubernetes/cluster/envgate-cluster.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	byKind := map[string]k8sDoc{}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	for {
+		var raw map[string]any
+		if err := dec.Decode(&raw); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		d := k8sDoc(raw)
+		if d.str("kind") != "Namespace" && d.str("metadata.namespace") != "envgate" {
+			t.Errorf("%s %s is not in namespace envgate", d.str("kind"), d.str("metadata.name"))
+		}
+		byKind[d.str("kind")] = d
+	}
+	for _, k := range []string{"Namespace", "ConfigMap", "PersistentVolumeClaim", "DaemonSet", "Service", "Ingress"} {
+		if byKind[k] == nil {
+			t.Fatalf("no %s", k)
+		}
+	}
+	ds, cm, pvc, ing := byKind["DaemonSet"], byKind["ConfigMap"], byKind["PersistentVolumeClaim"], byKind["Ingress"]
+	c := k8sDoc(ds.at("spec.template.spec.containers.0").(map[string]any))
+	env := map[string]string{}
+	for _, e := range c.at("env").([]any) {
+		e := k8sDoc(e.(map[string]any))
+		env[e.str("name")] = e.str("value")
+	}
+	if env["ENVGATE_CLUSTER_ADVERTISE"] != "$(POD_IP):8080" {
+		t.Errorf("ENVGATE_CLUSTER_ADVERTISE %q, want $(POD_IP):8080", env["ENVGATE_CLUSTER_ADVERTISE"])
+	}
+	t.Setenv(advertiseEnv, "10.0.0.5:8080")
+	data, _ := cm.at("data").(map[string]any)
+	text, _ := data["envgate.yaml"].(string)
+	cfg, err := parseConfig("deploy/kubernetes/cluster/envgate-cluster.yaml", []byte(text))
+	if err != nil {
+		t.Fatalf("the ConfigMap's envgate.yaml: %v", err)
+	}
+	if cfg.Cluster == nil || cfg.Cluster.Advertise != "10.0.0.5:8080" {
+		t.Fatalf("cluster section %+v: want advertise from the environment", cfg.Cluster)
+	}
+	if _, port, _ := net.SplitHostPort(cfg.Listen.HTTP); ":"+port != strings.TrimPrefix(env["ENVGATE_CLUSTER_ADVERTISE"], "$(POD_IP)") {
+		t.Errorf("listen.http %s is not the advertised port", cfg.Listen.HTTP)
+	}
+	volumes := map[string]k8sDoc{}
+	for _, v := range ds.at("spec.template.spec.volumes").([]any) {
+		v := k8sDoc(v.(map[string]any))
+		volumes[v.str("name")] = v
+	}
+	mounts := map[string]k8sDoc{}
+	for _, m := range c.at("volumeMounts").([]any) {
+		m := k8sDoc(m.(map[string]any))
+		mounts[m.str("mountPath")] = m
+	}
+	state := mounts[cfg.StateDir]
+	if state == nil || volumes[state.str("name")].str("persistentVolumeClaim.claimName") != pvc.str("metadata.name") {
+		t.Errorf("state_dir %s is not the shared claim %s", cfg.StateDir, pvc.str("metadata.name"))
+	}
+	if fmt.Sprint(pvc.at("spec.accessModes")) != "[ReadWriteMany]" {
+		t.Errorf("the shared claim's access modes %v: want ReadWriteMany", pvc.at("spec.accessModes"))
+	}
+	secret := mounts[filepath.Dir(cfg.Cluster.SecretFile)]
+	if secret == nil || volumes[secret.str("name")].str("secret.secretName") == "" {
+		t.Errorf("cluster.secret_file %s is not in a mounted Secret", cfg.Cluster.SecretFile)
+	}
+	if a, _ := ing.at("metadata.annotations").(map[string]any); a["nginx.ingress.kubernetes.io/upstream-hash-by"] != "$host" {
+		t.Errorf("Ingress annotations %v: want upstream-hash-by $host", a)
+	}
+}

@@ -184,7 +184,7 @@ func inheritListeners(log zerolog.Logger) (*predecessor, *listenerSet, error) {
 // lockInstance takes the instance lock once the predecessor, which holds
 // it until it exits, has let go. It does not wait for that.
 func (p *predecessor) lockInstance(cfg *Config) (func(), error) {
-	path := filepath.Join(cfg.StateDir, "run", cfg.Instance+".lock")
+	path := filepath.Join(cfg.runDir(), cfg.Instance+".lock")
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("lock: %w", err)
@@ -399,7 +399,7 @@ func (s *successor) handEnvs(handed []lifecycle.HandedEnv) error {
 // pidFile is where the serving process of an instance writes its pid, for
 // `kill -HUP $(cat ...)` and tests.
 func pidFile(cfg *Config) string {
-	return filepath.Join(cfg.StateDir, "run", cfg.Instance+".pid")
+	return filepath.Join(cfg.runDir(), cfg.Instance+".pid")
 }
 
 func writePidFile(cfg *Config, log zerolog.Logger) {

@@ -266,7 +266,7 @@ func (a *app) shutdown(exit exitMode) {
 // gateways (or a gateway and `envgate gc`) never manage the same
 // namespaces at once. The lock dies with the process.
 func lockInstance(cfg *Config) (func(), error) {
-	dir := filepath.Join(cfg.StateDir, "run")
+	dir := cfg.runDir()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
