@@ -132,7 +132,7 @@ func (a *app) openSource(ctx context.Context) (err error) {
 func (a *app) startEnvs(context.Context) (err error) {
 	cfg, log := a.cfg, a.log
 	a.metrics = admin.NewMetrics(buildVersion())
-	// A destroyed env's worktree and certificate go with it (previews.go).
+	// A destroyed env's worktree and certificate go with it (remains.go).
 	a.remains = cfg.newEnvRemains(a.src, log.With().Str("component", "destroy").Logger())
 	netPolicy := &lifecycle.SandboxPolicy{Firewall: a.fw, PolicyOf: lifecycle.TemplatePolicy(a.tmpls),
 		Log: log.With().Str("component", "firewall").Logger()}
