@@ -17,7 +17,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -304,19 +303,24 @@ func (g *gw) statusAt(t *testing.T, host string, kv ...string) startStatus {
 // anonymous clients the state of a running, a failed and a starting env,
 // and never a line of output; the authorised client sees the output.
 func TestStatusOutputPrivate(t *testing.T) {
-	fails := lifecycletest.Shell(`echo "reset link: token=s3cret-fail"; sleep 0.5; exit 3`, 20*time.Second)
-	fails.Match = "fail-*"
-	slow := lifecycletest.Shell(`echo "oauth code=s3cret-slow"; sleep 3; exec "$DEMO"`, 30*time.Second)
-	slow.Match = "slow-*"
-	running := lifecycletest.Shell(`echo "stack trace s3cret-run"; exec "$DEMO"`, 20*time.Second)
-	running.Match = "*"
+	// Each env's output holds a secret: fail-* fails its start, slow-*
+	// starts until the test ends, the others run.
+	slowStarted, slowWaiting := make(chan struct{}), make(chan struct{}, 1)
 	blocking := gateway.TemplateSettings{}
-	for _, tm := range []*lifecycle.Template{fails, slow, running} {
-		tm.Name = strings.TrimSuffix(tm.Match, "-*") + "x"
-		blocking[tm.Name] = gateway.EnvSettings{Waiting: gateway.WaitBlock}
-		if err := tm.Prepare(); err != nil {
-			t.Fatal(err)
+	for _, name := range []string{"failx", "slowx", "x"} {
+		blocking[name] = gateway.EnvSettings{Waiting: gateway.WaitBlock}
+	}
+	envs := func(name string) *fakeEnv {
+		switch {
+		case strings.HasPrefix(name, "fail-"):
+			out := []string{"reset link: token=s3cret-fail"}
+			return &fakeEnv{Template: &lifecycle.Template{Name: "failx"}, Output: out,
+				Err: &lifecycle.StartError{Env: name, Reason: "the dev server exited with status 3", Tail: out}}
+		case strings.HasPrefix(name, "slow-"):
+			return &fakeEnv{Template: &lifecycle.Template{Name: "slowx"}, Output: []string{"oauth code=s3cret-slow"},
+				Started: slowStarted, Waiting: slowWaiting}
 		}
+		return &fakeEnv{Template: &lifecycle.Template{Name: "x"}, Output: []string{"stack trace s3cret-run"}}
 	}
 	users := filepath.Join(t.TempDir(), "htpasswd")
 	writeUsers(t, users, "alice", "wonder")
@@ -325,8 +329,7 @@ func TestStatusOutputPrivate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := startGateway(t, gwOptions{Templates: []*lifecycle.Template{fails, slow, running}, Domains: []string{testDomain},
-		Settings: blocking, Config: func(c *gateway.Config) { c.Access = policy }})
+	g := startFake(t, gwOptions{Domains: []string{testDomain}, Settings: blocking, Config: func(c *gateway.Config) { c.Access = policy }}, envs)
 	alice := []string{"Authorization", "Basic YWxpY2U6d29uZGVy", "Accept", "application/json"}
 
 	if resp, b := g.do(t, "GET", "web."+testDomain, "/", nil, alice...); resp.StatusCode != 200 {
@@ -336,9 +339,22 @@ func TestStatusOutputPrivate(t *testing.T) {
 	if resp.StatusCode != 502 || !strings.Contains(string(b), "s3cret-fail") {
 		t.Fatalf("fail-1 as alice: %d %s, want 502 with the output (show_output: true)", resp.StatusCode, b)
 	}
-	var wg sync.WaitGroup
-	wg.Go(func() { g.do(t, "GET", "slow-1."+testDomain, "/", nil, alice...) })
-	t.Cleanup(wg.Wait)
+	slowDone := make(chan struct{})
+	go func() {
+		defer close(slowDone)
+		req, _ := http.NewRequest("GET", "http://slow-1."+testDomain+"/", nil)
+		for i := 0; i+1 < len(alice); i += 2 {
+			req.Header.Set(alice[i], alice[i+1])
+		}
+		if resp, err := g.Client.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	t.Cleanup(func() {
+		close(slowStarted)
+		<-slowDone
+	})
+	<-slowWaiting // slow-1 is starting
 
 	for _, tc := range []struct{ env, state, secret string }{
 		{"web", "ready", "s3cret-run"},
@@ -346,11 +362,7 @@ func TestStatusOutputPrivate(t *testing.T) {
 		{"slow-1", "starting", "s3cret-slow"},
 	} {
 		h := tc.env + "." + testDomain
-		var authed startStatus
-		wait.Until(10*time.Second, func() bool {
-			authed = g.statusAt(t, h, alice...)
-			return authed.State == tc.state && len(authed.Output) > 0
-		})
+		authed := g.statusAt(t, h, alice...)
 		if authed.State != tc.state || !strings.Contains(strings.Join(authed.Output, "\n"), tc.secret) {
 			t.Errorf("%s as alice: %+v, want state %s and the output", tc.env, authed, tc.state)
 		}
