@@ -39,6 +39,10 @@ type LaunchRequest struct {
 	Sandbox Sandbox
 	// Output is the env's output, kept across its starts.
 	Output *Output
+	// Fence is the env's claim in cluster mode (Config.Ownership): an
+	// isolated env's init holds the env's data dir with it (see Fence).
+	// Zero: no fence.
+	Fence Fence
 	// Updating, if set, is told the commit whose prepare steps run now,
 	// and "" once they are done (Progress shows it).
 	Updating func(commit string)

@@ -196,7 +196,7 @@ type env struct {
 	failure   *StartError   // guarded by mu; the last failure
 	failures  int           // guarded by mu; consecutive failed starts
 	startedAt time.Time     // guarded by mu
-	token     int64         // guarded by mu; the Ownership claim of the running start, 0 if none
+	fence     Fence         // guarded by mu; the Ownership claim of the running start, zero if none
 	readyAt   time.Time     // guarded by mu
 	updating  string        // guarded by mu; the commit being prepared, "" when no prepare step runs
 	// madeDataDir: a start of this gateway made the data dir, and the

@@ -27,8 +27,11 @@ type Ownership interface {
 }
 
 // Fence is an owner's claim on an env's data dir: Token, ever growing
-// across the cluster, is recorded in Dir by the claim. The zero Fence
-// fences nothing.
+// across the cluster, is recorded in Dir/<env>.token by the claim. An
+// isolated env's init holds Dir/<env>.lock while any process of the env
+// lives, and stops the env when a newer token is recorded (see
+// lifecycle/devserver/trampoline/fence.go). The zero Fence fences
+// nothing.
 type Fence struct {
 	Dir   string
 	Token int64
@@ -45,17 +48,24 @@ func (m *Manager) claim(ctx context.Context, e *env) (Fence, error) {
 		return Fence{}, fmt.Errorf("%w: %w", ErrNotOwner, err)
 	}
 	e.mu.Lock()
-	e.token = f.Token
+	e.fence = f
 	e.mu.Unlock()
 	return f, nil
+}
+
+// claimed is e's current claim (Config.Ownership), zero without one.
+func (e *env) claimed() Fence {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.fence
 }
 
 // release tells Config.Ownership that e, stopped, no longer needs its
 // claim. e's processes must be dead.
 func (m *Manager) release(e *env) {
 	e.mu.Lock()
-	token := e.token
-	e.token = 0
+	token := e.fence.Token
+	e.fence = Fence{}
 	e.mu.Unlock()
 	if token != 0 && m.cfg.Ownership != nil {
 		m.cfg.Ownership.Release(e.name, token)

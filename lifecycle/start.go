@@ -205,7 +205,7 @@ func (m *Manager) launch(e *env) (Sandbox, Process, error) {
 		return sb, nil, fmt.Errorf("data dir: %w", err)
 	}
 	proc, err := m.cfg.Launcher.Launch(m.ctx, LaunchRequest{Env: e.name, Template: e.tmpl, DataDir: e.dataDir,
-		Sandbox: sb, Output: e.out, Updating: e.setUpdating, Log: e.log})
+		Sandbox: sb, Output: e.out, Updating: e.setUpdating, Fence: e.claimed(), Log: e.log})
 	if err != nil {
 		return sb, nil, err
 	}

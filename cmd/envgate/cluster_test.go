@@ -817,3 +817,89 @@ func TestClusterWebhook(t *testing.T) {
 		return other.g.log.Count("env destroyed by the node that ran it") == 1
 	})
 }
+
+// TestClusterFencing: the owner's gateway paused (SIGSTOP: its dev
+// server runs on, writing into the shared data dir, and nothing in the
+// gateway can stop it) loses its session, and the env moves to the other
+// node. The new owner's claim is recorded on the data dir, the old
+// owner's env init sees it and kills its env, and only then (its lock
+// gone) does the new owner's dev server start: when the env first
+// answers on the new node, the old dev server is dead, and the data
+// written before is there. The paused gateway, resumed, runs no copy.
+func TestClusterFencing(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (network namespaces)")
+	}
+	te := clustertest.Start(t)
+	cli := te.Client(t)
+	const ttl = 3 * time.Second
+	nodes := startTestCluster(t, []string{te.Endpoint}, "tf", 2, ttl, "")
+	status, shown, visits, _ := nodes[0].getEnv(t, "fz")
+	if status != 200 || shown != "fz" {
+		t.Fatalf("fz: status %d, page of %q", status, shown)
+	}
+	old, other := nodes[0], nodes[1]
+	if owners(t, cli, "tf")["fz"] == nodes[1].name {
+		old, other = nodes[1], nodes[0]
+	}
+	pid := lsJSON(t, old.cfgPath)["fz"].Pid
+	if pid <= 0 || processGone(pid) {
+		t.Fatalf("fz on %s: pid %d", old.name, pid)
+	}
+	if err := old.g.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	resume := func() {
+		if !resumed {
+			old.g.cmd.Process.Signal(syscall.SIGCONT)
+			resumed = true
+		}
+	}
+	t.Cleanup(resume)
+	paused := time.Now()
+	// The paused node's session expires; the next request moves fz.
+	wait.For(t, ttl+10*time.Second, "fz's owner key to go with "+old.name+"'s session", func() bool { return owners(t, cli, "tf")["fz"] != old.name })
+	status, shown, v2, _ := other.getEnv(t, "fz")
+	if status != 200 || shown != "fz" {
+		t.Fatalf("fz through %s with %s paused: status %d, page of %q", other.name, old.name, status, shown)
+	}
+	if !exited(pid) {
+		t.Errorf("fz answers on %s while %s's dev server (pid %d) still runs: two owners of one data dir", other.name, old.name, pid)
+	}
+	if v2 != visits+1 {
+		t.Errorf("fz on %s counts %d visits, %d before the move: data lost", other.name, v2, visits)
+	}
+	t.Logf("fz moved to %s %v after %s paused; the old dev server was gone first", other.name, time.Since(paused).Round(time.Millisecond), old.name)
+	if n := owners(t, cli, "tf")["fz"]; n != other.name {
+		t.Errorf("fz's owner key names %q, want %s", n, other.name)
+	}
+
+	// Resumed, the old node gives the env up: no copy, its namespace goes.
+	resume()
+	wait.For(t, 30*time.Second, old.name+"'s namespace of fz to go", func() bool {
+		ns, _ := instanceState(t, old.instance)
+		return len(ns) == 0
+	})
+	// Its init said why it stopped the env (on the output the resumed
+	// gateway reads again).
+	wait.For(t, 10*time.Second, old.name+"'s env init to say fz has a newer owner", func() bool {
+		return old.g.log.Count("has a newer owner") > 0
+	})
+	if status, shown, v3, _ := old.getEnv(t, "fz"); status != 200 || shown != "fz" || v3 != v2+1 {
+		t.Errorf("fz through the resumed %s: status %d, page of %q, %d visits (want %d)", old.name, status, shown, v3, v2+1)
+	}
+}
+
+// exited reports whether process pid has exited: gone, or a zombie its
+// parent (a paused gateway) has not reaped.
+func exited(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	// pid (comm) state ...: comm may hold spaces and parentheses.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i > 0 && len(s) > i+2 && s[i+2] == 'Z'
+}

@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/lifecycle/devserver/trampoline"
 )
 
 // Launch implements lifecycle.Launcher: it gives the data dir to the
@@ -27,7 +28,7 @@ func (l *Launcher) Launch(ctx context.Context, req lifecycle.LaunchRequest) (lif
 	if err != nil {
 		return nil, fmt.Errorf("template %s: %w", t.Name, err)
 	}
-	x := expanded{argv: cmd.Argv, dir: cmd.Dir, env: cmd.Env}
+	x := expanded{argv: cmd.Argv, dir: cmd.Dir, env: cmd.Env, fence: fenceOf(req)}
 	if x.dir == "" {
 		x.dir = req.DataDir
 	}
@@ -63,6 +64,16 @@ type expanded struct {
 	// Filled in by runAs.
 	rlimits []rlimit
 	iso     *isolation // nil: the host's pid and mount namespaces
+	// fence, with iso: the init holds the env's data dir for its owner.
+	fence *trampoline.Fence
+}
+
+// fenceOf is req's fence for the trampoline; nil without a claim.
+func fenceOf(req lifecycle.LaunchRequest) *trampoline.Fence {
+	if req.Fence.Token == 0 || req.Fence.Dir == "" {
+		return nil
+	}
+	return &trampoline.Fence{Dir: req.Fence.Dir, Env: req.Env, Token: req.Fence.Token}
 }
 
 // baseEnv is the environment every process of an env starts with (the

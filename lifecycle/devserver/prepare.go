@@ -68,7 +68,7 @@ func (l *Launcher) checkout(ctx context.Context, req lifecycle.LaunchRequest, cr
 // user, sandbox, isolation and environment) but without its cgroup, and
 // waits for it.
 func (l *Launcher) prepareStep(ctx context.Context, req lifecycle.LaunchRequest, cred *credential, disk *diskLog, dir string, step []string) error {
-	x := expanded{argv: step, dir: dir}
+	x := expanded{argv: step, dir: dir, fence: fenceOf(req)}
 	l.runAs(&x, cred, req)
 	base := append(baseEnv(req), "ENVGATE_CHECKOUT="+dir)
 	req.Output.WriteLine(fmt.Appendf(nil, "envgate: prepare: %s", strings.Join(step, " ")))

@@ -72,6 +72,7 @@ func (l *Launcher) spawn(sb lifecycle.Sandbox, x expanded, baseEnv []string, cg 
 		// privileges for the dev server it starts (trampoline/init.go).
 		cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWPID | syscall.CLONE_NEWNS
 		sp.Init, sp.TmpSize, sp.Keep, sp.Hide, sp.Binds = true, iso.tmpSize, iso.keep, hiddenMounts(), iso.binds
+		sp.Fence = x.fence
 		if c := x.cred; c != nil && c.UID != 0 {
 			sp.Cred, sp.NNP = &trampoline.Cred{UID: c.UID, GID: c.GID}, true
 		}

@@ -44,6 +44,17 @@ var forwardedSignals = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGH
 // runInit is the trampoline's work in an isolated env; it returns the
 // exit code.
 func runInit(sp *Spec) int {
+	var fence *heldFence
+	if sp.Fence != nil {
+		// Before the mounts change: the fence dir may lie under /tmp.
+		var err error
+		if fence, err = takeFence(sp.Fence); err != nil {
+			fail(126, "fence: %v", err)
+		}
+		// Every way out of the init kills and reaps the namespace first,
+		// then lets the lock go (at exit).
+		defer killNamespace()
+	}
 	if err := isolateMounts(sp); err != nil {
 		fail(126, "isolate: %v", err)
 	}
@@ -72,6 +83,9 @@ func runInit(sp *Spec) int {
 	}
 	child := cmd.Process.Pid
 	go forwardSignals(sigs, child)
+	if fence != nil {
+		go fence.watch()
+	}
 	for {
 		var ws unix.WaitStatus
 		pid, err := unix.Wait4(-1, &ws, 0, nil)
@@ -79,6 +93,9 @@ func runInit(sp *Spec) int {
 			continue
 		}
 		if err != nil {
+			if fence != nil {
+				killNamespace()
+			}
 			fail(1, "wait: %v", err)
 		}
 		if pid != child {
@@ -87,6 +104,9 @@ func runInit(sp *Spec) int {
 		if ws.Signaled() {
 			if s := ws.Signal(); s != syscall.SIGTERM && s != syscall.SIGINT && s != syscall.SIGKILL {
 				// The gateway sees the init's exit status only: say why.
+				if fence != nil {
+					killNamespace()
+				}
 				fail(128+int(s), "dev server killed by signal %v", s)
 			}
 			return 128 + int(ws.Signal())

@@ -44,6 +44,9 @@ type Spec struct {
 	Keep    []string    `json:"keep,omitempty"`     // paths under /tmp that stay visible (data dir, dir, program)
 	Hide    []string    `json:"hide,omitempty"`     // mount points to detach (the netns run dir)
 	Binds   []BindMount `json:"binds,omitempty"`    // read-only
+	// Fence, with Init, holds the env's data dir for this start's owner
+	// (fence.go).
+	Fence *Fence `json:"fence,omitempty"`
 }
 
 // Cred is who the dev server runs as.
