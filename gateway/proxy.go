@@ -177,7 +177,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Forwarded by a node of the cluster, which admitted the client.
 		dec = access.Decision{Outcome: access.Allowed, ShowOutput: hp.showOutput}
 		if r.URL.Path == StatusPath {
-			h.serveStatus(w, r, env, dec)
+			// Status is forwarded for refused clients too (gate), and
+			// the hop says only whether to show output: a client shown
+			// no output is treated as refused here (no commit either).
+			sd := dec
+			if !hp.showOutput {
+				sd.Outcome = access.Refused
+			}
+			h.serveStatus(w, r, env, sd)
 			h.logRequest(r, env, http.StatusOK, began)
 			return
 		}
