@@ -102,6 +102,11 @@ func (m *Manager) takeSlot(ctx context.Context, e *env) error {
 			continue // a slot freed meanwhile
 		case v != nil && attempt <= limit+16 && v.holdsSlot.Load() && v.heir.CompareAndSwap(nil, w):
 			// v's slot is e's once v's dev server is dead.
+		case v != nil && attempt <= limit+16:
+			// Another start chose v between the scan and the lock, or v
+			// left: the scan is stale (leaving with it), look again.
+			m.admitMu.Unlock()
+			continue
 		case leaving > len(m.slotQueue):
 			m.slotQueue = append(m.slotQueue, w)
 			v = nil
@@ -258,8 +263,9 @@ func (m *Manager) releaseSlot(e *env) {
 	m.running--
 }
 
-// victim picks the env to evict: ready, nothing in flight, not except,
-// not already being evicted for another start. When memory is the
+// victim picks the env to evict: ready, nothing in flight, no Acquire
+// call still to take its lease from the start that just made it ready,
+// not except, not already being evicted for another start. When memory is the
 // pressure, the one using the most memory (as its cgroup counts it), else
 // the one with the oldest activity. leaving counts the envs on their way
 // out whose slot no start has claimed: a start may wait for one of them.
@@ -279,7 +285,7 @@ func (m *Manager) victim(except *env, byMemory bool) (best *env, leaving int) {
 		default:
 			continue
 		}
-		if e.inflight.Load() > 0 {
+		if e.inflight.Load() > 0 || e.awaited() {
 			continue
 		}
 		a, mem := e.lastActive.Load(), int64(-1)

@@ -40,6 +40,14 @@ func (e *env) removeWaiter() {
 	}
 }
 
+// awaited reports whether Acquire calls wait for a start of e, or have
+// yet to take their leases from one that has ended.
+func (e *env) awaited() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.waiters > 0
+}
+
 // abandoned reports whether nobody waits for e's start: no Acquire call
 // waits, and none left nor did a waiting page poll within abandonGrace.
 // Otherwise it returns a channel that fires when that is worth asking

@@ -297,8 +297,18 @@ func (m *Manager) acquireCold(ctx context.Context, name string, e *env) (*Lease,
 			e.removeWaiter()
 			return nil, context.Cause(ctx)
 		case r = <-ch:
-			e.removeWaiter()
 		}
+		if r.Err == nil {
+			// Leased before this call stops counting as a waiter: until
+			// then admission does not take the env for an idle one
+			// (victim).
+			if l := e.tryLease(); l != nil {
+				e.removeWaiter()
+				l.Cold = time.Since(began)
+				return l, nil
+			}
+		}
+		e.removeWaiter()
 		switch {
 		case errors.Is(r.Err, errForgotten):
 			// The entry was dropped as stale while we held it: use the
