@@ -265,6 +265,9 @@ func (m *Manager) failStart(e *env, sb Sandbox, proc Process, cause error) error
 		se.RetryAt = time.Now().Add(backoff(e.failures))
 	}
 	e.failure = se
+	// A start is activity: forgetStale keeps the entry, and with it the
+	// count of failures the backoff grows with, for the idle timeout.
+	e.lastActive.Store(time.Now().UnixNano())
 	e.setStateLocked(Failed)
 	failures := e.failures
 	e.mu.Unlock()

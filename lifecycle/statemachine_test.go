@@ -226,9 +226,7 @@ func TestFakeStartTimeout(t *testing.T) {
 		fake := lifecycletest.NewFake()
 		fake.Launcher.Behave = behave(lifecycletest.FakeBehaviour{Hang: true})
 		obs := &observed{}
-		// No reap tick: one at the instant of the failure forgets the
-		// failed env (forgetStale: a first failure has no backoff).
-		m := lifecycletest.NewFakeManager(t, lifecycle.Config{Observer: obs, ReapInterval: time.Hour}, fake)
+		m := lifecycletest.NewFakeManager(t, lifecycle.Config{Observer: obs}, fake)
 		ch := goAcquire(m, "a")
 		advance(20*time.Second - time.Nanosecond)
 		pending(t, ch, "before the start timeout")
@@ -241,7 +239,7 @@ func TestFakeStartTimeout(t *testing.T) {
 			t.Errorf("tail %q lacks the server's output", se.Tail)
 		}
 		if s := stateOf(m, "a"); s != lifecycle.Failed {
-			t.Errorf("a is %v, want failed", s)
+			t.Errorf("a is %v, want failed (%+v, events %q)", s, m.List(), fake.Events())
 		}
 		if fake.Net.Live() != 0 || fake.Launcher.Running() != 0 {
 			t.Errorf("%d sandboxes and %d dev servers left", fake.Net.Live(), fake.Launcher.Running())
@@ -312,9 +310,10 @@ func TestFakeBackoffAfterFailures(t *testing.T) {
 			}
 			return lifecycletest.FakeBehaviour{}
 		}
-		// No reap tick within the test: the reaper forgets a failed env
-		// once its backoff has passed (forgetStale), and with it the
-		// count of its failures.
+		// No reap tick within the test: one at the very instant a 60s
+		// backoff ends (30s past the idle timeout) would forget the env,
+		// and the count of its failures, as the request comes. See
+		// TestFakeBackoffSurvivesTheReaper for the reaper.
 		m := lifecycletest.NewFakeManager(t, lifecycle.Config{ReapInterval: time.Hour}, fake)
 		want := []time.Duration{0, time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second,
 			32 * time.Second, time.Minute, time.Minute}
@@ -634,4 +633,33 @@ func concurrentStartsAtMaxEnvs(t *testing.T, slowStops, operator bool, wantEvict
 	if n := fake.Launcher.Launches(""); n != 6 {
 		t.Errorf("%d launches, want 6", n)
 	}
+}
+
+// The count of consecutive failures survives the reaper while requests
+// keep coming: a client asking every 2s for a dev server that always fails
+// at boot launches it at 0.5s, 2.5s, 4.5s, 6.5s, 10.5s, 18.5s and 34.5s
+// (backoffs of 1s, 2s, 4s, 8s, 16s, 32s), seven times in a minute, not
+// once per request. The requests are half a second off the reap ticks.
+func TestFakeBackoffSurvivesTheReaper(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fake := lifecycletest.NewFake()
+		fake.Launcher.Behave = behave(lifecycletest.FakeBehaviour{ExitAtBoot: "exit status 1"})
+		m := lifecycletest.NewFakeManager(t, lifecycle.Config{ReapInterval: time.Second}, fake)
+		began := time.Now()
+		advance(500 * time.Millisecond)
+		var launchedAt []time.Duration
+		for range 30 {
+			before := fake.Launcher.Launches("a")
+			startError(t, (<-goAcquire(m, "a")).err)
+			if fake.Launcher.Launches("a") > before {
+				launchedAt = append(launchedAt, time.Since(began))
+			}
+			advance(2 * time.Second)
+		}
+		want := []time.Duration{500 * time.Millisecond, 2500 * time.Millisecond, 4500 * time.Millisecond,
+			6500 * time.Millisecond, 10500 * time.Millisecond, 18500 * time.Millisecond, 34500 * time.Millisecond}
+		if !slices.Equal(launchedAt, want) {
+			t.Fatalf("launched at %v, want %v", launchedAt, want)
+		}
+	})
 }

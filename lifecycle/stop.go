@@ -48,6 +48,7 @@ func (m *Manager) supervise(e *env, proc Process) {
 		se.RetryAt = time.Now().Add(backoff(e.failures))
 	}
 	e.failure = se
+	e.lastActive.Store(time.Now().UnixNano()) // as in failStart
 	close(e.stopped)
 	e.setStateLocked(Failed)
 	e.mu.Unlock()
@@ -238,9 +239,10 @@ const (
 var errForgotten = errors.New("lifecycle: env entry dropped; look it up again")
 
 // forgetStale drops the entries of envs that are not running, have
-// nothing in flight, and saw no activity for their idle timeout, so that
-// requests for ever new names do not grow the manager without bound. A
-// failed env is kept until its backoff ends, to keep the backoff.
+// nothing in flight, and saw no activity (a lease, a start that failed)
+// for their idle timeout, so that requests for ever new names do not grow
+// the manager without bound. A failed env is kept until its backoff ends,
+// to keep the backoff.
 func (m *Manager) forgetStale(now time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -249,7 +251,11 @@ func (m *Manager) forgetStale(now time.Time) {
 			continue
 		}
 		e.mu.Lock()
+		// Again, under e.mu: a start that failed since the check above
+		// counts as activity (failStart), and it is over now.
+		recent := now.Sub(time.Unix(0, e.lastActive.Load())) <= e.tmpl.IdleTimeout
 		switch st := e.State(); {
+		case recent:
 		case st == Stopped, st == Failed && (e.failure == nil || !now.Before(e.failure.RetryAt)):
 			if e.sb == nil && e.proc == nil && !e.inStart {
 				e.forgotten = true
