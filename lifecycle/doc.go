@@ -10,7 +10,8 @@
 // makes sandboxes through the Network interface (netns.Manager in
 // production) and has a Launcher (launcher.go; lifecycle/devserver in
 // production) start, probe and stop the dev servers in them, so that its
-// logic can be tested with fakes.
+// logic is tested with fakes (lifecycletest.Fake), without root, on a
+// testing/synctest clock (statemachine_test.go).
 //
 // Under load:
 //
@@ -22,16 +23,20 @@
 //     for the stop and starts it again.
 //   - Admission (admission.go): Limits.MaxEnvs and MinAvailableMemory evict
 //     idle envs (least recently used; the largest by cgroup memory when
-//     memory is short), each start as many as it needs and the slot an
-//     eviction frees going to the start that made it; a start waits for
-//     the slot of an env on its way out, or is refused at once with a
-//     *CapacityError when nothing is idle or leaving. MaxStarting queues
-//     starts, at most MaxQueuedStarts of them; a queued start nobody waits
-//     for any more is dropped before it begins (demand.go).
+//     memory is short; never one whose requests have yet to take their
+//     leases from the start that made it ready), each start as many as it
+//     needs and the slot an eviction frees going to the start that made
+//     it; a start waits for the slot of an env on its way out, or is
+//     refused at once with a *CapacityError when nothing is idle or
+//     leaving. MaxStarting queues starts, at most MaxQueuedStarts of them;
+//     a queued start nobody waits for any more is dropped before it
+//     begins (demand.go).
 //   - Supervision (stop.go): a dev server that exits on its own marks its env
-//     failed; restarts back off after repeated crashes. Stop signals the
-//     process group, waits StopGrace, kills it, then the sandbox (every
-//     process in the namespace) and the cgroup.
+//     failed; restarts back off after repeated failures (1s, 2s, ... up to
+//     a minute), the count kept while failed starts come within the idle
+//     timeout of each other. Stop signals the process group, waits
+//     StopGrace, kills it, then the sandbox (every process in the
+//     namespace) and the cgroup.
 //   - Isolation (lifecycle/devserver): Template.User runs the dev server
 //     unprivileged, with no_new_privs, through a trampoline
 //     (cmd/envgate-init); Template.Resources limit it through a cgroup of
