@@ -663,3 +663,50 @@ func TestFakeBackoffSurvivesTheReaper(t *testing.T) {
 		}
 	})
 }
+
+// When available memory is below the floor, a start evicts idle envs by
+// memory, the largest first (ties: the least recently used), as many as
+// it takes to get back above the floor and no more; when nothing is idle
+// it is refused at once (min_available_memory).
+func TestFakeMemoryFloorEvictsLargestFirst(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const gib = 1 << 30
+		fake := lifecycletest.NewFake()
+		memory := map[string]int64{"e1": 1 * gib, "e2": 3 * gib}
+		fake.Launcher.Behave = func(env string, _ int) lifecycletest.FakeBehaviour {
+			if m, ok := memory[env]; ok {
+				return lifecycletest.FakeBehaviour{Memory: m}
+			}
+			return lifecycletest.FakeBehaviour{Memory: 2 * gib}
+		}
+		obs := &observed{}
+		m := lifecycletest.NewFakeManager(t, lifecycle.Config{Observer: obs, ReapInterval: time.Hour,
+			Limits:          lifecycle.Limits{MinAvailableMemory: 5 * gib},
+			AvailableMemory: func() (int64, error) { return 10*gib - fake.Launcher.MemoryInUse(), nil }}, fake)
+		startIdle(t, m, "e1", "e2", "e3") // 4 GiB left
+		startIdle(t, m, "n1")             // evicts e2 (3 GiB): 5 GiB left
+		startIdle(t, m, "n2")             // at the floor: no eviction, 3 GiB left
+		if terms := fake.EventsOf("term"); !slices.Equal(terms, []string{"e2#1"}) {
+			t.Fatalf("evicted %q, want e2 (the largest)", terms)
+		}
+		startIdle(t, m, "n3") // e3, n1, n2 use 2 GiB each: e3 is the least recently used
+		if terms := fake.EventsOf("term"); !slices.Equal(terms, []string{"e2#1", "e3#1"}) {
+			t.Fatalf("evicted %q, want e2, then e3", terms)
+		}
+		want := []string{"e2 evicted_memory", "e3 evicted_memory"}
+		if st := obs.get(&obs.stopped); !slices.Equal(st, want) {
+			t.Fatalf("observed stops %q, want %q", st, want)
+		}
+		for _, n := range []string{"e1", "n1", "n2", "n3"} {
+			must(t, <-goAcquire(m, n)) // held: busy
+		}
+		_, err := m.Acquire(context.Background(), "refused")
+		var ce *lifecycle.CapacityError
+		if !errors.As(err, &ce) || ce.Limit != "min_available_memory" {
+			t.Fatalf("err = %v, want a *CapacityError for min_available_memory", err)
+		}
+		if n := fake.Launcher.Launches("refused"); n != 0 {
+			t.Fatalf("a refused start launched %d", n)
+		}
+	})
+}
