@@ -39,7 +39,8 @@ vuln:
 # Benchmarks (root, 2+ cores, < 10 min): Go micro-benchmarks, then loadtest/bench/run.sh,
 # which compares envgate with direct, Caddy and nginx side by side, measures the gateway at
 # 0-2,000 live envs (about 2-3 min; its curves drawn as loadtest/bench/results/scale.svg)
-# and writes BENCHMARKS.md. BENCH_ONLY=scale runs one scenario (BENCH_ONLY=firewall: §1c alone); see run.sh for the knobs.
+# and writes BENCHMARKS.md. BENCH_ONLY=scale runs one scenario (BENCH_ONLY=firewall: §1c alone;
+# BENCH_ONLY=cluster: §6, two cluster nodes on an embedded etcd); see run.sh for the knobs.
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 	GO=$(GO) ./loadtest/bench/run.sh

@@ -7,6 +7,8 @@
 #   4. churn: zipf traffic over 2,000 env names for 60 s under an env cap
 #   5. scale: cold starts, RSS, threads and start rate at 0-2,000 live envs,
 #      SIGTERM time at the most, and their curves as an SVG (gonum plot)
+#   6. cluster mode: warm req/s through an env's owner vs through another
+#      node (one hop more), and cold starts through each (cluster.sh)
 # plus a CPU profile of the warm path, and writes BENCHMARKS.md with the
 # machine, the exact commands and every figure as a ratio measured in the same
 # run. Every gateway it starts has its own instance (egbench), state dir and
@@ -19,7 +21,7 @@
 # BENCH_DURATION (s per wrk run, 5), BENCH_ROUNDS (5), BENCH_PROFILE_S (10),
 # BENCH_COLD_N (100), BENCH_CHURN_S (60), BENCH_KEEP=1 keeps the temp dir
 # (logs, wrk output, the CPU profile), BENCH_ONLY (scenarios to run, e.g.
-# "warm cold"; default all: warm firewall cold herd churn scale, where
+# "warm cold"; default all: warm firewall cold herd churn scale cluster, where
 # firewall is §1c, the env firewall's cost on the warm path), BENCH_REV (the
 # envgate revision the report names; default from git).
 set -euo pipefail
@@ -50,10 +52,10 @@ die() { log "FAIL: $*"; exit 1; }
 [[ -x $(dirname "$BIN")/envgate-init ]] || die "$(dirname "$BIN")/envgate-init missing: run make build"
 
 # ---- tools -----------------------------------------------------------------
-ONLY=${BENCH_ONLY:-warm firewall cold herd churn scale}
+ONLY=${BENCH_ONLY:-warm firewall cold herd churn scale cluster}
 install_tools() {
 	local need=()
-	if [[ " $ONLY " == *" warm "* || " $ONLY " == *" firewall "* ]]; then
+	if [[ " $ONLY " == *" warm "* || " $ONLY " == *" firewall "* || " $ONLY " == *" cluster "* ]]; then
 		command -v wrk >/dev/null || need+=(wrk)
 	fi
 	if [[ " $ONLY " == *" warm "* ]]; then # only the warm comparison uses these
@@ -121,6 +123,8 @@ HERE=$ROOT/loadtest/bench
 . "$HERE/scenarios.sh"
 # shellcheck source=loadtest/bench/scale.sh
 . "$HERE/scale.sh"
+# shellcheck source=loadtest/bench/cluster.sh
+. "$HERE/cluster.sh"
 
 # Run state: the Commands section, the report's parts, what to clean up.
 CMDS=$TMP/commands.md MD=$TMP/results.md SUM=$TMP/summary.md
@@ -138,7 +142,7 @@ log "tmp dir $TMP"
 BUSY_BEFORE=$(busy_pct 2)
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 log "CPU busy before the run (2 s, nothing of ours running): $BUSY_BEFORE %"
-for s in warm firewall cold herd churn scale; do
+for s in warm firewall cold herd churn scale cluster; do
 	[[ " $ONLY " != *" $s "* ]] || "scenario_$s"
 done
 BUSY_AFTER=$(busy_pct 2)

@@ -4,7 +4,8 @@
 // requests released at once, the rate of starts that grow the set of live
 // envs, and the scale scenario's curves drawn as an SVG (gonum plot). Each
 // subcommand prints one JSON object on stdout, latencies in milliseconds,
-// for the script to put in BENCHMARKS.md.
+// for the script to put in BENCHMARKS.md; etcd runs the etcd of the
+// cluster scenario.
 //
 // It only dials the address it is given (loopback, where the gateway
 // listens) and never resolves a hostname: the env's name travels in the
@@ -26,6 +27,8 @@ const usage = `usage:
   benchtool grow -addr HOST:PORT -hosts TEMPLATE -envs E -concurrency C [-path P]
                  (each of E hosts once, C at a time: the sustained start rate)
   benchtool plot -in scale.csv -out scale.svg [-title T]
+  benchtool etcd -dir D [-client URL] [-peer URL]
+                 (a one-member etcd on loopback until SIGTERM, for the cluster scenario)
   benchtool load -addr HOST:PORT -hosts TEMPLATE -envs E -dist D -concurrency C -duration D
                  (envgate loadtest --concurrency C --json, for when that command cannot run)`
 
@@ -49,6 +52,12 @@ func main() {
 		out, err = runGrow(os.Args[2:])
 	case "plot":
 		out, err = runPlot(os.Args[2:])
+	case "etcd":
+		if err := runEtcd(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "benchtool:", err)
+			os.Exit(1)
+		}
+		return
 	case "load":
 		var r *loadtest.Report
 		if r, err = runLoad(os.Args[2:]); err == nil {
