@@ -41,6 +41,9 @@ func (c *Config) validatePreviews() []error {
 	if c.Source.Checkouts && c.Source.Kind != sourceGit {
 		errs = append(errs, c.errAt("source.checkouts", "only for kind git"))
 	}
+	if f := c.Source.CredentialsFile; f != "" && (c.Source.Kind != sourceGit || !filepath.IsAbs(f)) {
+		errs = append(errs, c.errAt("source.credentials_file", "%q: want the absolute path of a git-credential-store file, with kind git", f))
+	}
 	for i, tc := range c.Templates {
 		if len(tc.Prepare) > 0 && !c.Source.Checkouts {
 			errs = append(errs, c.errAt(fmt.Sprintf("templates.%d.prepare", i), "prepare steps run in the env's checkout: set source.checkouts: true (with kind git)"))
@@ -52,7 +55,8 @@ func (c *Config) validatePreviews() []error {
 // mirror is the git source's mirror and worktrees in state_dir.
 func (c *Config) mirror() sources.Mirror {
 	root := filepath.Join(c.StateDir, "git")
-	return sources.Mirror{Repo: c.Source.Repo, Dir: filepath.Join(root, "mirror.git"), Worktrees: filepath.Join(root, "checkouts")}
+	return sources.Mirror{Repo: c.Source.Repo, Dir: filepath.Join(root, "mirror.git"), Worktrees: filepath.Join(root, "checkouts"),
+		CredentialsFile: c.Source.CredentialsFile}
 }
 
 // gitPreviewSource makes the mirrored git source: the clone or first

@@ -21,6 +21,7 @@ func TestConfigPreviewsErrors(t *testing.T) {
 		{"gitlab token without project", "source: {kind: git, repo: /srv/r.git}\npreviews:\n  gitlab: {secret_file: /s, token_file: /t}\n", ":3: previews.gitlab.project: needed with token_file"},
 		{"relative secret", "source: {kind: git, repo: /srv/r.git}\npreviews:\n  gitlab: {secret_file: s}\n", ":3: previews.gitlab.secret_file"},
 		{"previews.host outside the internal CA's domains", "source: {kind: git, repo: /srv/r.git}\npreviews:\n  host: hooks.example.com\n  github: {secret_file: /s}\n", ":3: previews.host: \"hooks.example.com\" is not under a configured domain"},
+		{"relative credentials file", "source: {kind: git, repo: https://example.com/r.git, credentials_file: creds}\n", ":1: source.credentials_file: \"creds\": want the absolute path"},
 		{"unknown previews key", "source: {kind: git, repo: /srv/r.git}\npreviews: {destroy_afer: 1h}\n", "destroy_afer"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -37,6 +37,12 @@ type SourceConfig struct {
 	// branch moves (templates use it as {{.Checkout}}); it implies a
 	// mirror in state_dir/git. Default false.
 	Checkouts bool `yaml:"checkouts"`
+	// CredentialsFile, for kind git with a remote repo, is a
+	// git-credential-store file (lines of https://user:token@host, e.g. a
+	// deploy token; root-only, 0600) the mirror's clone and fetches, and
+	// envgate url, take credentials from. Default "": the mirror's own
+	// config, or root's ssh keys for ssh URLs.
+	CredentialsFile string `yaml:"credentials_file"`
 }
 
 // source: kinds.

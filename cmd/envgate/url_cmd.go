@@ -64,7 +64,7 @@ func branchHeads(cmd *cobra.Command, cfg *Config) (map[string]string, error) {
 		}
 		// The mirror is root's (0700): another user asks the repository.
 	}
-	return sources.RemoteHeads(cmd.Context(), cfg.Source.Repo)
+	return sources.RemoteHeads(cmd.Context(), cfg.Source.Repo, cfg.Source.CredentialsFile)
 }
 
 // envURL is the root URL of env under domain, with the scheme and port

@@ -52,6 +52,22 @@ type Mirror struct {
 	Repo      string
 	Dir       string // the mirror's git dir, e.g. <state_dir>/git/mirror.git
 	Worktrees string // parent of the worktrees, e.g. <state_dir>/git/checkouts
+	// CredentialsFile, if set, is a git-credential-store file (lines of
+	// https://user:token@host) the clone and fetches take credentials
+	// from; other credential helpers are then not asked. Default "": the
+	// mirror's own config (and, for ssh, root's keys).
+	CredentialsFile string
+}
+
+// credentialEnv is the environment that makes git take credentials from
+// file alone (GIT_CONFIG_COUNT adds config, as -c would), nil for none.
+func credentialEnv(file string) []string {
+	if file == "" {
+		return nil
+	}
+	return []string{"GIT_CONFIG_COUNT=2",
+		"GIT_CONFIG_KEY_0=credential.helper", "GIT_CONFIG_VALUE_0=",
+		"GIT_CONFIG_KEY_1=credential.helper", "GIT_CONFIG_VALUE_1=store --file=" + file}
 }
 
 // gitDir runs git on the mirror.
@@ -85,7 +101,7 @@ func (m *Mirror) sync(ctx context.Context) error {
 		if err := os.Mkdir(tmp, 0o700); err != nil {
 			return fmt.Errorf("sources: mirror: %w", err)
 		}
-		if _, err := runGit(ctx, nil, "clone", "--mirror", "--quiet", "--", m.Repo, tmp); err != nil {
+		if _, err := runGit(ctx, credentialEnv(m.CredentialsFile), "clone", "--mirror", "--quiet", "--", m.Repo, tmp); err != nil {
 			os.RemoveAll(tmp)
 			return fmt.Errorf("sources: mirror %s: %w", m.Repo, err)
 		}
@@ -94,7 +110,8 @@ func (m *Mirror) sync(ctx context.Context) error {
 		}
 		return nil
 	}
-	if _, err := m.git(ctx, "fetch", "--prune", "--quiet", "origin"); err != nil {
+	fetch := append([]string{"GIT_DIR=" + m.Dir}, credentialEnv(m.CredentialsFile)...)
+	if _, err := runGit(ctx, fetch, "fetch", "--prune", "--quiet", "origin"); err != nil {
 		return fmt.Errorf("sources: fetch %s: %w", m.Repo, err)
 	}
 	return nil
@@ -383,9 +400,10 @@ func (g *Git) sync(ctx context.Context) error {
 }
 
 // RemoteHeads lists repo's branches and head commits with git ls-remote
-// (a URL or a local path; no mirror needed).
-func RemoteHeads(ctx context.Context, repo string) (map[string]string, error) {
-	out, err := runGit(ctx, nil, "ls-remote", "--heads", "--", repo)
+// (a URL or a local path; no mirror needed), with credentials from
+// credentialsFile if set (see Mirror.CredentialsFile).
+func RemoteHeads(ctx context.Context, repo, credentialsFile string) (map[string]string, error) {
+	out, err := runGit(ctx, credentialEnv(credentialsFile), "ls-remote", "--heads", "--", repo)
 	if err != nil {
 		return nil, fmt.Errorf("sources: %w", err)
 	}

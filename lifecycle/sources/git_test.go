@@ -135,7 +135,7 @@ func TestRemoteHeads(t *testing.T) {
 	gitT(t, root, "init", "--quiet", "--initial-branch=main", repo)
 	c1 := commitFile(t, repo, "f", "1")
 	gitT(t, repo, "branch", "feature/Login_Page")
-	heads, err := RemoteHeads(context.Background(), repo)
+	heads, err := RemoteHeads(context.Background(), repo, "")
 	if err != nil || len(heads) != 2 || heads["main"] != c1 || heads["feature/Login_Page"] != c1 {
 		t.Fatalf("heads %v %v", heads, err)
 	}
