@@ -138,7 +138,7 @@ func (a *app) startEnvs(context.Context) (err error) {
 		Log: log.With().Str("component", "firewall").Logger()}
 	// Cluster mode: the node the envs are claimed through, joined by the
 	// cluster step.
-	if a.cluster, err = newCluster(cfg, log); err != nil {
+	if a.cluster, err = newCluster(cfg, a.pred.clusterLease(), log); err != nil {
 		return err
 	}
 	dataRoot := filepath.Join(cfg.StateDir, "envs")
@@ -369,5 +369,6 @@ func (a *app) takeOver(context.Context) error {
 	// over and exits without stopping them: they are this process's now,
 	// whatever happens next.
 	a.ownsEnvs, a.ownsTable = true, true
+	a.cluster.takenOver() // and the cluster session they are owned under
 	return a.pred.takeOver(a.envs, a.nsm)
 }

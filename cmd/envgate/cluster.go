@@ -35,7 +35,7 @@ type clusterMode struct {
 
 // newCluster makes the node of cfg.Cluster, not yet started; nil outside
 // cluster mode. Close it.
-func newCluster(cfg *Config, log zerolog.Logger) (*clusterMode, error) {
+func newCluster(cfg *Config, inheritLease int64, log zerolog.Logger) (*clusterMode, error) {
 	if cfg.Cluster == nil {
 		return nil, nil
 	}
@@ -53,6 +53,9 @@ func newCluster(cfg *Config, log zerolog.Logger) (*clusterMode, error) {
 		}
 	}
 	ccfg := cfg.clusterConfig(lost, c.log)
+	// A restart in place keeps the session, and so the owner keys and
+	// fencing tokens, of the envs it takes over.
+	ccfg.InheritLease = inheritLease
 	ccfg.Local = func() []string {
 		envs := c.envs.Load()
 		if envs == nil {
@@ -111,7 +114,33 @@ func (c *clusterMode) start(cfg *Config, envs *lifecycle.Manager) {
 	c.log.Info().Str("node", cfg.Cluster.Node).Str("advertise", cfg.Cluster.Advertise).Strs("etcd", cfg.Cluster.Etcd.Endpoints).Msg("cluster mode")
 }
 
-// Close ends the session; this node's owner keys go with it.
+// lease is the session's lease for the next gateway process of a restart
+// in place; 0 outside cluster mode.
+func (c *clusterMode) lease() int64 {
+	if c == nil {
+		return 0
+	}
+	return c.node.Lease()
+}
+
+// takenOver says this process took its predecessor's envs over: the
+// session it inherited is its own to end.
+func (c *clusterMode) takenOver() {
+	if c != nil {
+		c.node.TakenOver()
+	}
+}
+
+// handOff says the next gateway process took the session over: Close
+// leaves it alive.
+func (c *clusterMode) handOff() {
+	if c != nil {
+		c.node.HandOff()
+	}
+}
+
+// Close ends the session; this node's owner keys go with it (unless
+// handed off).
 func (c *clusterMode) Close() error {
 	if c == nil {
 		return nil

@@ -263,6 +263,8 @@ func TestClusterPlacementAndNodeLoss(t *testing.T) {
 	// running (on_restart: adopt), learns that they moved, and stops
 	// them: it runs no env another node owns, and its namespaces go.
 	victim.g = startServe(t, victim.cfgPath, victim.addr)
+	// Until it has joined, it knows no owners and places nothing (503).
+	victim.waitRegistered(t)
 	wait.For(t, 30*time.Second, "the restarted "+victim.name+"'s namespaces to go", func() bool {
 		ns, _ := instanceState(t, victim.instance)
 		return len(ns) == 0
@@ -883,4 +885,66 @@ func exited(pid int) bool {
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	return i > 0 && len(s) > i+2 && s[i+2] == 'Z'
+}
+
+// TestClusterRestartInPlace: a node restarted in place (SIGHUP: a new
+// process takes the envs over) keeps its cluster session, so its envs'
+// owner keys, and their fencing tokens, stay as they were: the envs run
+// on, not stopped as lost when the old process ends, and not moved.
+func TestClusterRestartInPlace(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (network namespaces)")
+	}
+	te := clustertest.Start(t)
+	cli := te.Client(t)
+	const ttl = 3 * time.Second
+	nodes := startTestCluster(t, []string{te.Endpoint}, "trs", 2, ttl, "")
+	if status, shown, _, _ := nodes[0].getEnv(t, "rs0"); status != 200 || shown != "rs0" {
+		t.Fatalf("rs0: status %d, page of %q", status, shown)
+	}
+	node, other := nodes[0], nodes[1]
+	if owners(t, cli, "trs")["rs0"] == nodes[1].name {
+		node, other = nodes[1], nodes[0]
+	}
+	ownerRev := func() int64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		resp, err := cli.Get(ctx, "/envgate/trs/envs/rs0")
+		if err != nil || len(resp.Kvs) == 0 {
+			return 0
+		}
+		return resp.Kvs[0].ModRevision
+	}
+	rev := ownerRev()
+	pid := lsJSON(t, node.cfgPath)["rs0"].Pid
+	cfg, err := LoadConfig(node.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent := node.g.cmd.Process.Pid
+	if err := syscall.Kill(parent, syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	var child int
+	wait.For(t, 60*time.Second, "the new process's pid file", func() bool {
+		child = readPid(pidFile(cfg))
+		return child != 0 && child != parent
+	})
+	t.Cleanup(func() { syscall.Kill(child, syscall.SIGTERM) })
+	wait.For(t, 30*time.Second, "the old process to exit", func() bool { return !alive(parent) })
+	// Past the old process's end and a session_ttl: a lease it had
+	// revoked, or left to expire, would have taken the owner key along.
+	time.Sleep(ttl + time.Second)
+	if r := ownerRev(); r != rev {
+		t.Errorf("rs0's owner key after the restart in place: revision %d, was %d", r, rev)
+	}
+	if e := lsJSON(t, node.cfgPath)["rs0"]; e.State != "ready" || e.Pid != pid {
+		t.Errorf("rs0 after the restart in place: %+v; want ready, pid %d as before", e, pid)
+	}
+	if status, shown, _, _ := other.getEnv(t, "rs0"); status != 200 || shown != "rs0" {
+		t.Errorf("rs0 through %s after the restart: status %d, page of %q", other.name, status, shown)
+	}
+	if ns, _ := instanceState(t, other.instance); len(ns) != 0 {
+		t.Errorf("%s runs %v: rs0 moved off the restarted node", other.name, ns)
+	}
 }

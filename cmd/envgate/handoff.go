@@ -56,6 +56,9 @@ type handoffMsg struct {
 	Keys []string              `json:"keys,omitempty"`
 	Envs []lifecycle.HandedEnv `json:"envs,omitempty"`
 	Pid  int                   `json:"pid,omitempty"`
+	// ClusterLease, with listeners: the cluster session's lease, which the
+	// successor keeps (its owner keys stay).
+	ClusterLease int64 `json:"cluster_lease,omitempty"`
 }
 
 // ctlConn is a SOCK_SEQPACKET unix socket: one message per packet, with
@@ -137,6 +140,17 @@ func (c ctlConn) expect(typ string, timeout time.Duration) (handoffMsg, []*os.Fi
 type predecessor struct {
 	ctl ctlConn
 	log zerolog.Logger
+	// lease is the predecessor's cluster session lease, 0 if none.
+	lease int64
+}
+
+// clusterLease is the cluster session lease to inherit: 0 without a
+// predecessor.
+func (p *predecessor) clusterLease() int64 {
+	if p == nil {
+		return 0
+	}
+	return p.lease
 }
 
 // inheritListeners finds inherited listening sockets: from a predecessor
@@ -177,6 +191,7 @@ func inheritListeners(log zerolog.Logger) (*predecessor, *listenerSet, error) {
 		}
 		lset.inherited = append(lset.inherited, inheritedListener{key: m.Keys[i], ln: ln})
 	}
+	p.lease = m.ClusterLease
 	log.Info().Int("listeners", len(files)).Msg("taking over from the previous gateway process")
 	return p, lset, nil
 }
@@ -264,7 +279,7 @@ var restartSignals = []os.Signal{syscall.SIGHUP, syscall.SIGUSR2}
 // then stopServing has been called and the caller must drain and exit
 // without stopping envs. On return without a handoff the caller stops.
 func runUntilStop(ctx context.Context, stopServing context.CancelFunc, pred *predecessor, lset *listenerSet,
-	envs *lifecycle.Manager, cfg *Config, log zerolog.Logger) (handedOff bool) {
+	envs *lifecycle.Manager, cl *clusterMode, cfg *Config, log zerolog.Logger) (handedOff bool) {
 	if pred != nil {
 		pred.serving()
 	}
@@ -279,7 +294,7 @@ func runUntilStop(ctx context.Context, stopServing context.CancelFunc, pred *pre
 			return false
 		case s := <-sig:
 			log.Info().Str("signal", s.String()).Msg("restarting: starting the new gateway process")
-			if restart(stopServing, lset, envs, cfg, log) {
+			if restart(stopServing, lset, envs, cl, cfg, log) {
 				return true
 			}
 		}
@@ -288,8 +303,8 @@ func runUntilStop(ctx context.Context, stopServing context.CancelFunc, pred *pre
 
 // restart runs steps 1-3 of the handoff. It returns false, with this
 // process still serving, if the successor failed before it took anything.
-func restart(stopServing context.CancelFunc, lset *listenerSet, envs *lifecycle.Manager, cfg *Config, log zerolog.Logger) bool {
-	s, err := startSuccessor(lset, log)
+func restart(stopServing context.CancelFunc, lset *listenerSet, envs *lifecycle.Manager, cl *clusterMode, cfg *Config, log zerolog.Logger) bool {
+	s, err := startSuccessor(lset, cl.lease(), log)
 	if err != nil {
 		log.Error().Err(err).Msg("restart failed; still serving")
 		return false
@@ -312,6 +327,8 @@ func restart(stopServing context.CancelFunc, lset *listenerSet, envs *lifecycle.
 		log.Info().Int("pid", m.Pid).Int("envs", len(handed)).Msg("new gateway process serving; draining")
 	}
 	s.ctl.c.Close()
+	// It keeps the cluster session, and with it the envs' owner keys.
+	cl.handOff()
 	// The successor is on its own now: do not wait for it, and let it
 	// outlive us.
 	go s.cmd.Wait()
@@ -325,7 +342,7 @@ type successor struct {
 
 // startSuccessor re-executes this binary with the same arguments, passes
 // it the listeners and waits until it is ready to take over.
-func startSuccessor(lset *listenerSet, log zerolog.Logger) (*successor, error) {
+func startSuccessor(lset *listenerSet, clusterLease int64, log zerolog.Logger) (*successor, error) {
 	keys, files, err := lset.sockets()
 	if err != nil {
 		return nil, err
@@ -367,7 +384,7 @@ func startSuccessor(lset *listenerSet, log zerolog.Logger) (*successor, error) {
 		ctl.c.Close()
 		return nil, err
 	}
-	if err := ctl.send(handoffMsg{Type: "listeners", Keys: keys}, files); err != nil {
+	if err := ctl.send(handoffMsg{Type: "listeners", Keys: keys, ClusterLease: clusterLease}, files); err != nil {
 		return fail(err)
 	}
 	m, _, err := ctl.expect("ready", successorTimeout)

@@ -179,7 +179,7 @@ func (a *app) run(ctx context.Context) (exitMode, error) {
 		a.handler.Load().Shutdown(sctx)
 	})
 	exit := exitStop
-	if runUntilStop(ctx, cancel, a.pred, a.lset, a.envs, cfg, a.log) {
+	if runUntilStop(ctx, cancel, a.pred, a.lset, a.envs, a.cluster, cfg, a.log) {
 		exit = exitHandoff
 	}
 	a.log.Info().Msg("shutting down: draining requests")

@@ -60,7 +60,12 @@ type Config struct {
 	Lost func(envs []string)
 	// FenceDir holds one token file per env (see Fence). Required.
 	FenceDir string
-	Log      zerolog.Logger
+	// InheritLease, if set, is the lease of the gateway process this one
+	// takes over from (a restart in place, which hands its envs over):
+	// the first session keeps it, if it still lives, so this node's owner
+	// keys, and the envs' fencing tokens, stay as they were.
+	InheritLease int64
+	Log          zerolog.Logger
 }
 
 func (c *Config) setDefaults() error {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -58,6 +59,15 @@ type Node struct {
 	ctx    context.Context // ends with Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// handedOff: the session's lease went to the next gateway process
+	// (HandOff); Close must not revoke it.
+	handedOff atomic.Bool
+	// inherited is the lease taken over from the previous gateway process
+	// (Config.InheritLease), which Close leaves alive until TakenOver:
+	// a new process that fails before it took the envs over must not end
+	// the session the old one still serves them under.
+	inherited clientv3.LeaseID
+	takenOver atomic.Bool
 }
 
 // New connects (lazily) to etcd; Start begins the membership.
@@ -115,6 +125,26 @@ func (n *Node) Close() error {
 	return n.cli.Close()
 }
 
+// Lease is the current session's lease, 0 while there is none: what the
+// next gateway process of a restart in place inherits (InheritLease).
+func (n *Node) Lease() int64 {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	if n.session == nil {
+		return 0
+	}
+	return int64(n.session.Lease())
+}
+
+// TakenOver says this process has taken the envs of the one it inherited
+// its lease from over (the other ends now): Close may end the session.
+func (n *Node) TakenOver() { n.takenOver.Store(true) }
+
+// HandOff says the next gateway process, which took the envs over, keeps
+// the session's lease: Close then leaves it, and with it this node's
+// owner keys, alive.
+func (n *Node) HandOff() { n.handedOff.Store(true) }
+
 // Client is the etcd client, for tests and the admin view.
 func (n *Node) Client() *clientv3.Client { return n.cli }
 
@@ -151,13 +181,25 @@ func (n *Node) run(ctx context.Context) {
 // *stale.
 func (n *Node) runSession(ctx context.Context, stale *clientv3.LeaseID) error {
 	ttl := max(int(n.cfg.SessionTTL/time.Second), 1)
-	lease, err := n.cli.Grant(ctx, int64(ttl))
-	if err != nil {
-		return fmt.Errorf("cluster: session: %w", err)
+	var leaseID clientv3.LeaseID
+	if id := clientv3.LeaseID(n.cfg.InheritLease); id != 0 {
+		n.cfg.InheritLease = 0 // the first session only
+		if r, err := n.cli.TimeToLive(ctx, id); err == nil && r.TTL > 0 {
+			leaseID = id
+			n.inherited = id
+			n.cfg.Log.Info().Int64("lease", int64(id)).Msg("cluster: keeping the session of the gateway process this one took over from")
+		}
 	}
-	s, err := concurrency.NewSession(n.cli, concurrency.WithLease(lease.ID), concurrency.WithContext(ctx))
+	if leaseID == 0 {
+		lease, err := n.cli.Grant(ctx, int64(ttl))
+		if err != nil {
+			return fmt.Errorf("cluster: session: %w", err)
+		}
+		leaseID = lease.ID
+	}
+	s, err := concurrency.NewSession(n.cli, concurrency.WithLease(leaseID), concurrency.WithContext(ctx))
 	if err != nil {
-		*stale = lease.ID
+		*stale = leaseID
 		return fmt.Errorf("cluster: session: %w", err)
 	}
 	// The session's Done fires only when the client's own view of the
@@ -166,14 +208,14 @@ func (n *Node) runSession(ctx context.Context, stale *clientv3.LeaseID) error {
 	// stop the envs while a third of the TTL is left.
 	kctx, kcancel := context.WithCancel(ctx)
 	defer kcancel()
-	kach, err := n.cli.KeepAlive(kctx, lease.ID)
+	kach, err := n.cli.KeepAlive(kctx, leaseID)
 	if err != nil {
 		s.Orphan()
-		*stale = lease.ID
+		*stale = leaseID
 		return fmt.Errorf("cluster: keepalive: %w", err)
 	}
 	defer func() {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil && !n.handedOff.Load() && (leaseID != n.inherited || n.takenOver.Load()) {
 			// A clean shutdown: revoke at once, so that the others
 			// place this node's envs without waiting out the TTL.
 			cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
