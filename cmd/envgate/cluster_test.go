@@ -95,6 +95,22 @@ func (c *clusterNode) waitRegistered(t *testing.T) {
 	wait.For(t, 30*time.Second, c.name+" to join the cluster", func() bool { return c.g.log.Count("cluster member registered") > 0 })
 }
 
+// ownerKey reads env's owner key in cluster name: the owner node and the
+// key's revision (the fencing token); "" and 0 when there is none.
+func ownerKey(t *testing.T, c *clientv3.Client, name, env string) (string, int64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := c.Get(ctx, "/envgate/"+name+"/envs/"+env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) == 0 {
+		return "", 0
+	}
+	return string(resp.Kvs[0].Value), resp.Kvs[0].ModRevision
+}
+
 var demoEnvRE = regexp.MustCompile(`<h1>([^<]*)</h1>`)
 
 // getEnv asks node for env's demo page; it returns the status, the env
@@ -530,18 +546,7 @@ func TestClusterReleaseOnStop(t *testing.T) {
     allow_root: true
 `)
 	byName := map[string]*clusterNode{nodes[0].name: nodes[0], nodes[1].name: nodes[1]}
-	ownerRev := func(env string) (string, int64) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		resp, err := cli.Get(ctx, "/envgate/tr/envs/"+env)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(resp.Kvs) == 0 {
-			return "", 0
-		}
-		return string(resp.Kvs[0].Value), resp.Kvs[0].ModRevision
-	}
+	ownerRev := func(env string) (string, int64) { return ownerKey(t, cli, "tr", env) }
 	for _, stop := range []string{"idle", "operator"} {
 		env := "rel-" + stop
 		status, shown, visits, _ := nodes[0].getEnv(t, env)
@@ -906,15 +911,7 @@ func TestClusterRestartInPlace(t *testing.T) {
 	if owners(t, cli, "trs")["rs0"] == nodes[1].name {
 		node, other = nodes[1], nodes[0]
 	}
-	ownerRev := func() int64 {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		resp, err := cli.Get(ctx, "/envgate/trs/envs/rs0")
-		if err != nil || len(resp.Kvs) == 0 {
-			return 0
-		}
-		return resp.Kvs[0].ModRevision
-	}
+	ownerRev := func() int64 { _, rev := ownerKey(t, cli, "trs", "rs0"); return rev }
 	rev := ownerRev()
 	pid := lsJSON(t, node.cfgPath)["rs0"].Pid
 	cfg, err := LoadConfig(node.cfgPath)
