@@ -181,7 +181,7 @@ func (c *clusterMode) nodeAPI(cfg *Config, envs *lifecycle.Manager, pv *previews
 	mux.HandleFunc("POST "+syncPath, func(w http.ResponseWriter, r *http.Request) {
 		if pv.git != nil {
 			log.Info().Str("from", r.Header.Get(gateway.HopHeader)).Msg("another node got a webhook: fetching")
-			pv.syncHere(nil)
+			pv.syncRelayed()
 		}
 		w.WriteHeader(http.StatusAccepted)
 	})

@@ -757,13 +757,14 @@ func TestClusterWebhook(t *testing.T) {
 	repo := newGitRepo(t)
 	repo.commit("main", map[string]string{"VERSION": "main-v1\n"})
 	repo.commit("feature-x", map[string]string{"VERSION": "x-v1\n"})
-	secretFile, _ := previewSecrets(t, "hook-secret", "unused")
+	secretFile, tokenFile := previewSecrets(t, "hook-secret", "gh-token")
+	fake, api := newFakeGitHub(t)
 	tmpl := fmt.Sprintf(previewTemplate, repo.dir, "1h", publicCopy(t, envgateBinary(t)))
 	te := clustertest.Start(t)
 	cli := te.Client(t)
 	nodes := startTestCluster(t, []string{te.Endpoint}, "twh", 2, 5*time.Second, tmpl+fmt.Sprintf(`previews:
-  github: {secret_file: %s}
-`, secretFile))
+  github: {secret_file: %s, token_file: %s, repo: acme/app, api: %s}
+`, secretFile, tokenFile, api.URL))
 	// The envs' users traverse the state dir to their checkouts.
 	for d := nodes[0].state; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
 		if err := os.Chmod(d, 0o755); err != nil {
@@ -792,6 +793,17 @@ func TestClusterWebhook(t *testing.T) {
 	if owner.g.log.Count("another node got a webhook") == 0 {
 		t.Errorf("%s fetched without word from %s", owner.name, other.name)
 	}
+	// GitHub hears of the push once, from the node that got it.
+	wait.For(t, 10*time.Second, "the push's deployment", func() bool {
+		fake.mu.Lock()
+		defer fake.mu.Unlock()
+		return len(fake.deploys) > 0
+	})
+	fake.mu.Lock()
+	if n := len(fake.deploys); n != 1 {
+		t.Errorf("%d deployments for one push to two nodes, want 1", n)
+	}
+	fake.mu.Unlock()
 	if code := deliver(t, other.g, "hook-secret", "pull_request", "d-close", map[string]any{"action": "closed",
 		"pull_request": map[string]any{"number": 3, "head": map[string]string{"ref": "feature-x", "sha": "x"}}}); code != 202 {
 		t.Fatalf("pull_request closed to %s: status %d", other.name, code)

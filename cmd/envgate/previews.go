@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/envgate/envgate/gateway/webhook"
@@ -44,6 +45,10 @@ type previews struct {
 	// node fetches (the owner of a moved env restarts it), and destroys
 	// an env on the node that owns it. Set before webhooks are served.
 	cluster previewsCluster
+	// relayed counts fetches for another node's webhook under way: that
+	// node tells the forge and destroys the envs of deleted branches, so
+	// changed here only restarts (or marks stale) the envs this node runs.
+	relayed atomic.Int32
 
 	mu    sync.Mutex
 	stale map[string]struct{} // guarded by mu; envs to restart at their next request
@@ -204,6 +209,7 @@ func (p *previews) changed(onPush string, moved, gone []string) {
 	if p.ctx.Err() != nil {
 		return // shutting down: the next gateway sees the change
 	}
+	quiet := p.relayed.Load() > 0
 	for _, name := range moved {
 		d, ok := p.envs.Detail(name)
 		running := ok && d.State == lifecycle.Ready
@@ -214,7 +220,12 @@ func (p *previews) changed(onPush string, moved, gone []string) {
 		} else if running {
 			p.wg.Go(func() { p.restart(name) })
 		}
-		p.deployed(name)
+		if !quiet {
+			p.deployed(name)
+		}
+	}
+	if quiet {
+		return
 	}
 	for _, name := range gone {
 		p.wg.Go(func() { p.destroy(name, "branch deleted", p.pulls.deploymentsOf(name)) })
@@ -318,9 +329,15 @@ func (p *previews) sync(after func()) {
 	})
 }
 
-// syncHere is sync for this node alone (another node's webhook).
-func (p *previews) syncHere(after func()) {
-	p.wg.Go(func() { p.fetch(after) })
+// syncRelayed is sync for this node alone, on another node's webhook:
+// the envs this node runs follow their branches; the forge hears from
+// the node that got the webhook.
+func (p *previews) syncRelayed() {
+	p.relayed.Add(1)
+	p.wg.Go(func() {
+		defer p.relayed.Add(-1)
+		p.fetch(nil)
+	})
 }
 
 func (p *previews) fetch(after func()) {
