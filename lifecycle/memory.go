@@ -1,16 +1,13 @@
 package lifecycle
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
 
+	"github.com/envgate/envgate/lifecycle/internal/cgroupfile"
 	"github.com/prometheus/procfs"
 )
 
@@ -82,41 +79,14 @@ func isCgroup2(mount string) bool {
 // cgroupRoom reads limit and usage files of a memory cgroup dir. A missing
 // dir, "max" or a v1 "no limit" (a huge number) mean no room figure.
 func cgroupRoom(dir, limitFile, usageFile, inactiveKey string) (int64, bool) {
-	limit, err := readInt(filepath.Join(dir, limitFile))
+	limit, err := cgroupfile.Int(filepath.Join(dir, limitFile))
 	if err != nil || limit >= 1<<60 {
 		return 0, false
 	}
-	usage, err := readInt(filepath.Join(dir, usageFile))
+	usage, err := cgroupfile.Int(filepath.Join(dir, usageFile))
 	if err != nil {
 		return 0, false
 	}
-	usage -= statValue(filepath.Join(dir, "memory.stat"), inactiveKey)
+	usage -= cgroupfile.Stat(filepath.Join(dir, "memory.stat"), inactiveKey)
 	return max(limit-max(usage, 0), 0), true
-}
-
-// readInt reads a file holding one integer ("max" is an error).
-func readInt(path string) (int64, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, err
-	}
-	return strconv.ParseInt(string(bytes.TrimSpace(b)), 10, 64)
-}
-
-// statValue returns key's value in a cgroup memory.stat file, or 0.
-func statValue(path, key string) int64 {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), " ")
-		if ok && k == key {
-			n, _ := strconv.ParseInt(v, 10, 64)
-			return n
-		}
-	}
-	return 0
 }

@@ -1,13 +1,10 @@
 package devserver
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -17,6 +14,7 @@ import (
 	"github.com/containerd/cgroups/v3/cgroup1"
 	"github.com/containerd/cgroups/v3/cgroup2"
 	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/lifecycle/internal/cgroupfile"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -180,11 +178,11 @@ func (c *cgroupV1) kill() error {
 
 func (c *cgroupV1) memoryUsage() int64 {
 	dir := filepath.Join(cgroupMount, "memory", c.p)
-	u, err := readInt(filepath.Join(dir, "memory.usage_in_bytes"))
+	u, err := cgroupfile.Int(filepath.Join(dir, "memory.usage_in_bytes"))
 	if err != nil {
 		return -1
 	}
-	return max(u-statValue(filepath.Join(dir, "memory.stat"), "total_inactive_file"), 0)
+	return max(u-cgroupfile.Stat(filepath.Join(dir, "memory.stat"), "total_inactive_file"), 0)
 }
 
 func (c *cgroupV1) remove() error {
@@ -244,11 +242,11 @@ func (c *cgroupV2) kill() error {
 
 func (c *cgroupV2) memoryUsage() int64 {
 	dir := filepath.Join(cgroupMount, c.p)
-	u, err := readInt(filepath.Join(dir, "memory.current"))
+	u, err := cgroupfile.Int(filepath.Join(dir, "memory.current"))
 	if err != nil {
 		return -1
 	}
-	return max(u-statValue(filepath.Join(dir, "memory.stat"), "inactive_file"), 0)
+	return max(u-cgroupfile.Stat(filepath.Join(dir, "memory.stat"), "inactive_file"), 0)
 }
 
 func (c *cgroupV2) remove() error {
@@ -349,40 +347,12 @@ func removeCgroupParent(parent string) {
 // cgroupCPUTime reads the CPU time used by the cgroup at p (below the
 // hierarchy roots), on v2 or v1; 0 when unknown.
 func cgroupCPUTime(p string) time.Duration {
-	if usec := statValue(filepath.Join(cgroupMount, p, "cpu.stat"), "usage_usec"); usec > 0 {
+	if usec := cgroupfile.Stat(filepath.Join(cgroupMount, p, "cpu.stat"), "usage_usec"); usec > 0 {
 		return time.Duration(usec) * time.Microsecond
 	}
 	for _, h := range []string{"cpuacct", "cpu,cpuacct"} {
-		if ns, err := readInt(filepath.Join(cgroupMount, h, p, "cpuacct.usage")); err == nil {
+		if ns, err := cgroupfile.Int(filepath.Join(cgroupMount, h, p, "cpuacct.usage")); err == nil {
 			return time.Duration(ns)
-		}
-	}
-	return 0
-}
-
-// readInt reads a cgroup file holding one integer ("max" is an error).
-func readInt(path string) (int64, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, err
-	}
-	return strconv.ParseInt(string(bytes.TrimSpace(b)), 10, 64)
-}
-
-// statValue returns key's value in a cgroup stat file (memory.stat,
-// cpu.stat), or 0.
-func statValue(path, key string) int64 {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), " ")
-		if ok && k == key {
-			n, _ := strconv.ParseInt(v, 10, 64)
-			return n
 		}
 	}
 	return 0
