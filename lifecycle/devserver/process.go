@@ -247,8 +247,11 @@ func (p *process) HandOver() (pipe, pidfd *os.File, err error) {
 }
 
 // bootNice is the nice value of a dev server's process group while it
-// boots: a CFS weight of about a tenth of a serving process's.
-const bootNice = 10
+// boots: a CFS weight of 15, against 1,024 for a serving process. In a
+// start storm on a small machine the booting dev servers (each a runtime's
+// start-up and its package init) would otherwise take the CPUs from the envs
+// already serving; on a quiet machine nothing competes and nothing slows.
+const bootNice = 19
 
 // setGroupNice sets the nice value of every thread in process group pgid.
 // A failure costs only the priority: it is ignored.
