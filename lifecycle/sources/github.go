@@ -131,6 +131,18 @@ func (g *notifier) attempt(ctx context.Context, t ghTask) {
 // call sends one API request and decodes a JSON answer into out (if not
 // nil). Any status but 2xx is an error.
 func (g *GitHub) call(ctx context.Context, method, path string, in, out any) error {
+	return callJSON(ctx, g.client, "github", method, g.api, path, in, out, func(h http.Header) {
+		h.Set("Accept", "application/vnd.github+json")
+		h.Set("X-GitHub-Api-Version", "2022-11-28")
+		h.Set("Authorization", "Bearer "+g.token)
+	})
+}
+
+// callJSON sends one request to base+path of a forge's REST API, with in
+// (if not nil) as its JSON body and the headers auth sets, and decodes a
+// JSON answer into out (if not nil). Any status but 2xx is an error that
+// names forge, method and path and quotes the start of the answer.
+func callJSON(ctx context.Context, client *http.Client, forge, method, base, path string, in, out any, auth func(http.Header)) error {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -139,28 +151,26 @@ func (g *GitHub) call(ctx context.Context, method, path string, in, out any) err
 		}
 		body = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, g.api+path, body)
+	req, err := http.NewRequestWithContext(ctx, method, base+path, body)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Accept", "application/vnd.github+json")
-	req.Header.Set("X-GitHub-Api-Version", "2022-11-28")
-	req.Header.Set("Authorization", "Bearer "+g.token)
+	auth(req.Header)
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := g.client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
-		return fmt.Errorf("github: %s %s: %w", method, path, err)
+		return fmt.Errorf("%s: %s %s: %w", forge, method, path, err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("github: %s %s: %s: %.200s", method, path, resp.Status, b)
+		return fmt.Errorf("%s: %s %s: %s: %.200s", forge, method, path, resp.Status, b)
 	}
 	if out != nil {
 		if err := json.Unmarshal(b, out); err != nil {
-			return fmt.Errorf("github: %s %s: %w", method, path, err)
+			return fmt.Errorf("%s: %s %s: %w", forge, method, path, err)
 		}
 	}
 	return nil

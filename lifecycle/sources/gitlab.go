@@ -1,11 +1,8 @@
 package sources
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -38,37 +35,9 @@ func NewGitLab(api, project, token string, log zerolog.Logger) *GitLab {
 
 // call sends one API request; see GitHub.call.
 func (g *GitLab) call(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, g.api+"/projects/"+g.project+path, body)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("PRIVATE-TOKEN", g.token)
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := g.client.Do(req)
-	if err != nil {
-		return fmt.Errorf("gitlab: %s %s: %w", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("gitlab: %s %s: %s: %.200s", method, path, resp.Status, b)
-	}
-	if out != nil {
-		if err := json.Unmarshal(b, out); err != nil {
-			return fmt.Errorf("gitlab: %s %s: %w", method, path, err)
-		}
-	}
-	return nil
+	return callJSON(ctx, g.client, "gitlab", method, g.api+"/projects/"+g.project, path, in, out, func(h http.Header) {
+		h.Set("PRIVATE-TOKEN", g.token)
+	})
 }
 
 // environment returns the ID of env's environment, 0 if there is none.
