@@ -8,8 +8,10 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/envgate/envgate/netns/netnstest"
+	"github.com/envgate/envgate/netns/netnstest/wait"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -117,9 +119,14 @@ templates:
 	expect(m, "envgate_envs", 1, "state", "ready")
 	expect(m, "envgate_env_requests_total", 1, "env", "alpha")
 	// Bytes over the client connection: at least the request head, and
-	// the response's head and page.
-	recv, sent := metricValue(m, "envgate_client_bytes_total", "direction", "received"), metricValue(m, "envgate_client_bytes_total", "direction", "sent")
-	if recv < 30 || sent < 200 {
+	// the response's head and page. The gateway counts a write when it
+	// returns, which may be after the client has the response: wait.
+	var recv, sent float64
+	if !wait.Until(10*time.Second, func() bool {
+		bm := scrape()
+		recv, sent = metricValue(bm, "envgate_client_bytes_total", "direction", "received"), metricValue(bm, "envgate_client_bytes_total", "direction", "sent")
+		return recv >= 30 && sent >= 200
+	}) {
 		t.Errorf("client bytes received %v, sent %v after a GET of a page", recv, sent)
 	}
 	expect(m, "envgate_certificate_events_total", 0, "event", "obtained")
