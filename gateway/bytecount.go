@@ -53,3 +53,7 @@ func (c *countingConn) Write(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// CloseWrite half-closes the connection if it can (a TCP hop splices it,
+// half-closes included; see clustertcp.go), and closes it otherwise.
+func (c *countingConn) CloseWrite() error { return closeWrite(c.Conn) }

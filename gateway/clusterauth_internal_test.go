@@ -66,6 +66,33 @@ func TestVerifyHop(t *testing.T) {
 	}
 }
 
+// A TCP hop's flag is under the signature: it verifies as a TCP hop, and
+// an HTTP hop's signature does not pass for one, nor the reverse.
+func TestVerifyTCPHop(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	out := TCPHopRequest(testSecret, "gw-a", "10.0.0.5:8080", "db--a.localhost", "db", now)
+	hp, err := verifyHop(testSecret, now, received(out))
+	if err != nil || !hp.tcp || hp.showOutput || hp.node != "gw-a" {
+		t.Fatalf("a TCP hop: %+v, %v", hp, err)
+	}
+	if !isTCPHopUpgrade(out.Header) || out.URL.RequestURI() != tcpHopPath+"?port=db" {
+		t.Fatalf("a TCP hop asks for %q at %q", out.Header.Get("Upgrade"), out.URL.RequestURI())
+	}
+	for _, flags := range []string{hopFlagOutput, hopFlagNoOutput} {
+		r := received(out)
+		r.Header.Set(HopAuthHeader, strings.Replace(r.Header.Get(HopAuthHeader), "."+hopFlagTCP+".", "."+flags+".", 1))
+		if hp, err := verifyHop(testSecret, now, r); err == nil {
+			t.Errorf("a TCP hop's signature with flags %q: verified as %+v", flags, hp)
+		}
+	}
+	http := signed("GET", "db--a.localhost", tcpHopPath+"?port=db", now, true)
+	r := received(http)
+	r.Header.Set(HopAuthHeader, strings.Replace(r.Header.Get(HopAuthHeader), "."+hopFlagOutput+".", "."+hopFlagTCP+".", 1))
+	if hp, err := verifyHop(testSecret, now, r); err == nil {
+		t.Errorf("an HTTP hop's signature with the TCP flag: verified as %+v", hp)
+	}
+}
+
 // FuzzVerifyHop: any hop headers a client makes up, for any request, are
 // refused without a panic, unless they are the signature itself.
 func FuzzVerifyHop(f *testing.F) {

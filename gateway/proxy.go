@@ -163,6 +163,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.cluster != nil && h.serveNodeAPI(w, r) {
 		return
 	}
+	if h.cluster != nil && isTCPHopUpgrade(r.Header) {
+		if hp := h.hop(r); hp == nil || !hp.tcp {
+			// The Upgrade token is the cluster's own: no client uses it.
+			(&errorPage{Status: http.StatusForbidden, Error: "bad_tcp_hop", Message: "Only a node of the cluster opens TCP hops."}).write(w, r)
+			h.log.Warn().Str("remote", r.RemoteAddr).Str("host", r.Host).Msg("tcp hop refused: not signed by a node of the cluster")
+			h.logRequest(r, "", http.StatusForbidden, began)
+			return
+		}
+	}
 	label, err := ParseHost(r.Host, h.domains)
 	if err != nil {
 		var he *HostError
@@ -176,7 +185,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if hp := h.hop(r); hp != nil {
 		// Forwarded by a node of the cluster, which admitted the client.
 		dec = access.Decision{Outcome: access.Allowed, ShowOutput: hp.showOutput}
-		if r.URL.Path == StatusPath {
+		if r.URL.Path == StatusPath && !hp.tcp {
 			// Status is forwarded for refused clients too (gate), and
 			// the hop says only whether to show output: a client shown
 			// no output is treated as refused here (no commit either).
@@ -195,8 +204,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if h.cluster != nil && h.routeCluster(w, r, env, dec.ShowOutput, began) {
-		return
+	if h.cluster != nil {
+		if h.routeCluster(w, r, env, dec.ShowOutput, began) {
+			return
+		}
+		if hp := h.hop(r); hp != nil && hp.tcp {
+			h.serveTCPHop(w, r, env, began)
+			return
+		}
 	}
 	body := bodyOf(r)
 	if body != nil && peekFirst(r) {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -60,6 +61,12 @@ type TCPConfig struct {
 	// request, so only an access rule's allow_cidrs can admit it.
 	Access  *access.Policy
 	NewEnvs *NewEnvLimit
+	// Cluster, Node and ClusterSecret are as in Config: in cluster mode a
+	// connection for an env another node serves is relayed to that node
+	// as a TCP hop (see clustertcp.go). Default nil: single node.
+	Cluster       Placer
+	Node          string
+	ClusterSecret []byte
 }
 
 // TCPProxy accepts TLS connections, routes each by SNI to an env (starting
@@ -72,6 +79,8 @@ type TCPProxy struct {
 	ports  PortNamer
 	known  EnvKnower // Config.Envs, if it tells known envs
 	dialer net.Dialer
+	// hopDialer dials other nodes of the cluster (TCP hops).
+	hopDialer net.Dialer
 
 	ctx    context.Context // cancelled when Shutdown gives up waiting
 	cancel context.CancelFunc
@@ -101,7 +110,12 @@ func NewTCPProxy(cfg TCPConfig) (*TCPProxy, error) {
 	if cfg.Access == nil {
 		cfg.Access, _ = access.New(access.Config{})
 	}
-	p := &TCPProxy{cfg: cfg, lns: make(map[net.Listener]struct{}), dialer: net.Dialer{Timeout: 5 * time.Second, Control: netns.MarkSocket}}
+	if cfg.Cluster != nil && len(cfg.ClusterSecret) < MinClusterSecret {
+		return nil, fmt.Errorf("gateway: tcp: cluster mode needs a shared secret of at least %d bytes (TCPConfig.ClusterSecret)", MinClusterSecret)
+	}
+	p := &TCPProxy{cfg: cfg, lns: make(map[net.Listener]struct{}),
+		dialer:    net.Dialer{Timeout: 5 * time.Second, Control: netns.MarkSocket},
+		hopDialer: net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}}
 	p.ports, _ = cfg.Envs.(PortNamer)
 	p.known, _ = cfg.Envs.(EnvKnower)
 	switch cfg.Mode {
@@ -212,6 +226,29 @@ func (p *TCPProxy) handle(c net.Conn) {
 	if err := p.admit(c, env, serverName); err != nil {
 		log.Debug().Err(err).Msg("tcp: refused")
 		return
+	}
+	if p.cfg.Cluster != nil {
+		addr, err := p.cfg.Cluster.Place(p.ctx, env, false)
+		if err != nil {
+			log.Warn().Err(err).Msg("tcp: cluster placement failed")
+			return
+		}
+		if addr != "" {
+			began := time.Now()
+			up, down, err := p.relay(client, addr, serverName, port)
+			var he *TCPHopError
+			if errors.As(err, &he) && he.Status == http.StatusNotFound {
+				// A name anyone can make up, as on the local path.
+				log.Debug().Err(err).Msg("tcp: no such env")
+				return
+			}
+			if err != nil {
+				log.Warn().Err(err).Msg("tcp: relay to the env's node")
+				return
+			}
+			log.Debug().Str("node", addr).Int64("bytes_up", up).Int64("bytes_down", down).Dur("took", time.Since(began)).Msg("tcp connection relayed")
+			return
+		}
 	}
 	lease, err := p.cfg.Envs.Acquire(p.ctx, env)
 	if errors.Is(err, lifecycle.ErrNotAllowed) || errors.Is(err, lifecycle.ErrNoTemplate) {

@@ -326,6 +326,10 @@ func (a *app) listenHTTP(context.Context) error {
 	h := a.front
 	if a.cm != nil {
 		h = a.cm.HTTPHandler(a.front)
+		if a.cluster != nil {
+			// The other nodes' hops come here, not to be redirected.
+			h = gateway.HopsTo(a.front, a.cluster.secret(), h)
+		}
 	}
 	plain := gateway.NewHTTPServer(h, a.log.With().Str("component", "http").Logger())
 	if a.cfg.Listen.H2C {
@@ -341,7 +345,7 @@ func (a *app) listenTCP(context.Context) (err error) {
 	if a.cm != nil {
 		tcpTLS = a.cm.TLSConfig()
 	}
-	a.tcps, err = newTCPListeners(a.cfg, a.envs, tcpTLS, a.lset, a.policy, a.newEnvs, a.log)
+	a.tcps, err = newTCPListeners(a.cfg, a.envs, tcpTLS, a.lset, a.policy, a.newEnvs, a.cluster, a.log)
 	return err
 }
 

@@ -42,6 +42,16 @@ type clusterNode struct {
 // endpoints[i%len(endpoints)]. extra is appended to each config.
 func startTestCluster(t *testing.T, endpoints []string, name string, n int, ttl time.Duration, extra string) []*clusterNode {
 	t.Helper()
+	return startTestClusterWith(t, endpoints, name, n, ttl, func(c *clusterNode) string {
+		return fmt.Sprintf("listen: {http: %q}\ntls: {mode: \"off\"}\n%s", c.addr, extra)
+	})
+}
+
+// startTestClusterWith is startTestCluster with each node's listen:,
+// tls: and the rest of its config given by nodeConfig, called with the
+// node (its name, HTTP address and state dir set).
+func startTestClusterWith(t *testing.T, endpoints []string, name string, n int, ttl time.Duration, nodeConfig func(c *clusterNode) string) []*clusterNode {
+	t.Helper()
 	state := filepath.Join(t.TempDir(), "shared-state")
 	secret := filepath.Join(t.TempDir(), "cluster-secret")
 	if err := os.WriteFile(secret, []byte(testClusterSecret+"\n"), 0o600); err != nil {
@@ -56,9 +66,7 @@ func startTestCluster(t *testing.T, endpoints []string, name string, n int, ttl 
 		c.addr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 		cfg := fmt.Sprintf(`instance: %s
 domains: [localhost]
-listen: {http: "%s"}
 state_dir: %s
-tls: {mode: "off"}
 network: {pool: %s}
 shutdown_timeout: 5s
 cluster:
@@ -68,7 +76,7 @@ cluster:
   advertise: "%s"
   session_ttl: %s
   secret_file: %s
-%s`, c.instance, c.addr, state, sub, endpoints[i%len(endpoints)], name, c.name, c.addr, ttl, secret, extra)
+%s`, c.instance, state, sub, endpoints[i%len(endpoints)], name, c.name, c.addr, ttl, secret, nodeConfig(c))
 		c.cfgPath = filepath.Join(t.TempDir(), "envgate.yaml")
 		if err := os.WriteFile(c.cfgPath, []byte(cfg), 0o644); err != nil {
 			t.Fatal(err)

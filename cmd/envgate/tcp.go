@@ -21,7 +21,7 @@ type tcpListeners struct {
 }
 
 func newTCPListeners(cfg *Config, envs *lifecycle.Manager, tlsCfg *tls.Config, lset *listenerSet,
-	policy *access.Policy, newEnvs *gateway.NewEnvLimit, log zerolog.Logger) (*tcpListeners, error) {
+	policy *access.Policy, newEnvs *gateway.NewEnvLimit, cluster *clusterMode, log zerolog.Logger) (*tcpListeners, error) {
 	t := &tcpListeners{}
 	conns := &gateway.Conns{} // one registry: one grace period for all
 	for _, l := range cfg.TCP {
@@ -35,6 +35,11 @@ func newTCPListeners(cfg *Config, envs *lifecycle.Manager, tlsCfg *tls.Config, l
 			Conns:         conns,
 			Access:        policy,
 			NewEnvs:       newEnvs,
+			// In cluster mode, connections for envs of other nodes are
+			// relayed there.
+			Cluster:       cluster.placer(),
+			Node:          cfg.clusterNode(),
+			ClusterSecret: cluster.secret(),
 			Log:           log.With().Str("component", "tcp").Str("listen", l.Listen).Logger(),
 		})
 		if err != nil {
