@@ -85,7 +85,7 @@ func (c *Config) startPreviews(ctx context.Context, src sources.Source, envs *li
 		return p, nil
 	}
 	var err error
-	if p.pulls, err = loadPRMap(filepath.Join(c.StateDir, prsFile)); err != nil {
+	if p.pulls, err = loadPRMap(filepath.Join(c.StateDir, prsFile), log); err != nil {
 		cancel()
 		return nil, err
 	}

@@ -9,6 +9,9 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"syscall"
+
+	"github.com/rs/zerolog"
 )
 
 // prsFile, in state_dir, holds the open pull requests previews know of,
@@ -28,21 +31,46 @@ type pullRequest struct {
 	Deployments []int64 `json:"deployments,omitempty"`
 }
 
-// prMap is the open pull requests by number, kept in a file rewritten
-// atomically at each change. Its methods are safe for concurrent use.
+// prMap is the open pull requests by number, kept in a file of
+// state_dir. Its methods are safe for concurrent use, by the goroutines
+// of one gateway and by the nodes of a cluster, which share state_dir.
+//
+// The file is the only copy: each change reads it, applies itself and
+// writes it back (a new file renamed over the old one), all under an
+// exclusive flock of prsFile.lock beside it; each read reads it whole
+// (a rename is atomic, so without the lock). So nodes that record pull
+// requests and deployments at the same time (the node a webhook reached,
+// and every node's own periodic refresh) never overwrite each other's
+// records, and each sees the others' at once: no node needs to be the
+// one writer, and none keeps a copy that goes stale. The state dir's
+// filesystem must honour flock between machines, as the fencing tokens
+// already require (NFS does, through its lock manager). Changes come at
+// the rate of webhooks, so reading a small file each time costs nothing
+// that matters.
 type prMap struct {
 	path string
+	log  zerolog.Logger
 
-	mu  sync.Mutex
-	prs map[int]*pullRequest // guarded by mu
+	mu sync.Mutex // serialises this process's changes; the flock, the nodes'
 }
 
-// loadPRMap reads path; a missing file is an empty map.
-func loadPRMap(path string) (*prMap, error) {
-	m := &prMap{path: path, prs: make(map[int]*pullRequest)}
-	b, err := os.ReadFile(path)
+// loadPRMap returns the map kept at path, after checking that the file,
+// if there is one, can be read.
+func loadPRMap(path string, log zerolog.Logger) (*prMap, error) {
+	m := &prMap{path: path, log: log}
+	if _, err := m.read(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// read returns the pull requests the file holds; a missing file is an
+// empty map.
+func (m *prMap) read() (map[int]*pullRequest, error) {
+	prs := make(map[int]*pullRequest)
+	b, err := os.ReadFile(m.path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return m, nil
+		return prs, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("previews: %w", err)
@@ -51,61 +79,91 @@ func loadPRMap(path string) (*prMap, error) {
 		PullRequests []*pullRequest `json:"pull_requests"`
 	}
 	if err := json.Unmarshal(b, &f); err != nil {
-		return nil, fmt.Errorf("previews: %s: %w (remove it to forget the pull requests it lists)", path, err)
+		return nil, fmt.Errorf("previews: %s: %w (remove it to forget the pull requests it lists)", m.path, err)
 	}
 	for _, pr := range f.PullRequests {
 		if pr != nil && pr.Number > 0 {
-			m.prs[pr.Number] = pr
+			prs[pr.Number] = pr
 		}
 	}
-	return m, nil
+	return prs, nil
+}
+
+// view returns the pull requests for a read; on an error (logged) none.
+func (m *prMap) view() map[int]*pullRequest {
+	prs, err := m.read()
+	if err != nil {
+		m.log.Warn().Err(err).Msg("read the pull requests previews know")
+		return nil
+	}
+	return prs
+}
+
+// update applies change to the pull requests under the file's lock,
+// and writes them back if change reports that it changed them.
+func (m *prMap) update(change func(prs map[int]*pullRequest) bool) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := os.MkdirAll(filepath.Dir(m.path), 0o711); err != nil {
+		return fmt.Errorf("previews: %w", err)
+	}
+	lock, err := os.OpenFile(m.path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return fmt.Errorf("previews: %w", err)
+	}
+	defer lock.Close() // unlocks
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return fmt.Errorf("previews: lock %s: %w", lock.Name(), err)
+	}
+	prs, err := m.read()
+	if err != nil {
+		return err
+	}
+	if !change(prs) {
+		return nil
+	}
+	return m.write(prs)
 }
 
 // opened records pull request number of branch (and its env, if known).
 func (m *prMap) opened(number int, branch, env string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	pr := m.prs[number]
-	if pr == nil {
-		pr = &pullRequest{Number: number}
-		m.prs[number] = pr
-	}
-	if pr.Branch == branch && (env == "" || pr.Env == env) {
-		return nil
-	}
-	if pr.Branch != branch {
-		pr.Deployments = nil // another branch's env, another env's deployments
-	}
-	pr.Branch = branch
-	if env != "" {
-		pr.Env = env
-	}
-	return m.saveLocked()
+	return m.update(func(prs map[int]*pullRequest) bool {
+		pr := prs[number]
+		if pr == nil {
+			pr = &pullRequest{Number: number}
+			prs[number] = pr
+		} else if pr.Branch == branch && (env == "" || pr.Env == env) {
+			return false
+		}
+		if pr.Branch != branch {
+			pr.Deployments = nil // another branch's env, another env's deployments
+		}
+		pr.Branch = branch
+		if env != "" {
+			pr.Env = env
+		}
+		return true
+	})
 }
 
 // deployed records deployment id of env for the pull requests of its
-// branch, and reports whether one has it.
+// branch.
 func (m *prMap) deployed(env string, id int64) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	changed := false
-	for _, pr := range m.prs {
-		if pr.Env == env && !slices.Contains(pr.Deployments, id) {
-			pr.Deployments = append(pr.Deployments, id)
-			changed = true
+	return m.update(func(prs map[int]*pullRequest) bool {
+		changed := false
+		for _, pr := range prs {
+			if pr.Env == env && !slices.Contains(pr.Deployments, id) {
+				pr.Deployments = append(pr.Deployments, id)
+				changed = true
+			}
 		}
-	}
-	if !changed {
-		return nil
-	}
-	return m.saveLocked()
+		return changed
+	})
 }
 
 // byBranch returns the pull request of branch, if one is open.
 func (m *prMap) byBranch(branch string) (pullRequest, bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, pr := range m.prs {
+	for _, pr := range m.view() {
 		if pr.Branch == branch {
 			return *pr, true
 		}
@@ -115,22 +173,22 @@ func (m *prMap) byBranch(branch string) (pullRequest, bool) {
 
 // closed forgets pull request number and returns what was known of it.
 func (m *prMap) closed(number int) (pullRequest, bool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	pr, ok := m.prs[number]
-	if !ok {
-		return pullRequest{}, false, nil
+	var was *pullRequest
+	err := m.update(func(prs map[int]*pullRequest) bool {
+		was = prs[number]
+		delete(prs, number)
+		return was != nil
+	})
+	if was == nil {
+		return pullRequest{}, false, err
 	}
-	delete(m.prs, number)
-	return *pr, true, m.saveLocked()
+	return *was, true, err
 }
 
 // deploymentsOf returns the deployments recorded for env.
 func (m *prMap) deploymentsOf(env string) []int64 {
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	var ids []int64
-	for _, pr := range m.prs {
+	for _, pr := range m.view() {
 		if pr.Env == env {
 			ids = append(ids, pr.Deployments...)
 		}
@@ -138,22 +196,20 @@ func (m *prMap) deploymentsOf(env string) []int64 {
 	return ids
 }
 
-// saveLocked writes the map to a new file, syncs it and renames it over
-// the old one, so a crash leaves one or the other whole. m.mu is held.
-func (m *prMap) saveLocked() error {
-	prs := make([]*pullRequest, 0, len(m.prs))
-	for _, pr := range m.prs {
-		prs = append(prs, pr)
+// write writes prs to a new file, syncs it and renames it over the old
+// one, so a crash, and a reader, see one or the other whole. The file's
+// lock is held.
+func (m *prMap) write(prs map[int]*pullRequest) error {
+	list := make([]*pullRequest, 0, len(prs))
+	for _, pr := range prs {
+		list = append(list, pr)
 	}
-	slices.SortFunc(prs, func(a, b *pullRequest) int { return a.Number - b.Number })
+	slices.SortFunc(list, func(a, b *pullRequest) int { return a.Number - b.Number })
 	b, err := json.MarshalIndent(struct {
 		PullRequests []*pullRequest `json:"pull_requests"`
-	}{prs}, "", "  ")
+	}{list}, "", "  ")
 	if err != nil {
 		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(m.path), 0o711); err != nil {
-		return fmt.Errorf("previews: %w", err)
 	}
 	f, err := os.CreateTemp(filepath.Dir(m.path), prsFile+".*")
 	if err != nil {

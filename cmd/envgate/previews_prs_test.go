@@ -4,14 +4,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/envgate/envgate/netns/netnstest/wait"
+	"github.com/rs/zerolog"
 )
 
 // TestPreviewPRMapSurvivesRestart (issue 14): the pull requests previews
@@ -101,4 +104,110 @@ func TestPreviewPRMapSurvivesRestart(t *testing.T) {
 	wait.For(t, time.Minute, "PR 7 gone from "+prsPath, func() bool {
 		return !slices.ContainsFunc(read().PullRequests, func(p pullRequest) bool { return p.Number == 7 })
 	})
+}
+
+// prNodeEnv, set in a child process of the test binary, makes
+// TestPRMapNodeHelper one node of TestPRMapNodesLoseNoUpdate: the path of
+// the shared file, the first pull request number and how many it
+// records.
+const prNodeEnv = "ENVGATE_TEST_PRMAP_NODE"
+
+// recordPRs records pull requests first..first+n-1 in m, each with its
+// env and a deployment, closing every fifth one again, as a node does
+// for the webhooks it gets.
+func recordPRs(m *prMap, first, n int) error {
+	for i := first; i < first+n; i++ {
+		env := fmt.Sprintf("pr-%d", i)
+		if err := m.opened(i, "branch-"+env, env); err != nil {
+			return err
+		}
+		if err := m.deployed(env, int64(i)*10); err != nil {
+			return err
+		}
+		if i%5 == 0 {
+			if _, known, err := m.closed(i); err != nil || !known {
+				return fmt.Errorf("close %d: known %v, %v", i, known, err)
+			}
+		}
+	}
+	return nil
+}
+
+// TestPRMapNodeHelper is the other node of TestPRMapNodesLoseNoUpdate,
+// in a process of its own; run directly, it does nothing.
+func TestPRMapNodeHelper(t *testing.T) {
+	spec := os.Getenv(prNodeEnv)
+	if spec == "" {
+		t.Skip("a helper process of TestPRMapNodesLoseNoUpdate")
+	}
+	var path string
+	var first, n int
+	if _, err := fmt.Sscanf(spec, "%s %d %d", &path, &first, &n); err != nil {
+		t.Fatal(err)
+	}
+	m, err := loadPRMap(path, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := recordPRs(m, first, n); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPRMapNodesLoseNoUpdate (issue 16): the nodes of a cluster share
+// state_dir, and so previews-prs.json. Two nodes (this process and a
+// child) and, in this one, two goroutines record pull requests,
+// deployments and closes at the same time: every change of each is in
+// the file afterwards, and each node reads the others' records.
+func TestPRMapNodesLoseNoUpdate(t *testing.T) {
+	path := filepath.Join(t.TempDir(), prsFile)
+	const n = 60
+	node, err := loadPRMap(path, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := exec.Command(os.Args[0], "-test.run=^TestPRMapNodeHelper$", "-test.count=1")
+	other.Env = append(os.Environ(), fmt.Sprintf("%s=%s %d %d", prNodeEnv, path, 1, n))
+	var out strings.Builder
+	other.Stdout, other.Stderr = &out, &out
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	for _, first := range []int{1 + n, 1 + 2*n} {
+		wg.Go(func() { errs <- recordPRs(node, first, n) })
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	if err := other.Wait(); err != nil {
+		t.Fatalf("the other node: %v\n%s", err, out.String())
+	}
+	// A node that has just started (or any node: none keeps a copy)
+	// reads them all.
+	later, err := loadPRMap(path, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 3*n; i++ {
+		env := fmt.Sprintf("pr-%d", i)
+		pr, ok := later.byBranch("branch-" + env)
+		if i%5 == 0 {
+			if ok {
+				t.Errorf("PR %d was closed, but is recorded: %+v", i, pr)
+			}
+			continue
+		}
+		if !ok || pr.Number != i || pr.Env != env || !slices.Equal(pr.Deployments, []int64{int64(i) * 10}) {
+			t.Errorf("PR %d: %+v (recorded %v); want it with env %s and deployment %d", i, pr, ok, env, i*10)
+		}
+		if ids := node.deploymentsOf(env); !slices.Equal(ids, []int64{int64(i) * 10}) {
+			t.Errorf("this node reads deployments %v for %s, want [%d]", ids, env, i*10)
+		}
+	}
 }
