@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/envgate/envgate/netns"
+	"github.com/rs/zerolog"
 )
 
 // A TCP hop relays a connection of a tcp: listener (TCPProxy) from the
@@ -191,9 +193,36 @@ func (h *Handler) serveTCPHop(w http.ResponseWriter, r *http.Request, env string
 		Int64("bytes_up", up).Int64("bytes_down", down).Dur("took", time.Since(began)).Dur("cold", lease.ColdStart()).Msg("tcp hop")
 }
 
-// relay splices client, a connection of this TCP listener for env's
-// port by SNI serverName, to the node at addr that serves env, through a
-// TCP hop.
+// routeCluster places env and, when another node serves it, relays
+// client (a connection for env's port by SNI serverName) there. It
+// reports whether it handled the connection; false means this node owns
+// env and serves it as a single gateway would.
+func (p *TCPProxy) routeCluster(client net.Conn, env, serverName, port string, log zerolog.Logger) bool {
+	addr, err := p.cfg.Cluster.Place(p.ctx, env, false)
+	if err != nil {
+		log.Warn().Err(err).Msg("tcp: cluster placement failed")
+		return true
+	}
+	if addr == "" {
+		return false
+	}
+	began := time.Now()
+	up, down, err := p.relay(client, addr, serverName, port)
+	var he *TCPHopError
+	switch {
+	case errors.As(err, &he) && he.Status == http.StatusNotFound:
+		// A name anyone can make up, as on the local path.
+		log.Debug().Err(err).Msg("tcp: no such env")
+	case err != nil:
+		log.Warn().Err(err).Msg("tcp: relay to the env's node")
+	default:
+		log.Debug().Str("node", addr).Int64("bytes_up", up).Int64("bytes_down", down).Dur("took", time.Since(began)).Msg("tcp connection relayed")
+	}
+	return true
+}
+
+// relay splices client to the node at addr through a TCP hop for
+// serverName's port.
 func (p *TCPProxy) relay(client net.Conn, addr, serverName, port string) (up, down int64, err error) {
 	req := TCPHopRequest(p.cfg.ClusterSecret, p.cfg.Node, addr, serverName, port, time.Now())
 	node, err := dialTCPHop(p.ctx, &p.hopDialer, req)

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -227,28 +226,8 @@ func (p *TCPProxy) handle(c net.Conn) {
 		log.Debug().Err(err).Msg("tcp: refused")
 		return
 	}
-	if p.cfg.Cluster != nil {
-		addr, err := p.cfg.Cluster.Place(p.ctx, env, false)
-		if err != nil {
-			log.Warn().Err(err).Msg("tcp: cluster placement failed")
-			return
-		}
-		if addr != "" {
-			began := time.Now()
-			up, down, err := p.relay(client, addr, serverName, port)
-			var he *TCPHopError
-			if errors.As(err, &he) && he.Status == http.StatusNotFound {
-				// A name anyone can make up, as on the local path.
-				log.Debug().Err(err).Msg("tcp: no such env")
-				return
-			}
-			if err != nil {
-				log.Warn().Err(err).Msg("tcp: relay to the env's node")
-				return
-			}
-			log.Debug().Str("node", addr).Int64("bytes_up", up).Int64("bytes_down", down).Dur("took", time.Since(began)).Msg("tcp connection relayed")
-			return
-		}
+	if p.cfg.Cluster != nil && p.routeCluster(client, env, serverName, port, log) {
+		return
 	}
 	lease, err := p.cfg.Envs.Acquire(p.ctx, env)
 	if errors.Is(err, lifecycle.ErrNotAllowed) || errors.Is(err, lifecycle.ErrNoTemplate) {
