@@ -102,15 +102,17 @@ func TableName(prefix string) string { return "envgate-" + prefix }
 // net.ipv4.ip_forward if it was off, and then adds a guard chain that
 // drops every forwarded packet no envgate table let through, so no other
 // interface starts routing; Close turns forwarding off again when no
-// other envgate table needs it.
+// other envgate table needs it. The clients' traffic with the gateway's
+// listeners skips connection tracking (SetListenerPorts).
 type Firewall struct {
-	prefix   string
-	dnsPort  uint16
-	table    *nftables.Table
-	conn     *nftables.Conn
-	policies map[string]*Policy
-	sets     map[string]*nftables.Set // by policy name
-	guard    bool                     // the table has the guard chain
+	prefix    string
+	dnsPort   uint16
+	table     *nftables.Table
+	conn      *nftables.Conn
+	policies  map[string]*Policy
+	sets      map[string]*nftables.Set // by policy name
+	listeners *nftables.Set            // the listener ports (policy_notrack.go)
+	guard     bool                     // the table has the guard chain
 
 	mu     sync.Mutex
 	member map[string]string // guarded by mu; host link -> policy name
@@ -155,13 +157,13 @@ func OpenFirewall(cfg FirewallConfig) (_ *Firewall, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrFirewallUnsupported, err)
 	}
-	carried, hadGuard := f.carryOver(tables)
+	carried, ports, hadGuard := f.carryOver(tables)
 	forwarding, err := ipForward()
 	if err != nil && egress {
 		return nil, err
 	}
 	f.guard = egress && (hadGuard || !forwarding || otherGuard(f.conn, tables, f.table.Name))
-	f.build(carried)
+	f.build(carried, ports)
 	if err := f.conn.Flush(); err != nil {
 		return nil, fmt.Errorf("netns: firewall: install table %s: %w", f.table.Name, err)
 	}
@@ -175,15 +177,15 @@ func OpenFirewall(cfg FirewallConfig) (_ *Firewall, err error) {
 }
 
 // carryOver returns the set members of an existing table of the same
-// name (host link -> policy name), for policies that still exist, and
-// whether that table had the guard chain.
-func (f *Firewall) carryOver(tables []*nftables.Table) (map[string]string, bool) {
+// name (host link -> policy name), for policies that still exist, its
+// listener ports, and whether that table had the guard chain.
+func (f *Firewall) carryOver(tables []*nftables.Table) (map[string]string, []uint16, bool) {
 	found := false
 	for _, t := range tables {
 		found = found || t.Name == f.table.Name
 	}
 	if !found {
-		return nil, false
+		return nil, nil, false
 	}
 	carried := map[string]string{}
 	sets, _ := f.conn.GetSets(f.table)
@@ -198,7 +200,7 @@ func (f *Firewall) carryOver(tables []*nftables.Table) (map[string]string, bool)
 		}
 	}
 	_, err := f.conn.ListChain(f.table, "guard")
-	return carried, err == nil
+	return carried, f.carriedPorts(), err == nil
 }
 
 // otherGuard reports whether another envgate table has a guard chain:
@@ -394,7 +396,7 @@ func setIPForward(on bool) error {
 
 // build queues the whole table: replacing one that exists, in the same
 // transaction.
-func (f *Firewall) build(carried map[string]string) {
+func (f *Firewall) build(carried map[string]string, ports []uint16) {
 	cc, t := f.conn, f.table
 	cc.AddTable(t) // so that the delete below cannot fail
 	cc.DelTable(t)
@@ -413,6 +415,7 @@ func (f *Firewall) build(carried map[string]string) {
 		_ = cc.AddSet(s, elems) // errors only for malformed sets; Flush reports them
 		f.sets[name] = s
 	}
+	f.buildNotrack(ports)
 	f.buildInput()
 	f.buildForward()
 	f.buildOutput()

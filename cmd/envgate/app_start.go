@@ -42,6 +42,7 @@ func (a *app) startSteps() []startStep {
 		{"https", a.listenHTTPS},
 		{"http", a.listenHTTP},
 		{"tcp", a.listenTCP},
+		{"untrack listeners", a.untrackListeners},
 		{"admin", a.listenAdmin},
 		{"take over", a.takeOver},
 	}
@@ -347,6 +348,24 @@ func (a *app) listenTCP(context.Context) (err error) {
 	}
 	a.tcps, err = newTCPListeners(a.cfg, a.envs, tcpTLS, a.lset, a.policy, a.newEnvs, a.cluster, a.log)
 	return err
+}
+
+// untrackListeners exempts the client traffic of the listeners opened so
+// far (HTTP, HTTPS, tcp:; not the admin API's) from connection tracking,
+// which the firewall turns on for the whole host (netns
+// Firewall.SetListenerPorts). It only saves work per packet, so a
+// failure is logged, not fatal.
+func (a *app) untrackListeners(context.Context) error {
+	if a.fw == nil || a.cfg.Network.TrackListeners {
+		return nil
+	}
+	ports := a.lset.tcpPorts()
+	if err := a.fw.SetListenerPorts(ports); err != nil {
+		a.log.Warn().Err(err).Msg("listeners' connections stay tracked")
+		return nil
+	}
+	a.log.Debug().Any("ports", ports).Msg("listeners' connections untracked")
+	return nil
 }
 
 // listenAdmin opens the admin API's listeners, and closes inherited

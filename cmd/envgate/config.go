@@ -59,6 +59,13 @@ type Config struct {
 		// table (see TemplateNetworkConfig): on (default) or off, which
 		// logs a warning at every env start.
 		Firewall string `yaml:"firewall"`
+		// TrackListeners keeps connection tracking on for the clients'
+		// connections to listen.http, listen.https and the tcp:
+		// listeners. Default false: with the firewall on, their packets
+		// skip it (docs/operations.md says what that changes on the
+		// host); set true for a host firewall that accepts those ports
+		// only in conntrack state new.
+		TrackListeners bool `yaml:"track_listeners"`
 	} `yaml:"network"`
 	// Users says where dynamic users come from; see UsersConfig.
 	Users  UsersConfig  `yaml:"users"`

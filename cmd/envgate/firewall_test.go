@@ -68,6 +68,13 @@ func TestFirewallLifetime(t *testing.T) {
 		if !has(table) {
 			t.Fatalf("serving, but no table %s", table)
 		}
+		// The listener's port is in the set its traffic skips
+		// connection tracking by (netns tests what that does).
+		_, port, _ := strings.Cut(addr, ":")
+		if out, err := exec.Command("nft", "list", "set", "inet", table, "listeners").CombinedOutput(); err != nil ||
+			!strings.Contains(string(out), "elements = { "+port+" }") {
+			t.Errorf("listener port %s not in set listeners (%v):\n%s", port, err, out)
+		}
 		if forward() != "1" {
 			t.Errorf("serving envs with egress, but ip_forward is off")
 		}

@@ -82,6 +82,19 @@ func (s *listenerSet) listen(addr string) ([]net.Listener, error) {
 	return lns, nil
 }
 
+// tcpPorts returns the ports of the open TCP listeners.
+func (s *listenerSet) tcpPorts() []uint16 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var ports []uint16
+	for _, k := range s.open {
+		if ta, ok := k.ln.Addr().(*net.TCPAddr); ok {
+			ports = append(ports, uint16(ta.Port))
+		}
+	}
+	return ports
+}
+
 // closeUnclaimed closes inherited sockets no configured address asked for
 // (the configuration changed across the restart).
 func (s *listenerSet) closeUnclaimed() {

@@ -1,0 +1,175 @@
+package netns_test
+
+import (
+	"net"
+	"net/netip"
+	"strconv"
+	"testing"
+
+	"github.com/envgate/envgate/netns"
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// tracked reports whether the host's connection tracking has an entry
+// whose original direction is TCP from src to dst.
+func tracked(t *testing.T, src, dst netip.AddrPort) bool {
+	t.Helper()
+	flows, err := netlink.ConntrackTableList(netlink.ConntrackTable, unix.AF_INET)
+	if err != nil {
+		t.Fatalf("conntrack dump: %v", err)
+	}
+	for _, f := range flows {
+		o := f.Forward
+		if o.Protocol == unix.IPPROTO_TCP && o.SrcPort == src.Port() && o.DstPort == dst.Port() &&
+			o.SrcIP.Equal(src.Addr().AsSlice()) && o.DstIP.Equal(dst.Addr().AsSlice()) {
+			return true
+		}
+	}
+	return false
+}
+
+// greet connects with d to addr and reads the greeting; it returns the
+// connection's two ends.
+func greet(t *testing.T, d *net.Dialer, addr string) (local, remote netip.AddrPort, err error) {
+	t.Helper()
+	c, err := d.Dial("tcp4", addr)
+	if err != nil {
+		return local, remote, err
+	}
+	defer c.Close()
+	if _, err := readGreeting(c); err != nil {
+		return local, remote, err
+	}
+	return c.LocalAddr().(*net.TCPAddr).AddrPort(), c.RemoteAddr().(*net.TCPAddr).AddrPort(), nil
+}
+
+// stateFirewall installs a host firewall of someone else's in the style
+// of firewalld, for TCP port port only (the machine is shared): its
+// input chain, with policy drop for that port, accepts established and
+// related packets, and new or untracked ones as a service rule.
+func stateFirewall(t *testing.T, prefix string, port uint16) {
+	t.Helper()
+	cc := &nftables.Conn{}
+	tb := cc.AddTable(&nftables.Table{Name: "hostfw-" + prefix, Family: nftables.TableFamilyINet})
+	in := cc.AddChain(&nftables.Chain{Name: "input", Table: tb, Hooknum: nftables.ChainHookInput,
+		Priority: nftables.ChainPriorityFilter, Type: nftables.ChainTypeFilter})
+	isPort := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(port)},
+	}
+	state := func(bits uint32, v expr.VerdictKind) []expr.Any {
+		return append(append([]expr.Any{}, isPort...),
+			&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+				Mask: binaryutil.NativeEndian.PutUint32(bits), Xor: make([]byte, 4)},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
+			&expr.Verdict{Kind: v})
+	}
+	cc.AddRule(&nftables.Rule{Table: tb, Chain: in, Exprs: state(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED, expr.VerdictAccept)})
+	cc.AddRule(&nftables.Rule{Table: tb, Chain: in, Exprs: state(expr.CtStateBitNEW|expr.CtStateBitUNTRACKED, expr.VerdictAccept)})
+	cc.AddRule(&nftables.Rule{Table: tb, Chain: in, Exprs: append(append([]expr.Any{}, isPort...), &expr.Verdict{Kind: expr.VerdictDrop})})
+	if err := cc.Flush(); err != nil {
+		t.Fatalf("host firewall table: %v", err)
+	}
+	t.Cleanup(func() {
+		cc.DelTable(tb)
+		cc.Flush()
+	})
+}
+
+// TestFirewallListenersUntracked: the traffic of a listener port set
+// with SetListenerPorts skips connection tracking (and passes a
+// firewalld-style host firewall), while what the policy needs tracked
+// stays tracked: a sandbox's connections to that port on the host, the
+// host's connections to a sandbox from that port (which the output
+// chain must still see as new: an unmarked one is refused), and
+// forwarded traffic to that port (masqueraded).
+func TestFirewallListenersUntracked(t *testing.T) {
+	keepIPForward(t)
+	m := newManager(t)
+	port := hostListener(t, "0.0.0.0:0")
+	lport := uint16(port)
+	stateFirewall(t, m.Prefix(), lport)
+	inet := internet(t, port)
+	fw := openFirewall(t, m, netns.Policy{Name: "web", Egress: netns.EgressInternet, HostPorts: []uint16{lport}})
+	a := create(t, m, "a")
+	attach(t, fw, a, "web")
+	listenIn(t, a, 3000, "a")
+
+	local := &net.Dialer{Timeout: succeedBy}
+	loop := "127.0.0.1:" + strconv.Itoa(port)
+	src, dst, err := greet(t, local, loop)
+	if err != nil {
+		t.Fatalf("local client to the listener, tracked: %v", err)
+	}
+	if !tracked(t, src, dst) {
+		t.Fatalf("%v -> %v untracked before SetListenerPorts: the check below cannot fail", src, dst)
+	}
+
+	const other = 1 // a port in the set that nothing listens on
+	if err := fw.SetListenerPorts([]uint16{lport, lport, other}); err != nil {
+		t.Fatal(err)
+	}
+	if src, dst, err = greet(t, local, loop); err != nil {
+		t.Errorf("local client to the listener, untracked: %v", err)
+	} else if tracked(t, src, dst) {
+		t.Errorf("local client %v -> listener %v tracked", src, dst)
+	}
+	// A sandbox's connection to it (a host port of its policy).
+	err = a.Do(func() error {
+		src, dst, err = greet(t, &net.Dialer{Timeout: succeedBy}, hostPort(a.Slot.Host, port))
+		return err
+	})
+	if err != nil {
+		t.Errorf("A to its host port %d: %v", port, err)
+	} else if !tracked(t, src, dst) {
+		t.Errorf("A's connection %v -> %v to a listener port untracked", src, dst)
+	}
+	// Forwarded to the port elsewhere: tracked, so masqueraded.
+	if err := dialFrom(a, hostPort(inet, port), succeedBy); err != nil {
+		t.Errorf("A to the internet on port %d: %v", port, err)
+	}
+	// From a port of the set, to a sandbox, unmarked: still refused.
+	fromPort := &net.Dialer{Timeout: failFast, LocalAddr: &net.TCPAddr{IP: a.Slot.Host.AsSlice(), Port: other}}
+	// The output chain refuses it at once; a timeout would mean its SYN
+	// went out untracked, past that chain, to be dropped only on the
+	// way back.
+	if c, err := fromPort.Dial("tcp4", hostPort(a.Addr(), 3000)); err == nil {
+		c.Close()
+		t.Errorf("an unmarked local process reached A from listener port %d", other)
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Errorf("an unmarked dial to A from listener port %d was not refused by the output chain: %v", other, err)
+	}
+
+	// Replaced, not added to: the port is tracked again.
+	if err := fw.SetListenerPorts(nil); err != nil {
+		t.Fatal(err)
+	}
+	if src, dst, err = greet(t, local, loop); err != nil {
+		t.Errorf("local client to the listener, tracked again: %v", err)
+	} else if !tracked(t, src, dst) {
+		t.Errorf("%v -> %v untracked after SetListenerPorts(nil)", src, dst)
+	}
+
+	// A successor's table keeps the ports of its predecessor's.
+	if err := fw.SetListenerPorts([]uint16{lport}); err != nil {
+		t.Fatal(err)
+	}
+	next, err := netns.OpenFirewall(netns.FirewallConfig{Prefix: m.Prefix(),
+		Policies: []netns.Policy{{Name: "web", Egress: netns.EgressInternet, HostPorts: []uint16{lport}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { next.Close() })
+	if src, dst, err = greet(t, local, loop); err != nil {
+		t.Errorf("local client to the listener after a takeover: %v", err)
+	} else if tracked(t, src, dst) {
+		t.Errorf("%v -> %v tracked after a takeover", src, dst)
+	}
+}
