@@ -101,6 +101,17 @@ shutdown_timeout: 5s
 	return instance, cfgPath, addr
 }
 
+// demoTemplate is a templates: section with the built-in demo server
+// (no data dir), for a config's end.
+const demoTemplate = `templates:
+  - name: demo
+    match: "*"
+    command: ["{{.Self}}", "demo-server", "--listen", ":{{.Port}}", "--name", "{{.Name}}"]
+    port: 3000
+    ready: {http: /healthz, timeout: 30s}
+    allow_root: true
+`
+
 // startServe runs `envgate serve --config cfg` and waits until it answers.
 func startServe(t *testing.T, cfg, addr string) *gatewayProc {
 	t.Helper()

@@ -59,7 +59,8 @@ func TestClusterTCP(t *testing.T) {
 	nodes := startTestClusterWith(t, []string{te.Endpoint}, "ttcp", 2, 5*time.Second, func(c *clusterNode) string {
 		n := tcpNode{fmt.Sprintf("127.0.0.1:%d", freePort(t)), fmt.Sprintf("127.0.0.1:%d", freePort(t)), fmt.Sprintf("127.0.0.1:%d", freePort(t))}
 		tcps[c.name] = n
-		return fmt.Sprintf(`listen: {http: %q, https: %q}
+		return fmt.Sprintf(`domains: [localhost]
+listen: {http: %q, https: %q}
 tls: {mode: internal}
 tcp:
   - {listen: %q, port: web}

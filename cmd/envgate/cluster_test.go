@@ -33,6 +33,7 @@ import (
 // clusterNode is one gateway of a test cluster.
 type clusterNode struct {
 	name, instance, cfgPath, addr string
+	httpsAddr                     string // with TLS on, if its test sets it
 	state                         string // the shared state_dir
 	g                             *gatewayProc
 }
@@ -43,13 +44,14 @@ type clusterNode struct {
 func startTestCluster(t *testing.T, endpoints []string, name string, n int, ttl time.Duration, extra string) []*clusterNode {
 	t.Helper()
 	return startTestClusterWith(t, endpoints, name, n, ttl, func(c *clusterNode) string {
-		return fmt.Sprintf("listen: {http: %q}\ntls: {mode: \"off\"}\n%s", c.addr, extra)
+		return fmt.Sprintf("domains: [localhost]\nlisten: {http: %q}\ntls: {mode: \"off\"}\n%s", c.addr, extra)
 	})
 }
 
-// startTestClusterWith is startTestCluster with each node's listen:,
-// tls: and the rest of its config given by nodeConfig, called with the
-// node (its name, HTTP address and state dir set).
+// startTestClusterWith is startTestCluster with each node's domains:,
+// listen:, tls: and the rest of its config given by nodeConfig, called
+// with the node (its name, HTTP address and state dir set) before it
+// starts.
 func startTestClusterWith(t *testing.T, endpoints []string, name string, n int, ttl time.Duration, nodeConfig func(c *clusterNode) string) []*clusterNode {
 	t.Helper()
 	state := filepath.Join(t.TempDir(), "shared-state")
@@ -65,7 +67,6 @@ func startTestClusterWith(t *testing.T, endpoints []string, name string, n int, 
 		c := &clusterNode{name: fmt.Sprintf("gw-%d", i), instance: netnstest.Prefix(t), state: state}
 		c.addr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 		cfg := fmt.Sprintf(`instance: %s
-domains: [localhost]
 state_dir: %s
 network: {pool: %s}
 shutdown_timeout: 5s

@@ -34,14 +34,7 @@ func TestDashboardHost(t *testing.T) {
 	}
 	instance, cfg, addr := testInstance(t, 6, fmt.Sprintf(`admin: {dashboard_host: envgate.localhost}
 access: [{match: envgate, basic: {htpasswd_file: %s}}]
-templates:
-  - name: demo
-    match: "*"
-    command: ["{{.Self}}", "demo-server", "--listen", ":{{.Port}}", "--name", "{{.Name}}"]
-    port: 3000
-    ready: {http: /healthz, timeout: 30s}
-    allow_root: true
-`, users))
+`+demoTemplate, users))
 	defer netnstest.CheckClean(t, instance)
 	g := startServe(t, cfg, addr)
 	defer g.stop(t, syscall.SIGTERM)

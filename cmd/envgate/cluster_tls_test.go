@@ -1,0 +1,179 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/envgate/envgate/certs/pebbletest"
+	"github.com/envgate/envgate/lifecycle/cluster/clustertest"
+	"github.com/envgate/envgate/loadtest/demo"
+)
+
+// TestClusterTLSOneOrder: certificates in cluster mode (issue 16). Two
+// nodes share one state dir, so one certmagic storage (state_dir/certs)
+// and one ACME order ledger (state_dir/acme-orders.json). Pebble
+// validates challenges on the first node's listeners only, as a CA
+// reaches whichever node DNS or the load balancer picks.
+//
+//   - Handshakes for a new name reach both nodes at once: exactly one
+//     ACME order is placed (at Pebble and in the ledger), and both nodes
+//     serve that one certificate.
+//   - A new name asked of the second node alone is ordered there, and the
+//     first node answers the CA's challenge from the shared storage; the
+//     first node then serves the certificate from storage, no new order.
+func TestClusterTLSOneOrder(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (network namespaces)")
+	}
+	te := clustertest.Start(t)
+	both, second := "feature-both", "feature-second"
+	var p *pebbletest.Pebble
+	nodes := startTestClusterWith(t, []string{te.Endpoint}, "ttls", 2, 5*time.Second, func(c *clusterNode) string {
+		c.httpsAddr = fmt.Sprintf("127.0.0.1:%d", unusedPort(t))
+		if p == nil {
+			// Pebble validates at the first node, on the ports it gets.
+			p = pebbletest.Start(t, pebbletest.Options{HTTPPort: listenPort(c.addr), TLSPort: listenPort(c.httpsAddr)})
+		}
+		// Per-name ACME needs a source that lists its names; envs off
+		// localhost are closed to everyone by default.
+		return fmt.Sprintf(`domains: [%s]
+listen: {http: %q, https: %q}
+tls: {mode: acme, email: ops@envgate.test, ca: %q, ca_root: %q}
+source: {kind: list, names: [%s, %s]}
+access: [{allow_cidrs: [127.0.0.0/8]}]
+`, acmeDomain, c.addr, c.httpsAddr, p.DirURL, p.APIRootPEM, both, second) + demoTemplate
+	})
+	ledger := filepath.Join(nodes[0].state, "acme-orders.json")
+
+	// Four handshakes per node for one new name, all let go at once.
+	name := both + "." + acmeDomain
+	const perNode = 4
+	leaves := make([]*x509.Certificate, len(nodes)*perNode)
+	errs := make([]error, len(leaves))
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range leaves {
+		c := nodes[i%len(nodes)]
+		wg.Go(func() {
+			<-start
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			leaves[i], errs[i] = tlsHandshake(ctx, c.httpsAddr, name, p.Roots)
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("handshake %d for %s at %s: %v", i, name, nodes[i%len(nodes)].name, err)
+		}
+	}
+	for i, leaf := range leaves {
+		if !bytes.Equal(leaf.Raw, leaves[0].Raw) {
+			t.Errorf("handshake %d at %s: certificate serial %s (sha256 %x), handshake 0 at %s got serial %s (sha256 %x): the nodes serve different certificates",
+				i, nodes[i%len(nodes)].name, leaf.SerialNumber, sha256.Sum256(leaf.Raw), nodes[0].name, leaves[0].SerialNumber, sha256.Sum256(leaves[0].Raw))
+		}
+	}
+	if got := p.Orders(); got != 1 {
+		t.Errorf("Pebble saw %d orders for %s asked of two nodes at once, want 1", got, name)
+	}
+	if got := ledgerOrders(t, ledger); got != 1 {
+		t.Errorf("the order ledger records %d orders, want 1", got)
+	}
+	obtained := 0
+	for _, c := range nodes {
+		n := c.g.log.Count(`"certificate obtained"`)
+		t.Logf("%s logged %d certificate obtained", c.name, n)
+		obtained += n
+	}
+	if obtained != 1 {
+		t.Errorf("the nodes logged %d certificates obtained, want 1", obtained)
+	}
+	// The certificate serves the env over HTTPS through either node: the
+	// one that does not own it forwards to the owner's plain-HTTP
+	// listener (cluster.advertise), which serves the hop rather than
+	// redirect it to https, and the env hears the client came by https.
+	for _, c := range nodes {
+		resp, body := getBody(t, tlsClient(t, c.httpsAddr, p.Roots), "https://"+name+"/echo")
+		var e demo.EchoResponse
+		if resp.StatusCode != http.StatusOK || json.Unmarshal([]byte(body), &e) != nil || e.Env != both {
+			t.Fatalf("https://%s/echo via %s: %s\n%s", name, c.name, resp.Status, body)
+		}
+		if proto := strings.Join(e.Headers["X-Forwarded-Proto"], ","); proto != "https" {
+			t.Errorf("https://%s/echo via %s: the env sees X-Forwarded-Proto %q, want https", name, c.name, proto)
+		}
+		if !bytes.Equal(resp.TLS.PeerCertificates[0].Raw, leaves[0].Raw) {
+			t.Errorf("https://%s/ via %s: certificate serial %s, want %s", name, c.name, resp.TLS.PeerCertificates[0].SerialNumber, leaves[0].SerialNumber)
+		}
+	}
+	// The admin API of the node that does not own it asks the owner over
+	// the same listener.
+	owner := owners(t, te.Client(t), "ttls")[both]
+	for _, c := range nodes {
+		if e := lsJSON(t, c.cfgPath)[both]; e.State != "ready" || e.Node != owner {
+			t.Errorf("envgate ls on %s: %s is %+v; want ready on %s", c.name, both, e, owner)
+		}
+	}
+
+	// A name asked of the second node only: Pebble validates on the first,
+	// which finds the challenge in the shared storage.
+	name2 := second + "." + acmeDomain
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	leaf2, err := tlsHandshake(ctx, nodes[1].httpsAddr, name2, p.Roots)
+	if err != nil {
+		t.Fatalf("handshake for %s at %s (Pebble validates at %s): %v", name2, nodes[1].name, nodes[0].name, err)
+	}
+	if got := p.Orders(); got != 2 {
+		t.Errorf("Pebble saw %d orders after a second name, want 2", got)
+	}
+	before := nodes[0].g.log.Count(`"certificate obtained"`)
+	again, err := tlsHandshake(ctx, nodes[0].httpsAddr, name2, p.Roots)
+	if err != nil {
+		t.Fatalf("handshake for %s at %s: %v", name2, nodes[0].name, err)
+	}
+	if !bytes.Equal(again.Raw, leaf2.Raw) {
+		t.Errorf("%s at %s: serial %s, %s obtained serial %s: not loaded from the shared storage", name2, nodes[0].name, again.SerialNumber, nodes[1].name, leaf2.SerialNumber)
+	}
+	if got := p.Orders(); got != 2 {
+		t.Errorf("Pebble saw %d orders after %s asked for a certificate %s had stored, want 2", got, nodes[0].name, nodes[1].name)
+	}
+	if got := ledgerOrders(t, ledger); got != 2 {
+		t.Errorf("the order ledger records %d orders, want 2", got)
+	}
+	if n := nodes[0].g.log.Count(`"certificate obtained"`); n != before {
+		t.Errorf("%s obtained a certificate for %s, which %s had stored", nodes[0].name, name2, nodes[1].name)
+	}
+}
+
+// ledgerOrders counts the orders recorded in the ACME order ledger at
+// path, over every registered domain.
+func ledgerOrders(t *testing.T, path string) int {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("order ledger: %v", err)
+	}
+	var lf struct {
+		Orders map[string][]time.Time `json:"orders"`
+	}
+	if err := json.Unmarshal(b, &lf); err != nil {
+		t.Fatalf("order ledger %s: %v", path, err)
+	}
+	n := 0
+	for _, times := range lf.Orders {
+		n += len(times)
+	}
+	return n
+}
