@@ -23,9 +23,11 @@ import (
 
 	"github.com/envgate/envgate/gateway"
 	"github.com/envgate/envgate/lifecycle/cluster/clustertest"
+	"github.com/envgate/envgate/loadtest"
 	"github.com/envgate/envgate/loadtest/demo"
 	"github.com/envgate/envgate/netns/netnstest"
 	"github.com/envgate/envgate/netns/netnstest/wait"
+	dto "github.com/prometheus/client_model/go"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/crypto/bcrypt"
 )
@@ -169,37 +171,64 @@ func TestClusterPlacementAndNodeLoss(t *testing.T) {
 	const ttl = 5 * time.Second
 	nodes := startTestCluster(t, []string{te.Endpoint}, "t1", 3, ttl, "")
 
-	// Test 1: 300 requests, env i%30 through node (i/30)%3, ten at a time.
+	// Test 1: 300 requests for 30 envs by the load generator, 100
+	// through each node at once (open loop: its fixed seeds pick the same
+	// hosts every run, and together they ask for every env), each answer
+	// checked for the env it came from (X-Envgate-Env).
 	envs := make([]string, 30)
 	for i := range envs {
 		envs[i] = fmt.Sprintf("cl%d", i)
 	}
-	visits := make([]int, len(envs)) // the last count seen per env
-	var mu sync.Mutex
+	reports := make([]*loadtest.Report, len(nodes))
+	errs := make([]error, len(nodes))
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, 10)
-	misroutes := 0
-	for i := range 300 {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			env := envs[i%30]
-			status, shown, v, _ := nodes[(i/30)%3].getEnv(t, env)
-			mu.Lock()
-			defer mu.Unlock()
-			if status != 200 || shown != env {
-				misroutes++
-				t.Errorf("GET %s via %s: status %d, page of %q", env, nodes[(i/30)%3].name, status, shown)
-			}
-			visits[i%30] = max(visits[i%30], v)
-		}()
+	for i, c := range nodes {
+		wg.Go(func() {
+			reports[i], errs[i] = loadtest.Run(context.Background(), loadtest.Options{
+				Addr: c.addr, HostTemplate: "cl{{.I}}.localhost", Envs: len(envs),
+				Seed: uint64(i + 1), Rate: 50, Requests: 100, Timeout: time.Minute,
+			}, io.Discard)
+		})
 	}
 	wg.Wait()
-	if misroutes > 0 {
-		t.Fatalf("%d of 300 requests failed or misrouted", misroutes)
+	for i, c := range nodes {
+		if errs[i] != nil {
+			t.Fatalf("loadtest through %s: %v", c.name, errs[i])
+		}
+		r := reports[i]
+		t.Logf("loadtest through %s: %d requests, %d ok, errors %v", c.name, r.Requests, r.OK, r.Errors)
+		if r.Requests != 100 || r.OK != r.Requests {
+			t.Errorf("loadtest through %s: %d requests, %d ok; want 100, all ok", c.name, r.Requests, r.OK)
+		}
+		for class, n := range r.Errors {
+			if n != 0 {
+				t.Errorf("loadtest through %s: %d %s", c.name, n, class)
+			}
+		}
 	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	// Each env once more, through each node in turn: every one answers
+	// from itself, and the visits its data dir counted add up to the 300
+	// of the load and these 30 (each request reached one copy of its env,
+	// once).
+	visits := make([]int, len(envs)) // the count each env showed
+	total := 0
+	for i, env := range envs {
+		via := nodes[i%len(nodes)]
+		status, shown, v, _ := via.getEnv(t, env)
+		if status != 200 || shown != env {
+			t.Fatalf("GET %s via %s: status %d, page of %q", env, via.name, status, shown)
+		}
+		visits[i] = v
+		total += v
+	}
+	if total != 300+len(envs) {
+		t.Errorf("the envs counted %d visits in all, want %d (300 from the load, %d checks)", total, 300+len(envs), len(envs))
+	}
+	// Every env runs on exactly one node: the one its owner key names,
+	// which runs its namespace, and no other node does.
 	own := owners(t, cli, "t1")
 	if len(own) != len(envs) {
 		t.Fatalf("%d owner keys for %d envs: %v", len(own), len(envs), own)
@@ -208,21 +237,35 @@ func TestClusterPlacementAndNodeLoss(t *testing.T) {
 	for _, n := range own {
 		perNode[n]++
 	}
-	total := 0
+	total = 0
 	for _, c := range nodes {
 		ns, _ := instanceState(t, c.instance)
 		t.Logf("%s: %d owner keys, %d namespaces", c.name, perNode[c.name], len(ns))
-		if len(ns) != perNode[c.name] {
-			t.Errorf("%s runs %d namespaces but owns %d envs", c.name, len(ns), perNode[c.name])
+		var want []string
+		for env, n := range own {
+			if n == c.name {
+				want = append(want, c.instance+"-"+env)
+			}
+		}
+		slices.Sort(ns)
+		slices.Sort(want)
+		if !slices.Equal(ns, want) {
+			t.Errorf("%s runs namespaces %v, but owns the envs of %v", c.name, ns, want)
 		}
 		total += len(ns)
 	}
 	if total != len(envs) {
 		t.Fatalf("%d namespaces over the three nodes for %d envs", total, len(envs))
 	}
-	for i, v := range visits {
-		if v < 10 {
-			t.Errorf("env %s counted %d visits, want at least 10", envs[i], v)
+	// Metrics are per node: each counts the starts of the envs it owns,
+	// and those alone are ready there.
+	for _, c := range nodes {
+		m := nodeMetrics(t, c)
+		if got := metricValue(m, "envgate_env_starts_total"); got != float64(perNode[c.name]) {
+			t.Errorf("%s's metrics: %v env starts, want %d (the envs it owns)", c.name, got, perNode[c.name])
+		}
+		if got := metricValue(m, "envgate_envs", "state", "ready"); got != float64(perNode[c.name]) {
+			t.Errorf("%s's metrics: %v envs ready, want %d (the envs it owns)", c.name, got, perNode[c.name])
 		}
 	}
 
@@ -272,8 +315,8 @@ func TestClusterPlacementAndNodeLoss(t *testing.T) {
 		if shown != env {
 			t.Fatalf("%s via %s: page of %q", env, via.name, shown)
 		}
-		if v <= visits[i] {
-			t.Errorf("%s: visit count %d after the move, was %d before: data lost", env, v, visits[i])
+		if v != visits[i]+1 {
+			t.Errorf("%s: visit count %d after the move, %d before: want %d, the data dir's count and this visit", env, v, visits[i], visits[i]+1)
 		}
 	}
 	t.Logf("%d envs of the killed node answered through the others %v after the kill", len(moved), time.Since(killed).Round(time.Millisecond))
@@ -535,6 +578,21 @@ func TestClusterPartitionedNodeStopsFirst(t *testing.T) {
 	}
 }
 
+// nodeMetrics scrapes c's /metrics on its admin socket.
+func nodeMetrics(t *testing.T, c *clusterNode) map[string]*dto.MetricFamily {
+	t.Helper()
+	ac, err := (&globalFlags{config: c.cfgPath}).adminClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := ac.Do(context.Background(), "GET", "/metrics")
+	if err != nil {
+		t.Fatalf("%s's metrics: %v", c.name, err)
+	}
+	defer resp.Body.Close()
+	return parseMetrics(t, resp.Body)
+}
+
 // TestClusterReleaseOnStop: an env reaped for idleness, or stopped by an
 // operator, gives its owner key up (the key of that very claim), so the
 // next request places it afresh: it answers with its data through the
@@ -719,6 +777,22 @@ func TestClusterAdmin(t *testing.T) {
 	}
 	if out := mustCLI(t, nodes[0].cfgPath, "ls"); !strings.Contains(out, "NODE") || !strings.Contains(out, nodes[1].name) {
 		t.Errorf("envgate ls table without the NODE column or %s:\n%s", nodes[1].name, out)
+	}
+	// The dashboard too: every env's row names its node.
+	ac, err := (&globalFlags{config: nodes[0].cfgPath}).adminClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := ac.Do(context.Background(), "GET", "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, env := range all {
+		if row := fmt.Sprintf(`<tr data-env="%s"><td class="name">%s<span class="node"> @%s</span>`, env, env, own[env]); !strings.Contains(string(page), row) {
+			t.Errorf("the dashboard of %s has no row for %s on %s (%s)", nodes[0].name, env, own[env], row)
+		}
 	}
 
 	// restart and stop through node 0 act on node 1.
