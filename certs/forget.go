@@ -16,32 +16,66 @@ import (
 // never seen. Files mode and wildcard certificates cover every env at
 // once: nothing is removed. A certificate that is not there is success.
 func (m *Manager) Forget(ctx context.Context, env string) error {
-	lower, ok := lowerEnv(env)
-	if !ok {
-		return fmt.Errorf("certs: forget: %q is not an env label", env)
-	}
-	env = lower
-	names := make([]string, 0, len(m.cfg.Domains))
-	for _, d := range m.cfg.Domains {
-		names = append(names, env+"."+d)
+	names, err := m.envNames("forget", env)
+	if err != nil {
+		return err
 	}
 	switch {
 	case m.acme != nil && m.cfg.Wildcard == nil:
-		return m.acme.forget(ctx, names)
+		m.acme.evict(names)
+		return m.acme.deleteStored(ctx, names)
 	case m.internal != nil:
 		m.internal.forget(names)
 	}
 	return nil
 }
 
-// forget drops names' certificates from the cache, then deletes their
-// storage (certificate, key and metadata), for every issuer.
-func (a *acmeManager) forget(ctx context.Context, names []string) error {
+// Evict drops the certificates of env's hostnames from this gateway's
+// memory only, as Forget does, but leaves the storage alone: in cluster
+// mode the other nodes do so when the node that ran env destroyed it and
+// removed the stored certificate (the storage is shared; a certificate
+// stored since, for a new start of the env, must stay). The next
+// handshake for the name loads it from storage, or asks the decision and
+// issues afresh.
+func (m *Manager) Evict(env string) error {
+	names, err := m.envNames("evict", env)
+	if err != nil {
+		return err
+	}
+	switch {
+	case m.acme != nil && m.cfg.Wildcard == nil:
+		m.acme.evict(names)
+	case m.internal != nil:
+		m.internal.forget(names)
+	}
+	return nil
+}
+
+// envNames is env's hostname under every configured domain.
+func (m *Manager) envNames(op, env string) ([]string, error) {
+	lower, ok := lowerEnv(env)
+	if !ok {
+		return nil, fmt.Errorf("certs: %s: %q is not an env label", op, env)
+	}
+	names := make([]string, 0, len(m.cfg.Domains))
+	for _, d := range m.cfg.Domains {
+		names = append(names, lower+"."+d)
+	}
+	return names, nil
+}
+
+// evict drops names' certificates from the cache, which stops their
+// renewal here.
+func (a *acmeManager) evict(names []string) {
 	subjects := make([]certmagic.SubjectIssuer, 0, len(names))
 	for _, n := range names {
 		subjects = append(subjects, certmagic.SubjectIssuer{Subject: n})
 	}
 	a.cache.RemoveManaged(subjects)
+}
+
+// deleteStored deletes names' storage (certificate, key and metadata).
+func (a *acmeManager) deleteStored(ctx context.Context, names []string) error {
 	var errs []error
 	for _, n := range names {
 		key := certmagic.StorageKeys.CertsSitePrefix(a.issuer.IssuerKey(), n)

@@ -139,4 +139,28 @@ func TestACMEHostsAndForget(t *testing.T) {
 	if again, err := handshake(ctx, g.tlsAddr, testDomain, p.roots); err != nil || again.SerialNumber.Cmp(host.SerialNumber) != 0 {
 		t.Errorf("the host's certificate after Forget: %v (same %v)", err, again != nil && again.SerialNumber.Cmp(host.SerialNumber) == 0)
 	}
+
+	// Evict (another cluster node's destroy) drops the certificate from
+	// the cache only: the next handshake loads it from storage.
+	if n := len(m.acme.cache.AllMatchingCertificates(name)); n != 1 {
+		t.Fatalf("%d certificates for %s in the cache before Evict, want 1", n, name)
+	}
+	orders = p.orders()
+	if err := m.Evict("feature-x"); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(m.acme.cache.AllMatchingCertificates(name)); n != 0 {
+		t.Errorf("%d certificates for %s in the cache after Evict, want 0", n, name)
+	}
+	if _, err := os.Stat(filepath.Join(stored, name+".key")); err != nil {
+		t.Errorf("Evict removed the stored certificate: %v", err)
+	}
+	third, err := handshake(ctx, g.tlsAddr, name, p.roots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if third.SerialNumber.Cmp(second.SerialNumber) != 0 || p.orders() != orders {
+		t.Errorf("after Evict: serial same %v, %d new orders; want the stored certificate, no order",
+			third.SerialNumber.Cmp(second.SerialNumber) == 0, p.orders()-orders)
+	}
 }

@@ -142,6 +142,9 @@ func (a *app) startEnvs(context.Context) (err error) {
 	if a.cluster, err = newCluster(cfg, a.pred.clusterLease(), log); err != nil {
 		return err
 	}
+	if a.cluster != nil {
+		a.remains.others = a.cluster.evictOthers
+	}
 	dataRoot := filepath.Join(cfg.StateDir, "envs")
 	// What runs each env's dev server (closed by shutdown after the envs).
 	a.launcher, err = devserver.New(devserver.Config{
@@ -251,7 +254,7 @@ func (a *app) newGateway(context.Context) (err error) {
 		Node:          cfg.clusterNode(),
 		ClusterSecret: a.cluster.secret(),
 		// The other nodes' requests for this node's own envs.
-		NodeAPI: a.cluster.nodeAPI(cfg, a.envs, a.pv, log.With().Str("component", "node-api").Logger()),
+		NodeAPI: a.cluster.nodeAPI(cfg, a.envs, a.pv, a.remains, log.With().Str("component", "node-api").Logger()),
 	})
 	if err != nil {
 		return err

@@ -172,7 +172,10 @@ func (c *clusterMode) admin() admin.Cluster {
 // nodeAPI is what this node answers the other nodes' API requests with:
 // the admin API for its own envs only (see admin.Cluster), and POST
 // syncPath, another node's webhook: fetch now. Nil outside cluster mode.
-func (c *clusterMode) nodeAPI(cfg *Config, envs *lifecycle.Manager, pv *previews, log zerolog.Logger) http.Handler {
+//
+// And POST evictPath/<env>: another node destroyed env, and removed its
+// certificate from the shared storage; this node drops its cached copy.
+func (c *clusterMode) nodeAPI(cfg *Config, envs *lifecycle.Manager, pv *previews, remains *envRemains, log zerolog.Logger) http.Handler {
 	if c == nil {
 		return nil
 	}
@@ -185,11 +188,25 @@ func (c *clusterMode) nodeAPI(cfg *Config, envs *lifecycle.Manager, pv *previews
 		}
 		w.WriteHeader(http.StatusAccepted)
 	})
+	mux.HandleFunc("POST "+evictPath+"{env}", func(w http.ResponseWriter, r *http.Request) {
+		if cm := remains.certs.Load(); cm != nil {
+			if err := cm.Evict(r.PathValue("env")); err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			log.Debug().Str("env", r.PathValue("env")).Str("from", r.Header.Get(gateway.HopHeader)).Msg("another node destroyed an env: its certificate dropped from memory")
+		}
+		w.WriteHeader(http.StatusAccepted)
+	})
 	return mux
 }
 
-// syncPath is the node API's path for another node's webhook.
-const syncPath = "/v1/cluster/sync"
+// syncPath is the node API's path for another node's webhook; evictPath
+// the prefix of its path for an env another node destroyed.
+const (
+	syncPath  = "/v1/cluster/sync"
+	evictPath = "/v1/cluster/evict/"
+)
 
 // usePreviews lets pv's webhooks act cluster-wide.
 func (c *clusterMode) usePreviews(pv *previews) {
@@ -200,12 +217,24 @@ func (c *clusterMode) usePreviews(pv *previews) {
 
 // SyncOthers implements previewsCluster.
 func (c *clusterMode) SyncOthers() {
+	c.postOthers(syncPath, "webhook not passed on to a node: it sees the change at its next fetch")
+}
+
+// evictOthers tells every other node that this one destroyed env: they
+// drop its certificate from memory (the stored one is gone).
+func (c *clusterMode) evictOthers(env string) {
+	c.postOthers(evictPath+env, "a node not told of a destroyed env: it serves the env's certificate from memory until it is due for renewal or the node restarts")
+}
+
+// postOthers POSTs path to every other node's API at once, and waits
+// for their answers (10 s at most); failures are logged with failed.
+func (c *clusterMode) postOthers(path, failed string) {
 	var wg sync.WaitGroup
 	for _, p := range (clusterAdmin{c}).Peers() {
 		wg.Go(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			resp, err := c.peers.Do(ctx, p.Addr, http.MethodPost, syncPath, nil)
+			resp, err := c.peers.Do(ctx, p.Addr, http.MethodPost, path, nil)
 			if err == nil {
 				resp.Body.Close()
 				if resp.StatusCode != http.StatusAccepted {
@@ -213,7 +242,7 @@ func (c *clusterMode) SyncOthers() {
 				}
 			}
 			if err != nil {
-				c.log.Warn().Err(err).Str("node", p.Node).Msg("webhook not passed on to a node: it sees the change at its next fetch")
+				c.log.Warn().Err(err).Str("node", p.Node).Str("path", path).Msg(failed)
 			}
 		})
 	}

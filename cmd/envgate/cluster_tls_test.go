@@ -32,6 +32,8 @@ import (
 //   - A new name asked of the second node alone is ordered there, and the
 //     first node answers the CA's challenge from the shared storage; the
 //     first node then serves the certificate from storage, no new order.
+//   - envgate destroy removes the env's certificate from the storage and
+//     from both nodes' memory: the next handshakes get a new one.
 func TestClusterTLSOneOrder(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (network namespaces)")
@@ -58,33 +60,7 @@ access: [{allow_cidrs: [127.0.0.0/8]}]
 
 	// Four handshakes per node for one new name, all let go at once.
 	name := both + "." + acmeDomain
-	const perNode = 4
-	leaves := make([]*x509.Certificate, len(nodes)*perNode)
-	errs := make([]error, len(leaves))
-	start := make(chan struct{})
-	var wg sync.WaitGroup
-	for i := range leaves {
-		c := nodes[i%len(nodes)]
-		wg.Go(func() {
-			<-start
-			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-			defer cancel()
-			leaves[i], errs[i] = tlsHandshake(ctx, c.httpsAddr, name, p.Roots)
-		})
-	}
-	close(start)
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Fatalf("handshake %d for %s at %s: %v", i, name, nodes[i%len(nodes)].name, err)
-		}
-	}
-	for i, leaf := range leaves {
-		if !bytes.Equal(leaf.Raw, leaves[0].Raw) {
-			t.Errorf("handshake %d at %s: certificate serial %s (sha256 %x), handshake 0 at %s got serial %s (sha256 %x): the nodes serve different certificates",
-				i, nodes[i%len(nodes)].name, leaf.SerialNumber, sha256.Sum256(leaf.Raw), nodes[0].name, leaves[0].SerialNumber, sha256.Sum256(leaves[0].Raw))
-		}
-	}
+	leaves := handshakeBurst(t, nodes, name, p.Roots)
 	if got := p.Orders(); got != 1 {
 		t.Errorf("Pebble saw %d orders for %s asked of two nodes at once, want 1", got, name)
 	}
@@ -155,6 +131,62 @@ access: [{allow_cidrs: [127.0.0.0/8]}]
 	if n := nodes[0].g.log.Count(`"certificate obtained"`); n != before {
 		t.Errorf("%s obtained a certificate for %s, which %s had stored", nodes[0].name, name2, nodes[1].name)
 	}
+
+	// envgate destroy, through the node that does not own the env (the
+	// owner destroys it), removes its certificate from the storage and
+	// from both nodes' memory: the next handshakes, at both nodes at
+	// once, get a new certificate from one new order.
+	via := nodes[0]
+	if via.name == owner {
+		via = nodes[1]
+	}
+	if out := mustCLI(t, via.cfgPath, "destroy", both); !strings.Contains(out, "destroyed") {
+		t.Fatalf("envgate destroy %s via %s: %q", both, via.name, out)
+	}
+	renewed := handshakeBurst(t, nodes, name, p.Roots)
+	if bytes.Equal(renewed[0].Raw, leaves[0].Raw) {
+		t.Errorf("%s after envgate destroy: the certificate from before (serial %s)", name, leaves[0].SerialNumber)
+	}
+	if got := p.Orders(); got != 3 {
+		t.Errorf("Pebble saw %d orders after the destroy and a burst of handshakes, want 3", got)
+	}
+	if got := ledgerOrders(t, ledger); got != 3 {
+		t.Errorf("the order ledger records %d orders, want 3", got)
+	}
+}
+
+// handshakeBurst makes four TLS handshakes for name at each node, all let
+// go at once, and returns the leaves, which must all be the same.
+func handshakeBurst(t *testing.T, nodes []*clusterNode, name string, roots *x509.CertPool) []*x509.Certificate {
+	t.Helper()
+	const perNode = 4
+	leaves := make([]*x509.Certificate, len(nodes)*perNode)
+	errs := make([]error, len(leaves))
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range leaves {
+		c := nodes[i%len(nodes)]
+		wg.Go(func() {
+			<-start
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			leaves[i], errs[i] = tlsHandshake(ctx, c.httpsAddr, name, roots)
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("handshake %d for %s at %s: %v", i, name, nodes[i%len(nodes)].name, err)
+		}
+	}
+	for i, leaf := range leaves {
+		if !bytes.Equal(leaf.Raw, leaves[0].Raw) {
+			t.Errorf("handshake %d for %s at %s: certificate serial %s (sha256 %x), handshake 0 at %s got serial %s (sha256 %x): the nodes serve different certificates",
+				i, name, nodes[i%len(nodes)].name, leaf.SerialNumber, sha256.Sum256(leaf.Raw), nodes[0].name, leaves[0].SerialNumber, sha256.Sum256(leaves[0].Raw))
+		}
+	}
+	return leaves
 }
 
 // ledgerOrders counts the orders recorded in the ACME order ledger at

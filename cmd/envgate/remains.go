@@ -17,7 +17,12 @@ import (
 type envRemains struct {
 	git   *sources.Git                  // nil without source.checkouts
 	certs atomic.Pointer[certs.Manager] // set once serve has made it; nil with tls off
-	log   zerolog.Logger
+	// others, in cluster mode, tells the other nodes that env was
+	// destroyed here, so that they drop its certificate from memory
+	// (the stored one Forget removed is theirs too). Set before any
+	// destroy.
+	others func(env string)
+	log    zerolog.Logger
 }
 
 func (c *Config) newEnvRemains(src sources.Source, log zerolog.Logger) *envRemains {
@@ -42,6 +47,9 @@ func (r *envRemains) remove(env string) {
 	if cm := r.certs.Load(); cm != nil {
 		if err := cm.Forget(ctx, env); err != nil {
 			r.log.Warn().Err(err).Str("env", env).Msg("remove the certificate of a destroyed env")
+		}
+		if r.others != nil {
+			r.others(env)
 		}
 	}
 }
