@@ -500,7 +500,10 @@ func (p *cutProxy) setCut(cut bool) {
 // etcd traffic is cut stops its envs before its session expires (while
 // its owner keys still exist, so no other node can have started them);
 // then the envs answer through the other node, and the healed node
-// registers again without taking them back.
+// registers again without taking them back. The cut either refuses the
+// node's connections (closed at once: the node sees errors), or drops
+// every packet in the kernel (its connections hang, as in most real
+// partitions).
 func TestClusterPartitionedNodeStopsFirst(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (network namespaces)")
@@ -508,6 +511,51 @@ func TestClusterPartitionedNodeStopsFirst(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits out a session")
 	}
+	for _, tc := range []struct {
+		name string
+		cut  func(t *testing.T, link *cutProxy) (heal func())
+	}{
+		{"refused", func(_ *testing.T, link *cutProxy) func() {
+			link.setCut(true)
+			return func() { link.setCut(false) }
+		}},
+		{"dropped", func(t *testing.T, link *cutProxy) func() {
+			return dropLoopbackPort(t, link.ln.Addr().(*net.TCPAddr).Port)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testPartitionedNode(t, tc.cut) })
+	}
+}
+
+// dropLoopbackPort drops every TCP packet to or from port on loopback,
+// in an nftables table of the test's own, until heal (or the test's end)
+// deletes it.
+func dropLoopbackPort(t *testing.T, port int) (heal func()) {
+	t.Helper()
+	table := fmt.Sprintf("envgate_test_drop_%d", port)
+	rules := fmt.Sprintf(`table inet %[1]s {
+	chain out {
+		type filter hook output priority -10; policy accept;
+		oifname "lo" tcp dport %[2]d drop
+		oifname "lo" tcp sport %[2]d drop
+	}
+}
+`, table, port)
+	cmd := exec.Command("nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft: %v\n%s", err, out)
+	}
+	heal = sync.OnceFunc(func() {
+		if out, err := exec.Command("nft", "delete", "table", "inet", table).CombinedOutput(); err != nil {
+			t.Errorf("nft delete table %s: %v\n%s", table, err, out)
+		}
+	})
+	t.Cleanup(heal)
+	return heal
+}
+
+func testPartitionedNode(t *testing.T, cutLink func(t *testing.T, link *cutProxy) (heal func())) {
 	te := clustertest.Start(t)
 	cli := te.Client(t)
 	link := startCutProxy(t, strings.TrimPrefix(te.Endpoint, "http://"))
@@ -528,7 +576,7 @@ func TestClusterPartitionedNodeStopsFirst(t *testing.T) {
 			mine = append(mine, env)
 		}
 	}
-	link.setCut(true)
+	heal := cutLink(t, link)
 	cutAt := time.Now()
 	var stoppedAt time.Time
 	wait.For(t, ttl+10*time.Second, "the cut node to stop its envs and its owner keys to expire", func() bool {
@@ -561,8 +609,9 @@ func TestClusterPartitionedNodeStopsFirst(t *testing.T) {
 			t.Fatalf("%s through %s after the cut: status %d, page of %q", env, nodes[1].name, status, shown)
 		}
 	}
-	link.setCut(false)
-	wait.For(t, 30*time.Second, cut.name+" to register again after the link healed", func() bool {
+	heal()
+	// After drops, the node's reconnection waits out its TCP backoff.
+	wait.For(t, 60*time.Second, cut.name+" to register again after the link healed", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		resp, err := cli.Get(ctx, "/envgate/t5/nodes/"+cut.name)
