@@ -1071,7 +1071,8 @@ func TestClusterRestartInPlace(t *testing.T) {
 		child = readPid(pidFile(cfg))
 		return child != 0 && child != parent
 	})
-	t.Cleanup(func() { syscall.Kill(child, syscall.SIGTERM) })
+	// The leak check runs after this: wait for the new process's teardown.
+	t.Cleanup(func() { stopSuccessor(t, pidFile(cfg), parent) })
 	wait.For(t, 30*time.Second, "the old process to exit", func() bool { return !alive(parent) })
 	// Past the old process's end and a session_ttl: a lease it had
 	// revoked, or left to expire, would have taken the owner key along.
