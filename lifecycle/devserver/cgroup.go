@@ -186,6 +186,18 @@ func (c *cgroupV1) memoryUsage() int64 {
 }
 
 func (c *cgroupV1) remove() error {
+	subs, err := v1Hierarchy()
+	if err == nil {
+		var dirs []string
+		for _, s := range subs {
+			if p, ok := s.(interface{ Path(string) string }); ok {
+				dirs = append(dirs, p.Path(c.p))
+			}
+		}
+		if rmdirs(dirs) == nil {
+			return nil
+		}
+	}
 	kerr := c.kill()
 	return errors.Join(kerr, c.cg.Delete())
 }
@@ -254,8 +266,27 @@ func (c *cgroupV2) remove() error {
 		syscall.Close(c.fd)
 		c.fd = -1
 	}
+	if rmdirs([]string{filepath.Join(cgroupMount, c.p)}) == nil {
+		return nil
+	}
 	kerr := c.kill()
 	return errors.Join(kerr, c.m.Delete())
+}
+
+// rmdirs removes the directories of a cgroup that is empty, as it is once
+// its env's processes have been killed and waited for: one rmdir each. The
+// kernel refuses one that still holds a process (EBUSY); then remove goes
+// the long way, kill and the library's Delete, which walk the cgroup's
+// files: a thousand such walks at once, as at shutdown, queue on the
+// kernel's cgroup file system lock for seconds. A directory already gone
+// is success.
+func rmdirs(dirs []string) error {
+	for _, d := range dirs {
+		if err := syscall.Rmdir(d); err != nil && !errors.Is(err, syscall.ENOENT) {
+			return err
+		}
+	}
+	return nil
 }
 
 // killUntilEmpty SIGKILLs the pids list returns until it returns none,
