@@ -13,7 +13,8 @@
 # machine, the exact commands and every figure as a ratio measured in the same
 # run. Every gateway it starts has its own instance (egbench), state dir and
 # ports; traffic goes only to loopback and to the namespaces that gateway made.
-# Beside it: lib.sh (helpers), warm.sh (scenario 1), scenarios.sh (2-4),
+# Beside it: lib.sh (helpers), warm.sh (scenario 1), firewall.sh (1c, its
+# own knobs BENCH_FW_*), scenarios.sh (2-4),
 # scale.sh (5, with its own knobs SCALE_*), and benchtool/ (a Go program for
 # boot, cold, herd and growth timings and the plot), which it builds.
 #
@@ -22,7 +23,8 @@
 # BENCH_COLD_N (100), BENCH_CHURN_S (60), BENCH_KEEP=1 keeps the temp dir
 # (logs, wrk output, the CPU profile), BENCH_ONLY (scenarios to run, e.g.
 # "warm cold"; default all: warm firewall cold herd churn scale cluster, where
-# firewall is §1c, the env firewall's cost on the warm path), BENCH_REV (the
+# firewall is §1c, the env firewall's cost on the warm path and on a cold
+# start), BENCH_REV (the
 # envgate revision the report names; default from git).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -119,6 +121,8 @@ HERE=$ROOT/loadtest/bench
 . "$HERE/lib.sh"
 # shellcheck source=loadtest/bench/warm.sh
 . "$HERE/warm.sh"
+# shellcheck source=loadtest/bench/firewall.sh
+. "$HERE/firewall.sh"
 # shellcheck source=loadtest/bench/scenarios.sh
 . "$HERE/scenarios.sh"
 # shellcheck source=loadtest/bench/scale.sh
@@ -145,6 +149,12 @@ log "CPU busy before the run (2 s, nothing of ours running): $BUSY_BEFORE %"
 for s in warm firewall cold herd churn scale cluster; do
 	[[ " $ONLY " != *" $s "* ]] || "scenario_$s"
 done
+# A run of §1c in a network namespace of its own (firewall.sh) hands its
+# parts of the report to the run that started it.
+if [[ -n ${FW_INNER:-} ]]; then
+	cp "$MD" "$FW_INNER.md" && cp "$SUM" "$FW_INNER.sum" && cp "$CMDS" "$FW_INNER.cmds"
+	exit 0
+fi
 BUSY_AFTER=$(busy_pct 2)
 
 # ---- BENCHMARKS.md -------------------------------------------------------------
