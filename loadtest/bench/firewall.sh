@@ -3,7 +3,8 @@
 # costs the warm path and a cold start. Sourced by run.sh, which sets the
 # variables these use (TMP, BIN, the ports); knobs BENCH_FW_ROUNDS (12),
 # BENCH_FW_DURATION (s per wrk run, 3), BENCH_FW_MODES (default "off on
-# tracked nonat"), BENCH_FW_COLD_CHUNKS (4 per mode, of 20 cold starts).
+# tracked nonat"), BENCH_FW_COLD_CHUNKS (8 per mode) of BENCH_FW_COLD_N
+# (10) cold starts.
 #
 # Only the gateway can reach an env with the firewall on, so this
 # compares envgate with itself, in modes:
@@ -100,16 +101,16 @@ fw_wrk() {
 		BEGIN { split(w, x, " "); printf "%s %.2f %.2f %s\n", rps, (ticks / hz + x[1] + x[2]) * 1e6 / n, m / hz * 1e6 / n, load }'
 }
 
-# fw_cold MODE K: a gateway of MODE, 20 cold starts of fresh envs one at
+# fw_cold MODE K: a gateway of MODE, BENCH_FW_COLD_N cold starts of fresh envs one at
 # a time (not pinned, as in §2); prints the TTFB p50 of the chunk and
 # appends the gateway's "env ready" took values to $TMP/fw-ready-MODE.
 fw_cold() {
-	local mode=$1 k=$2 cfg=$TMP/fw-cold-$1.yaml json=$TMP/fw-cold-$1-$2.json
+	local mode=$1 k=$2 cfg=$TMP/fw-cold-$1.yaml json=$TMP/fw-cold-$1-$2.json n=${BENCH_FW_COLD_N:-10}
 	fw_config "$mode" "$cfg"
 	# Not pinned: as §2's cold runs.
 	start_gateway "fw-cold-$mode-$k" "$cfg"
-	cmd "benchtool cold -addr 127.0.0.1:$GW_PORT -hosts 'f${mode}${k}x{{.I}}.localhost' -n 20 -path /healthz  # per mode and chunk"
-	"$BT" cold -addr "127.0.0.1:$GW_PORT" -hosts "f${mode}${k}x{{.I}}.localhost" -n 20 -path /healthz >"$json"
+	cmd "benchtool cold -addr 127.0.0.1:$GW_PORT -hosts 'f${mode}${k}x{{.I}}.localhost' -n $n -path /healthz  # per mode and chunk"
+	"$BT" cold -addr "127.0.0.1:$GW_PORT" -hosts "f${mode}${k}x{{.I}}.localhost" -n "$n" -path /healthz >"$json"
 	jq -r 'select(.message=="env ready" and (.env|startswith("f"))) | .took' "$GW_LOG" >>"$TMP/fw-ready-$mode"
 	stop_gateway
 	jq .ttfb_ms.p50 "$json"
@@ -164,16 +165,16 @@ scenario_firewall() {
 			stop_gateway
 		done
 	done
-	# Cold starts: chunks of 20, modes alternating (off and on only: the
+	# Cold starts: short chunks, modes alternating (off and on only: the
 	# other modes differ from on per packet, not per start).
-	local chunks=${BENCH_FW_COLD_CHUNKS:-4} k
+	local chunks=${BENCH_FW_COLD_CHUNKS:-8} k
 	local -A ttfb
 	: >"$TMP/fw-ready-off"
 	: >"$TMP/fw-ready-on"
 	for ((k = 0; k < chunks; k++)); do
 		for m in off on; do
 			((k % 2 == 0)) || m=$([[ $m == off ]] && echo on || echo off)
-			log "1c. cold chunk $((k + 1))/$chunks: firewall $m (20 cold starts)"
+			log "1c. cold chunk $((k + 1))/$chunks: firewall $m (${BENCH_FW_COLD_N:-10} cold starts)"
 			ttfb[$m]+="$(fw_cold "$m" "$k") "
 		done
 	done
@@ -244,10 +245,12 @@ scenario_firewall() {
 	t_off=$(median ${ttfb[off]}) t_on=$(median ${ttfb[on]})
 	local dr dt
 	dr=$(minus "$r_on" "$r_off") dt=$(minus "$t_on" "$t_off")
-	md "Cold starts, off against on: $chunks chunks of 20 cold starts per mode (\`benchtool cold\`, one at a time,"
+	md "Cold starts, off against on: $chunks chunks of ${BENCH_FW_COLD_N:-10} cold starts per mode (\`benchtool cold\`, one at a time,"
 	md "fresh envs, as in §2; gateways not pinned), the modes alternating chunk by chunk. *env ready* is the"
 	md "gateway's own start time per env (namespace, veth, firewall attach, spawn, probe), pooled over the"
-	md "chunks; TTFB p50 is the median of the chunks' p50s."
+	md "chunks; TTFB p50 is the median of the chunks' p50s. The firewall's own work in a start is"
+	md "\`Firewall.Attach\` (a set element, IPv6 sysctls, a default route), which the Go benchmarks"
+	md "\`BenchmarkFirewallAttach\` and \`BenchmarkFirewallAttachLive\` (package netns) time alone."
 	md ""
 	md "| firewall | env ready p50 ms | TTFB p50 ms (median of chunks) | TTFB p50 per chunk |"
 	md "|---|---:|---:|---|"
