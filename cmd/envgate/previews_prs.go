@@ -2,15 +2,10 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"slices"
-	"sync"
-	"syscall"
 
+	"github.com/envgate/envgate/lifecycle/cluster/sharedfile"
 	"github.com/rs/zerolog"
 )
 
@@ -35,23 +30,17 @@ type pullRequest struct {
 // state_dir. Its methods are safe for concurrent use, by the goroutines
 // of one gateway and by the nodes of a cluster, which share state_dir.
 //
-// The file is the only copy: each change reads it, applies itself and
-// writes it back (a new file renamed over the old one), all under an
-// exclusive flock of prsFile.lock beside it; each read reads it whole
-// (a rename is atomic, so without the lock). So nodes that record pull
-// requests and deployments at the same time (the node a webhook reached,
-// and every node's own periodic refresh) never overwrite each other's
-// records, and each sees the others' at once: no node needs to be the
-// one writer, and none keeps a copy that goes stale. The state dir's
-// filesystem must honour flock between machines, as the fencing tokens
-// already require (NFS does, through its lock manager). Changes come at
-// the rate of webhooks, so reading a small file each time costs nothing
-// that matters.
+// The file is the only copy, changed through sharedfile.Update (read,
+// change, write back, under an flock of prsFile.lock) and read whole
+// for each look-up. So nodes that record pull requests and deployments
+// at the same time (the node a webhook reached, and every node's own
+// periodic refresh) never overwrite each other's records, and each sees
+// the others' at once: no node needs to be the one writer, and none
+// keeps a copy that goes stale. Changes come at the rate of webhooks, so
+// reading a small file each time costs nothing that matters.
 type prMap struct {
 	path string
 	log  zerolog.Logger
-
-	mu sync.Mutex // serialises this process's changes; the flock, the nodes'
 }
 
 // loadPRMap returns the map kept at path, after checking that the file,
@@ -67,13 +56,18 @@ func loadPRMap(path string, log zerolog.Logger) (*prMap, error) {
 // read returns the pull requests the file holds; a missing file is an
 // empty map.
 func (m *prMap) read() (map[int]*pullRequest, error) {
-	prs := make(map[int]*pullRequest)
-	b, err := os.ReadFile(m.path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return prs, nil
-	}
+	b, err := sharedfile.Read(m.path)
 	if err != nil {
 		return nil, fmt.Errorf("previews: %w", err)
+	}
+	return m.parse(b)
+}
+
+// parse returns the pull requests of b, the file's content.
+func (m *prMap) parse(b []byte) (map[int]*pullRequest, error) {
+	prs := make(map[int]*pullRequest)
+	if len(b) == 0 {
+		return prs, nil
 	}
 	var f struct {
 		PullRequests []*pullRequest `json:"pull_requests"`
@@ -102,27 +96,16 @@ func (m *prMap) view() map[int]*pullRequest {
 // update applies change to the pull requests under the file's lock,
 // and writes them back if change reports that it changed them.
 func (m *prMap) update(change func(prs map[int]*pullRequest) bool) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if err := os.MkdirAll(filepath.Dir(m.path), 0o711); err != nil {
-		return fmt.Errorf("previews: %w", err)
-	}
-	lock, err := os.OpenFile(m.path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return fmt.Errorf("previews: %w", err)
-	}
-	defer lock.Close() // unlocks
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return fmt.Errorf("previews: lock %s: %w", lock.Name(), err)
-	}
-	prs, err := m.read()
-	if err != nil {
-		return err
-	}
-	if !change(prs) {
-		return nil
-	}
-	return m.write(prs)
+	return sharedfile.Update(m.path, func(old []byte) ([]byte, error) {
+		prs, err := m.parse(old)
+		if err != nil {
+			return nil, err
+		}
+		if !change(prs) {
+			return old, nil
+		}
+		return encodePRs(prs)
+	})
 }
 
 // opened records pull request number of branch (and its env, if known).
@@ -196,10 +179,9 @@ func (m *prMap) deploymentsOf(env string) []int64 {
 	return ids
 }
 
-// write writes prs to a new file, syncs it and renames it over the old
-// one, so a crash, and a reader, see one or the other whole. The file's
-// lock is held.
-func (m *prMap) write(prs map[int]*pullRequest) error {
+// encodePRs returns the file's content for prs: the pull requests by
+// number, in JSON.
+func encodePRs(prs map[int]*pullRequest) ([]byte, error) {
 	list := make([]*pullRequest, 0, len(prs))
 	for _, pr := range prs {
 		list = append(list, pr)
@@ -209,22 +191,7 @@ func (m *prMap) write(prs map[int]*pullRequest) error {
 		PullRequests []*pullRequest `json:"pull_requests"`
 	}{list}, "", "  ")
 	if err != nil {
-		return err
+		return nil, err
 	}
-	f, err := os.CreateTemp(filepath.Dir(m.path), prsFile+".*")
-	if err != nil {
-		return fmt.Errorf("previews: %w", err)
-	}
-	_, werr := f.Write(append(b, '\n'))
-	serr := f.Sync()
-	cerr := f.Close()
-	if err := errors.Join(werr, serr, cerr); err != nil {
-		os.Remove(f.Name())
-		return fmt.Errorf("previews: write %s: %w", m.path, err)
-	}
-	if err := os.Rename(f.Name(), m.path); err != nil {
-		os.Remove(f.Name())
-		return fmt.Errorf("previews: %w", err)
-	}
-	return nil
+	return append(b, '\n'), nil
 }
