@@ -881,7 +881,9 @@ func TestClusterAdmin(t *testing.T) {
 // TestClusterWebhook: a push webhook that reaches a node which does not
 // run the env makes the node that does restart it on the new commit (the
 // mirror refreshes only on webhooks here), and a pull request closed
-// there destroys it on its node: its namespace and data dir go.
+// there destroys it on its node: its namespace and data dir go. Each
+// delivery replayed to the other node is refused (409) and changes
+// nothing: GitHub hears of the push once.
 func TestClusterWebhook(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (network namespaces)")
@@ -915,6 +917,11 @@ func TestClusterWebhook(t *testing.T) {
 	if code := deliver(t, other.g, "hook-secret", "push", "d-push", push); code != 202 {
 		t.Fatalf("push to %s: status %d", other.name, code)
 	}
+	// The same delivery replayed to the owner: the nodes share the record
+	// of delivery IDs, so it is refused there too.
+	if code := deliver(t, owner.g, "hook-secret", "push", "d-push", push); code != 409 {
+		t.Errorf("push replayed to %s: status %d, want 409", owner.name, code)
+	}
 	wait.For(t, 30*time.Second, "feature-x to serve x-v2 on "+owner.name, func() bool {
 		status, shown, _, _ := owner.getEnv(t, "feature-x")
 		return status == 200 && shown == "x-v2"
@@ -936,9 +943,13 @@ func TestClusterWebhook(t *testing.T) {
 		t.Errorf("%d deployments for one push to two nodes, want 1", n)
 	}
 	fake.mu.Unlock()
-	if code := deliver(t, other.g, "hook-secret", "pull_request", "d-close", map[string]any{"action": "closed",
-		"pull_request": map[string]any{"number": 3, "head": map[string]string{"ref": "feature-x", "sha": "x"}}}); code != 202 {
+	closed := map[string]any{"action": "closed",
+		"pull_request": map[string]any{"number": 3, "head": map[string]string{"ref": "feature-x", "sha": "x"}}}
+	if code := deliver(t, other.g, "hook-secret", "pull_request", "d-close", closed); code != 202 {
 		t.Fatalf("pull_request closed to %s: status %d", other.name, code)
+	}
+	if code := deliver(t, owner.g, "hook-secret", "pull_request", "d-close", closed); code != 409 {
+		t.Errorf("pull_request closed replayed to %s: status %d, want 409", owner.name, code)
 	}
 	wait.For(t, 30*time.Second, "feature-x's namespace and data dir to go", func() bool {
 		ns, _ := instanceState(t, owner.instance)

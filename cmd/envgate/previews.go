@@ -95,8 +95,9 @@ func (c *Config) startPreviews(ctx context.Context, src sources.Source, envs *li
 	}
 	p.host = pc.Host
 	p.preStart = pc.PreStart
-	// Delivery IDs seen survive restarts: a replay is refused by the next
-	// gateway process too.
+	// Delivery IDs seen survive restarts and are shared by the nodes of a
+	// cluster: a replay is refused by the next gateway process, and by
+	// every node, too.
 	wcfg := webhook.Config{Events: p, Log: log, SeenFile: filepath.Join(c.StateDir, "webhook-deliveries")}
 	read := func(field, path string) ([]byte, error) {
 		b, err := os.ReadFile(path)

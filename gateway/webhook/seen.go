@@ -1,68 +1,71 @@
 package webhook
 
 import (
-	"bufio"
 	"bytes"
 	"container/list"
-	"errors"
-	"io/fs"
-	"os"
-	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
+	"github.com/envgate/envgate/lifecycle/cluster/sharedfile"
 	"github.com/rs/zerolog"
 )
 
-// idSet is a bounded set of delivery IDs, the oldest dropped first,
-// optionally kept in a file: each accepted ID is appended to it, and it is
-// rewritten with the set alone when it holds twice the set's size.
+// idSet is a bounded set of delivery IDs, the oldest dropped first: in
+// this process's memory, and, if file is set, in that file too, which
+// holds the newest max IDs accepted by every process that shares it (a
+// restarted gateway, the nodes of a cluster).
+//
+// The file is the only copy of the shared set: each delivery reads it
+// and, if its ID is new, writes it back with the ID added, in one
+// sharedfile.Update, so two nodes that get the same delivery at once
+// accept it once, and no node's records overwrite another's. The memory
+// set remembers what this process saw: with no file, or when the file
+// cannot be read or written (logged), replays are refused within this
+// process's life only.
 type idSet struct {
 	max  int
 	file string // "" for memory only
 	log  zerolog.Logger
 
-	mu       sync.Mutex
-	order    *list.List               // guarded by mu; front is newest
-	ids      map[string]*list.Element // guarded by mu
-	appended int                      // guarded by mu; lines in file beyond the set
+	mu    sync.Mutex
+	order *list.List               // guarded by mu; front is newest
+	ids   map[string]*list.Element // guarded by mu
 }
 
-func newIDSet(max int) *idSet {
-	return &idSet{max: max, order: list.New(), ids: make(map[string]*list.Element)}
-}
-
-// loadIDSet returns a set holding the newest max IDs of file (if set),
-// which it rewrites with them. A file it cannot read or write is logged:
-// replays are then refused only within this process's life.
-func loadIDSet(max int, file string, log zerolog.Logger) *idSet {
-	s := newIDSet(max)
-	s.file, s.log = file, log
-	if file == "" {
-		return s
-	}
-	b, err := os.ReadFile(file)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		log.Error().Err(err).Str("file", file).Msg("webhook: the delivery IDs seen before are unreadable; replays of them will be taken")
-	}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		if id := sc.Text(); id != "" {
-			s.add(id)
+// newIDSet returns a set of the newest max IDs, kept in file if it is
+// not "". A file it cannot read is logged.
+func newIDSet(max int, file string, log zerolog.Logger) *idSet {
+	s := &idSet{max: max, file: file, log: log, order: list.New(), ids: make(map[string]*list.Element)}
+	if file != "" {
+		if _, err := sharedfile.Read(file); err != nil {
+			log.Error().Err(err).Str("file", file).Msg("webhook: the delivery IDs seen before are unreadable; replays of them will be taken")
 		}
 	}
-	s.mu.Lock()
-	s.rewriteLocked()
-	s.mu.Unlock()
 	return s
 }
 
-// add records id and reports whether it was new.
+// add records id and reports whether it was new: neither in memory nor
+// in the file.
 func (s *idSet) add(id string) bool {
+	s.mu.Lock()
+	_, known := s.ids[id]
+	s.mu.Unlock()
+	if known {
+		return false
+	}
+	// An ID with a line break would be two lines: memory only.
+	if s.file != "" && !strings.ContainsAny(id, "\r\n") {
+		var err error
+		known, err = s.addToFile(id)
+		if err != nil {
+			s.log.Error().Err(err).Str("file", s.file).Str("delivery", id).Msg("webhook: check and record a delivery ID; a replay of it to another node or after a restart would be taken")
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.ids[id]; ok {
-		return false
+		return false // added meanwhile by another goroutine
 	}
 	s.ids[id] = s.order.PushFront(id)
 	if s.order.Len() > s.max {
@@ -70,67 +73,27 @@ func (s *idSet) add(id string) bool {
 		s.order.Remove(old)
 		delete(s.ids, old.Value.(string))
 	}
-	return true
+	return !known
 }
 
-func (s *idSet) remove(id string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if e, ok := s.ids[id]; ok {
-		s.order.Remove(e)
-		delete(s.ids, id)
-	}
-}
-
-// keep writes id, added and acted on, to the file.
-func (s *idSet) keep(id string) {
-	if s.file == "" || strings.ContainsAny(id, "\r\n") {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.appended >= s.max {
-		s.rewriteLocked()
-		return
-	}
-	f, err := os.OpenFile(s.file, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-	if err == nil {
-		_, err = f.WriteString(id + "\n")
-		err = errors.Join(err, f.Close())
-	}
-	if err != nil {
-		s.log.Error().Err(err).Str("file", s.file).Msg("webhook: record a delivery ID; a replay after a restart would be taken")
-		return
-	}
-	s.appended++
-}
-
-// rewriteLocked replaces the file with the set's IDs, oldest first
-// (written to a new file, synced, renamed). s.mu is held.
-func (s *idSet) rewriteLocked() {
-	var b strings.Builder
-	for e := s.order.Back(); e != nil; e = e.Prev() {
-		b.WriteString(e.Value.(string))
-		b.WriteByte('\n')
-	}
-	err := os.MkdirAll(filepath.Dir(s.file), 0o700)
-	var f *os.File
-	if err == nil {
-		f, err = os.CreateTemp(filepath.Dir(s.file), filepath.Base(s.file)+".*")
-	}
-	if err == nil {
-		_, werr := f.WriteString(b.String())
-		err = errors.Join(werr, f.Sync(), f.Close())
-		if err == nil {
-			err = os.Rename(f.Name(), s.file)
+// addToFile adds id to the file unless it holds it already, which it
+// reports. The file holds one ID a line, oldest first; the oldest are
+// dropped beyond max.
+func (s *idSet) addToFile(id string) (known bool, err error) {
+	err = sharedfile.Update(s.file, func(old []byte) ([]byte, error) {
+		ids := strings.FieldsFunc(string(old), func(r rune) bool { return r == '\n' })
+		ids = ids[max(0, len(ids)-s.max):]
+		if slices.Contains(ids, id) {
+			known = true
+			return old, nil
 		}
-		if err != nil {
-			os.Remove(f.Name())
+		ids = append(ids, id)
+		var b bytes.Buffer
+		for _, x := range ids[max(0, len(ids)-s.max):] { // the oldest go
+			b.WriteString(x)
+			b.WriteByte('\n')
 		}
-	}
-	if err != nil {
-		s.log.Error().Err(err).Str("file", s.file).Msg("webhook: rewrite the delivery IDs seen")
-		return
-	}
-	s.appended = 0
+		return b.Bytes(), nil
+	})
+	return known, err
 }

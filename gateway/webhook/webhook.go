@@ -61,8 +61,11 @@ type Config struct {
 	GitLabToken []byte
 	Events      Events
 	// SeenFile, if set, keeps the delivery IDs accepted (the newest
-	// 4,096) across restarts, so that a delivery replayed to a new
-	// gateway process is refused too. Default "": memory only.
+	// 4,096) in a file that every Handler given it shares, so that a
+	// delivery replayed to a new gateway process, or to another node of a
+	// cluster (whose state_dir is shared), is refused too; it is read at
+	// each delivery and changed under an flock of SeenFile.lock. Default
+	// "": memory only.
 	SeenFile string
 	Log      zerolog.Logger
 }
@@ -75,12 +78,13 @@ type Handler struct {
 
 // New returns a Handler.
 func New(cfg Config) *Handler {
-	return &Handler{cfg: cfg, seen: loadIDSet(replayMemory, cfg.SeenFile, cfg.Log)}
+	return &Handler{cfg: cfg, seen: newIDSet(replayMemory, cfg.SeenFile, cfg.Log)}
 }
 
 // ServeHTTP answers a delivery: 202 when acted on or ignored (an event
 // kind previews do not use), 401 for a bad or missing signature or token,
-// 409 for a replayed delivery, 413 for a body over MaxBody, 400 for a
+// 409 for a replayed delivery (one accepted before by any Handler
+// sharing its SeenFile), 413 for a body over MaxBody, 400 for a
 // body that is not the event's JSON.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var github bool
@@ -135,22 +139,26 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "missing delivery ID", http.StatusBadRequest)
 		return
 	}
+	// Parsed before the ID is recorded: a delivery refused for its body
+	// is not remembered, so a fixed redelivery is taken.
+	var act func()
+	if github {
+		act, err = h.github(r.Header.Get("X-GitHub-Event"), body)
+	} else {
+		act, err = h.gitlab(r.Header.Get("X-Gitlab-Event"), body)
+	}
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
 	if !h.seen.add(id) {
 		h.cfg.Log.Warn().Str("delivery", id).Msg("webhook: replayed delivery refused")
 		http.Error(w, "delivery already received", http.StatusConflict)
 		return
 	}
-	if github {
-		err = h.github(r.Header.Get("X-GitHub-Event"), body)
-	} else {
-		err = h.gitlab(r.Header.Get("X-Gitlab-Event"), body)
+	if act != nil {
+		act()
 	}
-	if err != nil {
-		h.seen.remove(id) // a fixed redelivery may come
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	h.seen.keep(id)
 	w.WriteHeader(http.StatusAccepted)
 }
 
@@ -180,7 +188,9 @@ func Sign(secret, body []byte) string {
 
 const zeroSHA = "0000000000000000000000000000000000000000"
 
-func (h *Handler) github(event string, body []byte) error {
+// github parses a GitHub delivery of event into the call on Events it
+// asks for: nil for an event previews ignore.
+func (h *Handler) github(event string, body []byte) (act func(), err error) {
 	switch event {
 	case "push":
 		var p struct {
@@ -189,15 +199,15 @@ func (h *Handler) github(event string, body []byte) error {
 			Deleted bool   `json:"deleted"`
 		}
 		if err := json.Unmarshal(body, &p); err != nil {
-			return errors.New("push: not JSON")
+			return nil, errors.New("push: not JSON")
 		}
 		branch, ok := strings.CutPrefix(p.Ref, "refs/heads/")
 		switch {
 		case !ok: // a tag
 		case p.Deleted || p.After == zeroSHA:
-			h.cfg.Events.BranchDeleted(branch)
+			return func() { h.cfg.Events.BranchDeleted(branch) }, nil
 		default:
-			h.cfg.Events.Pushed(branch, p.After)
+			return func() { h.cfg.Events.Pushed(branch, p.After) }, nil
 		}
 	case "pull_request":
 		var p struct {
@@ -211,20 +221,21 @@ func (h *Handler) github(event string, body []byte) error {
 			} `json:"pull_request"`
 		}
 		if err := json.Unmarshal(body, &p); err != nil {
-			return errors.New("pull_request: not JSON")
+			return nil, errors.New("pull_request: not JSON")
 		}
 		pr := PullRequest{Number: p.PullRequest.Number, Branch: p.PullRequest.Head.Ref, Head: p.PullRequest.Head.SHA}
 		switch p.Action {
 		case "opened", "reopened", "synchronize":
-			h.cfg.Events.PullRequestUpdated(pr)
+			return func() { h.cfg.Events.PullRequestUpdated(pr) }, nil
 		case "closed":
-			h.cfg.Events.PullRequestClosed(pr)
+			return func() { h.cfg.Events.PullRequestClosed(pr) }, nil
 		}
 	}
-	return nil // ping and other events: nothing to do
+	return nil, nil // ping and other events: nothing to do
 }
 
-func (h *Handler) gitlab(event string, body []byte) error {
+// gitlab is github for GitLab.
+func (h *Handler) gitlab(event string, body []byte) (act func(), err error) {
 	switch event {
 	case "Push Hook":
 		var p struct {
@@ -232,15 +243,15 @@ func (h *Handler) gitlab(event string, body []byte) error {
 			After string `json:"after"`
 		}
 		if err := json.Unmarshal(body, &p); err != nil {
-			return errors.New("push: not JSON")
+			return nil, errors.New("push: not JSON")
 		}
 		branch, ok := strings.CutPrefix(p.Ref, "refs/heads/")
 		switch {
 		case !ok:
 		case p.After == zeroSHA:
-			h.cfg.Events.BranchDeleted(branch)
+			return func() { h.cfg.Events.BranchDeleted(branch) }, nil
 		default:
-			h.cfg.Events.Pushed(branch, p.After)
+			return func() { h.cfg.Events.Pushed(branch, p.After) }, nil
 		}
 	case "Merge Request Hook":
 		var p struct {
@@ -254,16 +265,16 @@ func (h *Handler) gitlab(event string, body []byte) error {
 			} `json:"object_attributes"`
 		}
 		if err := json.Unmarshal(body, &p); err != nil {
-			return errors.New("merge request: not JSON")
+			return nil, errors.New("merge request: not JSON")
 		}
 		a := p.Attrs
 		pr := PullRequest{Number: a.IID, Branch: a.SourceBranch, Head: a.LastCommit.ID}
 		switch a.Action {
 		case "open", "reopen", "update":
-			h.cfg.Events.PullRequestUpdated(pr)
+			return func() { h.cfg.Events.PullRequestUpdated(pr) }, nil
 		case "close", "merge":
-			h.cfg.Events.PullRequestClosed(pr)
+			return func() { h.cfg.Events.PullRequestClosed(pr) }, nil
 		}
 	}
-	return nil
+	return nil, nil
 }

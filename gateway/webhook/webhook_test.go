@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/rs/zerolog"
 )
 
 type recorder struct {
@@ -120,7 +122,7 @@ func TestGitLab(t *testing.T) {
 }
 
 func TestIDSetBounded(t *testing.T) {
-	s := newIDSet(3)
+	s := newIDSet(3, "", zerolog.Nop())
 	for _, id := range []string{"a", "b", "c", "d"} {
 		if !s.add(id) {
 			t.Fatalf("%s not new", id)
