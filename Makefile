@@ -9,9 +9,11 @@ all: build
 
 # The gateway and, beside it, the trampoline its dev servers start through
 # (cmd/envgate-init: without it each such start re-executes the gateway's
-# own, larger binary, a few milliseconds slower).
+# own, larger binary, a few milliseconds slower) and the demo dev server
+# in a small binary (cmd/envgate-demo: what "{{.Self}} demo-server" in a
+# template runs when it is there, about 5 ms of CPU less per env start).
 build:
-	$(GO) build -o bin/ ./cmd/envgate ./cmd/envgate-init
+	$(GO) build -o bin/ ./cmd/envgate ./cmd/envgate-init ./cmd/envgate-demo
 
 # Start the gateway on its embedded default: <env>.localhost on http://localhost:8080.
 run: build

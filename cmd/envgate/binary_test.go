@@ -45,9 +45,9 @@ func envgateBinary(t *testing.T) string {
 			return
 		}
 		builtPath = filepath.Join(dir, "envgate")
-		// With the trampoline beside it, as make build and the image
-		// install them.
-		out, err := exec.Command("go", "build", "-o", dir+"/", ".", "../envgate-init").CombinedOutput()
+		// With the trampoline and the demo server beside it, as make
+		// build and the image install them.
+		out, err := exec.Command("go", "build", "-o", dir+"/", ".", "../envgate-init", "../envgate-demo").CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}

@@ -416,6 +416,9 @@ func (c *Config) template(i int) (*lifecycle.Template, error) {
 	for j, a := range tc.Command {
 		cmd[j] = strings.ReplaceAll(a, "{{.Self}}", self)
 	}
+	if len(tc.Command) > 1 && tc.Command[0] == "{{.Self}}" && tc.Command[1] == "demo-server" {
+		cmd[0] = demoProgram(self)
+	}
 	t := &lifecycle.Template{
 		Name:        tc.Name,
 		Match:       tc.Match,

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"flag"
 	"os"
 
 	"github.com/envgate/envgate/loadtest/demo"
@@ -12,27 +13,18 @@ func newDemoCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "demo-server",
 		Short: "Run the built-in demo dev server (what the default template runs in each env)",
-		Long: `A small dev server for trying envgate and for its tests:
-  /            HTML page naming its env and host, with a visit counter kept in --data-dir
-  /healthz     200 ok
-  /ws          WebSocket echo
-  /events      server-sent events (?interval=1s&count=N)
-  /slow?ms=N   answers after N ms
-  /echo        the request as JSON (headers, body size)
-  /upload, /download?bytes=N   streamed bodies`,
+		Long: demo.Description + `
+
+A template command "{{.Self}} demo-server ..." runs envgate-demo, this same
+server in a small binary that starts in about a millisecond, when it sits
+beside the envgate binary (make build puts it there).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return demo.Run(cmd.Context(), o)
 		},
 	}
-	listen := demo.DefaultListen
-	if p := os.Getenv("PORT"); p != "" {
-		listen = ":" + p
-	}
-	f := cmd.Flags()
-	f.StringVar(&o.Listen, "listen", listen, "address to listen on (default :8080, or :$PORT when PORT is set)")
-	f.StringVar(&o.Name, "name", os.Getenv(demo.EnvNameVar), "env name to show (default $ENVGATE_ENV, else the Host's first label)")
-	f.StringVar(&o.DataDir, "data-dir", os.Getenv("ENVGATE_DATA_DIR"), "where the visit counter is kept (default $ENVGATE_DATA_DIR; empty: in memory)")
-	f.DurationVar(&o.BootDelay, "boot-delay", 0, "sleep this long before listening, like a slow dev server")
+	fs := flag.NewFlagSet("demo-server", flag.ContinueOnError)
+	o.Flags(fs)
+	cmd.Flags().AddGoFlagSet(fs)
 	return cmd
 }

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -18,6 +21,19 @@ func TestGracefulStopLeavesNothing(t *testing.T) {
 	}
 	if ns, links := instanceState(t, instance); len(ns) != 2 || len(links) != 2 {
 		t.Fatalf("while serving: namespaces %v links %v, want 2 of each", ns, links)
+	}
+	// The default template's "{{.Self}} demo-server" runs envgate-demo,
+	// which sits beside the binary. (The env's init, the trampoline, has
+	// the same command line.)
+	demoBin := filepath.Join(filepath.Dir(envgateBinary(t)), demoName)
+	out, err := exec.Command("pgrep", "-f", "^"+demoBin+" demo-server --listen :3000 --name feature-x").Output()
+	var exes []string
+	for _, pid := range strings.Fields(string(out)) {
+		exe, _ := os.Readlink("/proc/" + pid + "/exe")
+		exes = append(exes, exe)
+	}
+	if !slices.Contains(exes, demoBin) {
+		t.Fatalf("pgrep %s demo-server ... feature-x: %v %q; programs %q, want %s among them", demoBin, err, out, exes, demoBin)
 	}
 	g.stop(t, syscall.SIGTERM)
 	if ns, links := instanceState(t, instance); len(ns)+len(links) != 0 {

@@ -52,6 +52,10 @@ die() { log "FAIL: $*"; exit 1; }
 # such start re-executes the gateway's binary, and the figures are not
 # what an installed gateway gets.
 [[ -x $(dirname "$BIN")/envgate-init ]] || die "$(dirname "$BIN")/envgate-init missing: run make build"
+# Likewise the demo dev server's own binary, which "{{.Self}} demo-server"
+# runs when it sits beside $BIN.
+DEMO_BIN=$(dirname "$BIN")/envgate-demo
+[[ -x $DEMO_BIN ]] || die "$DEMO_BIN missing: run make build"
 
 # ---- tools -----------------------------------------------------------------
 ONLY=${BENCH_ONLY:-warm firewall cold herd churn scale cluster}

@@ -22,8 +22,9 @@ scenario_cold() {
 	section "2. Cold-start overhead"
 	log "2. cold start: $COLD_N boots of the demo server alone"
 	local boot=$TMP/boot.json
-	cmd "benchtool boot -n $COLD_N -get /healthz -- bin/envgate demo-server --listen 127.0.0.1:0 --name boot --data-dir DIR  # exec -> 'listening on' line -> first byte of GET /healthz"
-	"$BT" boot -n "$COLD_N" -get /healthz -- "$BIN" demo-server --listen 127.0.0.1:0 --name boot --data-dir "$TMP/bootdata" >"$boot"
+	# The program the gateway runs for "{{.Self}} demo-server" (beside $BIN).
+	cmd "benchtool boot -n $COLD_N -get /healthz -- bin/envgate-demo demo-server --listen 127.0.0.1:0 --name boot --data-dir DIR  # exec -> 'listening on' line -> first byte of GET /healthz"
+	"$BT" boot -n "$COLD_N" -get /healthz -- "$DEMO_BIN" demo-server --listen 127.0.0.1:0 --name boot --data-dir "$TMP/bootdata" >"$boot"
 	local b50 b99 l50 l99
 	b50=$(jq .answer_ms.p50 "$boot")
 	b99=$(jq .answer_ms.p99 "$boot")
@@ -70,7 +71,8 @@ scenario_cold() {
 	md "The gateway's own share of a cold start: time to first byte of a request to a never-seen env,"
 	md "minus what the same request costs a client that runs the dev server itself. Method:"
 	md ""
-	md "- *boot*: \`benchtool boot -get /healthz\` execs \`envgate demo-server --listen 127.0.0.1:0 --data-dir DIR\`"
+	md "- *boot*: \`benchtool boot -get /healthz\` execs \`envgate-demo demo-server --listen 127.0.0.1:0 --data-dir DIR\`"
+	md "  (the demo server's own small binary, which the gateway runs for \`{{.Self}} demo-server\`)"
 	md "  $COLD_N times, one at a time; *listening* is from just before fork/exec to reading its \"listening on\""
 	md "  line, *answer* to the first byte of its answer to a GET /healthz sent on a new connection as soon as"
 	md "  that line was read (the server's own first request: the best a client starting it could do)."
