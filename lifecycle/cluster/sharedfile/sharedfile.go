@@ -14,17 +14,23 @@
 // manager). Each change reads and rewrites the whole file: this is for
 // files of kilobytes changed at the rate of webhooks, not for a hot path.
 //
+// Lock is the same flock alone, for work that changes other files than
+// the lock's own (the git mirror: git's commands on it wait for each
+// other instead of failing on git's own lock files).
+//
 // It knows nothing of what the files hold.
 package sharedfile
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"syscall"
+	"time"
 )
 
 // Read returns the content of the file at path; a missing file is empty
@@ -47,17 +53,11 @@ func Read(path string) ([]byte, error) {
 // change runs with the lock held: it must not call Update on the same
 // file.
 func Update(path string, change func(old []byte) ([]byte, error)) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o711); err != nil {
-		return fmt.Errorf("sharedfile: %w", err)
-	}
-	lock, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	unlock, err := Lock(context.Background(), path+".lock")
 	if err != nil {
-		return fmt.Errorf("sharedfile: %w", err)
+		return err
 	}
-	defer lock.Close() // unlocks
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return fmt.Errorf("sharedfile: lock %s: %w", lock.Name(), err)
-	}
+	defer unlock()
 	old, err := Read(path)
 	if err != nil {
 		return fmt.Errorf("sharedfile: %w", err)
@@ -70,6 +70,58 @@ func Update(path string, change func(old []byte) ([]byte, error)) error {
 		return nil
 	}
 	return write(path, b)
+}
+
+// ErrHeld is the error of a Lock whose context ended while another open
+// file (another process, another node, or another Lock call of this
+// process) held the lock.
+var ErrHeld = errors.New("held by another holder")
+
+// Lock takes the exclusive flock of the file at path, made (0600, its
+// directory 0711) if missing, and returns the function that lets it go.
+// flock locks belong to open files: two Lock calls of one process
+// exclude each other as two processes do. Without a deadline or
+// cancellation on ctx, Lock waits as long as it takes; else it tries
+// again, at growing intervals up to 50ms, until ctx ends, and then
+// returns an error wrapping ErrHeld and ctx's cause. The lock is no
+// queue: when it is let go, any waiter may get it next.
+func Lock(ctx context.Context, path string) (unlock func(), err error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o711); err != nil {
+		return nil, fmt.Errorf("sharedfile: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("sharedfile: %w", err)
+	}
+	if err := flock(ctx, f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("sharedfile: lock %s: %w", path, err)
+	}
+	return func() { f.Close() }, nil // closing the file lets the lock go
+}
+
+func flock(ctx context.Context, f *os.File) error {
+	fd := int(f.Fd())
+	if ctx.Done() == nil {
+		return syscall.Flock(fd, syscall.LOCK_EX)
+	}
+	// A blocking flock cannot be cancelled, so it is tried without
+	// blocking until ctx ends.
+	wait := time.Millisecond
+	for {
+		err := syscall.Flock(fd, syscall.LOCK_EX|syscall.LOCK_NB)
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			return err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w: %w", ErrHeld, context.Cause(ctx))
+		case <-t.C:
+		}
+		wait = min(2*wait, 50*time.Millisecond)
+	}
 }
 
 // write writes b to a new file beside path, syncs it and renames it over

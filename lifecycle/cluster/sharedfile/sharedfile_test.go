@@ -1,6 +1,7 @@
 package sharedfile
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -8,6 +9,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // TestUpdate: a missing file reads empty and is made 0600; a failed
@@ -74,5 +76,33 @@ func TestUpdateLosesNone(t *testing.T) {
 	wg.Wait()
 	if b, err := Read(path); err != nil || string(b) != strconv.Itoa(workers*each) {
 		t.Errorf("counter %q (%v), want %d", b, err, workers*each)
+	}
+}
+
+// TestLockWaitBounded: a Lock whose context ends while another open file
+// holds the lock fails with ErrHeld and the context's cause, and holds
+// nothing; once the holder lets go, the next Lock gets it.
+func TestLockWaitBounded(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sub", "repo.lock")
+	unlock, err := Lock(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow := errors.New("the holder is slow")
+	ctx, cancel := context.WithTimeoutCause(context.Background(), 50*time.Millisecond, slow)
+	defer cancel()
+	if _, err := Lock(ctx, path); !errors.Is(err, ErrHeld) || !errors.Is(err, slow) {
+		t.Fatalf("Lock while held: %v, want ErrHeld and the context's cause", err)
+	}
+	unlock()
+	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	unlock, err = Lock(ctx, path)
+	if err != nil {
+		t.Fatalf("Lock after the holder let go: %v", err)
+	}
+	unlock()
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("lock file: %v, %v; want mode 0600", fi, err)
 	}
 }
