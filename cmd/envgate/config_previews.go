@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/url"
@@ -52,11 +53,13 @@ func (c *Config) validatePreviews() []error {
 	return append(errs, c.validatePreviewsSection()...)
 }
 
-// mirror is the git source's mirror and worktrees in state_dir.
+// mirror is the git source's mirror and worktrees in state_dir. A change
+// of the mirror waits for another's (another node's, in cluster mode)
+// as long as an env's start may take.
 func (c *Config) mirror() sources.Mirror {
 	root := filepath.Join(c.StateDir, "git")
 	return sources.Mirror{Repo: c.Source.Repo, Dir: filepath.Join(root, "mirror.git"), Worktrees: filepath.Join(root, "checkouts"),
-		CredentialsFile: c.Source.CredentialsFile}
+		CredentialsFile: c.Source.CredentialsFile, LockWait: cmp.Or(c.maxReadyTimeout(), lifecycle.DefaultStartTimeout)}
 }
 
 // gitPreviewSource makes the mirrored git source: the clone or first

@@ -320,7 +320,7 @@ func (p *previews) destroy(env, why string, deployments []int64) {
 // sync fetches on a webhook's word, off the request's goroutine; what
 // moved is then handled by changed. In cluster mode the other nodes
 // fetch next, each for the envs it runs (after this fetch: they share
-// the mirror, and git refuses a second fetch into it meanwhile).
+// the mirror, and fetches into it wait for each other's lock).
 func (p *previews) sync(after func()) {
 	p.wg.Go(func() {
 		p.fetch(after)

@@ -23,7 +23,6 @@ type Git struct {
 	onChange atomic.Pointer[func(moved, gone []string)]
 
 	state     atomic.Pointer[gitState]
-	syncMu    sync.Mutex // serialises Sync and worktree changes in the mirror
 	refreshMu sync.Mutex // serialises whole refreshes, so a move is reported once
 	cancel    context.CancelFunc
 	done      chan struct{}
@@ -114,16 +113,12 @@ func (g *Git) Checkout(ctx context.Context, env string, uid, gid int) (dir, comm
 	if !ok {
 		return "", "", fmt.Errorf("sources: no branch for env %s", env)
 	}
-	g.syncMu.Lock()
-	defer g.syncMu.Unlock()
 	dir, err = g.mirror.Worktree(ctx, env, commit, uid, gid)
 	return dir, commit, err
 }
 
 // RemoveCheckout removes env's worktree.
 func (g *Git) RemoveCheckout(ctx context.Context, env string) error {
-	g.syncMu.Lock()
-	defer g.syncMu.Unlock()
 	return g.mirror.RemoveWorktree(ctx, env)
 }
 
@@ -159,13 +154,11 @@ func (g *Git) Sync(ctx context.Context) error { return g.sync(ctx) }
 func (g *Git) sync(ctx context.Context) error {
 	g.refreshMu.Lock()
 	defer g.refreshMu.Unlock()
-	g.syncMu.Lock()
 	err := g.mirror.Sync(ctx)
 	var heads map[string]string
 	if err == nil {
 		heads, err = g.mirror.Heads(ctx)
 	}
-	g.syncMu.Unlock()
 	if err != nil {
 		return err
 	}

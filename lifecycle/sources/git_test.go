@@ -33,6 +33,21 @@ func commitFile(t *testing.T, repo, name, content string) string {
 	return gitT(t, repo, "rev-parse", "HEAD")
 }
 
+// newTestMirror makes a repository <tmp>/repo with one commit on main, a
+// file name holding content, and returns a Mirror of it under
+// <tmp>/state (not cloned yet) and the commit. It skips t without git.
+func newTestMirror(t *testing.T, name, content string) (*Mirror, string) {
+	t.Helper()
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Skip("needs git")
+	}
+	root := t.TempDir()
+	repo := filepath.Join(root, "repo")
+	gitT(t, root, "init", "--quiet", "--initial-branch=main", repo)
+	c1 := commitFile(t, repo, name, content)
+	return &Mirror{Repo: repo, Dir: filepath.Join(root, "state", "mirror.git"), Worktrees: filepath.Join(root, "state", "checkouts")}, c1
+}
+
 // TestMirrorWorktree: the mirror clones and fetches; a worktree is made
 // at a commit owned by the env's uid, moved by a forced detached
 // checkout (untracked files kept, edits discarded), never reads a .git
@@ -42,16 +57,10 @@ func TestMirrorWorktree(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("needs root: chowns worktrees to another uid (CI runs as root)")
 	}
-	if _, err := exec.LookPath("git"); err != nil {
-		t.Skip("needs git")
-	}
 	t.Setenv("GIT_DIR", "/nonexistent") // must not reach envgate's git
 	ctx := context.Background()
-	root := t.TempDir()
-	repo := filepath.Join(root, "repo")
-	gitT(t, root, "init", "--quiet", "--initial-branch=main", repo)
-	c1 := commitFile(t, repo, "VERSION", "v1\n")
-	m := &Mirror{Repo: repo, Dir: filepath.Join(root, "state", "mirror.git"), Worktrees: filepath.Join(root, "state", "checkouts")}
+	m, c1 := newTestMirror(t, "VERSION", "v1\n")
+	repo, root := m.Repo, filepath.Dir(m.Repo)
 	if err := m.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}

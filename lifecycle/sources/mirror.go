@@ -2,14 +2,20 @@ package sources
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/envgate/envgate/lifecycle/cluster/sharedfile"
 )
 
 // gitTimeout bounds one git command, so a hung remote never stops the
@@ -43,6 +49,16 @@ func runGit(ctx context.Context, env []string, args ...string) ([]byte, error) {
 
 // Mirror is a mirror clone of a repository (a URL or a local path) kept
 // at Dir, with worktrees for envs under Worktrees.
+//
+// Its methods may run at once from any number of goroutines and
+// processes, on any machine that mounts Dir (the nodes of a cluster
+// share state_dir): every git command that changes the mirror itself
+// (clone, fetch, adding or removing a worktree) runs under an exclusive
+// flock of Dir+".lock", so they wait for each other where git's own lock
+// files would make all but one fail ("cannot lock ref"). What changes
+// one env's worktree alone (the checkout of its files, moving it to a
+// new commit) runs without that lock, so envs start side by side; the
+// callers run one env's calls one at a time (one owner per env).
 type Mirror struct {
 	Repo      string
 	Dir       string // the mirror's git dir, e.g. <state_dir>/git/mirror.git
@@ -52,22 +68,73 @@ type Mirror struct {
 	// from; other credential helpers are then not asked. Default "": the
 	// mirror's own config (and, for ssh, root's keys).
 	CredentialsFile string
+	// LockWait is how long a change of the mirror waits for its lock
+	// while another holds it (another node's fetch, or this gateway's
+	// own) before it fails with an error that says so. Default 0:
+	// gitTimeout, the longest one git command may run.
+	LockWait time.Duration
 }
 
-// credentialEnv is the environment that makes git take credentials from
-// file alone (GIT_CONFIG_COUNT adds config, as -c would), nil for none.
-func credentialEnv(file string) []string {
+// configEnv is the environment that adds git config pairs (key, value,
+// key, value...) to one command, as -c would, nil for none.
+func configEnv(kv ...string) []string {
+	if len(kv) == 0 {
+		return nil
+	}
+	env := []string{"GIT_CONFIG_COUNT=" + strconv.Itoa(len(kv)/2)}
+	for i := 0; i+1 < len(kv); i += 2 {
+		n := strconv.Itoa(i / 2)
+		env = append(env, "GIT_CONFIG_KEY_"+n+"="+kv[i], "GIT_CONFIG_VALUE_"+n+"="+kv[i+1])
+	}
+	return env
+}
+
+// credentialConfig is the config that makes git take credentials from
+// file alone, nil for none.
+func credentialConfig(file string) []string {
 	if file == "" {
 		return nil
 	}
-	return []string{"GIT_CONFIG_COUNT=2",
-		"GIT_CONFIG_KEY_0=credential.helper", "GIT_CONFIG_VALUE_0=",
-		"GIT_CONFIG_KEY_1=credential.helper", "GIT_CONFIG_VALUE_1=store --file=" + file}
+	return []string{"credential.helper", "", "credential.helper", "store --file=" + file}
 }
 
-// gitDir runs git on the mirror.
+// mirrorConfig is the config of every git command on the mirror. The
+// maintenance git runs after a fetch (gc --auto) stays in the
+// foreground, so it ends before the mirror's lock is let go instead of
+// racing the next holder; and it never prunes worktrees: git takes a
+// worktree whose directory it cannot see for gone, and a node that
+// mounts state_dir at another path cannot see the others'.
+var mirrorConfig = []string{
+	"gc.autoDetach", "false",
+	"maintenance.autoDetach", "false",
+	"gc.worktreePruneExpire", "never",
+}
+
+// git runs git on the mirror.
 func (m *Mirror) git(ctx context.Context, args ...string) ([]byte, error) {
-	return runGit(ctx, []string{"GIT_DIR=" + m.Dir}, args...)
+	return runGit(ctx, append([]string{"GIT_DIR=" + m.Dir}, configEnv(mirrorConfig...)...), args...)
+}
+
+// errLockWait is the cause of a lock wait that ran out of LockWait.
+var errLockWait = errors.New("lock wait over")
+
+// lock takes the mirror's lock, waiting at most LockWait (and no longer
+// than ctx allows), and returns the function that lets it go.
+func (m *Mirror) lock(ctx context.Context) (unlock func(), err error) {
+	wait := cmp.Or(m.LockWait, gitTimeout)
+	lctx, cancel := context.WithTimeoutCause(ctx, wait, errLockWait)
+	defer cancel()
+	path := m.Dir + ".lock"
+	unlock, err = sharedfile.Lock(lctx, path)
+	switch {
+	case err == nil:
+		return unlock, nil
+	case errors.Is(err, errLockWait):
+		return nil, fmt.Errorf("sources: repository %s: its mirror %s is locked (%s) by another gateway process, on this node or another node sharing state_dir, whose git command has not ended in %s; it goes on waiting at the next fetch or start: %w",
+			m.Repo, m.Dir, path, wait, err)
+	default:
+		return nil, fmt.Errorf("sources: repository %s: %w", m.Repo, err)
+	}
 }
 
 // Sync clones the mirror if it does not exist yet, else fetches into it
@@ -76,7 +143,12 @@ func (m *Mirror) git(ctx context.Context, args ...string) ([]byte, error) {
 // while dev servers, which can reach the state dir to get to their data
 // dirs, must see only their own checkout.
 func (m *Mirror) Sync(ctx context.Context) error {
-	if err := m.sync(ctx); err != nil {
+	unlock, err := m.lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := m.syncLocked(ctx); err != nil {
 		return err
 	}
 	if err := os.Chmod(m.Dir, 0o700); err != nil {
@@ -85,18 +157,18 @@ func (m *Mirror) Sync(ctx context.Context) error {
 	return nil
 }
 
-func (m *Mirror) sync(ctx context.Context) error {
+// syncLocked is Sync's clone or fetch; the mirror's lock is held, so
+// whether the mirror exists does not change under it.
+func (m *Mirror) syncLocked(ctx context.Context) error {
 	if _, err := os.Stat(filepath.Join(m.Dir, "HEAD")); err != nil {
-		if err := os.MkdirAll(filepath.Dir(m.Dir), 0o711); err != nil {
-			return fmt.Errorf("sources: mirror: %w", err)
-		}
 		tmp := m.Dir + ".new"
 		os.RemoveAll(tmp)
 		// Made 0700 before git fills it, so the clone is never readable.
 		if err := os.Mkdir(tmp, 0o700); err != nil {
 			return fmt.Errorf("sources: mirror: %w", err)
 		}
-		if _, err := runGit(ctx, credentialEnv(m.CredentialsFile), "clone", "--mirror", "--quiet", "--", m.Repo, tmp); err != nil {
+		env := configEnv(slices.Concat(mirrorConfig, credentialConfig(m.CredentialsFile))...)
+		if _, err := runGit(ctx, env, "clone", "--mirror", "--quiet", "--", m.Repo, tmp); err != nil {
 			os.RemoveAll(tmp)
 			return fmt.Errorf("sources: mirror %s: %w", m.Repo, err)
 		}
@@ -105,8 +177,8 @@ func (m *Mirror) sync(ctx context.Context) error {
 		}
 		return nil
 	}
-	fetch := append([]string{"GIT_DIR=" + m.Dir}, credentialEnv(m.CredentialsFile)...)
-	if _, err := runGit(ctx, fetch, "fetch", "--prune", "--quiet", "origin"); err != nil {
+	env := append([]string{"GIT_DIR=" + m.Dir}, configEnv(slices.Concat(mirrorConfig, credentialConfig(m.CredentialsFile))...)...)
+	if _, err := runGit(ctx, env, "fetch", "--prune", "--quiet", "origin"); err != nil {
 		return fmt.Errorf("sources: fetch %s: %w", m.Repo, err)
 	}
 	return nil
@@ -152,30 +224,23 @@ func (m *Mirror) worktreeGit(ctx context.Context, env string, args ...string) ([
 // Worktree makes env's worktree at commit (detached), or moves an
 // existing one there with a forced checkout (never a merge: the preview
 // shows the branch as pushed), then makes it all uid:gid's. It returns
-// the worktree's path.
+// the worktree's path. Only registering a new worktree in the mirror
+// takes the mirror's lock; the checkout of its files does not.
 func (m *Mirror) Worktree(ctx context.Context, env, commit string, uid, gid int) (string, error) {
 	dir := filepath.Join(m.Worktrees, env)
-	if _, err := os.Stat(filepath.Join(m.Dir, "worktrees", env, "HEAD")); err != nil {
-		if err := os.MkdirAll(m.Worktrees, 0o711); err != nil {
+	_, errMeta := os.Stat(filepath.Join(m.Dir, "worktrees", env, "HEAD"))
+	_, errDir := os.Stat(dir)
+	added := errMeta != nil || errDir != nil
+	if added {
+		if err := m.addWorktree(ctx, env, dir, commit); err != nil {
 			return "", fmt.Errorf("sources: worktree %s: %w", env, err)
 		}
-		// Leftovers of a worktree whose admin dir is gone.
-		os.RemoveAll(dir)
-		m.git(ctx, "worktree", "prune")
-		// Made 0700 before git fills it: one env's code is not another's
-		// to read, not even while it is being checked out.
-		if err := os.Mkdir(dir, 0o700); err != nil {
+	}
+	head, err := m.worktreeGit(ctx, env, "rev-parse", "HEAD")
+	// A new worktree has its HEAD at commit but no files yet.
+	if added || err != nil || strings.TrimSpace(string(head)) != commit {
+		if _, err := m.worktreeGit(ctx, env, "checkout", "--force", "--detach", "--quiet", commit); err != nil {
 			return "", fmt.Errorf("sources: worktree %s: %w", env, err)
-		}
-		if _, err := m.git(ctx, "worktree", "add", "--detach", "--quiet", dir, commit); err != nil {
-			return "", fmt.Errorf("sources: worktree %s: %w", env, err)
-		}
-	} else {
-		head, err := m.worktreeGit(ctx, env, "rev-parse", "HEAD")
-		if err != nil || strings.TrimSpace(string(head)) != commit {
-			if _, err := m.worktreeGit(ctx, env, "checkout", "--force", "--detach", "--quiet", commit); err != nil {
-				return "", fmt.Errorf("sources: worktree %s: %w", env, err)
-			}
 		}
 	}
 	if err := chownTree(dir, uid, gid); err != nil {
@@ -188,11 +253,46 @@ func (m *Mirror) Worktree(ctx context.Context, env, commit string, uid, gid int)
 	return dir, nil
 }
 
-// RemoveWorktree removes env's worktree; one that is gone is success.
+// addWorktree registers an empty worktree of env at dir in the mirror,
+// its HEAD at commit, replacing what is left of an earlier one.
+func (m *Mirror) addWorktree(ctx context.Context, env, dir, commit string) error {
+	if err := os.MkdirAll(m.Worktrees, 0o711); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	// Made 0700 before git fills it: one env's code is not another's
+	// to read, not even while it is being checked out.
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return err
+	}
+	unlock, err := m.lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	// This env's registration alone goes, never others' (no "worktree
+	// prune"): git would take the worktrees of a node that mounts
+	// state_dir at another path for gone. What remains of it would make
+	// git register the new one under another name.
+	if err := os.RemoveAll(filepath.Join(m.Dir, "worktrees", env)); err != nil {
+		return err
+	}
+	_, err = m.git(ctx, "worktree", "add", "--detach", "--no-checkout", "--quiet", dir, commit)
+	return err
+}
+
+// RemoveWorktree removes env's worktree and its registration in the
+// mirror (under the mirror's lock); one that is gone is success.
 func (m *Mirror) RemoveWorktree(ctx context.Context, env string) error {
 	err := os.RemoveAll(filepath.Join(m.Worktrees, env))
-	if _, perr := m.git(ctx, "worktree", "prune"); perr != nil && err == nil {
-		err = perr
+	if err == nil {
+		var unlock func()
+		if unlock, err = m.lock(ctx); err == nil {
+			err = os.RemoveAll(filepath.Join(m.Dir, "worktrees", env))
+			unlock()
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("sources: remove worktree %s: %w", env, err)
@@ -215,7 +315,7 @@ func chownTree(dir string, uid, gid int) error {
 // (a URL or a local path; no mirror needed), with credentials from
 // credentialsFile if set (see Mirror.CredentialsFile).
 func RemoteHeads(ctx context.Context, repo, credentialsFile string) (map[string]string, error) {
-	out, err := runGit(ctx, credentialEnv(credentialsFile), "ls-remote", "--heads", "--", repo)
+	out, err := runGit(ctx, configEnv(credentialConfig(credentialsFile)...), "ls-remote", "--heads", "--", repo)
 	if err != nil {
 		return nil, fmt.Errorf("sources: %w", err)
 	}
