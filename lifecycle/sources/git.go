@@ -24,6 +24,7 @@ type Git struct {
 
 	state     atomic.Pointer[gitState]
 	refreshMu sync.Mutex // serialises whole refreshes, so a move is reported once
+	envs      envLocks   // one env's checkout and its removal, one at a time
 	cancel    context.CancelFunc
 	done      chan struct{}
 	close     sync.Once
@@ -107,19 +108,59 @@ func (g *Git) Close() {
 }
 
 // Checkout implements lifecycle.Checkouts: env's worktree at its
-// branch's head.
+// branch's head. Checkouts of different envs run side by side; one env's
+// checkout and the removal of its worktree wait for each other (a
+// request may start an env again while its destroy is removing it).
 func (g *Git) Checkout(ctx context.Context, env string, uid, gid int) (dir, commit string, err error) {
 	_, commit, ok := g.Branch(env)
 	if !ok {
 		return "", "", fmt.Errorf("sources: no branch for env %s", env)
 	}
+	defer g.envs.lock(env)()
 	dir, err = g.mirror.Worktree(ctx, env, commit, uid, gid)
 	return dir, commit, err
 }
 
 // RemoveCheckout removes env's worktree.
 func (g *Git) RemoveCheckout(ctx context.Context, env string) error {
+	defer g.envs.lock(env)()
 	return g.mirror.RemoveWorktree(ctx, env)
+}
+
+// envLocks is a mutex per env name, each kept while someone holds or
+// waits for it.
+type envLocks struct {
+	mu    sync.Mutex
+	locks map[string]*envLock // guarded by mu
+}
+
+type envLock struct {
+	sync.Mutex
+	refs int // holders and waiters; guarded by envLocks.mu
+}
+
+// lock locks env's mutex and returns the function that unlocks it.
+func (l *envLocks) lock(env string) (unlock func()) {
+	l.mu.Lock()
+	if l.locks == nil {
+		l.locks = make(map[string]*envLock)
+	}
+	el := l.locks[env]
+	if el == nil {
+		el = &envLock{}
+		l.locks[env] = el
+	}
+	el.refs++
+	l.mu.Unlock()
+	el.Lock()
+	return func() {
+		el.Unlock()
+		l.mu.Lock()
+		if el.refs--; el.refs == 0 {
+			delete(l.locks, env)
+		}
+		l.mu.Unlock()
+	}
 }
 
 func (g *Git) loop(ctx context.Context, every time.Duration) {
