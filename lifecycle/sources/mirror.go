@@ -121,7 +121,11 @@ var errLockWait = errors.New("lock wait over")
 // lock takes the mirror's lock, waiting at most LockWait (and no longer
 // than ctx allows), and returns the function that lets it go.
 func (m *Mirror) lock(ctx context.Context) (unlock func(), err error) {
-	wait := cmp.Or(m.LockWait, gitTimeout)
+	return m.lockFor(ctx, cmp.Or(m.LockWait, gitTimeout))
+}
+
+// lockFor is lock with a wait of its own.
+func (m *Mirror) lockFor(ctx context.Context, wait time.Duration) (unlock func(), err error) {
 	lctx, cancel := context.WithTimeoutCause(ctx, wait, errLockWait)
 	defer cancel()
 	path := m.Dir + ".lock"
@@ -130,7 +134,7 @@ func (m *Mirror) lock(ctx context.Context) (unlock func(), err error) {
 	case err == nil:
 		return unlock, nil
 	case errors.Is(err, errLockWait):
-		return nil, fmt.Errorf("sources: repository %s: its mirror %s is locked (%s) by another gateway process, on this node or another node sharing state_dir, whose git command has not ended in %s; it goes on waiting at the next fetch or start: %w",
+		return nil, fmt.Errorf("sources: repository %s: its mirror %s is locked (%s) by another gateway process, on this node or another node sharing state_dir, whose git command has not ended in %s; the next fetch or start tries again: %w",
 			m.Repo, m.Dir, path, wait, err)
 	default:
 		return nil, fmt.Errorf("sources: repository %s: %w", m.Repo, err)
@@ -142,8 +146,17 @@ func (m *Mirror) lock(ctx context.Context) (unlock func(), err error) {
 // (0700): its config may hold credentials, and it holds every branch,
 // while dev servers, which can reach the state dir to get to their data
 // dirs, must see only their own checkout.
+//
+// The first Sync of a mirror that is not there yet waits for its lock
+// as long as one git command may run, not only LockWait: the holder is
+// most likely another node cloning it, which takes as long as the
+// repository is large, and this node cannot start without it.
 func (m *Mirror) Sync(ctx context.Context) error {
-	unlock, err := m.lock(ctx)
+	wait := cmp.Or(m.LockWait, gitTimeout)
+	if _, err := os.Stat(filepath.Join(m.Dir, "HEAD")); err != nil {
+		wait = max(wait, gitTimeout)
+	}
+	unlock, err := m.lockFor(ctx, wait)
 	if err != nil {
 		return err
 	}

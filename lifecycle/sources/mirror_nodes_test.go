@@ -242,13 +242,13 @@ func TestWorktreeKeepsOthers(t *testing.T) {
 	}
 }
 
-// TestMirrorLockWait: a change of the mirror whose lock another holds
-// for longer than LockWait fails with an error naming the repository
-// and the lock; once the lock is let go it succeeds.
+// TestMirrorLockWait: a fetch into the mirror whose lock another holds
+// for longer than LockWait fails with an error naming the repository,
+// the lock and its holder; a first clone waits longer (gitTimeout), for
+// another node cloning; once the lock is let go both succeed.
 func TestMirrorLockWait(t *testing.T) {
 	ctx := context.Background()
 	m, _ := newTestMirror(t, "BRANCH", "main\n")
-	repo := m.Repo
 	m.LockWait = 100 * time.Millisecond
 	other := *m
 	other.LockWait = time.Minute
@@ -256,13 +256,28 @@ func TestMirrorLockWait(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cloned := make(chan error, 1)
+	go func() { cloned <- m.Sync(ctx) }()
+	select {
+	case err := <-cloned:
+		t.Fatalf("the first clone gave up within 10 LockWaits while another held the lock: %v", err)
+	case <-time.After(10 * m.LockWait):
+	}
+	unlock()
+	if err := <-cloned; err != nil {
+		t.Fatalf("the first clone, once the lock was let go: %v", err)
+	}
+
+	if unlock, err = other.lock(ctx); err != nil {
+		t.Fatal(err)
+	}
 	err = m.Sync(ctx)
-	if err == nil || !strings.Contains(err.Error(), repo) || !strings.Contains(err.Error(), "another gateway process") ||
+	if err == nil || !strings.Contains(err.Error(), m.Repo) || !strings.Contains(err.Error(), "another gateway process") ||
 		!strings.Contains(err.Error(), m.Dir+".lock") {
-		t.Fatalf("Sync while another holds the lock: %v; want an error naming the repository, the lock and its holder", err)
+		t.Fatalf("a fetch while another holds the lock: %v; want an error naming the repository, the lock and its holder", err)
 	}
 	unlock()
 	if err := m.Sync(ctx); err != nil {
-		t.Fatalf("Sync once the lock is let go: %v", err)
+		t.Fatalf("a fetch once the lock is let go: %v", err)
 	}
 }
