@@ -108,7 +108,7 @@ fw_cold() {
 	local mode=$1 k=$2 cfg=$TMP/fw-cold-$1.yaml json=$TMP/fw-cold-$1-$2.json n=${BENCH_FW_COLD_N:-10}
 	fw_config "$mode" "$cfg"
 	# Not pinned: as §2's cold runs.
-	start_gateway "fw-cold-$mode-$k" "$cfg"
+	start_gateway "fw-cold-$mode" "$cfg"
 	cmd "benchtool cold -addr 127.0.0.1:$GW_PORT -hosts 'f${mode}${k}x{{.I}}.localhost' -n $n -path /healthz  # per mode and chunk"
 	"$BT" cold -addr "127.0.0.1:$GW_PORT" -hosts "f${mode}${k}x{{.I}}.localhost" -n "$n" -path /healthz >"$json"
 	jq -r 'select(.message=="env ready" and (.env|startswith("f"))) | .took' "$GW_LOG" >>"$TMP/fw-ready-$mode"
@@ -130,7 +130,8 @@ scenario_firewall() {
 		ip netns add "$ns" || die "ip netns add $ns"
 		ip -n "$ns" link set lo up
 		log "1c. in network namespace $ns"
-		FW_INNER=$part BENCH_ONLY=firewall BENCH_KEEP=${BENCH_KEEP:-} nsenter --net="/run/netns/$ns" "$ROOT/loadtest/bench/run.sh" ||
+		FW_NS_NOTE="ip netns add $ns; ip -n $ns link set lo up; nsenter --net=/run/netns/$ns  # all of 1c runs in there" \
+			FW_INNER=$part BENCH_ONLY=firewall BENCH_KEEP=${BENCH_KEEP:-} nsenter --net="/run/netns/$ns" "$ROOT/loadtest/bench/run.sh" ||
 			{
 				ip netns del "$ns"
 				die "§1c in namespace $ns failed"
@@ -138,11 +139,11 @@ scenario_firewall() {
 		ip netns del "$ns"
 		cat "$part.md" >>"$MD"
 		cat "$part.sum" >>"$SUM"
-		echo "# in a new network namespace: ip netns add $ns; ip -n $ns link set lo up; nsenter --net=/run/netns/$ns ..." >>"$CMDS"
 		cat "$part.cmds" >>"$CMDS"
 		return
 	fi
 	section "1c. The env firewall's cost on the warm path and on a cold start"
+	[[ -z ${FW_NS_NOTE:-} ]] || cmd "$FW_NS_NOTE"
 	local rounds=${BENCH_FW_ROUNDS:-12} modes mode r i m a b c d others
 	read -ra modes <<<"$FW_MODES"
 	[[ ${modes[0]} == off ]] || die "BENCH_FW_MODES must start with off (the base of every ratio)"
@@ -159,7 +160,7 @@ scenario_firewall() {
 		for ((i = 0; i < nm; i++)); do
 			m=${modes[(i + r) % nm]}
 			log "1c. round $((r + 1))/$rounds: firewall $m"
-			fw_gateway "$m" "fw-$m-$r"
+			fw_gateway "$m" "fw-$m"
 			read -r a b c d <<<"$(fw_wrk "fw-$m-$r")"
 			rps[$m]+="$a " ours[$m]+="$b " mach[$m]+="$c " load[$m]+="$d "
 			stop_gateway
