@@ -7,3 +7,6 @@ var UseBaseMountNS = &useBaseMountNS
 // SetMember puts host link ifname into policy's set without a sandbox,
 // for tests of the sets alone.
 func (f *Firewall) SetMember(ifname, policy string) error { return f.setMember(ifname, policy) }
+
+// DestroyParallel is how many namespaces DestroyAll deletes at once.
+var DestroyParallel = &destroyParallel
