@@ -58,3 +58,37 @@ func probeOnOutput(t *testing.T, slow probePace) {
 		t.Fatalf("probe: %v; want it to find the server after its line of output", err)
 	}
 }
+
+// TestProbePace checks the default pace: tight while a dev server may be
+// about to answer, then few probes for a slow one (each refused probe
+// costs the gateway a socket, a SYN, a reset and a goroutine), and a
+// server that gets ready is seen soon after, relative to its boot time.
+func TestProbePace(t *testing.T) {
+	// seen is when the probes find a server that is ready at ready, and
+	// how many probes that took (the first is at 0).
+	seen := func(ready time.Duration) (at time.Duration, probes int) {
+		gap := defaultPace.first
+		for probes = 1; at < ready; probes++ {
+			at += gap
+			gap = defaultPace.nextGap(gap, at)
+		}
+		return at, probes
+	}
+	for _, tc := range []struct {
+		ready     time.Duration
+		maxProbes int
+		maxLate   time.Duration
+	}{
+		{ready: 3 * time.Millisecond, maxProbes: 4, maxLate: time.Millisecond},
+		{ready: 5 * time.Millisecond, maxProbes: 6, maxLate: time.Millisecond},
+		{ready: 20 * time.Millisecond, maxProbes: 12, maxLate: 10 * time.Millisecond},
+		{ready: 40 * time.Millisecond, maxProbes: 14, maxLate: 20 * time.Millisecond},
+		{ready: 100 * time.Millisecond, maxProbes: 17, maxLate: probeMaxGap},
+		{ready: 30 * time.Second, maxProbes: 17 + 30*1000/50, maxLate: probeMaxGap},
+	} {
+		at, n := seen(tc.ready)
+		if n > tc.maxProbes || at-tc.ready > tc.maxLate {
+			t.Errorf("ready at %v: seen at %v after %d probes; want at most %d probes and %v late", tc.ready, at, n, tc.maxProbes, tc.maxLate)
+		}
+	}
+}
