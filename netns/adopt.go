@@ -24,6 +24,7 @@ func (m *Manager) Adopt(id string) (*Sandbox, error) {
 		sb.Close()
 		return nil, fmt.Errorf("netns: adopt %s: slot %d already in use", sb.Name, sb.Slot.Index)
 	}
+	sb.count()
 	return sb, nil
 }
 

@@ -10,3 +10,10 @@ func (f *Firewall) SetMember(ifname, policy string) error { return f.setMember(i
 
 // DestroyParallel is how many namespaces DestroyAll deletes at once.
 var DestroyParallel = &destroyParallel
+
+// ProcInstanceAbove is how many live sandboxes make the sandbox's sysctl
+// go through a procfs instance, for a side-by-side benchmark.
+var ProcInstanceAbove = &procInstanceAbove
+
+// NewProcInstance is newProcInstance, for a test that this kernel can.
+var NewProcInstance = newProcInstance

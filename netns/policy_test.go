@@ -1,6 +1,9 @@
 package netns_test
 
 import (
+	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -14,6 +17,7 @@ import (
 	"github.com/envgate/envgate/netns/netnstest"
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // openFirewall opens the firewall of m's prefix; when the test ends it
@@ -459,6 +463,61 @@ func BenchmarkFirewallAttach(b *testing.B) {
 		if err := fw.Detach(sb); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestProcInstanceIsThreadsNamespace: the procfs instance the sandbox's
+// sysctl is written through (kernel 5.8 and later; else /proc is used)
+// shows the network namespace of the thread that looks in it, as /proc
+// does.
+func TestProcInstanceIsThreadsNamespace(t *testing.T) {
+	if root, err := netns.NewProcInstance(); errors.Is(err, unix.ENOSYS) {
+		t.Skipf("no fsopen (kernel before 5.2): %v", err)
+	} else if err == nil {
+		unix.Close(root)
+	}
+	m := newManager(t)
+	a := create(t, m, "a")
+	read := func(dir int, path string) (string, error) {
+		fd, err := unix.Openat(dir, path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return "", err
+		}
+		f := os.NewFile(uintptr(fd), path)
+		defer f.Close()
+		b, err := io.ReadAll(f)
+		return strings.TrimSpace(string(b)), err
+	}
+	// The host end exists in the host's namespace only, lo in each. Runs
+	// on the sandbox's thread too: t.Errorf only.
+	hostEnd := "sys/net/ipv4/conf/" + a.HostIf + "/forwarding"
+	look := func(inside bool) error {
+		root, err := netns.NewProcInstance()
+		if err != nil {
+			return fmt.Errorf("procfs instance: %w", err)
+		}
+		defer unix.Close(root)
+		got, err := read(root, "sys/net/ipv4/conf/lo/forwarding")
+		if err != nil {
+			return err
+		}
+		if want, err := read(unix.AT_FDCWD, "/proc/sys/net/ipv4/conf/lo/forwarding"); err != nil || got != want {
+			t.Errorf("inside %v: lo forwarding %s through the instance, %s (%v) through /proc", inside, got, want, err)
+		}
+		_, err = read(root, hostEnd)
+		if inside && !errors.Is(err, unix.ENOENT) {
+			t.Errorf("inside the sandbox, the instance shows the host's %s (%v)", hostEnd, err)
+		}
+		if !inside && err != nil {
+			t.Errorf("in the host's namespace, the instance lacks %s: %v", hostEnd, err)
+		}
+		return nil
+	}
+	if err := look(false); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Do(func() error { return look(true) }); err != nil {
+		t.Fatal(err)
 	}
 }
 

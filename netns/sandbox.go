@@ -67,6 +67,18 @@ type Sandbox struct {
 	handle    netns.NsHandle
 	hostIndex int         // HostIf's ifindex; 0: not known yet
 	destroyed atomic.Bool // Destroy has queued the slot's reclaim
+	counted   bool        // in liveSandboxes until destroyed; set when made
+}
+
+// liveSandboxes counts the sandboxes of this process (made or adopted,
+// not yet destroyed), for what costs more as network namespaces
+// accumulate (writeNetSysctl).
+var liveSandboxes atomic.Int64
+
+// count adds sb to liveSandboxes, before anyone else sees sb.
+func (sb *Sandbox) count() {
+	sb.counted = true
+	liveSandboxes.Add(1)
 }
 
 // Path is the namespace's bind mount, usable with setns(2) and nsenter.
@@ -114,6 +126,7 @@ func (m *Manager) Create(ctx context.Context, id string) (_ *Sandbox, err error)
 		return nil, err
 	}
 	madeNS = true
+	sb.count()
 	inner, err := netlink.NewHandleAt(sb.handle)
 	if err != nil {
 		return nil, fmt.Errorf("netns: %s: netlink handle: %w", sb.Name, err)
@@ -182,6 +195,9 @@ func (m *Manager) Destroy(sb *Sandbox) error {
 func (m *Manager) destroy(sb *Sandbox, killErr error) error {
 	var errs []error
 	first := !sb.destroyed.Swap(true)
+	if first && sb.counted {
+		liveSandboxes.Add(-1)
+	}
 	if first && sb.hostIndex == 0 { // an adopted sandbox
 		if l, err := netlink.LinkByName(sb.HostIf); err == nil {
 			sb.hostIndex = l.Attrs().Index

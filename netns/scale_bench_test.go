@@ -2,6 +2,7 @@ package netns_test
 
 import (
 	"fmt"
+	"math"
 	"os/exec"
 	"strings"
 	"testing"
@@ -13,7 +14,8 @@ import (
 // BenchmarkFirewallAttachLive is BenchmarkFirewallAttach with 0 and 1,000
 // other sandboxes live: what of the firewall's share of a start grows
 // with the number of envs (sysctl paths under /proc/sys/net are looked up
-// through dcache chains with an entry per network namespace).
+// through dcache chains with an entry per network namespace, unless
+// through a procfs instance of their own: policy_sandbox.go).
 func BenchmarkFirewallAttachLive(b *testing.B) {
 	m, err := netns.New(netns.Config{Prefix: netnstest.Prefix(b), Pool: netnstest.Pool(0)})
 	if err != nil {
@@ -49,16 +51,25 @@ func BenchmarkFirewallAttachLive(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		b.Run(fmt.Sprintf("live=%d", live), func(b *testing.B) {
-			for b.Loop() {
-				if err := fw.Attach(sb, "web"); err != nil {
-					b.Fatal(err)
+		// The sandbox's sysctl through a procfs instance of its own (as
+		// a start does) or through /proc, side by side.
+		for _, via := range []struct {
+			name  string
+			above int64 // live sandboxes that make it use an instance
+		}{{"instance", -1}, {"proc", math.MaxInt64}} {
+			b.Run(fmt.Sprintf("live=%d/sysctl=%s", live, via.name), func(b *testing.B) {
+				was := netns.ProcInstanceAbove.Swap(via.above)
+				defer netns.ProcInstanceAbove.Store(was)
+				for b.Loop() {
+					if err := fw.Attach(sb, "web"); err != nil {
+						b.Fatal(err)
+					}
+					if err := fw.Detach(sb); err != nil {
+						b.Fatal(err)
+					}
 				}
-				if err := fw.Detach(sb); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
+			})
+		}
 	}
 }
 
