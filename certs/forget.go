@@ -20,12 +20,9 @@ func (m *Manager) Forget(ctx context.Context, env string) error {
 	if err != nil {
 		return err
 	}
-	switch {
-	case m.acme != nil && m.cfg.Wildcard == nil:
-		m.acme.evict(names)
+	m.evictNames(names)
+	if m.acme != nil && m.cfg.Wildcard == nil {
 		return m.acme.deleteStored(ctx, names)
-	case m.internal != nil:
-		m.internal.forget(names)
 	}
 	return nil
 }
@@ -42,13 +39,20 @@ func (m *Manager) Evict(env string) error {
 	if err != nil {
 		return err
 	}
+	m.evictNames(names)
+	return nil
+}
+
+// evictNames drops names' certificates from memory: certmagic's cache in
+// acme mode (which stops their renewal here), the leaf cache in internal
+// mode. Files mode and wildcard certificates cover every env: nothing.
+func (m *Manager) evictNames(names []string) {
 	switch {
 	case m.acme != nil && m.cfg.Wildcard == nil:
 		m.acme.evict(names)
 	case m.internal != nil:
 		m.internal.forget(names)
 	}
-	return nil
 }
 
 // envNames is env's hostname under every configured domain.

@@ -39,11 +39,7 @@ func TestMaxEnvsEvictsLeastRecentlyUsedIdleEnv(t *testing.T) {
 		t.Fatalf("e2 (least recently used) is %v, want stopping or stopped", s)
 	}
 	waitState(t, f.M, "e2", lifecycle.Stopped, 20*time.Second)
-	for _, n := range []string{"e1", "e3", "e4", "e5", "e6"} {
-		if s := stateOf(f.M, n); s != lifecycle.Ready {
-			t.Errorf("%s is %v, want ready", n, s)
-		}
-	}
+	wantStates(t, f.M, lifecycle.Ready, "e1", "e3", "e4", "e5", "e6")
 	if ids, _ := f.NSM.List(); len(ids) != 5 || slices.Contains(ids, "e2") {
 		t.Fatalf("namespaces %v, want five without e2", ids)
 	}

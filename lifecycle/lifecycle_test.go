@@ -33,11 +33,12 @@ type fixture = lifecycletest.Fixture
 
 // Helpers shared with devserver's tests.
 var (
-	acquire   = lifecycletest.Acquire
-	getPage   = lifecycletest.GetPage
-	zombie    = lifecycletest.Zombie
-	stateOf   = lifecycletest.StateOf
-	waitState = lifecycletest.WaitState
+	acquire    = lifecycletest.Acquire
+	getPage    = lifecycletest.GetPage
+	zombie     = lifecycletest.Zombie
+	stateOf    = lifecycletest.StateOf
+	wantStates = lifecycletest.WantStates
+	waitState  = lifecycletest.WaitState
 )
 
 // newFixture runs a Manager on cfg over real namespaces and dev servers

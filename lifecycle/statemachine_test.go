@@ -444,11 +444,7 @@ func TestFakeEvictionOrderIsLeastRecentlyUsed(t *testing.T) {
 		if st := obs.get(&obs.stopped); !slices.Equal(st, want) {
 			t.Fatalf("observed stops %q, want %q", st, want)
 		}
-		for _, n := range []string{"n1", "n2", "n3"} {
-			if s := stateOf(m, n); s != lifecycle.Ready {
-				t.Errorf("%s is %v, want ready", n, s)
-			}
-		}
+		wantStates(t, m, lifecycle.Ready, "n1", "n2", "n3")
 		if n := fake.Launcher.Launches(""); n != 6 {
 			t.Errorf("%d launches, want 6", n)
 		}
@@ -620,16 +616,8 @@ func concurrentStartsAtMaxEnvs(t *testing.T, slowStops, operator bool, wantEvict
 	if !slices.Equal(evicted, wantEvicted) || len(slices.Compact(heirs)) != len(wantEvicted) {
 		t.Errorf("evictions %q, want one each of %q for different new envs", log.evictions(), wantEvicted)
 	}
-	for _, n := range []string{"e1", "e2", "e3"} {
-		if s := stateOf(m, n); s != lifecycle.Stopped {
-			t.Errorf("%s is %v, want stopped", n, s)
-		}
-	}
-	for _, n := range []string{"a", "b", "c"} {
-		if s := stateOf(m, n); s != lifecycle.Ready {
-			t.Errorf("%s is %v, want ready", n, s)
-		}
-	}
+	wantStates(t, m, lifecycle.Stopped, "e1", "e2", "e3")
+	wantStates(t, m, lifecycle.Ready, "a", "b", "c")
 	if n := fake.Launcher.Launches(""); n != 6 {
 		t.Errorf("%d launches, want 6", n)
 	}

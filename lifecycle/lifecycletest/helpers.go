@@ -74,6 +74,17 @@ func StateOf(m *lifecycle.Manager, name string) lifecycle.State {
 	return lifecycle.Stopped
 }
 
+// WantStates reports (t.Errorf) each env of names whose state in m is
+// not want.
+func WantStates(t testing.TB, m *lifecycle.Manager, want lifecycle.State, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if s := StateOf(m, n); s != want {
+			t.Errorf("%s is %v, want %v", n, s, want)
+		}
+	}
+}
+
 // WaitState polls until env name is in state want, or fails the test
 // after limit.
 func WaitState(t testing.TB, m *lifecycle.Manager, name string, want lifecycle.State, limit time.Duration) {

@@ -214,14 +214,20 @@ func readHeads(ctx context.Context, gitDir string) (map[string]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sources: %w", err)
 	}
+	return parseHeads(out, " "), nil
+}
+
+// parseHeads reads git's lines of "<commit><sep>refs/heads/<branch>" into
+// branch → commit; other refs are skipped.
+func parseHeads(out []byte, sep string) map[string]string {
 	heads := make(map[string]string)
 	for line := range strings.SplitSeq(string(out), "\n") {
-		sha, ref, ok := strings.Cut(line, " ")
+		sha, ref, ok := strings.Cut(line, sep)
 		if b, isHead := strings.CutPrefix(ref, "refs/heads/"); ok && isHead {
 			heads[b] = sha
 		}
 	}
-	return heads, nil
+	return heads
 }
 
 // worktreeGit runs git on env's worktree. GIT_DIR and GIT_WORK_TREE are
@@ -332,12 +338,5 @@ func RemoteHeads(ctx context.Context, repo, credentialsFile string) (map[string]
 	if err != nil {
 		return nil, fmt.Errorf("sources: %w", err)
 	}
-	heads := make(map[string]string)
-	for line := range strings.SplitSeq(string(out), "\n") {
-		sha, ref, ok := strings.Cut(line, "\t")
-		if b, isHead := strings.CutPrefix(ref, "refs/heads/"); ok && isHead {
-			heads[b] = sha
-		}
-	}
-	return heads, nil
+	return parseHeads(out, "\t"), nil
 }
