@@ -12,6 +12,7 @@ import (
 
 	"github.com/envgate/envgate/lifecycle/cluster"
 	"github.com/envgate/envgate/lifecycle/cluster/clustertest"
+	"github.com/envgate/envgate/netns/netnstest/wait"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -56,15 +57,10 @@ func startNode(t *testing.T, te *clustertest.Etcd, name, fenceDir string) *testN
 	return tn
 }
 
+// waitFor fails the test if cond does not hold within 10 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	wait.For(t, 10*time.Second, what, cond)
 }
 
 func ownerKey(t *testing.T, cli *clientv3.Client, env string) (string, int64) {
