@@ -1,6 +1,7 @@
 package certs
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,9 +11,9 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
+	"github.com/envgate/envgate/lifecycle/cluster/sharedfile"
 	"github.com/rs/zerolog"
 	"golang.org/x/net/publicsuffix"
 )
@@ -106,7 +107,8 @@ func (l *orderLedger) take(now time.Time, name string) bool {
 	rd := registeredDomain(name)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	unlock, err := l.flock()
+	// The same lock as every node of a cluster (state_dir is shared).
+	unlock, err := sharedfile.Lock(context.Background(), l.lock)
 	if err != nil {
 		l.log.Error().Err(err).Str("server_name", name).Msg("certificate refused: cannot lock the order ledger")
 		return false
@@ -157,18 +159,6 @@ func (l *orderLedger) count(now time.Time, name string) (int, error) {
 		}
 	}
 	return n, nil
-}
-
-func (l *orderLedger) flock() (unlock func(), err error) {
-	f, err := os.OpenFile(l.lock, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("certs: order ledger: %w", err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("certs: order ledger: lock %s: %w", l.lock, err)
-	}
-	return func() { f.Close() }, nil // closing the descriptor releases the lock
 }
 
 // read reads the ledger; a missing file is an empty one.
