@@ -152,9 +152,17 @@ func (c *Config) clusterConfig(lost func([]string), log zerolog.Logger) cluster.
 		SessionTTL:   time.Duration(cl.SessionTTL),
 		PlaceTimeout: place,
 		MaxEnvs:      c.Limits.MaxEnvs,
-		Lost:         lost,
-		FenceDir:     filepath.Join(c.StateDir, "fence"),
-		Log:          log,
+		MemAvailable: func() int64 {
+			avail, err := lifecycle.SystemAvailableMemory()
+			if err != nil {
+				return 0 // not known: placement goes by max_envs alone
+			}
+			return avail
+		},
+		MinMemAvailable: int64(c.Limits.MinAvailableMemory),
+		Lost:            lost,
+		FenceDir:        filepath.Join(c.StateDir, "fence"),
+		Log:             log,
 	}
 }
 

@@ -33,6 +33,9 @@ func startNode(t *testing.T, te *clustertest.Etcd, name, fenceDir string) *testN
 		Node:      name,
 		Advertise: "127.0.0.1:1",
 		FenceDir:  fenceDir,
+		// Each test node says it has 512 MiB left, over a 64 MiB floor.
+		MemAvailable:    func() int64 { return 512 << 20 },
+		MinMemAvailable: 64 << 20,
 		Lost: func(envs []string) {
 			tn.mu.Lock()
 			tn.lost = append(tn.lost, envs...)
@@ -79,6 +82,23 @@ func ownerKey(t *testing.T, cli *clientv3.Client, env string) (string, int64) {
 // the token, recorded in the fence dir); another node's claim is refused;
 // a release with a stale token leaves the key, with the right token
 // deletes it, and is no loss; the next claim gets a newer token.
+// Each node publishes its available memory and floor with its capacity,
+// and the other nodes see them in their member list.
+func TestMembersCarryMemory(t *testing.T) {
+	te := clustertest.Start(t)
+	fence := t.TempDir()
+	startNode(t, te, "a", fence)
+	b := startNode(t, te, "b", fence)
+	waitFor(t, "b sees a's memory", func() bool {
+		for _, m := range b.Members() {
+			if m.Node == "a" {
+				return m.MemAvailable == 512<<20 && m.MinMemAvailable == 64<<20
+			}
+		}
+		return false
+	})
+}
+
 func TestClaimRelease(t *testing.T) {
 	te := clustertest.Start(t)
 	cli := te.Client(t)

@@ -47,6 +47,11 @@ type Config struct {
 	// MaxEnvs is this node's capacity, published to the others; 0: no
 	// limit.
 	MaxEnvs int
+	// MemAvailable returns the memory this node can still give envs, in
+	// bytes, published with the capacity; nil or 0: not known.
+	// MinMemAvailable is this node's floor for it (see Member).
+	MemAvailable    func() int64
+	MinMemAvailable int64
 	// Local returns the envs running (or starting) here. Each time the
 	// node loads the owners (at registration, after a lost watch), a
 	// local env another node owns, or nobody, is lost: so a node back

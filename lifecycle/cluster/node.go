@@ -223,7 +223,7 @@ func (n *Node) runSession(ctx context.Context, stale *clientv3.LeaseID) error {
 			n.cli.Revoke(cctx, s.Lease())
 		}
 	}()
-	if _, err := n.publish(ctx, s, -1); err != nil {
+	if _, err := n.publish(ctx, s, Member{Running: -1}); err != nil {
 		return err
 	}
 	rev, err := n.load(ctx)
@@ -312,23 +312,24 @@ func (n *Node) guard(ctx context.Context, cancel context.CancelCauseFunc, kach <
 func (n *Node) publishLoop(ctx context.Context, s *concurrency.Session) {
 	t := time.NewTicker(max(n.cfg.SessionTTL/3, time.Second))
 	defer t.Stop()
-	running := -1
+	last := Member{Running: -1}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if r, err := n.publish(ctx, s, running); err == nil {
-				running = r
+			if m, err := n.publish(ctx, s, last); err == nil {
+				last = m
 			}
 		}
 	}
 }
 
-// publish puts this node's member key when its capacity changed.
-func (n *Node) publish(ctx context.Context, s *concurrency.Session, last int) (int, error) {
-	m := Member{Node: n.cfg.Node, Advertise: n.cfg.Advertise, MaxEnvs: n.cfg.MaxEnvs, Running: n.running()}
-	if m.Running == last {
+// publish puts this node's member key when its capacity changed from
+// last, what it published before.
+func (n *Node) publish(ctx context.Context, s *concurrency.Session, last Member) (Member, error) {
+	m := n.member()
+	if !capacityMoved(last, m) {
 		return last, nil
 	}
 	b, _ := json.Marshal(m)
@@ -337,7 +338,29 @@ func (n *Node) publish(ctx context.Context, s *concurrency.Session, last int) (i
 	if _, err := n.cli.Put(pctx, n.memberKey(n.cfg.Node), string(b), clientv3.WithLease(s.Lease())); err != nil {
 		return last, fmt.Errorf("cluster: register: %w", err)
 	}
-	return m.Running, nil
+	return m, nil
+}
+
+// member is this node's member record now.
+func (n *Node) member() Member {
+	m := Member{Node: n.cfg.Node, Advertise: n.cfg.Advertise, MaxEnvs: n.cfg.MaxEnvs, Running: n.running(),
+		MinMemAvailable: n.cfg.MinMemAvailable}
+	if n.cfg.MemAvailable != nil {
+		m.MemAvailable = n.cfg.MemAvailable()
+	}
+	return m
+}
+
+// capacityMoved reports whether now is worth a write to etcd over last:
+// the running envs changed, the node crossed its memory floor, or its
+// available memory moved by more than a sixteenth (memory moves all the
+// time; placement needs only its rough size).
+func capacityMoved(last, now Member) bool {
+	if now.Running != last.Running || now.hasRoom() != last.hasRoom() {
+		return true
+	}
+	d := now.MemAvailable - last.MemAvailable
+	return d != 0 && (last.MemAvailable == 0 || max(d, -d) > last.MemAvailable/16)
 }
 
 func (n *Node) running() int {

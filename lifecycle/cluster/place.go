@@ -8,10 +8,24 @@ type Member struct {
 	Advertise string `json:"advertise"`
 	Running   int    `json:"running"`
 	MaxEnvs   int    `json:"max_envs"`
+	// MemAvailable is the memory the node can still give envs, in bytes
+	// (lifecycle.SystemAvailableMemory); 0: not known. MinMemAvailable is
+	// the node's floor (limits.min_available_memory), below which it
+	// evicts envs to make room; 0: none.
+	MemAvailable    int64 `json:"mem_available,omitempty"`
+	MinMemAvailable int64 `json:"min_mem_available,omitempty"`
 }
 
-// hasRoom reports whether m can take one more env.
-func (m Member) hasRoom() bool { return m.MaxEnvs == 0 || m.Running < m.MaxEnvs }
+// hasRoom reports whether m can take one more env: it runs fewer than
+// its max_envs, and its available memory, if known, is above its floor
+// (a node below it would evict an env to start one, while another node
+// may have room).
+func (m Member) hasRoom() bool {
+	if m.MaxEnvs > 0 && m.Running >= m.MaxEnvs {
+		return false
+	}
+	return m.MinMemAvailable == 0 || m.MemAvailable == 0 || m.MemAvailable > m.MinMemAvailable
+}
 
 // Choose picks the node for env among members by rendezvous (highest
 // random weight) hashing, skipping nodes without room: a name tends to
