@@ -17,11 +17,7 @@ import (
 // one name.
 func testResolver(t *testing.T, name string, a netip.Addr) string {
 	t.Helper()
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp4", pc.LocalAddr().String())
+	pc, ln, err := dnsfwd.ListenPair("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}

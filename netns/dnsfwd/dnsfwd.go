@@ -80,7 +80,7 @@ func Start(cfg Config) (*Forwarder, error) {
 		}
 	}
 	f := &Forwarder{cfg: cfg}
-	pc, ln, err := listenPair(cfg.Addr)
+	pc, ln, err := ListenPair(cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("dnsfwd: %w", err)
 	}
@@ -156,10 +156,11 @@ func (f *Forwarder) allowed(a net.Addr) bool {
 	return ok && f.cfg.Clients.Contains(addr.Unmap())
 }
 
-// listenPair listens on addr over UDP, then over TCP on the same port.
-// With port 0 the kernel picks a free UDP port, which another socket may
-// hold over TCP: then it tries another, a few times.
-func listenPair(addr string) (net.PacketConn, net.Listener, error) {
+// ListenPair listens on addr over UDP, then over TCP on the same port,
+// as a DNS server does. With port 0 the kernel picks a free UDP port,
+// which another socket may hold over TCP: then it tries another, a few
+// times.
+func ListenPair(addr string) (net.PacketConn, net.Listener, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, nil, err
