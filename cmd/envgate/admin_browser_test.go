@@ -34,7 +34,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	if err := os.WriteFile(tokenFile, []byte(token), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	adminAddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	adminAddr := "127.0.0.1:" + strconv.Itoa(netnstest.LoopbackPort(t))
 	instance, cfg, addr := testInstance(t, 6, talkTemplate+`admin: {listen: "`+adminAddr+`", token_file: `+tokenFile+"}\n")
 	defer netnstest.CheckClean(t, instance)
 	g := startServe(t, cfg, addr)

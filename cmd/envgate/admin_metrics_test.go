@@ -63,7 +63,7 @@ func parseMetrics(t *testing.T, body io.Reader) map[string]*dto.MetricFamily {
 // start, a start refused at max_envs, and an idle reap.
 func TestMetricsMove(t *testing.T) {
 	netnstest.RequireRoot(t)
-	metricsAddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	metricsAddr := "127.0.0.1:" + strconv.Itoa(netnstest.LoopbackPort(t))
 	instance, cfg, addr := testInstance(t, 6, `limits: {max_envs: 1}
 admin: {metrics: "`+metricsAddr+`"}
 templates:

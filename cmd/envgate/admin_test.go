@@ -92,7 +92,7 @@ func TestAdminCLI(t *testing.T) {
 	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	adminAddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	adminAddr := "127.0.0.1:" + strconv.Itoa(netnstest.LoopbackPort(t))
 	const adminGID = 4242
 	extra := talkTemplate + "admin: {socket: " + filepath.Join(pub, "admin.sock") + ", group: \"" + strconv.Itoa(adminGID) +
 		"\", listen: \"" + adminAddr + "\", token_file: " + tokenFile + "}\n"

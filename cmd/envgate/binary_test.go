@@ -58,17 +58,6 @@ func envgateBinary(t *testing.T) string {
 	return builtPath
 }
 
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // gatewayProc is `envgate serve` running as a child process.
 type gatewayProc struct {
 	cmd  *exec.Cmd
@@ -83,7 +72,7 @@ type gatewayProc struct {
 func testInstance(t *testing.T, poolBlock int, extra string) (instance, cfgPath, addr string) {
 	t.Helper()
 	instance = netnstest.Prefix(t)
-	port := freePort(t)
+	port := netnstest.LoopbackPort(t)
 	addr = fmt.Sprintf("127.0.0.1:%d", port)
 	dir := t.TempDir()
 	cfg := fmt.Sprintf(`instance: %s

@@ -17,6 +17,7 @@ import (
 	"github.com/envgate/envgate/gateway"
 	"github.com/envgate/envgate/lifecycle/cluster"
 	"github.com/envgate/envgate/lifecycle/cluster/clustertest"
+	"github.com/envgate/envgate/netns/netnstest"
 	"github.com/envgate/envgate/netns/netnstest/wait"
 )
 
@@ -57,7 +58,7 @@ func TestClusterTCP(t *testing.T) {
 	cli := te.Client(t)
 	tcps := map[string]tcpNode{}
 	nodes := startTestClusterWith(t, []string{te.Endpoint}, "ttcp", 2, 5*time.Second, func(c *clusterNode) string {
-		n := tcpNode{fmt.Sprintf("127.0.0.1:%d", freePort(t)), fmt.Sprintf("127.0.0.1:%d", freePort(t)), fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+		n := tcpNode{fmt.Sprintf("127.0.0.1:%d", netnstest.LoopbackPort(t)), fmt.Sprintf("127.0.0.1:%d", netnstest.LoopbackPort(t)), fmt.Sprintf("127.0.0.1:%d", netnstest.LoopbackPort(t))}
 		tcps[c.name] = n
 		return fmt.Sprintf(`domains: [localhost]
 listen: {http: %q, https: %q}

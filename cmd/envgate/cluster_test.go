@@ -67,7 +67,7 @@ func startTestClusterWith(t *testing.T, endpoints []string, name string, n int, 
 	for i := range nodes {
 		sub := netip.PrefixFrom(netip.AddrFrom4([4]byte{pool.Addr().As4()[0], pool.Addr().As4()[1], pool.Addr().As4()[2] + byte(4*i), 0}), 22)
 		c := &clusterNode{name: fmt.Sprintf("gw-%d", i), instance: netnstest.Prefix(t), state: state}
-		c.addr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		c.addr = fmt.Sprintf("127.0.0.1:%d", netnstest.LoopbackPort(t))
 		cfg := fmt.Sprintf(`instance: %s
 state_dir: %s
 network: {pool: %s}

@@ -18,6 +18,7 @@ import (
 	"github.com/envgate/envgate/certs/pebbletest"
 	"github.com/envgate/envgate/lifecycle/cluster/clustertest"
 	"github.com/envgate/envgate/loadtest/demo"
+	"github.com/envgate/envgate/netns/netnstest"
 )
 
 // TestClusterTLSOneOrder: certificates in cluster mode (issue 16). Two
@@ -42,7 +43,7 @@ func TestClusterTLSOneOrder(t *testing.T) {
 	both, second := "feature-both", "feature-second"
 	var p *pebbletest.Pebble
 	nodes := startTestClusterWith(t, []string{te.Endpoint}, "ttls", 2, 5*time.Second, func(c *clusterNode) string {
-		c.httpsAddr = fmt.Sprintf("127.0.0.1:%d", unusedPort(t))
+		c.httpsAddr = fmt.Sprintf("127.0.0.1:%d", netnstest.LoopbackPort(t))
 		if p == nil {
 			// Pebble validates at the first node, on the ports it gets.
 			p = pebbletest.Start(t, pebbletest.Options{HTTPPort: listenPort(c.addr), TLSPort: listenPort(c.httpsAddr)})

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/envgate/envgate/gateway/webhook"
+	"github.com/envgate/envgate/netns/netnstest"
 )
 
 // TestPreviewTLS (issue 14): under tls: internal, previews.host (the bare
@@ -27,7 +28,7 @@ func TestPreviewTLS(t *testing.T) {
 	repo.commit("feature/Login_Page", map[string]string{"VERSION": "login-v1\n"})
 	secretFile, _ := previewSecrets(t, "hook-secret", "unused")
 	_, cfg, addr, state := previewInstance(t, previewTemplate, repo, "1h", fmt.Sprintf("previews:\n  github: {secret_file: %s}\n", secretFile))
-	httpsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	httpsAddr := fmt.Sprintf("127.0.0.1:%d", netnstest.LoopbackPort(t))
 	b, err := os.ReadFile(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -35,7 +35,7 @@ const stormPool = "10.216.0.0/18"
 func TestStartStormKeepsWarmEnvFast(t *testing.T) {
 	scaleTest(t)
 	instance := netnstest.Prefix(t)
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	addr := fmt.Sprintf("127.0.0.1:%d", netnstest.LoopbackPort(t))
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "envgate.yaml")
 	cfg := fmt.Sprintf(`instance: %s

@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -52,8 +51,8 @@ func newTLSSetup(t *testing.T, domains ...string) *tlsSetup {
 		instance:  netnstest.Prefix(t),
 		stateDir:  t.TempDir(),
 		domains:   domains,
-		httpPort:  unusedPort(t),
-		httpsPort: unusedPort(t),
+		httpPort:  netnstest.LoopbackPort(t),
+		httpsPort: netnstest.LoopbackPort(t),
 		match:     "*",
 	}
 }
@@ -159,23 +158,6 @@ func (g *tlsGateway) stop(t *testing.T) {
 			t.Errorf("gateway exited with status %d after SIGTERM", code)
 		}
 	})
-}
-
-// unusedPort returns a free port on 127.0.0.1 below the kernel's ephemeral
-// range, so no outgoing connection takes it between now and the gateway's
-// listen.
-func unusedPort(t *testing.T) int {
-	t.Helper()
-	for range 100 {
-		p := 20000 + rand.IntN(12000)
-		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
-		if err == nil {
-			ln.Close()
-			return p
-		}
-	}
-	t.Fatal("no free port in 20000-32000 on 127.0.0.1")
-	return 0
 }
 
 // tlsClient returns an HTTP client that sends every request to addr,
