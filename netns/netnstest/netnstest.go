@@ -46,8 +46,8 @@ func Prefix(t testing.TB) string {
 	return prefix
 }
 
-// CheckClean fails t if any namespace, veth or process of prefix remains,
-// then removes them.
+// CheckClean fails t if any namespace, veth, process or cgroup of prefix
+// remains, then removes them.
 func CheckClean(t testing.TB, prefix string) {
 	t.Helper()
 	m, err := netns.New(netns.Config{Prefix: prefix})
@@ -64,6 +64,12 @@ func CheckClean(t testing.TB, prefix string) {
 	}
 	if !left.Empty() {
 		t.Errorf("leaked: namespaces %v, links %v, %d processes", left.Namespaces, left.Links, left.Processes)
+	}
+	// The cgroups `envgate serve` makes for the instance's envs
+	// (envgate/<instance>) go when it stops, and with `envgate gc`.
+	if cgs := cgroupsLeft("envgate/" + prefix); len(cgs) > 0 {
+		t.Errorf("leaked cgroups: %v", cgs)
+		removeCgroups("envgate/" + prefix)
 	}
 	// A gateway the test killed leaves its firewall table for `envgate
 	// gc`, as it leaves its namespaces; tests of the firewall check its

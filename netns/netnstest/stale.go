@@ -65,12 +65,36 @@ func sweepDead(t testing.TB) {
 	}
 }
 
+// cgroupRoots are the hierarchies envgate makes env cgroups in: cgroup v1's
+// controllers, and the v2 root ("").
+var cgroupRoots = []string{"memory", "cpu", "pids", ""}
+
+// cgroupsLeft returns the cgroup directories at and below parent that
+// exist, on cgroup v1 and v2.
+func cgroupsLeft(parent string) []string {
+	var left []string
+	for _, root := range cgroupRoots {
+		dir := filepath.Join("/sys/fs/cgroup", root, parent)
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		left = append(left, dir)
+		for _, e := range ents {
+			if e.IsDir() {
+				left = append(left, filepath.Join(dir, e.Name()))
+			}
+		}
+	}
+	return left
+}
+
 // removeCgroups removes the (empty, once GC killed their processes)
 // cgroups below parent and parent itself, on cgroup v1 and v2; best
 // effort. (lifecycle.RemoveCgroups does this for `envgate gc`; its tests
 // use this package, so it cannot be called from here.)
 func removeCgroups(parent string) {
-	for _, root := range []string{"memory", "cpu", "pids", ""} {
+	for _, root := range cgroupRoots {
 		dir := filepath.Join("/sys/fs/cgroup", root, parent)
 		ents, err := os.ReadDir(dir)
 		if err != nil {

@@ -2,10 +2,12 @@ package netnstest
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/envgate/envgate/netns"
@@ -45,5 +47,45 @@ func TestSweepDeadRemovesWhatADeadTestLeft(t *testing.T) {
 	}
 	if _, err := os.Stat(record); !os.IsNotExist(err) {
 		t.Fatalf("record of the dead test's prefix remains: %v", err)
+	}
+}
+
+// recorder is a testing.TB that keeps what CheckClean reports.
+type recorder struct {
+	testing.TB
+	errs []string
+}
+
+func (r *recorder) Errorf(format string, args ...any) {
+	r.errs = append(r.errs, fmt.Sprintf(format, args...))
+}
+
+// TestCheckCleanReportsCgroups: an env cgroup of the instance left after
+// a test is a leak that CheckClean reports, and removes.
+func TestCheckCleanReportsCgroups(t *testing.T) {
+	prefix := Prefix(t)
+	var hier string
+	for _, root := range cgroupRoots {
+		if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", root, "cgroup.procs")); err == nil {
+			hier = filepath.Join("/sys/fs/cgroup", root)
+			break
+		}
+	}
+	if hier == "" {
+		t.Skip("no cgroup hierarchy envgate uses is mounted")
+	}
+	env := filepath.Join(hier, "envgate", prefix, "e1")
+	if err := os.MkdirAll(env, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { removeCgroups("envgate/" + prefix) })
+
+	r := &recorder{TB: t}
+	CheckClean(r, prefix)
+	if len(r.errs) != 1 || !strings.Contains(r.errs[0], env) {
+		t.Fatalf("CheckClean reported %q, want one leak naming %s", r.errs, env)
+	}
+	if left := cgroupsLeft("envgate/" + prefix); len(left) != 0 {
+		t.Fatalf("CheckClean left %v", left)
 	}
 }
