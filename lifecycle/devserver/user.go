@@ -146,6 +146,10 @@ func underTmp(p string) bool { return within(p, "/tmp") }
 // within reports whether path p is dir or inside it.
 func within(p, dir string) bool { return p == dir || strings.HasPrefix(p, dir+"/") }
 
+// trampolineProcsVar is the Go runtime's variable the trampoline starts
+// with, set to 1 unless the template sets it for its dev server.
+const trampolineProcsVar = "GOMAXPROCS"
+
 // viaTrampoline makes cmd start through the trampoline binary, if sp asks
 // for anything it alone can do.
 func (l *Launcher) viaTrampoline(cmd *exec.Cmd, sp trampoline.Spec) {
@@ -153,6 +157,13 @@ func (l *Launcher) viaTrampoline(cmd *exec.Cmd, sp trampoline.Spec) {
 		return // Start reports the failed path lookup
 	}
 	sp.Path = cmd.Path
+	if !slices.ContainsFunc(cmd.Env, func(kv string) bool { return strings.HasPrefix(kv, trampolineProcsVar+"=") }) {
+		// The trampoline's own runtime gets one P (fewer threads to make
+		// at its start, and an init that only waits needs no more); the
+		// variable is gone before the dev server runs.
+		cmd.Env = append(cmd.Env, trampolineProcsVar+"=1")
+		sp.Unset = []string{trampolineProcsVar}
+	}
 	b, err := json.Marshal(sp)
 	if err != nil {
 		cmd.Err = fmt.Errorf("devserver: launch spec: %w", err)

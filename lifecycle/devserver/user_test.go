@@ -95,6 +95,10 @@ func runsUnprivileged(t *testing.T, py string, ds devserver.Config) {
 	if !strings.Contains(st["Name"], "python") {
 		t.Errorf("dev server is %q, want python (the trampoline must exec it)", st["Name"])
 	}
+	// The trampoline's own GOMAXPROCS=1 is not the dev server's.
+	if env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pids[0])); err != nil || strings.Contains("\x00"+string(env), "\x00GOMAXPROCS=") {
+		t.Errorf("dev server's environment (%v): %q, want no GOMAXPROCS", err, env)
+	}
 	fi, err := os.Stat(filepath.Join(f.DataDir, "jailed"))
 	if err != nil {
 		t.Fatal(err)

@@ -44,6 +44,10 @@ type Spec struct {
 	Keep    []string    `json:"keep,omitempty"`     // paths under /tmp that stay visible (data dir, dir, program)
 	Hide    []string    `json:"hide,omitempty"`     // mount points to detach (the netns run dir)
 	Binds   []BindMount `json:"binds,omitempty"`    // read-only
+	// Unset lists variables of the trampoline's environment meant for
+	// the trampoline only (its runtime's GOMAXPROCS): removed before the
+	// dev server starts.
+	Unset []string `json:"unset,omitempty"`
 	// Fence, with Init, holds the env's data dir for this start's owner
 	// (fence.go).
 	Fence *Fence `json:"fence,omitempty"`
@@ -82,6 +86,9 @@ func Run() {
 	var sp Spec
 	if err := json.Unmarshal([]byte(s), &sp); err != nil {
 		fail(126, "launch spec: %v", err)
+	}
+	for _, k := range sp.Unset {
+		os.Unsetenv(k)
 	}
 	// no_new_privs is per thread and survives execve and fork: set it on
 	// the thread that execs (or forks).
