@@ -113,7 +113,7 @@ func (m *Manager) start(e *env) (err error) {
 		e.log.Warn().Err(err).Msg("start refused: this node does not own the env")
 		return err
 	}
-	sb, proc, err := m.launch(e)
+	sb, proc, sandboxAt, err := m.launch(e)
 	if err != nil {
 		return m.failStart(e, sb, proc, err)
 	}
@@ -139,8 +139,12 @@ func (m *Manager) start(e *env) (err error) {
 	took := e.readyAt.Sub(e.startedAt)
 	e.setStateLocked(Ready)
 	e.mu.Unlock()
-	e.log.Info().Str("addr", addr.String()).Int("pid", proc.Pid()).Dur("took", took).Msg("env ready")
-	setup, boot := spawnedAt.Sub(launchAt), time.Since(spawnedAt)
+	setup, boot := spawnedAt.Sub(launchAt), e.readyAt.Sub(spawnedAt)
+	// The phases of took: sandbox (made, or a warm one taken: its
+	// firewall policy included), then spawn (data dir, checkout, cgroup,
+	// the dev server's fork), then boot (until the probe succeeded).
+	e.log.Info().Str("addr", addr.String()).Int("pid", proc.Pid()).Dur("took", took).
+		Dur("sandbox", sandboxAt.Sub(launchAt)).Dur("spawn", spawnedAt.Sub(sandboxAt)).Dur("boot", boot).Msg("env ready")
 	m.observer().Started(e.name, StartPhases{Wait: max(took-setup-boot, 0), Setup: setup, Boot: boot})
 	m.saveStateSoon()
 	m.supWG.Go(func() { m.supervise(e, proc) })
@@ -184,17 +188,19 @@ var errStartTimeout = errors.New("start timed out")
 // the dev server in them. Making the sandbox is bounded by the ready
 // timeout; the checkout and its prepare steps, which the launcher runs
 // first, by the prepare timeout (the launcher's to apply). On error it
-// returns what it made so far, for failStart to remove.
-func (m *Manager) launch(e *env) (Sandbox, Process, error) {
+// returns what it made so far, for failStart to remove, and when the
+// sandbox was there.
+func (m *Manager) launch(e *env) (_ Sandbox, _ Process, sandboxAt time.Time, _ error) {
 	ctx, cancel := context.WithTimeoutCause(m.ctx, e.tmpl.Ready.Timeout, errStartTimeout)
 	defer cancel()
 	sb := m.warm.take(e.name)
 	if sb == nil {
 		var err error
 		if sb, err = m.cfg.Network.Create(ctx, e.name); err != nil {
-			return nil, nil, fmt.Errorf("create sandbox: %w", err)
+			return nil, nil, sandboxAt, fmt.Errorf("create sandbox: %w", err)
 		}
 	}
+	sandboxAt = time.Now()
 	// 0700: one env's data is not another's, nor other local users'.
 	if _, err := os.Lstat(e.dataDir); errors.Is(err, fs.ErrNotExist) {
 		e.mu.Lock()
@@ -202,14 +208,14 @@ func (m *Manager) launch(e *env) (Sandbox, Process, error) {
 		e.mu.Unlock()
 	}
 	if err := os.MkdirAll(e.dataDir, 0o700); err != nil {
-		return sb, nil, fmt.Errorf("data dir: %w", err)
+		return sb, nil, sandboxAt, fmt.Errorf("data dir: %w", err)
 	}
 	proc, err := m.cfg.Launcher.Launch(m.ctx, LaunchRequest{Env: e.name, Template: e.tmpl, DataDir: e.dataDir,
 		Sandbox: sb, Output: e.out, Updating: e.setUpdating, Fence: e.claimed(), Log: e.log})
 	if err != nil {
-		return sb, nil, err
+		return sb, nil, sandboxAt, err
 	}
-	return sb, proc, nil
+	return sb, proc, sandboxAt, nil
 }
 
 // failStart removes what a failed start made, records the failure with

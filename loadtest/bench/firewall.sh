@@ -4,7 +4,9 @@
 # variables these use (TMP, BIN, the ports); knobs BENCH_FW_ROUNDS (12),
 # BENCH_FW_DURATION (s per wrk run, 3), BENCH_FW_MODES (default "off on
 # tracked nonat"), BENCH_FW_COLD_CHUNKS (8 per mode) of BENCH_FW_COLD_N
-# (10) cold starts.
+# (10) cold starts. BENCH_FW_ROUNDS=0 runs the cold starts alone (the
+# warm rounds take several minutes), BENCH_FW_COLD_CHUNKS=0 the warm part
+# alone.
 #
 # Only the gateway can reach an env with the firewall on, so this
 # compares envgate with itself, in modes:
@@ -117,6 +119,8 @@ fw_cold() {
 	cmd "benchtool cold -addr 127.0.0.1:$GW_PORT -hosts 'f${mode}${k}x{{.I}}.localhost' -n $n -path /healthz  # per mode and chunk"
 	"$BT" cold -addr "127.0.0.1:$GW_PORT" -hosts "f${mode}${k}x{{.I}}.localhost" -n "$n" -path /healthz >"$json"
 	jq -r 'select(.message=="env ready" and (.env|startswith("f"))) | .took' "$GW_LOG" >>"$TMP/fw-ready-$mode"
+	# Its phases (sandbox, spawn, boot), where the gateway logs them.
+	jq -r 'select(.message=="env ready" and (.env|startswith("f")) and .boot != null) | "\(.sandbox) \(.spawn) \(.boot)"' "$GW_LOG" >>"$TMP/fw-phases-$mode"
 	stop_gateway
 	jq .ttfb_ms.p50 "$json"
 }
@@ -177,6 +181,8 @@ scenario_firewall() {
 	local -A ttfb
 	: >"$TMP/fw-ready-off"
 	: >"$TMP/fw-ready-on"
+	: >"$TMP/fw-phases-off"
+	: >"$TMP/fw-phases-on"
 	for ((k = 0; k < chunks; k++)); do
 		for m in off on; do
 			((k % 2 == 0)) || m=$([[ $m == off ]] && echo on || echo off)
@@ -197,6 +203,10 @@ scenario_firewall() {
 	}
 	md "### 1c. What the env firewall costs (issue 12)"
 	md ""
+	if ((rounds == 0)); then
+		fw_cold_report # BENCH_FW_ROUNDS=0: the cold starts alone
+		return
+	fi
 	md "envgate alone, pinned and loaded as in §1 (gateway on CPU 1; wrk and the env on CPU 0; \`wrk -t1 -c50\`,"
 	md "${BENCH_FW_DURATION:-3} s after a 1 s warm-up, keep-alive), a fresh gateway per run, in these modes: *off*"
 	md "(\`network.firewall: off\`); *on* (the default: the table, with the listeners' client traffic exempt"
@@ -268,7 +278,14 @@ scenario_firewall() {
 	md "Other software's nftables tables in this network namespace when it started (when one tracks connections,"
 	md "*off* pays for connection tracking too): ${others:-none}."
 	md ""
-	# Cold starts.
+	summ "| 1c | warm req/s lost with the env firewall on: median of per-round ratios; best against best (issue 12) | < 3 % | $loss %; $bloss % | $(verdict lt "$loss" 3); $(verdict lt "$bloss" 3) |"
+	fw_cold_report
+}
+
+# fw_cold_report: the cold starts' part of §1c's report, from
+# scenario_firewall's chunks and ttfb (nothing without chunks).
+fw_cold_report() {
+	((chunks > 0)) || return 0
 	local r_off r_on t_off t_on
 	r_off=$(sort -g "$TMP/fw-ready-off" | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
 	r_on=$(sort -g "$TMP/fw-ready-on" | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
@@ -279,9 +296,10 @@ scenario_firewall() {
 	md "Cold starts, off against on: $chunks chunks of ${BENCH_FW_COLD_N:-10} cold starts per mode (\`benchtool cold\`, one at a time,"
 	md "fresh envs, as in §2; gateways not pinned), the modes alternating chunk by chunk. *env ready* is the"
 	md "gateway's own start time per env (namespace, veth, firewall attach, spawn, probe), pooled over the"
-	md "chunks; TTFB p50 is the median of the chunks' p50s. The firewall's own work in a start is"
-	md "\`Firewall.Attach\` (a set element, IPv6 sysctls, a default route), which the Go benchmarks"
-	md "\`BenchmarkFirewallAttach\` and \`BenchmarkFirewallAttachLive\` (package netns) time alone."
+	md "chunks; TTFB p50 is the median of the chunks' p50s. The firewall's own work in a start is done as"
+	md "the sandbox is made (IPv6 off before its links are up, a default route: \`netns.Setup\`) and by"
+	md "\`Firewall.Attach\` (a set element); the Go benchmark \`BenchmarkFirewallCreate\` (package netns) times"
+	md "it alone, beside a sandbox made without it."
 	md ""
 	md "| firewall | env ready p50 ms | TTFB p50 ms (median of chunks) | TTFB p50 per chunk |"
 	md "|---|---:|---:|---|"
@@ -289,7 +307,26 @@ scenario_firewall() {
 	md "| on | $(printf '%.2f' "$r_on") | $t_on | ${ttfb[on]% } |"
 	md "| on − off | **$dr** | **$dt** | |"
 	md ""
-	summ "| 1c | warm req/s lost with the env firewall on: median of per-round ratios; best against best (issue 12) | < 3 % | $loss %; $bloss % | $(verdict lt "$loss" 3); $(verdict lt "$bloss" 3) |"
+	if [[ -s $TMP/fw-phases-off && -s $TMP/fw-phases-on ]]; then
+		# p50 of column C of a phases file.
+		local -A ph
+		local m c
+		for m in off on; do
+			for c in 1 2 3; do
+				ph[$m$c]=$(awk -v c="$c" '{ print $c }' "$TMP/fw-phases-$m" | sort -g | awk '{ v[NR] = $1 } END { printf "%.2f", v[int((NR + 1) / 2)] }')
+			done
+		done
+		md "*env ready*'s phases, p50 of each alone (the gateway's \"env ready\" log line): *sandbox* (namespace, veth,"
+		md "firewall attach), *spawn* (data dir, cgroup, the dev server's fork), *boot* (until its readiness probe"
+		md "succeeded: the dev server's own start, the trampoline's mounts, the probes' packets)."
+		md ""
+		md "| firewall | sandbox ms | spawn ms | boot ms |"
+		md "|---|---:|---:|---:|"
+		md "| off | ${ph[off1]} | ${ph[off2]} | ${ph[off3]} |"
+		md "| on | ${ph[on1]} | ${ph[on2]} | ${ph[on3]} |"
+		md "| on − off | $(minus "${ph[on1]}" "${ph[off1]}") | $(minus "${ph[on2]}" "${ph[off2]}") | $(minus "${ph[on3]}" "${ph[off3]}") |"
+		md ""
+	fi
 	summ "| 1c | cold start p50 added by the env firewall, env ready on − off (issue 12) | < 1 ms | $dr ms | $(verdict lt "$dr" 1) |"
 }
 
