@@ -22,6 +22,16 @@ type SandboxPolicy struct {
 	Log zerolog.Logger
 }
 
+// setup is what the sandbox of env name needs done as it is made for
+// its policy (netns.Manager.CreateWith), so that attach then only puts it
+// into its policy's set.
+func (p *SandboxPolicy) setup(name string) (netns.Setup, error) {
+	if p == nil || p.Firewall == nil {
+		return netns.Setup{}, nil
+	}
+	return p.Firewall.Setup(p.policyOf(name))
+}
+
 // attach gives sb the policy of env name.
 func (p *SandboxPolicy) attach(sb *netns.Sandbox, name string) error {
 	if p == nil {
@@ -31,11 +41,15 @@ func (p *SandboxPolicy) attach(sb *netns.Sandbox, name string) error {
 		p.Log.Warn().Str("env", name).Msg("network.firewall is off: this env can reach the host, other envs and the network as the host's own processes can")
 		return nil
 	}
-	policy := ""
-	if p.PolicyOf != nil {
-		policy = p.PolicyOf(name)
+	return p.Firewall.Attach(sb, p.policyOf(name))
+}
+
+// policyOf is the name of env name's policy.
+func (p *SandboxPolicy) policyOf(name string) string {
+	if p.PolicyOf == nil {
+		return ""
 	}
-	return p.Firewall.Attach(sb, policy)
+	return p.PolicyOf(name)
 }
 
 // detach takes sb out of its policy: its host link's name comes back with

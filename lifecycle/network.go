@@ -35,7 +35,11 @@ type NetnsNetwork struct {
 
 // Create implements Network.
 func (n NetnsNetwork) Create(ctx context.Context, name string) (Sandbox, error) {
-	sb, err := n.M.Create(ctx, name)
+	setup, err := n.Policy.setup(name)
+	if err != nil {
+		return nil, err
+	}
+	sb, err := n.M.CreateWith(ctx, name, setup)
 	if err != nil {
 		return nil, err
 	}

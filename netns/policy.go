@@ -223,19 +223,38 @@ func otherGuard(cc *nftables.Conn, tables []*nftables.Table, own string) bool {
 // its host end when the policy has egress, or loses it when not.
 // Attaching again, with the same or another policy, is allowed (a warm
 // spare given to an env).
+//
+// A sandbox made with the Setup of its policy (CreateWith) has its IPv6
+// and its route already: Attach then only puts it into the set.
 func (f *Firewall) Attach(sb *Sandbox, policy string) error {
-	var p Policy
-	if policy != "" {
-		pp := f.policies[policy]
-		if pp == nil {
-			return fmt.Errorf("netns: firewall: no policy %q", policy)
-		}
-		p = *pp
+	p, err := f.policy(policy)
+	if err != nil {
+		return err
 	}
 	if err := f.setMember(sb.HostIf, policy); err != nil {
 		return err
 	}
 	return configureSandbox(sb, p.Egress != EgressNone)
+}
+
+// Setup is what Manager.CreateWith does for a sandbox to be attached to
+// policy ("" for the zero Policy), as Attach would do it: IPv6 off on
+// both ends, and a default route when the policy has egress.
+func (f *Firewall) Setup(policy string) (Setup, error) {
+	p, err := f.policy(policy)
+	return Setup{NoIPv6: true, DefaultRoute: p.Egress != EgressNone}, err
+}
+
+// policy is the policy named name ("" for the zero Policy).
+func (f *Firewall) policy(name string) (Policy, error) {
+	if name == "" {
+		return Policy{}, nil
+	}
+	p := f.policies[name]
+	if p == nil {
+		return Policy{}, fmt.Errorf("netns: firewall: no policy %q", name)
+	}
+	return *p, nil
 }
 
 // Detach takes sb's host link out of its policy's set; the sandbox is

@@ -13,22 +13,37 @@ import (
 // configureSandbox closes IPv6 on both ends of sb's veth (the firewall
 // drops it too; this keeps link-local addresses and router solicitations
 // from appearing at all) and gives sb a default route via its host end
-// when it has egress, or takes it away.
+// when it has egress, or takes it away: what of that CreateWith (Setup)
+// or an earlier Attach has not done already.
 func configureSandbox(sb *Sandbox, egress bool) error {
-	if err := disableIPv6Host(sb.HostIf); err != nil {
-		return err
+	want := routeNone
+	if egress {
+		want = routeDefault
+	}
+	if sb.noIPv6 && sb.route == want {
+		return nil
+	}
+	if !sb.noIPv6 {
+		if err := disableIPv6Host(sb.HostIf); err != nil {
+			return err
+		}
 	}
 	err := sb.Do(func() error {
-		// "all" also sets "default" and every interface there (lo,
-		// eth0): one write, not three.
-		if err := writeNetSysctl("ipv6/conf/all/disable_ipv6"); err != nil {
-			return fmt.Errorf("disable IPv6: %w", err)
+		if !sb.noIPv6 {
+			// "all" also sets "default" and every interface there (lo,
+			// eth0): one write, not three.
+			if err := writeNetSysctl("ipv6/conf/all/disable_ipv6"); err != nil {
+				return fmt.Errorf("disable IPv6: %w", err)
+			}
+		}
+		if sb.route == want {
+			return nil
 		}
 		link, err := netlink.LinkByName(PeerIfName)
 		if err != nil {
 			return err
 		}
-		route := &netlink.Route{LinkIndex: link.Attrs().Index, Gw: sb.Slot.Host.AsSlice()}
+		route := defaultRoute(link.Attrs().Index, sb.Slot)
 		if egress {
 			return netlink.RouteReplace(route)
 		}
@@ -40,7 +55,14 @@ func configureSandbox(sb *Sandbox, egress bool) error {
 	if err != nil {
 		return fmt.Errorf("netns: %s: policy: %w", sb.Name, err)
 	}
+	sb.noIPv6, sb.route = true, want
 	return nil
+}
+
+// defaultRoute is the default route of a sandbox in slot via its host
+// end, on the link with index peer inside.
+func defaultRoute(peer int, slot Slot) *netlink.Route {
+	return &netlink.Route{LinkIndex: peer, Gw: slot.Host.AsSlice()}
 }
 
 // hostIPv6Conf is the host's /proc/sys/net/ipv6/conf, opened once: the

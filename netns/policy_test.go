@@ -1,6 +1,7 @@
 package netns_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -44,6 +45,27 @@ func attach(t *testing.T, fw *netns.Firewall, sb *netns.Sandbox, policy string) 
 	if err := fw.Attach(sb, policy); err != nil {
 		t.Fatalf("attach %s to %q: %v", sb.Name, policy, err)
 	}
+}
+
+// createFor makes sandbox id as the gateway does for an env of policy:
+// with the policy's Setup (CreateWith), then attached.
+func createFor(t *testing.T, m *netns.Manager, fw *netns.Firewall, id, policy string) *netns.Sandbox {
+	t.Helper()
+	setup, err := fw.Setup(policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err := m.CreateWith(context.Background(), id, setup)
+	if err != nil {
+		t.Fatalf("create %s: %v", id, err)
+	}
+	t.Cleanup(func() {
+		if err := m.Destroy(sb); err != nil {
+			t.Errorf("destroy %s: %v", id, err)
+		}
+	})
+	attach(t, fw, sb, policy)
+	return sb
 }
 
 func tableExists(t *testing.T, name string) bool {
@@ -214,14 +236,15 @@ func foreignIntact(t *testing.T, tb *nftables.Table) {
 // so it is the policy, not a missing route, that stops it), the host's
 // services on 0.0.0.0 and 127.0.0.1, env B, the metadata address and
 // the host's uplink address are unreachable; the gateway (a marked
-// socket) reaches A and B, and no other local process does.
+// socket) reaches A and B, and no other local process does. A is made
+// as the gateway makes an env's sandbox (the policy's Setup, then
+// Attach), B is made first and attached after.
 func TestFirewallConfinesSandbox(t *testing.T) {
 	keepIPForward(t)
 	m := newManager(t)
 	foreign := foreignTable(t, m.Prefix())
 	fw := openFirewall(t, m, netns.Policy{Name: "web", Egress: netns.EgressInternet})
-	a, b := create(t, m, "a"), create(t, m, "b")
-	attach(t, fw, a, "web")
+	a, b := createFor(t, m, fw, "a", "web"), create(t, m, "b")
 	attach(t, fw, b, "web")
 	listenIn(t, a, 3000, "a")
 	listenIn(t, b, 3000, "b")
@@ -297,7 +320,9 @@ func internet(t *testing.T, ports ...int) netip.Addr {
 
 // TestFirewallEgress: the test internet is reachable from A with egress
 // internet, unreachable with none, and only on the allowed port with an
-// allow list; private ranges stay closed with internet.
+// allow list; private ranges stay closed with internet. A goes from
+// policy to policy; a sandbox made for each policy (its Setup, as the
+// gateway makes them) reaches the same.
 func TestFirewallEgress(t *testing.T) {
 	keepIPForward(t)
 	m := newManager(t)
@@ -312,7 +337,7 @@ func TestFirewallEgress(t *testing.T) {
 		t.Fatalf("ip_forward is off with egress in use")
 	}
 	a := create(t, m, "a")
-	for _, c := range []struct {
+	for i, c := range []struct {
 		policy     string
 		want8080   bool
 		want8081   bool
@@ -325,14 +350,20 @@ func TestFirewallEgress(t *testing.T) {
 		{"internet", true, true, true},
 	} {
 		attach(t, fw, a, c.policy)
-		for port, want := range map[int]bool{8080: c.want8080, 8081: c.want8081} {
-			timeout := failFast
-			if want {
-				timeout = succeedBy
-			}
-			err := dialFrom(a, hostPort(inet, port), timeout)
-			if (err == nil) != want {
-				t.Errorf("policy %q: reach internet port %d: %v, want reachable %v", c.policy, port, err, want)
+		sbs := []*netns.Sandbox{a}
+		if i < 4 {
+			sbs = append(sbs, createFor(t, m, fw, fmt.Sprint("for", i), c.policy))
+		}
+		for _, sb := range sbs {
+			for port, want := range map[int]bool{8080: c.want8080, 8081: c.want8081} {
+				timeout := failFast
+				if want {
+					timeout = succeedBy
+				}
+				err := dialFrom(sb, hostPort(inet, port), timeout)
+				if (err == nil) != want {
+					t.Errorf("%s, policy %q: reach internet port %d: %v, want reachable %v", sb.ID, c.policy, port, err, want)
+				}
 			}
 		}
 	}
@@ -466,6 +497,76 @@ func BenchmarkFirewallAttach(b *testing.B) {
 	}
 }
 
+// BenchmarkFirewallCreate is the firewall's share of a cold start with a
+// fresh sandbox, side by side: "off" makes a sandbox (Create); "on" makes
+// it as the gateway does with the firewall on (the policy's Setup, then
+// Attach); "late" makes it and then attaches it (Attach then turns IPv6
+// off and adds the route on links that are up, as starts did before
+// Setup). BenchmarkFirewallAttach attaches one sandbox again and again,
+// which finds IPv6 off and the route in place after the first time.
+func BenchmarkFirewallCreate(b *testing.B) {
+	m, err := netns.New(netns.Config{Prefix: netnstest.Prefix(b), Pool: netnstest.Pool(0)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	fw, err := netns.OpenFirewall(netns.FirewallConfig{Prefix: m.Prefix(),
+		Policies: []netns.Policy{{Name: "web", Egress: netns.EgressInternet}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		fw.Close()
+		m.Settle(context.Background())
+	})
+	n := 0
+	for _, mode := range []string{"off", "on", "late"} {
+		b.Run(mode, func(b *testing.B) {
+			var sbs []*netns.Sandbox
+			for b.Loop() {
+				n++
+				var setup netns.Setup
+				var err error
+				if mode == "on" {
+					setup, err = fw.Setup("web")
+				}
+				var sb *netns.Sandbox
+				if err == nil {
+					sb, err = m.CreateWith(b.Context(), fmt.Sprint("c", n), setup)
+				}
+				if err == nil && mode != "off" {
+					err = fw.Attach(sb, "web")
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+				sbs = append(sbs, sb)
+				if len(sbs) == 32 {
+					// Out of the timing: the kernel deletes namespaces
+					// in the background.
+					b.StopTimer()
+					destroyAll(b, m, fw, sbs)
+					sbs = sbs[:0]
+					b.StartTimer()
+				}
+			}
+			b.StopTimer()
+			destroyAll(b, m, fw, sbs)
+		})
+	}
+}
+
+func destroyAll(b *testing.B, m *netns.Manager, fw *netns.Firewall, sbs []*netns.Sandbox) {
+	if err := fw.DetachAll(sbs); err != nil {
+		b.Error(err)
+	}
+	if err := m.DestroyAll(sbs); err != nil {
+		b.Error(err)
+	}
+	if err := m.Settle(context.Background()); err != nil {
+		b.Error(err)
+	}
+}
+
 // TestProcInstanceIsThreadsNamespace: the procfs instance the sandbox's
 // sysctl is written through (kernel 5.8 and later; else /proc is used)
 // shows the network namespace of the thread that looks in it, as /proc
@@ -522,8 +623,9 @@ func TestProcInstanceIsThreadsNamespace(t *testing.T) {
 }
 
 // TestFirewallClosesIPv6: an attached sandbox has IPv6 off on both ends
-// of its veth (no link-local address to reach anything by), and the
-// table drops IPv6 from and to sandboxes anyway.
+// of its veth (no link-local address to reach anything by), whether it
+// was made with its policy's Setup (as the gateway makes them) or
+// attached after, and the table drops IPv6 from and to sandboxes anyway.
 func TestFirewallClosesIPv6(t *testing.T) {
 	m := newManager(t)
 	fw := openFirewall(t, m, netns.Policy{Name: "web", Egress: netns.EgressInternet})
@@ -536,25 +638,27 @@ func TestFirewallClosesIPv6(t *testing.T) {
 		}
 		return strings.TrimSpace(string(b))
 	}
-	if v := read(a.HostIf); v != "1" {
-		t.Errorf("host end %s: disable_ipv6 = %s", a.HostIf, v)
-	}
-	err := a.Do(func() error {
-		for _, dev := range []string{"all", "default", netns.PeerIfName} {
-			if v := read(dev); v != "1" {
-				t.Errorf("inside %s: %s disable_ipv6 = %s", a.Name, dev, v)
-			}
+	for _, sb := range []*netns.Sandbox{a, createFor(t, m, fw, "b", "web")} {
+		if v := read(sb.HostIf); v != "1" {
+			t.Errorf("host end %s: disable_ipv6 = %s", sb.HostIf, v)
 		}
-		addrs, err := netlink.AddrList(nil, netlink.FAMILY_V6)
-		for _, ad := range addrs {
-			if !ad.IP.IsLoopback() {
-				t.Errorf("inside %s: IPv6 address %s", a.Name, ad.IP)
+		err := sb.Do(func() error {
+			for _, dev := range []string{"all", "default", "lo", netns.PeerIfName} {
+				if v := read(dev); v != "1" {
+					t.Errorf("inside %s: %s disable_ipv6 = %s", sb.Name, dev, v)
+				}
 			}
+			addrs, err := netlink.AddrList(nil, netlink.FAMILY_V6)
+			for _, ad := range addrs {
+				if !ad.IP.IsLoopback() {
+					t.Errorf("inside %s: IPv6 address %s", sb.Name, ad.IP)
+				}
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
 	out, err := exec.Command("nft", "list", "table", "inet", netns.TableName(m.Prefix())).CombinedOutput()
 	if err != nil {

@@ -72,8 +72,10 @@ func (e threadTainted) Unwrap() error { return e.err }
 
 // createNamed makes a new network namespace bind-mounted at RunDir/name and
 // returns a handle to it. The calling thread is never switched: the unshare
-// happens on a locked helper thread that switches back.
-func createNamed(name string) (netns.NsHandle, error) {
+// happens on a locked helper thread that switches back. inside, if not
+// nil, runs on that thread in the new namespace, before anything else
+// does there.
+func createNamed(name string, inside func() error) (netns.NsHandle, error) {
 	if err := ensureRunDir(); err != nil {
 		return netns.None(), err
 	}
@@ -86,6 +88,12 @@ func createNamed(name string) (netns.NsHandle, error) {
 	err = onLockedThread(func() error {
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 			return fmt.Errorf("unshare: %w", err)
+		}
+		if inside != nil {
+			// Before the mount: a failure leaves nothing to undo.
+			if err := inside(); err != nil {
+				return err
+			}
 		}
 		self := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
 		if err := unix.Mount(self, path, "none", unix.MS_BIND, ""); err != nil {
