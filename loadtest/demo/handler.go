@@ -112,7 +112,13 @@ func hostLabel(host string) string {
 	return strings.ToLower(label)
 }
 
-var pageTemplate = template.Must(template.New("page").Parse(`<!doctype html>
+// pageTemplate is parsed at the first page, not at start: the demo server
+// boots at every env start, and most envs of a benchmark never show it.
+var pageTemplate = sync.OnceValue(func() *template.Template {
+	return template.Must(template.New("page").Parse(pageHTML))
+})
+
+const pageHTML = `<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -138,7 +144,7 @@ code{font:14px ui-monospace,monospace}
 <p>Also here: <a href="/events?count=5">/events</a> · <a href="/echo">/echo</a> · <a href="/healthz">/healthz</a> · <code>/ws</code></p>
 </body>
 </html>
-`))
+`
 
 // Page is what GET / shows: as HTML, or as JSON when the client asks for
 // application/json and not text/html.
@@ -166,7 +172,7 @@ func (s *server) servePage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.Set("Content-Type", "text/html; charset=utf-8")
-	if err := pageTemplate.Execute(w, d); err != nil {
+	if err := pageTemplate().Execute(w, d); err != nil {
 		s.log.Debug().Err(err).Msg("write page")
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/coder/websocket"
@@ -158,14 +159,15 @@ func serveSlow(w http.ResponseWriter, r *http.Request) {
 
 // downloadBlock holds the /download pattern: byte i of a download is
 // byte(i % 256). Its length is a multiple of 256, so writing it again and
-// again continues the pattern.
-var downloadBlock = func() []byte {
+// again continues the pattern. It is made at the first download, not at
+// start (see pageTemplate).
+var downloadBlock = sync.OnceValue(func() []byte {
 	b := make([]byte, 64<<10)
 	for i := range b {
 		b[i] = byte(i)
 	}
 	return b
-}()
+})
 
 // serveDownload streams ?bytes= bytes (default 1 MiB) of the pattern in
 // downloadBlock, with a Content-Length, without holding them in memory.
@@ -182,8 +184,9 @@ func serveDownload(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodHead {
 		return
 	}
+	block := downloadBlock()
 	for n > 0 {
-		chunk := downloadBlock[:min(n, int64(len(downloadBlock)))]
+		chunk := block[:min(n, int64(len(block)))]
 		if _, err := w.Write(chunk); err != nil {
 			return
 		}
