@@ -1,5 +1,7 @@
 package netns
 
+import "github.com/google/nftables"
+
 // UseBaseMountNS switches the base mount namespace (mountns.go) off for
 // a side-by-side benchmark.
 var UseBaseMountNS = &useBaseMountNS
@@ -17,3 +19,7 @@ var ProcInstanceAbove = &procInstanceAbove
 
 // NewProcInstance is newProcInstance, for a test that this kernel can.
 var NewProcInstance = newProcInstance
+
+// HostFirewall is hostFirewall on a connection of its own: whether
+// OpenFirewall keeps the gateway's connections to sandboxes tracked.
+func HostFirewall() bool { return hostFirewall(&nftables.Conn{}) }

@@ -103,7 +103,11 @@ func TableName(prefix string) string { return "envgate-" + prefix }
 // drops every forwarded packet no envgate table let through, so no other
 // interface starts routing; Close turns forwarding off again when no
 // other envgate table needs it. The clients' traffic with the gateway's
-// listeners skips connection tracking (SetListenerPorts).
+// listeners skips connection tracking (SetListenerPorts), and so does the
+// gateway's with sandboxes (its sockets carry DialMark, and a sandbox's
+// packets are matched to them by socket lookup) unless another table
+// filters the host's input (hostFirewall), which may accept them by
+// conntrack state only.
 type Firewall struct {
 	prefix    string
 	dnsPort   uint16
@@ -113,6 +117,9 @@ type Firewall struct {
 	sets      map[string]*nftables.Set // by policy name
 	listeners *nftables.Set            // the listener ports (policy_notrack.go)
 	guard     bool                     // the table has the guard chain
+	// untrackGateway: the gateway's traffic with sandboxes skips
+	// connection tracking (no host firewall at OpenFirewall).
+	untrackGateway bool
 
 	mu     sync.Mutex
 	member map[string]string // guarded by mu; host link -> policy name
@@ -163,6 +170,7 @@ func OpenFirewall(cfg FirewallConfig) (_ *Firewall, err error) {
 		return nil, err
 	}
 	f.guard = egress && (hadGuard || !forwarding || otherGuard(f.conn, tables, f.table.Name))
+	f.untrackGateway = !hostFirewall(f.conn)
 	f.build(carried, ports)
 	if err := f.conn.Flush(); err != nil {
 		return nil, fmt.Errorf("netns: firewall: install table %s: %w", f.table.Name, err)
@@ -468,9 +476,17 @@ func (f *Firewall) buildInput() {
 	cc := f.conn
 	in := f.baseChain("input", nftables.ChainHookInput, nftables.ChainTypeFilter, nftables.ChainPriorityFilter)
 	envIn := f.chain("env-input")
+	// lo first: one compare for the host's local traffic (the gateway's
+	// with local clients), which a name compare costs more.
+	rule(cc, in, ifIndexIs(expr.MetaKeyIIF, expr.CmpOpEq, loopbackIndex), verdict(expr.VerdictReturn))
 	rule(cc, in, ifPrefix(expr.MetaKeyIIFNAME, f.ifs(), expr.CmpOpEq), jump(expr.VerdictGoto, envIn.Name))
 	rule(cc, envIn, nfproto(unix.NFPROTO_IPV6), verdict(expr.VerdictDrop))
 	rule(cc, envIn, saddrNotViaIif(), verdict(expr.VerdictDrop))
+	// Replies on the gateway's connections: a packet of a TCP socket
+	// with DialMark (what conntrack would call established, without it:
+	// these connections may be untracked). A bare ACK or RST to any
+	// other host port, a listener's included, matches no such socket.
+	rule(cc, envIn, l4proto(unix.IPPROTO_TCP), socketMarkIs(DialMark), verdict(expr.VerdictReturn))
 	rule(cc, envIn, ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictReturn))
 	if f.dnsPort != 0 {
 		for _, proto := range []byte{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {

@@ -3,7 +3,9 @@ package netns
 import (
 	"encoding/binary"
 	"fmt"
+	"os"
 	"slices"
+	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -26,10 +28,10 @@ const listenerSet = "listeners"
 // at its state, so it goes untracked, as on any busy public reverse
 // proxy: packets of other hosts and of local processes to a local
 // address on one of ports, and the host's packets from one of ports.
-// Packets from and to sandboxes stay tracked (the input chain accepts
-// their replies to the gateway by state, and the output chain checks the
-// gateway's mark on new connections), as do forwarded packets (their
-// NAT needs it). A host firewall sees the listeners' packets in state
+// Packets from and to sandboxes stay tracked (the output chain checks
+// new connections to them for the gateway's mark; the gateway's own
+// connections to them are exempt as Firewall says), as do forwarded
+// packets (their NAT needs it). A host firewall sees the listeners' packets in state
 // "untracked": one that accepts a port only in state "new" (rather than
 // "new,untracked" as firewalld does, or statelessly as ufw does) would
 // drop them; see docs/operations.md.
@@ -79,30 +81,81 @@ func (f *Firewall) carriedPorts() []uint16 {
 }
 
 // buildNotrack: the chains at the raw priority (before connection
-// tracking) that exempt the listeners' client traffic from it; see
-// SetListenerPorts. Each rule tests the set first, so other packets pay
-// one lookup.
+// tracking) that exempt the listeners' client traffic from it (see
+// SetListenerPorts) and, unless a host firewall may need its state
+// (hostFirewall), the gateway's traffic with sandboxes. Every packet of
+// the host passes these chains, so each rule tests its cheapest match
+// first and ends the chain once it has decided.
 func (f *Firewall) buildNotrack(carried []uint16) {
 	cc := f.conn
 	f.listeners = &nftables.Set{Table: f.table, Name: listenerSet, KeyType: nftables.TypeInetService}
 	_ = cc.AddSet(f.listeners, portElements(carried)) // errors only for malformed sets; Flush reports them
 
-	// Arriving from another host (a local client's packets were
-	// decided in output: they carry their conntrack verdict over
-	// loopback), to a local address: not forwarded, not a sandbox's.
 	pre := f.baseChain("notrack-in", nftables.ChainHookPrerouting, nftables.ChainTypeFilter, nftables.ChainPriorityRaw)
-	rule(cc, pre, l4proto(unix.IPPROTO_TCP), portInSet(2, f.listeners), ifIndexIs(expr.MetaKeyIIF, expr.CmpOpNeq, loopbackIndex),
+	// Packets that arrive on lo were decided in output: they carry
+	// their conntrack verdict over loopback.
+	rule(cc, pre, ifIndexIs(expr.MetaKeyIIF, expr.CmpOpEq, loopbackIndex), verdict(expr.VerdictReturn))
+	if f.untrackGateway {
+		// A sandbox's packets on a connection of the gateway's: a TCP
+		// socket of the host with DialMark. The input chain accepts
+		// them by the same test (after the source address check).
+		rule(cc, pre, ifPrefix(expr.MetaKeyIIFNAME, f.ifs(), expr.CmpOpEq), l4proto(unix.IPPROTO_TCP),
+			socketMarkIs(DialMark), notrack(), verdict(expr.VerdictReturn))
+	}
+	// From another host to a listener at a local address: not forwarded,
+	// not a sandbox's.
+	rule(cc, pre, l4proto(unix.IPPROTO_TCP), portInSet(2, f.listeners),
 		ifPrefix(expr.MetaKeyIIFNAME, f.ifs(), expr.CmpOpNeq), daddrLocal(), notrack())
 
 	out := f.baseChain("notrack-out", nftables.ChainHookOutput, nftables.ChainTypeFilter, nftables.ChainPriorityRaw)
-	// The listeners' answers, to anyone but a sandbox. (A port is never
-	// the source of the host's other connections: the kernel picks no
-	// ephemeral port that a socket is bound to, and a process that binds
-	// one on another address still meets the output chain's mark check
-	// on its way to a sandbox.)
+	// A local client's packets to a listener, and the listener's
+	// answers to it.
+	rule(cc, out, ifIndexIs(expr.MetaKeyOIF, expr.CmpOpEq, loopbackIndex), l4proto(unix.IPPROTO_TCP),
+		portInSet(2, f.listeners), notrack(), verdict(expr.VerdictReturn))
+	rule(cc, out, ifIndexIs(expr.MetaKeyOIF, expr.CmpOpEq, loopbackIndex), l4proto(unix.IPPROTO_TCP),
+		portInSet(0, f.listeners), notrack(), verdict(expr.VerdictReturn))
+	if f.untrackGateway {
+		// The gateway's packets to sandboxes (its sockets carry
+		// DialMark; the output chain's check of new connections is for
+		// the others, which stay tracked).
+		rule(cc, out, markIs(expr.CmpOpEq, DialMark), ifPrefix(expr.MetaKeyOIFNAME, f.ifs(), expr.CmpOpEq),
+			notrack(), verdict(expr.VerdictReturn))
+	}
+	// The listeners' answers to other hosts. (A port is never the source
+	// of the host's other connections: the kernel picks no ephemeral port
+	// that a socket is bound to, and a process that binds one on another
+	// address still meets the output chain's mark check on its way to a
+	// sandbox.)
 	rule(cc, out, l4proto(unix.IPPROTO_TCP), portInSet(0, f.listeners), ifPrefix(expr.MetaKeyOIFNAME, f.ifs(), expr.CmpOpNeq), notrack())
-	// A local client's packets to a listener.
-	rule(cc, out, l4proto(unix.IPPROTO_TCP), portInSet(2, f.listeners), ifIndexIs(expr.MetaKeyOIF, expr.CmpOpEq, loopbackIndex), notrack())
+}
+
+// hostFirewall reports whether other software may filter what the host
+// receives: a base chain on the input hook in an IPv4 or inet table that
+// is not an envgate instance's (firewalld, ufw and iptables-nft, a
+// hand-written ruleset, kube-proxy), or iptables' legacy filter table.
+// Such firewalls accept replies by conntrack state ("ct state
+// established,related accept", "--ctstate RELATED,ESTABLISHED"), and
+// firewalld's and ufw's input chains drop or reject what arrives untracked on a
+// port they do not open (firewalld's filter_INPUT accepts established,
+// related, DNAT and lo, then hands the rest to the zone of the link,
+// where an env's veth falls in the default zone): the gateway's
+// connections to sandboxes must then stay tracked. A listing that fails
+// counts as a firewall.
+func hostFirewall(cc *nftables.Conn) bool {
+	chains, err := cc.ListChains()
+	if err != nil {
+		return true
+	}
+	for _, c := range chains {
+		if c.Hooknum == nil || *c.Hooknum != *nftables.ChainHookInput || strings.HasPrefix(c.Table.Name, "envgate-") {
+			continue
+		}
+		if c.Table.Family == nftables.TableFamilyIPv4 || c.Table.Family == nftables.TableFamilyINet {
+			return true
+		}
+	}
+	b, err := os.ReadFile("/proc/net/ip_tables_names")
+	return err == nil && slices.Contains(strings.Fields(string(b)), "filter")
 }
 
 // loopbackIndex is the index of lo in every network namespace.
@@ -134,3 +187,16 @@ func daddrLocal() []expr.Any {
 }
 
 func notrack() []expr.Any { return []expr.Any{&expr.Notrack{}} }
+
+// socketMarkIs is `socket mark & markMask == v`: the packet belongs to a
+// local socket with mark v. In the input hook the socket is the one the
+// kernel's early demultiplexing found (no second lookup); in prerouting
+// it is looked up. No socket, or a time-wait one, never matches.
+func socketMarkIs(v uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Socket{Key: expr.SocketKeyMark, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(markMask), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(v)},
+	}
+}

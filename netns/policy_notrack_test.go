@@ -173,3 +173,85 @@ func TestFirewallListenersUntracked(t *testing.T) {
 		t.Errorf("%v -> %v tracked after a takeover", src, dst)
 	}
 }
+
+// inputFirewall installs a host firewall of someone else's in the style
+// of firewalld's and ufw's input chains, for sb's host link only (the
+// machine is shared): what arrives there is accepted in conntrack state
+// established or related and dropped otherwise, untracked included.
+func inputFirewall(t *testing.T, prefix string, sb *netns.Sandbox) {
+	t.Helper()
+	cc := &nftables.Conn{}
+	tb := cc.AddTable(&nftables.Table{Name: "hostin-" + prefix, Family: nftables.TableFamilyINet})
+	in := cc.AddChain(&nftables.Chain{Name: "input", Table: tb, Hooknum: nftables.ChainHookInput,
+		Priority: nftables.ChainPriorityFilter, Type: nftables.ChainTypeFilter})
+	link := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: append([]byte(sb.HostIf), 0)},
+	}
+	cc.AddRule(&nftables.Rule{Table: tb, Chain: in, Exprs: append(append([]expr.Any{}, link...),
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
+		&expr.Verdict{Kind: expr.VerdictAccept})})
+	cc.AddRule(&nftables.Rule{Table: tb, Chain: in, Exprs: append(append([]expr.Any{}, link...), &expr.Verdict{Kind: expr.VerdictDrop})})
+	if err := cc.Flush(); err != nil {
+		t.Fatalf("host input firewall table: %v", err)
+	}
+	t.Cleanup(func() {
+		cc.DelTable(tb)
+		cc.Flush()
+	})
+}
+
+// TestFirewallGatewayConnections: with no other table filtering the
+// host's input, the gateway's connections to a sandbox skip connection
+// tracking (both ways: its packets by their mark, the sandbox's by the
+// socket they belong to) and still work; a firewall opened while another
+// table's input chain accepts the sandbox's packets by conntrack state
+// only keeps them tracked, so the gateway still reaches the sandbox
+// through that chain (untracked, its SYN-ACK would be dropped there).
+func TestFirewallGatewayConnections(t *testing.T) {
+	keepIPForward(t)
+	m := newManager(t)
+	policy := netns.Policy{Name: "web", Egress: netns.EgressInternet}
+	fw := openFirewall(t, m, policy)
+	a := create(t, m, "a")
+	attach(t, fw, a, "web")
+	listenIn(t, a, 3000, "a")
+	gw := &net.Dialer{Timeout: succeedBy, Control: netns.MarkSocket}
+	addr := hostPort(a.Addr(), 3000)
+
+	if netns.HostFirewall() {
+		t.Logf("another table filters this host's input: the firewall opened tracked, the untracked case is not checked")
+	} else {
+		src, dst, err := greet(t, gw, addr)
+		if err != nil {
+			t.Fatalf("gateway to A, untracked: %v", err)
+		}
+		if tracked(t, src, dst) {
+			t.Errorf("the gateway's connection %v -> %v is tracked with no host firewall", src, dst)
+		}
+	}
+
+	inputFirewall(t, m.Prefix(), a)
+	if !netns.HostFirewall() {
+		t.Fatal("a table with an input chain is not taken for a host firewall")
+	}
+	next, err := netns.OpenFirewall(netns.FirewallConfig{Prefix: m.Prefix(), Policies: []netns.Policy{policy}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { next.Close() })
+	src, dst, err := greet(t, gw, addr)
+	if err != nil {
+		t.Fatalf("gateway to A through a stateful host firewall: %v", err)
+	}
+	if !tracked(t, src, dst) {
+		t.Errorf("the gateway's connection %v -> %v is untracked next to a stateful host firewall", src, dst)
+	}
+	// A local process without the gateway's mark is still refused.
+	if err := dialHost(addr, false, failFast); err == nil {
+		t.Errorf("an unmarked local process reached A")
+	}
+}

@@ -11,10 +11,12 @@
 # Only the gateway can reach an env with the firewall on, so this
 # compares envgate with itself, in modes:
 #   off      network.firewall: off
-#   on       the default: firewall on, the listeners' traffic untracked
-#   tracked  on, with network.track_listeners: true (every packet of the
-#            host tracked: what the firewall cost before it untracked the
-#            listeners)
+#   on       the default: firewall on, the listeners' traffic and the
+#            gateway's with envs untracked (no host firewall in 1c's
+#            namespace)
+#   tracked  on, with network.track_listeners: true (the clients'
+#            packets tracked: what the firewall cost before it untracked
+#            the listeners)
 #   nonat    on, the template with egress: none and no DNS forwarder (no
 #            NAT rule ever matches)
 # A fresh gateway per run, pinned and loaded as in §1; each round runs
@@ -209,9 +211,9 @@ scenario_firewall() {
 	fi
 	md "envgate alone, pinned and loaded as in §1 (gateway on CPU 1; wrk and the env on CPU 0; \`wrk -t1 -c50\`,"
 	md "${BENCH_FW_DURATION:-3} s after a 1 s warm-up, keep-alive), a fresh gateway per run, in these modes: *off*"
-	md "(\`network.firewall: off\`); *on* (the default: the table, with the listeners' client traffic exempt"
-	md "from connection tracking); *tracked* (on, with \`network.track_listeners: true\`: every packet of the host"
-	md "tracked, as before that exemption); *nonat* (on, the template with \`egress: none\` and no DNS forwarder,"
+	md "(\`network.firewall: off\`); *on* (the default: the table, with the listeners' client traffic and the"
+	md "gateway's connections to envs exempt from connection tracking); *tracked* (on, with \`network.track_listeners: true\`: the clients'"
+	md "packets tracked, as before that exemption); *nonat* (on, the template with \`egress: none\` and no DNS forwarder,"
 	md "so no NAT rule ever matches). $rounds rounds, each running every mode once in an order rotated by round."
 	md "The columns with *vs off* give, over the rounds, the median (and lowest … highest) of each round's"
 	md "figure against the same round's *off*: the noise of a shared machine moves both sides of each ratio."
