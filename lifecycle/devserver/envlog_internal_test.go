@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/envgate/envgate/lifecycle"
+	"github.com/envgate/envgate/netns/netnstest/wait"
 
 	"github.com/rs/zerolog"
 )
@@ -164,5 +165,39 @@ func TestDiskLogRotatesInOrderAndOnReopen(t *testing.T) {
 	}
 	if g2, _ := seq("web.log.2"); g2 != f1 {
 		t.Errorf("the old .1 did not become .2 (.2 holds lines from %d, want %d)", g2, f1)
+	}
+}
+
+// TestDiskLogClosesWhenIdle: the file is closed once no line came for
+// the idle time, and the next line opens it again and appends.
+func TestDiskLogClosesWhenIdle(t *testing.T) {
+	dir := t.TempDir()
+	d := newDiskLog(dir, "web", 1, 1)
+	t.Cleanup(d.close)
+	d.idle = 20 * time.Millisecond
+	open := func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return d.f != nil
+	}
+	d.writeLine(time.Now(), []byte("one"))
+	if !open() {
+		t.Fatal("file closed right after a line")
+	}
+	wait.For(t, 10*time.Second, "the idle log file to be closed", func() bool { return !open() })
+	d.writeLine(time.Now(), []byte("two"))
+	if !open() {
+		t.Fatal("file not opened again by the next line")
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "web.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(b); strings.Count(got, "\n") != 2 || !strings.Contains(got, " one\n") || !strings.HasSuffix(got, " two\n") {
+		t.Errorf("log file:\n%s\nwant the lines one and two", got)
+	}
+	d.close()
+	if open() {
+		t.Error("file open after close")
 	}
 }
