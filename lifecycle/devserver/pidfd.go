@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"strconv"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -17,7 +19,36 @@ import (
 // once its process has exited (for children and non-children alike), so
 // the runtime's network poller can watch it like a socket: the waiting
 // goroutine parks and holds no thread. Once it is readable, the exit
-// status of a child is collected by cmd.Wait, which then returns at once.
+// status of a child is collected by wait4 (process.reap), or by cmd.Wait
+// where os/exec keeps the child (process.wait); either returns at once.
+
+// pidfdsWork reports whether the kernel has pidfd_open (5.3), and so
+// clone's CLONE_PIDFD (5.2), which os/exec then uses too.
+var pidfdsWork = sync.OnceValue(func() bool {
+	fd, err := unix.PidfdOpen(os.Getpid(), 0)
+	if err != nil {
+		return false
+	}
+	unix.Close(fd)
+	return true
+})
+
+// ownPidfd makes pidfd, the one clone gave for cmd's child
+// (SysProcAttr.PidFD), pollable and the only descriptor the gateway holds
+// for the child: os/exec's own copy goes with cmd.Process.Release, so
+// the child's exit is collected by process.reap, not cmd.Wait. Every
+// descriptor the gateway holds is copied and closed at each later fork
+// and exec: at 2,000 live envs one descriptor per env costs about 0.7 ms
+// of CPU per start. On error pidfd is closed and cmd is untouched.
+func ownPidfd(cmd *exec.Cmd, pidfd int) (*os.File, error) {
+	if err := unix.SetNonblock(pidfd, true); err != nil {
+		unix.Close(pidfd)
+		return nil, fmt.Errorf("pidfd: %w", err)
+	}
+	f := os.NewFile(uintptr(pidfd), "pidfd-"+strconv.Itoa(cmd.Process.Pid))
+	cmd.Process.Release()
+	return f, nil
+}
 
 // openPidfd returns a pollable pidfd for pid. For our own unreaped child
 // there is no pid-reuse race: its pid stays its own until we wait for it.

@@ -25,14 +25,14 @@ const outputFD = 3
 // process is one running dev server: a lifecycle.Process.
 type process struct {
 	pid    int
-	cmd    *exec.Cmd     // nil for an adopted process
-	out    *os.File      // read end of the output pipe; closed by Release
-	pumped chan struct{} // closed when the output pump has finished
-	exited chan struct{} // closed once the process has exited
-	lines  chan struct{} // gets a value (if there is room) per line of output
-	state  *os.ProcessState
-	err    error     // from Wait; read after exited is closed
-	cg     envCgroup // the env's cgroup; nil without cgroups
+	cmd    *exec.Cmd           // nil for an adopted process
+	out    *os.File            // read end of the output pipe; closed by Release
+	pumped chan struct{}       // closed when the output pump has finished
+	exited chan struct{}       // closed once the process has exited
+	lines  chan struct{}       // gets a value (if there is room) per line of output
+	status *syscall.WaitStatus // how it exited; nil if unknown (read after exited is closed)
+	err    error               // from the wait; read after exited is closed
+	cg     envCgroup           // the env's cgroup; nil without cgroups
 	log    zerolog.Logger
 }
 
@@ -66,6 +66,12 @@ func (l *Launcher) spawn(sb lifecycle.Sandbox, x expanded, baseEnv []string, cg 
 	cmd.Stderr = w  // grandchildren that keep the pipe open
 	cmd.ExtraFiles = []*os.File{keep}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// The child's pidfd, from its clone: the one descriptor the gateway
+	// keeps for it (see ownPidfd).
+	pidfd := -1
+	if pidfdsWork() {
+		cmd.SysProcAttr.PidFD = &pidfd
+	}
 	sp := trampoline.Spec{Rlimits: x.rlimits}
 	if iso := x.iso; iso != nil {
 		// The trampoline, as root, sets the namespaces up and drops
@@ -95,6 +101,9 @@ func (l *Launcher) spawn(sb lifecycle.Sandbox, x expanded, baseEnv []string, cg 
 	err = l.startProcess(sb, cmd, sp)
 	keep.Close()
 	if err != nil {
+		if pidfd >= 0 {
+			unix.Close(pidfd) // it started, but the start failed after
+		}
 		r.Close()
 		w.Close()
 		return nil, err
@@ -108,15 +117,24 @@ func (l *Launcher) spawn(sb lifecycle.Sandbox, x expanded, baseEnv []string, cg 
 	}()
 	// A pidfd lets the waiting goroutine park in the poller (pidfd.go);
 	// without one (a kernel before 5.3) cmd.Wait blocks a thread.
-	pidfd, perr := openPidfd(cmd.Process.Pid)
+	if pidfd >= 0 {
+		f, err := ownPidfd(cmd, pidfd)
+		if err == nil {
+			go p.reap(f)
+			return p, nil
+		}
+		log.Warn().Err(err).Msg("pidfd of the dev server")
+	}
+	f, perr := openPidfd(cmd.Process.Pid)
 	if perr != nil {
 		log.Warn().Err(perr).Msg("waiting for the dev server on a thread of its own")
 	}
-	go p.wait(pidfd)
+	go p.wait(f)
 	return p, nil
 }
 
-// wait collects the exit of p's process and closes p.exited.
+// wait collects the exit of p's process through p.cmd and closes
+// p.exited.
 func (p *process) wait(pidfd *os.File) {
 	if pidfd != nil {
 		if err := awaitExit(pidfd); err != nil {
@@ -125,7 +143,34 @@ func (p *process) wait(pidfd *os.File) {
 		pidfd.Close()
 	}
 	p.err = p.cmd.Wait()
-	p.state = p.cmd.ProcessState
+	if ps := p.cmd.ProcessState; ps != nil {
+		if ws, ok := ps.Sys().(syscall.WaitStatus); ok {
+			p.status = &ws
+		}
+	}
+	close(p.exited)
+}
+
+// reap is wait for a process released from os/exec (ownPidfd): it parks
+// on pidfd until the process has exited, then collects its status.
+func (p *process) reap(pidfd *os.File) {
+	if err := awaitExit(pidfd); err != nil {
+		// Wait4 below blocks a thread instead.
+		p.log.Warn().Err(err).Msg("waiting for the dev server on a thread of its own")
+	}
+	var ws syscall.WaitStatus
+	var err error
+	for {
+		// Our unreaped child: its pid is its own until this returns.
+		if _, err = syscall.Wait4(p.pid, &ws, 0, nil); err != syscall.EINTR {
+			break
+		}
+	}
+	pidfd.Close()
+	if err == nil {
+		p.status = &ws
+	}
+	p.err = err
 	close(p.exited)
 }
 
@@ -143,17 +188,20 @@ func (p *process) ExitDescription() string {
 	default:
 		return "not exited"
 	}
-	if p.state == nil {
+	ws := p.status
+	if ws == nil {
 		return "exited"
 	}
-	if ws, ok := p.state.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+	if ws.Signaled() {
 		return "killed by signal " + ws.Signal().String()
 	}
-	return "exit status " + strconv.Itoa(p.state.ExitCode())
+	return "exit status " + strconv.Itoa(ws.ExitStatus())
 }
 
 // success reports whether the process exited with status 0.
-func (p *process) success() bool { return p.state != nil && p.state.Success() }
+func (p *process) success() bool {
+	return p.status != nil && p.status.Exited() && p.status.ExitStatus() == 0
+}
 
 // WaitReady implements lifecycle.Process: it probes until the dev server
 // answers. The dev server boots at a lower CPU priority (bootNice) and
