@@ -161,7 +161,7 @@ func (a *app) startEnvs(context.Context) (err error) {
 		Users:   cfg.uidRange(),
 		Isolate: true,
 		// With the DNS forwarder, a resolv.conf naming it (envdns.go).
-		Mounts: cfg.envMounts(a.envDNS, log.With().Str("component", "dns").Logger()),
+		Mounts: cfg.envMounts(a.envDNS),
 		Log:    log.With().Str("component", "devserver").Logger(),
 	})
 	if err != nil {

@@ -1,16 +1,12 @@
 package main
 
 import (
-	"bytes"
-	"fmt"
 	"os"
-	"path/filepath"
 
 	"github.com/envgate/envgate/lifecycle"
 	"github.com/envgate/envgate/lifecycle/devserver"
 	"github.com/envgate/envgate/netns"
 	"github.com/envgate/envgate/netns/dnsfwd"
-	"github.com/rs/zerolog"
 )
 
 // DNS inside envs. The firewall redirects every DNS query an env sends to
@@ -36,61 +32,21 @@ func hostResolvConf() string {
 	return dnsfwd.ResolvConf
 }
 
-// envMounts is lifecycle.Config.Mounts: with the forwarder (dns), each
-// env's /etc/resolv.conf names its host end. Nil without it: envs see
-// the host's.
-func (c *Config) envMounts(dns bool, log zerolog.Logger) func(env string, sb lifecycle.Sandbox) []devserver.BindMount {
+// envMounts is devserver.Config.Mounts: with the forwarder (dns), each
+// env's /etc/resolv.conf names its host end. The file is the env's own,
+// made in its mount namespace at its start: nothing is written on the
+// host. Nil without the forwarder: envs see the host's.
+func (c *Config) envMounts(dns bool) func(env string, sb lifecycle.Sandbox) []devserver.BindMount {
 	if !dns {
 		return nil
 	}
-	dir := filepath.Join(c.StateDir, "run", "resolv")
 	return func(env string, sb lifecycle.Sandbox) []devserver.BindMount {
 		s, ok := sb.(*netns.Sandbox)
 		if !ok {
 			return nil
 		}
-		path, err := writeEnvResolvConf(dir, s)
-		if err != nil {
-			log.Warn().Err(err).Str("env", env).Msg("no resolv.conf for the env: it resolves with the host's, which may name a resolver it cannot reach")
-			return nil
-		}
-		return []devserver.BindMount{{Source: path, Target: "/etc/resolv.conf"}}
+		host := s.Slot.Host.String()
+		return []devserver.BindMount{{Target: "/etc/resolv.conf",
+			Content: "# envgate: DNS through the gateway's forwarder at this env's host end\nnameserver " + host + "\n"}}
 	}
-}
-
-// writeEnvResolvConf makes sure dir holds the resolv.conf of sb's host
-// end and returns its path. One file per host-end address, not per env:
-// the content depends only on the address, so a file is written once per
-// slot of the pool and reused by every env that gets the slot later.
-func writeEnvResolvConf(dir string, sb *netns.Sandbox) (string, error) {
-	host := sb.Slot.Host
-	path := filepath.Join(dir, host.String()+".conf")
-	want := []byte("# envgate: DNS through the gateway's forwarder at this env's host end\nnameserver " + host.String() + "\n")
-	if b, err := os.ReadFile(path); err == nil && bytes.Equal(b, want) {
-		return path, nil
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("resolv.conf: %w", err)
-	}
-	// Written aside and renamed: an env binding it meanwhile sees a whole file.
-	tmp, err := os.CreateTemp(dir, ".resolv-*")
-	if err != nil {
-		return "", fmt.Errorf("resolv.conf: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // after the rename: already gone
-	if _, err := tmp.Write(want); err != nil {
-		tmp.Close()
-		return "", fmt.Errorf("resolv.conf: %w", err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return "", fmt.Errorf("resolv.conf: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return "", fmt.Errorf("resolv.conf: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return "", fmt.Errorf("resolv.conf: %w", err)
-	}
-	return path, nil
 }

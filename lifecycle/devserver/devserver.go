@@ -52,8 +52,9 @@ type Config struct {
 	// /tmp and /dev/shm, and the trampoline is the init of its pid
 	// namespace. Default false: the host's.
 	Isolate bool
-	// Mounts, if set, lists what an isolated env sees of the host besides
-	// the host's own file system, bound read-only (its /etc/resolv.conf,
+	// Mounts, if set, lists what an isolated env sees besides the host's
+	// own file system, bound read-only: files or directories of the host,
+	// or files of its own with a given content (its /etc/resolv.conf,
 	// say). Called at each start, after the sandbox is made.
 	Mounts func(env string, sb lifecycle.Sandbox) []BindMount
 	// LogDir, if set, keeps each env's output in LogDir/<env>.log, each
@@ -77,8 +78,8 @@ type Config struct {
 	Log zerolog.Logger
 }
 
-// BindMount is a file or directory of the host that an isolated env sees,
-// read-only, at Target.
+// BindMount is what an isolated env sees, read-only, at Target: a file
+// or directory of the host (Source), or a file of its own (Content).
 type BindMount = trampoline.BindMount
 
 // Launcher runs dev servers. Its methods are safe for concurrent use.

@@ -36,10 +36,12 @@ type probeReport struct {
 	NoFile     uint64
 	NProc      uint64
 	TmpEntries []string
+	Read       string // what read=F read
 }
 
-// probeServer serves /probe?dir=D&pid=P&write=F: it lists D, reads
-// /proc/P/environ, sends P signal 0, writes F, and reports.
+// probeServer serves /probe?dir=D&pid=P&write=F&read=R: it lists D,
+// reads /proc/P/environ, sends P signal 0, writes F, reads R, and
+// reports.
 func probeServer() {
 	http.HandleFunc("/probe", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
@@ -62,6 +64,11 @@ func probeServer() {
 		}
 		if f := q.Get("write"); f != "" {
 			try("write", os.WriteFile(f, []byte("x"), 0o600))
+		}
+		if f := q.Get("read"); f != "" {
+			b, err := os.ReadFile(f)
+			rep.Read = string(b)
+			try("read", err)
 		}
 		entries, _ := os.ReadDir("/proc")
 		for _, e := range entries {
@@ -161,8 +168,10 @@ func envProcs(t *testing.T, f *fixture, name string) (init, server int) {
 // a template with dynamic users, isolated. Env A's dev server, as its own
 // uid, cannot read env B's data dir or /proc/<B>/environ, cannot signal
 // B, sees only its own processes and has a /tmp of its own; the same
-// probes on its own things succeed. Then a stop ends both of A's
-// processes through SIGTERM, well within the grace period.
+// probes on its own things succeed. Each sees its own /etc/resolv.conf
+// (a file of its own, Config.Mounts), read-only, and nothing of it on
+// its /tmp. Then a stop ends both of A's processes through SIGTERM, well
+// within the grace period.
 func TestIsolatedEnvsCannotReachEachOther(t *testing.T) {
 	netnstest.RequireRoot(t)
 	tp := &lifecycle.Template{
@@ -178,8 +187,12 @@ func TestIsolatedEnvsCannotReachEachOther(t *testing.T) {
 		t.Fatal(err)
 	}
 	parent := cgroupParent(t)
+	resolvConf := func(env string) string { return "# " + env + "\nnameserver 192.0.2.53\n" }
 	f := newFixture(t, lifecycle.Config{Templates: []*lifecycle.Template{tp}}, devserver.Config{Isolate: true, CgroupParent: parent,
-		Users: devserver.UIDRange{First: 3_000_000_000, Last: 3_000_000_099}})
+		Users: devserver.UIDRange{First: 3_000_000_000, Last: 3_000_000_099},
+		Mounts: func(env string, _ lifecycle.Sandbox) []devserver.BindMount {
+			return []devserver.BindMount{{Target: "/etc/resolv.conf", Content: resolvConf(env)}}
+		}})
 	openPath(t, f.DataDir)
 
 	lb := acquire(t, f.M, "bravo")
@@ -263,6 +276,24 @@ func TestIsolatedEnvsCannotReachEachOther(t *testing.T) {
 		if own.Errs[k] != "" {
 			t.Errorf("alpha on its own %s: %s", k, own.Errs[k])
 		}
+	}
+	// Each its own resolv.conf, read-only; not on /tmp.
+	for name, l := range map[string]*lifecycle.Lease{"alpha": la, "bravo": lb} {
+		rep := probe(t, l, "read=/etc/resolv.conf&write=/etc/resolv.conf")
+		if rep.Errs["read"] != "" || rep.Read != resolvConf(name) {
+			t.Errorf("%s's /etc/resolv.conf: %q (%s), want %q", name, rep.Read, rep.Errs["read"], resolvConf(name))
+		}
+		if !strings.Contains(rep.Errs["write"], "read-only") {
+			t.Errorf("%s writing its /etc/resolv.conf: %q, want read-only", name, rep.Errs["write"])
+		}
+		for _, e := range rep.TmpEntries {
+			if strings.HasPrefix(e, ".envgate") {
+				t.Errorf("%s's /tmp holds %s", name, e)
+			}
+		}
+	}
+	if b, _ := os.ReadFile("/etc/resolv.conf"); strings.Contains(string(b), "192.0.2.53") {
+		t.Errorf("the host's /etc/resolv.conf is an env's:\n%s", b)
 	}
 	// /tmp is A's own: B does not see A's file, nor does the host.
 	if rep := probe(t, lb, ""); slices.Contains(rep.TmpEntries, "alpha-was-here") {

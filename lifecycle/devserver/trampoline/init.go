@@ -169,6 +169,10 @@ func isolateMounts(sp *Spec) error {
 	// it (a state dir in /tmp, as in tests).
 	binds := make([]int, len(sp.Binds))
 	for i, b := range sp.Binds {
+		if b.Source == "" {
+			binds[i] = -1 // made below, on the new /tmp
+			continue
+		}
 		fd, err := unix.Open(b.Source, unix.O_PATH|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return &os.PathError{Op: "open", Path: b.Source, Err: err}
@@ -198,23 +202,61 @@ func isolateMounts(sp *Spec) error {
 		unix.Close(k.fd)
 	}
 	for i, b := range sp.Binds {
+		source := b.Source
+		if source == "" {
+			fd, path, err := ownFile(i, b.Content)
+			if err != nil {
+				return err
+			}
+			binds[i], source = fd, path
+		}
 		var st unix.Stat_t
 		if err := unix.Fstat(binds[i], &st); err != nil {
-			return &os.PathError{Op: "stat", Path: b.Source, Err: err}
+			return &os.PathError{Op: "stat", Path: source, Err: err}
 		}
 		if err := mountPoint(b.Target, st.Mode&unix.S_IFMT == unix.S_IFDIR); err != nil {
 			return err
 		}
 		src := "/proc/self/fd/" + strconv.Itoa(binds[i])
 		if err := unix.Mount(src, b.Target, "", unix.MS_BIND, ""); err != nil {
-			return &os.PathError{Op: "bind " + b.Source, Path: b.Target, Err: err}
+			return &os.PathError{Op: "bind " + source, Path: b.Target, Err: err}
 		}
 		if err := unix.Mount("", b.Target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
 			return &os.PathError{Op: "make read-only", Path: b.Target, Err: err}
 		}
 		unix.Close(binds[i])
+		if b.Source == "" {
+			// The mount keeps the file; its name on /tmp goes.
+			if err := unix.Unlink(source); err != nil {
+				return &os.PathError{Op: "remove", Path: source, Err: err}
+			}
+		}
 	}
 	return nil
+}
+
+// ownFile makes the file of the i-th bind with content on the env's new
+// /tmp (root's, 0644) and returns it open, with its path.
+func ownFile(i int, content string) (int, string, error) {
+	path := "/tmp/.envgate-bind-" + strconv.Itoa(i)
+	fd, err := unix.Open(path, unix.O_CREAT|unix.O_EXCL|unix.O_RDWR|unix.O_CLOEXEC, 0o644)
+	if err != nil {
+		return -1, "", &os.PathError{Op: "create", Path: path, Err: err}
+	}
+	// Whatever the umask.
+	err = unix.Fchmod(fd, 0o644)
+	if err == nil {
+		var n int
+		n, err = unix.Write(fd, []byte(content))
+		if err == nil && n < len(content) {
+			err = unix.EIO
+		}
+	}
+	if err != nil {
+		unix.Close(fd)
+		return -1, "", &os.PathError{Op: "write", Path: path, Err: err}
+	}
+	return fd, path, nil
 }
 
 // mountPoint makes sure path exists as a directory or a file to mount on.

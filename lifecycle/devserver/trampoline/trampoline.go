@@ -65,11 +65,14 @@ type Rlimit struct {
 	Max      uint64 `json:"max"`
 }
 
-// BindMount is a file or directory of the host that an isolated env sees,
-// read-only, at Target (its /etc/resolv.conf, say).
+// BindMount is what an isolated env sees, read-only, at Target: a file
+// or directory of the host (Source), or a file of its own with Content
+// (its /etc/resolv.conf, say), which the init makes on the env's private
+// /tmp, so that nothing is written on the host for it.
 type BindMount struct {
-	Source string `json:"source"`
-	Target string `json:"target"`
+	Source  string `json:"source,omitempty"`
+	Content string `json:"content,omitempty"` // without Source
+	Target  string `json:"target"`
 }
 
 // IsTrampoline reports whether this process was started as a trampoline
