@@ -16,7 +16,7 @@ import (
 // connect to an env's address.
 func TestProxiesThroughFirewall(t *testing.T) {
 	g := startGateway(t, gwOptions{})
-	fw, err := netns.OpenFirewall(netns.FirewallConfig{Prefix: g.NS.Prefix()})
+	fw, err := netns.OpenFirewall(netns.FirewallConfig{Prefix: g.NS.Prefix(), Pool: g.NS.Pool().Prefix()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -52,7 +52,7 @@ func TestFirewallDNS(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { fwd.Close() })
-	fw, err := netns.OpenFirewall(netns.FirewallConfig{Prefix: m.Prefix(), DNSPort: fwd.Port(),
+	fw, err := netns.OpenFirewall(netns.FirewallConfig{Prefix: m.Prefix(), DNSPort: fwd.Port(), Pool: m.Pool().Prefix(),
 		Policies: []netns.Policy{{Name: "web", Egress: netns.EgressInternet}}})
 	if err != nil {
 		t.Fatal(err)

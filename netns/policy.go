@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 
@@ -81,6 +82,12 @@ type FirewallConfig struct {
 	// sandbox, to whatever address, is redirected there, at its own
 	// host end. Default 0: DNS is traffic like any other.
 	DNSPort uint16
+	// Pool is the Manager's address pool (Pool().Prefix()). With it, a
+	// sandbox's TCP to an address in the pool skips connection tracking
+	// (but for DNS and its host ports) by a compare of its destination;
+	// without it, only its packets of the gateway's connections do, found
+	// by a socket lookup per packet.
+	Pool netip.Prefix
 }
 
 // TableName is the name of the nftables table (family inet) of the
@@ -104,8 +111,9 @@ func TableName(prefix string) string { return "envgate-" + prefix }
 // interface starts routing; Close turns forwarding off again when no
 // other envgate table needs it. The clients' traffic with the gateway's
 // listeners skips connection tracking (SetListenerPorts), and so does the
-// gateway's with sandboxes (its sockets carry DialMark, and a sandbox's
-// packets are matched to them by socket lookup) unless another table
+// gateway's with sandboxes (its sockets carry DialMark; a sandbox's TCP to
+// the pool skips it but for DNS and host ports, and the input chain
+// accepts of that only the packets of such sockets) unless another table
 // filters the host's input (hostFirewall), which may accept them by
 // conntrack state only.
 type Firewall struct {
@@ -116,6 +124,8 @@ type Firewall struct {
 	policies  map[string]*Policy
 	sets      map[string]*nftables.Set // by policy name
 	listeners *nftables.Set            // the listener ports (policy_notrack.go)
+	pool      netip.Prefix             // FirewallConfig.Pool
+	tracked   []uint16                 // ports of the host whose connections from sandboxes stay tracked
 	guard     bool                     // the table has the guard chain
 	// untrackGateway: the gateway's traffic with sandboxes skips
 	// connection tracking (no host firewall at OpenFirewall).
@@ -137,6 +147,7 @@ func OpenFirewall(cfg FirewallConfig) (_ *Firewall, err error) {
 	f := &Firewall{
 		prefix:   cfg.Prefix,
 		dnsPort:  cfg.DNSPort,
+		pool:     cfg.Pool.Masked(),
 		table:    &nftables.Table{Name: TableName(cfg.Prefix), Family: nftables.TableFamilyINet},
 		policies: map[string]*Policy{},
 		sets:     map[string]*nftables.Set{},
@@ -150,6 +161,16 @@ func OpenFirewall(cfg FirewallConfig) (_ *Firewall, err error) {
 		}
 		f.policies[p.Name] = p
 		egress = egress || p.Egress != EgressNone
+		f.tracked = append(f.tracked, p.HostPorts...)
+	}
+	f.tracked = append(f.tracked, 53)
+	if cfg.DNSPort != 0 {
+		f.tracked = append(f.tracked, cfg.DNSPort)
+	}
+	slices.Sort(f.tracked)
+	f.tracked = slices.Compact(f.tracked)
+	if f.pool.IsValid() && !f.pool.Addr().Is4() {
+		return nil, fmt.Errorf("netns: firewall: pool %s is not IPv4", f.pool)
 	}
 	f.conn, err = nftables.New(nftables.AsLasting())
 	if err != nil {

@@ -13,8 +13,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// listenerSet is the name of the set of the gateway's listener ports.
-const listenerSet = "listeners"
+// listenerSet is the name of the set of the gateway's listener ports;
+// trackedSet of the host's ports whose connections from sandboxes stay
+// tracked (DNS, the forwarder's, host ports).
+const (
+	listenerSet = "listeners"
+	trackedSet  = "tracked"
+)
 
 // SetListenerPorts makes ports the TCP ports of the gateway's
 // client-facing listeners (replacing those set before, in one
@@ -95,10 +100,20 @@ func (f *Firewall) buildNotrack(carried []uint16) {
 	// Packets that arrive on lo were decided in output: they carry
 	// their conntrack verdict over loopback.
 	rule(cc, pre, ifIndexIs(expr.MetaKeyIIF, expr.CmpOpEq, loopbackIndex), verdict(expr.VerdictReturn))
-	if f.untrackGateway {
-		// A sandbox's packets on a connection of the gateway's: a TCP
-		// socket of the host with DialMark. The input chain accepts
-		// them by the same test (after the source address check).
+	switch {
+	case f.untrackGateway && f.pool.IsValid():
+		// A sandbox's TCP to an address in the pool (its host end, or
+		// another sandbox's, which the forward chain drops), but for DNS
+		// and the host ports, whose connections the policy accepts
+		// statefully: the gateway's connections are among these, and
+		// the input chain accepts only them (by socket, after the source
+		// address check). Compares of the header, no lookup of a socket.
+		rule(cc, pre, nfproto(unix.NFPROTO_IPV4), daddrIn(f.pool), ifPrefix(expr.MetaKeyIIFNAME, f.ifs(), expr.CmpOpEq),
+			l4proto(unix.IPPROTO_TCP), f.dportNotTracked(), notrack(), verdict(expr.VerdictReturn))
+	case f.untrackGateway:
+		// Without the pool: a sandbox's packets on a connection of the
+		// gateway's, a TCP socket of the host with DialMark. The input
+		// chain accepts them by the same test.
 		rule(cc, pre, ifPrefix(expr.MetaKeyIIFNAME, f.ifs(), expr.CmpOpEq), l4proto(unix.IPPROTO_TCP),
 			socketMarkIs(DialMark), notrack(), verdict(expr.VerdictReturn))
 	}
@@ -169,6 +184,26 @@ func portInSet(offset uint32, s *nftables.Set) []expr.Any {
 		&expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID},
 	}
 }
+
+// dportNotTracked is `th dport != { f.tracked }`: compares, which the
+// kernel runs inline, while a lookup in a set (as few as these are) costs
+// a call and, on a miss, a search of its catch-all elements; a set when
+// there are many. Use after l4proto.
+func (f *Firewall) dportNotTracked() []expr.Any {
+	e := []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2}}
+	if len(f.tracked) > maxPortCompares {
+		s := &nftables.Set{Table: f.table, Name: trackedSet, KeyType: nftables.TypeInetService}
+		_ = f.conn.AddSet(s, portElements(f.tracked)) // errors only for malformed sets; Flush reports them
+		return append(e, &expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID, Invert: true})
+	}
+	for _, p := range f.tracked {
+		e = append(e, &expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.BigEndian.PutUint16(p)})
+	}
+	return e
+}
+
+// maxPortCompares is how many ports dportNotTracked compares one by one.
+const maxPortCompares = 8
 
 // ifIndexIs is `meta iif|oif <op> <index>`.
 func ifIndexIs(key expr.MetaKey, op expr.CmpOp, index uint32) []expr.Any {

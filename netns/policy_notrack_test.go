@@ -255,3 +255,37 @@ func TestFirewallGatewayConnections(t *testing.T) {
 		t.Errorf("an unmarked local process reached A")
 	}
 }
+
+// TestFirewallHostPortsTracked: a sandbox's connections to the host
+// ports of its policy stay tracked (the policy accepts them by state)
+// while its other TCP to its host end skips tracking, whether the ports
+// are few (compared one by one) or many (looked up in a set).
+func TestFirewallHostPortsTracked(t *testing.T) {
+	if netns.HostFirewall() {
+		t.Skip("another table filters this host's input: the firewall keeps every connection of sandboxes tracked")
+	}
+	for _, n := range []int{1, 12} {
+		t.Run(strconv.Itoa(n)+" ports", func(t *testing.T) {
+			m := newManager(t)
+			open := hostListener(t, "0.0.0.0:0")
+			ports := []uint16{uint16(open)}
+			for i := 1; i < n; i++ {
+				ports = append(ports, uint16(i)) // nothing listens there
+			}
+			fw := openFirewall(t, m, netns.Policy{Name: "db", HostPorts: ports})
+			a := create(t, m, "a")
+			attach(t, fw, a, "db")
+			var src, dst netip.AddrPort
+			err := a.Do(func() (err error) {
+				src, dst, err = greet(t, &net.Dialer{Timeout: succeedBy}, hostPort(a.Slot.Host, open))
+				return err
+			})
+			if err != nil {
+				t.Fatalf("A to its host port %d: %v", open, err)
+			}
+			if !tracked(t, src, dst) {
+				t.Errorf("A's connection %v -> %v to its host port is untracked", src, dst)
+			}
+		})
+	}
+}

@@ -25,7 +25,7 @@ import (
 // is closed and its table must be gone.
 func openFirewall(t *testing.T, m *netns.Manager, policies ...netns.Policy) *netns.Firewall {
 	t.Helper()
-	fw, err := netns.OpenFirewall(netns.FirewallConfig{Prefix: m.Prefix(), Policies: policies})
+	fw, err := netns.OpenFirewall(netns.FirewallConfig{Prefix: m.Prefix(), Policies: policies, Pool: m.Pool().Prefix()})
 	if err != nil {
 		t.Fatalf("open firewall: %v", err)
 	}

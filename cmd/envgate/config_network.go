@@ -152,7 +152,7 @@ func (c *Config) openFirewall(log zerolog.Logger) (_ *netns.Firewall, dns bool, 
 	if !c.firewallEnabled() {
 		return nil, false, stop, nil
 	}
-	fc := netns.FirewallConfig{Prefix: c.Instance, Policies: c.firewallPolicies()}
+	fc := netns.FirewallConfig{Prefix: c.Instance, Policies: c.firewallPolicies(), Pool: netip.MustParsePrefix(c.Network.Pool)}
 	fwd, err := dnsfwd.Start(dnsfwd.Config{Clients: netip.MustParsePrefix(c.Network.Pool), HostResolvConf: hostResolvConf()})
 	if err != nil {
 		log.Warn().Err(err).Msg("no DNS for envs: they resolve names only through resolvers their egress reaches")
