@@ -16,46 +16,57 @@ import (
 // when it has egress, or takes it away: what of that CreateWith (Setup)
 // or an earlier Attach has not done already.
 func configureSandbox(sb *Sandbox, egress bool) error {
-	want := routeNone
-	if egress {
-		want = routeDefault
-	}
-	if sb.noIPv6 && sb.route == want {
-		return nil
-	}
 	if !sb.noIPv6 {
 		if err := disableIPv6Host(sb.HostIf); err != nil {
 			return err
 		}
+		// "all" also sets "default" and every interface there (lo,
+		// eth0): one write, not three.
+		if err := sb.Do(func() error { return writeNetSysctl("ipv6/conf/all/disable_ipv6") }); err != nil {
+			return fmt.Errorf("netns: %s: policy: disable IPv6: %w", sb.Name, err)
+		}
+		sb.noIPv6 = true
 	}
-	err := sb.Do(func() error {
-		if !sb.noIPv6 {
-			// "all" also sets "default" and every interface there (lo,
-			// eth0): one write, not three.
-			if err := writeNetSysctl("ipv6/conf/all/disable_ipv6"); err != nil {
-				return fmt.Errorf("disable IPv6: %w", err)
-			}
+	want := routeNone
+	if egress {
+		want = routeDefault
+	}
+	if sb.route != want {
+		if err := setDefaultRoute(sb, egress); err != nil {
+			return fmt.Errorf("netns: %s: policy: %w", sb.Name, err)
 		}
-		if sb.route == want {
-			return nil
-		}
-		link, err := netlink.LinkByName(PeerIfName)
+		sb.route = want
+	}
+	return nil
+}
+
+// setDefaultRoute adds or removes sb's default route, through a netlink
+// socket opened in its namespace (no thread of its own in there: a warm
+// spare given to an env with egress gets its route so).
+func setDefaultRoute(sb *Sandbox, on bool) error {
+	if !sb.handle.IsOpen() {
+		return errors.New("sandbox destroyed")
+	}
+	h, err := netlink.NewHandleAt(sb.handle)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	peer := sb.peerIndex
+	if peer == 0 { // adopted
+		link, err := h.LinkByName(PeerIfName)
 		if err != nil {
 			return err
 		}
-		route := defaultRoute(link.Attrs().Index, sb.Slot)
-		if egress {
-			return netlink.RouteReplace(route)
-		}
-		if err := netlink.RouteDel(route); err != nil && !errors.Is(err, unix.ESRCH) {
-			return err
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("netns: %s: policy: %w", sb.Name, err)
+		peer = link.Attrs().Index
 	}
-	sb.noIPv6, sb.route = true, want
+	route := defaultRoute(peer, sb.Slot)
+	if on {
+		return h.RouteReplace(route)
+	}
+	if err := h.RouteDel(route); err != nil && !errors.Is(err, unix.ESRCH) {
+		return err
+	}
 	return nil
 }
 

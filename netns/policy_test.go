@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -318,11 +320,37 @@ func internet(t *testing.T, ports ...int) netip.Addr {
 	return sb.Addr()
 }
 
+// TestFirewallSetupLeavesNoMember: a sandbox that CreateWith fails to
+// make (its ID taken) leaves no host link name in its policy's set,
+// where the next sandbox of its slot would find it; one it made is there.
+func TestFirewallSetupLeavesNoMember(t *testing.T) {
+	m := newManager(t)
+	fw := openFirewall(t, m, netns.Policy{Name: "web", Egress: netns.EgressInternet})
+	a := createFor(t, m, fw, "a", "web")
+	setup, err := fw.Setup("web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sb, err := m.CreateWith(context.Background(), "a", setup); err == nil {
+		m.Destroy(sb)
+		t.Fatal("a second sandbox a was made")
+	}
+	out, err := exec.Command("nft", "list", "set", "inet", netns.TableName(m.Prefix()), "p-web").CombinedOutput()
+	if err != nil {
+		t.Fatalf("nft list set: %v: %s", err, out)
+	}
+	members := regexp.MustCompile(regexp.QuoteMeta(m.Prefix())+`-\d+`).FindAllString(string(out), -1)
+	if !slices.Equal(members, []string{a.HostIf}) {
+		t.Errorf("set p-web holds %v, want [%s]:\n%s", members, a.HostIf, out)
+	}
+}
+
 // TestFirewallEgress: the test internet is reachable from A with egress
 // internet, unreachable with none, and only on the allowed port with an
 // allow list; private ranges stay closed with internet. A goes from
-// policy to policy; a sandbox made for each policy (its Setup, as the
-// gateway makes them) reaches the same.
+// policy to policy, and so does S, made as a warm spare is (the Setup of
+// no policy); a sandbox made for each policy (its Setup, as the gateway
+// makes them) reaches the same.
 func TestFirewallEgress(t *testing.T) {
 	keepIPForward(t)
 	m := newManager(t)
@@ -336,7 +364,7 @@ func TestFirewallEgress(t *testing.T) {
 	if ipForward(t) != "1" {
 		t.Fatalf("ip_forward is off with egress in use")
 	}
-	a := create(t, m, "a")
+	a, spare := create(t, m, "a"), createFor(t, m, fw, "s", "")
 	for i, c := range []struct {
 		policy     string
 		want8080   bool
@@ -350,7 +378,8 @@ func TestFirewallEgress(t *testing.T) {
 		{"internet", true, true, true},
 	} {
 		attach(t, fw, a, c.policy)
-		sbs := []*netns.Sandbox{a}
+		attach(t, fw, spare, c.policy)
+		sbs := []*netns.Sandbox{a, spare}
 		if i < 4 {
 			sbs = append(sbs, createFor(t, m, fw, fmt.Sprint("for", i), c.policy))
 		}
@@ -502,8 +531,10 @@ func BenchmarkFirewallAttach(b *testing.B) {
 // it as the gateway does with the firewall on (the policy's Setup, then
 // Attach); "late" makes it and then attaches it (Attach then turns IPv6
 // off and adds the route on links that are up, as starts did before
-// Setup). BenchmarkFirewallAttach attaches one sandbox again and again,
-// which finds IPv6 off and the route in place after the first time.
+// Setup); "spare" times only the Attach that gives a warm spare (made
+// with the Setup of no policy) to an env with egress, its route included.
+// BenchmarkFirewallAttach attaches one sandbox again and again, which
+// finds IPv6 off and the route in place after the first time.
 func BenchmarkFirewallCreate(b *testing.B) {
 	m, err := netns.New(netns.Config{Prefix: netnstest.Prefix(b), Pool: netnstest.Pool(0)})
 	if err != nil {
@@ -519,19 +550,26 @@ func BenchmarkFirewallCreate(b *testing.B) {
 		m.Settle(context.Background())
 	})
 	n := 0
-	for _, mode := range []string{"off", "on", "late"} {
+	for _, mode := range []string{"off", "on", "late", "spare"} {
 		b.Run(mode, func(b *testing.B) {
 			var sbs []*netns.Sandbox
 			for b.Loop() {
 				n++
 				var setup netns.Setup
 				var err error
-				if mode == "on" {
+				switch mode {
+				case "on":
 					setup, err = fw.Setup("web")
+				case "spare":
+					b.StopTimer()
+					setup, err = fw.Setup("")
 				}
 				var sb *netns.Sandbox
 				if err == nil {
 					sb, err = m.CreateWith(b.Context(), fmt.Sprint("c", n), setup)
+				}
+				if mode == "spare" {
+					b.StartTimer()
 				}
 				if err == nil && mode != "off" {
 					err = fw.Attach(sb, "web")

@@ -66,6 +66,7 @@ type Sandbox struct {
 
 	handle    netns.NsHandle
 	hostIndex int         // HostIf's ifindex; 0: not known yet
+	peerIndex int         // PeerIfName's ifindex inside; 0: not known
 	noIPv6    bool        // IPv6 is off on both ends (Setup, or an Attach)
 	route     routeState  // whether it has a default route, if known
 	destroyed atomic.Bool // Destroy has queued the slot's reclaim
@@ -92,7 +93,7 @@ func (s *Sandbox) Addr() netip.Addr { return s.Slot.Peer }
 // Setup is what CreateWith does to a sandbox besides making its
 // namespace and veth pair: the firewall's part of a sandbox
 // (Firewall.Setup), done while the sandbox is made, so that Attach then
-// has only its set membership left. IPv6 goes off before any link is up:
+// has nothing left to do. IPv6 goes off before any link is up:
 // on a link that is up, it costs the removal of what IPv6 set up there,
 // and the kernel retries the sysctl write until its rtnl_trylock
 // succeeds, while its own work on a link that has just come up (link
@@ -106,6 +107,13 @@ type Setup struct {
 	NoIPv6 bool
 	// DefaultRoute gives the sandbox a default route via its host end.
 	DefaultRoute bool
+
+	// join, if set, puts a host link into its policy's set, and leave
+	// takes it out again (Firewall.Setup): CreateWith joins on the side,
+	// as soon as it knows the name, before the link exists, so that the
+	// kernel commits that nftables transaction while the namespace and
+	// veth are made (about 0.1 ms off a start, with a second CPU).
+	join, leave func(hostIf string) error
 }
 
 // routeState is whether a sandbox has a default route, as far as its
@@ -144,8 +152,24 @@ func (m *Manager) CreateWith(ctx context.Context, id string, setup Setup) (_ *Sa
 		Slot:   slot,
 		handle: netns.None(),
 	}
+	joined := func() error { return nil }
+	if setup.join != nil {
+		done := make(chan error, 1)
+		go func() { done <- setup.join(sb.HostIf) }()
+		var jerr error
+		waited := false
+		joined = func() error {
+			if !waited {
+				jerr, waited = <-done, true
+			}
+			return jerr
+		}
+	}
 	success, madeNS := false, false
 	defer func() {
+		if !success && joined() == nil && setup.leave != nil {
+			setup.leave(sb.HostIf) // best effort, as below
+		}
 		switch {
 		case success:
 		case madeNS:
@@ -221,12 +245,16 @@ func (m *Manager) CreateWith(ctx context.Context, id string, setup Setup) (_ *Sa
 	if err := pinNeighbors(host, peer, inner, slot); err != nil {
 		return nil, fmt.Errorf("netns: %s: %w", sb.Name, err)
 	}
+	sb.peerIndex = peer.Attrs().Index
 	sb.noIPv6, sb.route = setup.NoIPv6, routeNone
 	if setup.DefaultRoute {
-		if err := inner.RouteReplace(defaultRoute(peer.Attrs().Index, slot)); err != nil {
+		if err := inner.RouteReplace(defaultRoute(sb.peerIndex, slot)); err != nil {
 			return nil, fmt.Errorf("netns: %s: default route: %w", sb.Name, err)
 		}
 		sb.route = routeDefault
+	}
+	if err := joined(); err != nil {
+		return nil, err
 	}
 	success = true
 	return sb, nil
