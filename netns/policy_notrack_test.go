@@ -1,12 +1,18 @@
 package netns_test
 
 import (
+	"fmt"
+	"io"
 	"net"
 	"net/netip"
+	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/envgate/envgate/netns"
+	"github.com/envgate/envgate/netns/netnstest/wait"
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
@@ -288,4 +294,100 @@ func TestFirewallHostPortsTracked(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestFirewallGatewayClosesFirst: when the gateway closes a connection to
+// a sandbox first (an idle keep-alive connection, a shutdown), the FIN
+// the sandbox then sends still reaches the gateway's socket, so the
+// sandbox's socket closes instead of resending its FIN into a drop (which
+// kept a destroyed sandbox's namespace alive for minutes).
+func TestFirewallGatewayClosesFirst(t *testing.T) {
+	keepIPForward(t)
+	m := newManager(t)
+	fw := openFirewall(t, m, netns.Policy{Name: "web", Egress: netns.EgressInternet})
+	a := create(t, m, "a")
+	attach(t, fw, a, "web")
+	const port = 3001
+	var ln net.Listener
+	if err := a.Do(func() (err error) {
+		ln, err = net.Listen("tcp4", hostPort(a.Addr(), port))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				// Close on EOF, as an HTTP server does, but only once the
+				// gateway's socket waits in FIN-WAIT-2 (05), as when the
+				// server is slower to notice than the kernel to ACK.
+				io.Copy(io.Discard, c)
+				gw := c.RemoteAddr().(*net.TCPAddr).Port
+				wait.Until(succeedBy, func() bool { return slices.Contains(hostSockets(t, gw), "05") })
+				c.Close()
+			}()
+		}
+	}()
+	for i := range 3 {
+		c, err := (&net.Dialer{Timeout: succeedBy, Control: netns.MarkSocket}).Dial("tcp4", hostPort(a.Addr(), port))
+		if err != nil {
+			t.Fatalf("gateway to A: %v", err)
+		}
+		if _, err := c.Write([]byte("request " + strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	// A's sockets of those connections are gone once their FINs are
+	// acknowledged (the side that closes second has no TIME-WAIT);
+	// dropped, they would stay in LAST-ACK.
+	var left []string
+	if !wait.Until(succeedBy, func() bool {
+		left = sandboxSockets(t, a, port)
+		return len(left) == 0
+	}) {
+		t.Fatalf("A's sockets of connections the gateway closed first are stuck in states %v", left)
+	}
+}
+
+// sandboxSockets returns the states (hex, as /proc/net/tcp has them) of
+// sb's IPv4 TCP sockets on local port port, other than listeners.
+func sandboxSockets(t *testing.T, sb *netns.Sandbox, port int) []string {
+	t.Helper()
+	var b []byte
+	if err := sb.Do(func() (err error) {
+		b, err = os.ReadFile("/proc/thread-self/net/tcp")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return socketStates(b, port)
+}
+
+// hostSockets is sandboxSockets for the host's network namespace.
+func hostSockets(t *testing.T, port int) []string {
+	b, err := os.ReadFile("/proc/self/net/tcp")
+	if err != nil {
+		t.Error(err)
+	}
+	return socketStates(b, port)
+}
+
+// socketStates returns the states in /proc/net/tcp's text b of the
+// sockets on local port port, other than listeners.
+func socketStates(b []byte, port int) []string {
+	var states []string
+	suffix := fmt.Sprintf(":%04X", port)
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) > 3 && strings.HasSuffix(f[1], suffix) && f[3] != "0A" { // 0A: LISTEN
+			states = append(states, f[3])
+		}
+	}
+	return states
 }
