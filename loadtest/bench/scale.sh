@@ -50,6 +50,17 @@ scenario_scale() {
 		if [[ -z ${BENCH_OUT:-} ]]; then dir=$ROOT/loadtest/bench/results; else dir=$(dirname "$OUT"); fi
 	fi
 	mkdir -p "$dir"
+	# Each env runs about 15 tasks (its init and the demo server, Go
+	# programs with their runtime's threads): 2,100 envs need about 32,000
+	# pids, the whole of the kernel's default pid_max. Raised for the run,
+	# as a host for thousands of envs sets it (docs/operations.md).
+	local pid_max_was need
+	pid_max_was=$(cat /proc/sys/kernel/pid_max)
+	need=$(((${steps[-1]} + cold_n) * 16 + $(ps -e -L --no-headers | wc -l) + 4096))
+	if ((pid_max_was < need)); then
+		log "5. scale: kernel.pid_max $pid_max_was < $need tasks needed: raised to 4194304 for the run"
+		echo 4194304 >/proc/sys/kernel/pid_max
+	fi
 	local cfg=$TMP/scale.yaml
 	# The /16 pool holds 16,384 envs of a /30 each: room for the largest step
 	# plus every step's cold starts.
@@ -132,6 +143,7 @@ scenario_scale() {
 		LEAKS=$((LEAKS + lns + llinks + lprocs))
 	fi
 	log "5. scale: exited ${exit_s}s after SIGTERM, clean ${clean_s}s after (left: $left)"
+	echo "$pid_max_was" >/proc/sys/kernel/pid_max
 
 	# The files: CSV (the table), JSON (the same and the shutdown), SVG.
 	local rev_text="envgate $REV"
