@@ -253,8 +253,8 @@ func otherGuard(cc *nftables.Conn, tables []*nftables.Table, own string) bool {
 // Attaching again, with the same or another policy, is allowed (a warm
 // spare given to an env).
 //
-// A sandbox made with the Setup of its policy (CreateWith) has all of
-// that already: Attach then does nothing.
+// A sandbox made with the Setup of its policy (CreateWith) has its IPv6
+// and its route already: Attach then only puts it into the set.
 func (f *Firewall) Attach(sb *Sandbox, policy string) error {
 	p, err := f.policy(policy)
 	if err != nil {
@@ -267,18 +267,11 @@ func (f *Firewall) Attach(sb *Sandbox, policy string) error {
 }
 
 // Setup is what Manager.CreateWith does for a sandbox to be attached to
-// policy ("" for the zero Policy), as Attach would do it: its host link
-// into the policy's set, IPv6 off on both ends, and a default route when
-// the policy has egress.
+// policy ("" for the zero Policy), as Attach would do it: IPv6 off on
+// both ends, and a default route when the policy has egress.
 func (f *Firewall) Setup(policy string) (Setup, error) {
 	p, err := f.policy(policy)
-	if err != nil {
-		return Setup{}, err
-	}
-	return Setup{NoIPv6: true, DefaultRoute: p.Egress != EgressNone,
-		join:  func(hostIf string) error { return f.setMember(hostIf, policy) },
-		leave: func(hostIf string) error { return f.setMember(hostIf, "") },
-	}, nil
+	return Setup{NoIPv6: true, DefaultRoute: p.Egress != EgressNone}, err
 }
 
 // policy is the policy named name ("" for the zero Policy).

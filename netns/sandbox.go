@@ -93,7 +93,7 @@ func (s *Sandbox) Addr() netip.Addr { return s.Slot.Peer }
 // Setup is what CreateWith does to a sandbox besides making its
 // namespace and veth pair: the firewall's part of a sandbox
 // (Firewall.Setup), done while the sandbox is made, so that Attach then
-// has nothing left to do. IPv6 goes off before any link is up:
+// has only its set membership left. IPv6 goes off before any link is up:
 // on a link that is up, it costs the removal of what IPv6 set up there,
 // and the kernel retries the sysctl write until its rtnl_trylock
 // succeeds, while its own work on a link that has just come up (link
@@ -107,13 +107,6 @@ type Setup struct {
 	NoIPv6 bool
 	// DefaultRoute gives the sandbox a default route via its host end.
 	DefaultRoute bool
-
-	// join, if set, puts a host link into its policy's set, and leave
-	// takes it out again (Firewall.Setup): CreateWith joins on the side,
-	// as soon as it knows the name, before the link exists, so that the
-	// kernel commits that nftables transaction while the namespace and
-	// veth are made (about 0.1 ms off a start, with a second CPU).
-	join, leave func(hostIf string) error
 }
 
 // routeState is whether a sandbox has a default route, as far as its
@@ -152,24 +145,8 @@ func (m *Manager) CreateWith(ctx context.Context, id string, setup Setup) (_ *Sa
 		Slot:   slot,
 		handle: netns.None(),
 	}
-	joined := func() error { return nil }
-	if setup.join != nil {
-		done := make(chan error, 1)
-		go func() { done <- setup.join(sb.HostIf) }()
-		var jerr error
-		waited := false
-		joined = func() error {
-			if !waited {
-				jerr, waited = <-done, true
-			}
-			return jerr
-		}
-	}
 	success, madeNS := false, false
 	defer func() {
-		if !success && joined() == nil && setup.leave != nil {
-			setup.leave(sb.HostIf) // best effort, as below
-		}
 		switch {
 		case success:
 		case madeNS:
@@ -252,9 +229,6 @@ func (m *Manager) CreateWith(ctx context.Context, id string, setup Setup) (_ *Sa
 			return nil, fmt.Errorf("netns: %s: default route: %w", sb.Name, err)
 		}
 		sb.route = routeDefault
-	}
-	if err := joined(); err != nil {
-		return nil, err
 	}
 	success = true
 	return sb, nil

@@ -11,11 +11,15 @@ import (
 	"github.com/envgate/envgate/netns/netnstest"
 )
 
-// BenchmarkFirewallAttachLive is BenchmarkFirewallAttach with 0 and 1,000
-// other sandboxes live: what of the firewall's share of a start grows
-// with the number of envs (sysctl paths under /proc/sys/net are looked up
-// through dcache chains with an entry per network namespace, unless
-// through a procfs instance of their own: policy_sandbox.go).
+// BenchmarkFirewallAttachLive is the firewall's share of a start (a
+// sandbox made with its policy's Setup, then attached: as
+// BenchmarkFirewallCreate's "on") with 0 and 960 other sandboxes live
+// (about as many as its /20 pool holds, with room for those it makes):
+// what of it grows with the number of envs (sysctl paths under
+// /proc/sys/net are looked up through dcache chains with an entry per
+// network namespace, unless through a procfs instance of their own:
+// policy_sandbox.go). The sandboxes it makes are destroyed out of the
+// timing, 32 at a time.
 func BenchmarkFirewallAttachLive(b *testing.B) {
 	m, err := netns.New(netns.Config{Prefix: netnstest.Prefix(b), Pool: netnstest.Pool(0)})
 	if err != nil {
@@ -34,19 +38,19 @@ func BenchmarkFirewallAttachLive(b *testing.B) {
 		}
 		m.Settle(b.Context())
 	})
-	sb, err := m.Create(b.Context(), "bench")
+	setup, err := fw.Setup("web")
 	if err != nil {
 		b.Fatal(err)
 	}
-	sbs = append(sbs, sb)
-	for _, live := range []int{0, 1000} {
-		for len(sbs) < live+1 {
-			o, err := m.Create(b.Context(), fmt.Sprint("o", len(sbs)))
+	n := 0
+	for _, live := range []int{0, 960} {
+		for len(sbs) < live {
+			// Each live env made as at a start.
+			o, err := m.CreateWith(b.Context(), fmt.Sprint("o", len(sbs)), setup)
 			if err != nil {
 				b.Fatal(err)
 			}
 			sbs = append(sbs, o)
-			// Each live env has had its sysctls looked up, as at a start.
 			if err := fw.Attach(o, "web"); err != nil {
 				b.Fatal(err)
 			}
@@ -60,14 +64,25 @@ func BenchmarkFirewallAttachLive(b *testing.B) {
 			b.Run(fmt.Sprintf("live=%d/sysctl=%s", live, via.name), func(b *testing.B) {
 				was := netns.ProcInstanceAbove.Swap(via.above)
 				defer netns.ProcInstanceAbove.Store(was)
+				var made []*netns.Sandbox
+				b.Cleanup(func() { destroyAll(b, m, fw, made) })
 				for b.Loop() {
-					if err := fw.Attach(sb, "web"); err != nil {
+					n++
+					sb, err := m.CreateWith(b.Context(), fmt.Sprint("b", n), setup)
+					if err == nil {
+						err = fw.Attach(sb, "web")
+					}
+					if err != nil {
 						b.Fatal(err)
 					}
-					if err := fw.Detach(sb); err != nil {
-						b.Fatal(err)
+					if made = append(made, sb); len(made) == 32 {
+						b.StopTimer()
+						destroyAll(b, m, fw, made)
+						made = made[:0]
+						b.StartTimer()
 					}
 				}
+				b.StopTimer()
 			})
 		}
 	}
