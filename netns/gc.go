@@ -163,12 +163,24 @@ func (m *Manager) keptSlots(keep map[string]bool) map[int]bool {
 // row were seen to fail.
 const dumpRetries = 50
 
+// dumpBackoff waits before retry i+1 of an interrupted dump: not at first,
+// then a little longer each time (up to 20 ms), so that a burst of link
+// changes (a start storm of another gateway, a test tearing down its
+// namespaces) can pass instead of interrupting every retry in a row, as
+// it did 50 times once in a test's leak check.
+func dumpBackoff(i int) {
+	if i >= 3 {
+		time.Sleep(time.Duration(min(i, 20)) * time.Millisecond)
+	}
+}
+
 // linkList dumps the root namespace's links, retrying a dump the kernel
 // interrupted because the table changed underneath it.
 func linkList() ([]netlink.Link, error) {
 	for i := 0; ; i++ {
 		links, err := netlink.LinkList()
 		if errors.Is(err, netlink.ErrDumpInterrupted) && i < dumpRetries {
+			dumpBackoff(i)
 			continue
 		}
 		return links, err
@@ -181,6 +193,7 @@ func addrList() ([]netlink.Addr, error) {
 	for i := 0; ; i++ {
 		addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
 		if errors.Is(err, netlink.ErrDumpInterrupted) && i < dumpRetries {
+			dumpBackoff(i)
 			continue
 		}
 		return addrs, err
