@@ -137,7 +137,12 @@ fw_cold() {
 # namespace as far as they can tell.
 scenario_firewall() {
 	if [[ -z ${FW_INNER:-} && -z ${BENCH_FW_HOSTNS:-} ]]; then
-		local ns=egfwhost$$ part=$TMP/fw-part
+		local ns=egfwhost$$ part=$TMP/fw-part stale
+		# An earlier run that was killed left its namespace: the number
+		# in its name is the pid of that run, now gone.
+		for stale in $(ip netns list | awk '$1 ~ /^egfwhost[0-9]+$/ { print $1 }'); do
+			kill -0 "${stale#egfwhost}" 2>/dev/null || ip netns del "$stale"
+		done
 		ip netns add "$ns" || die "ip netns add $ns"
 		ip -n "$ns" link set lo up
 		log "1c. in network namespace $ns"
