@@ -470,11 +470,11 @@ func otherGuard(t *testing.T) bool {
 	return strings.Contains(string(out), "chain guard")
 }
 
-// BenchmarkFirewallAttach attaches one sandbox to a policy with egress
-// and detaches it, per iteration: after the first, its IPv6 is off and
-// its route in place, so this is the set element's transaction, in and
-// out. BenchmarkFirewallCreate has the firewall's share of a start.
-func BenchmarkFirewallAttach(b *testing.B) {
+// benchFirewall returns a manager for a benchmark's sandboxes and a
+// firewall with one policy, "web", with egress; closing it is the
+// benchmark's.
+func benchFirewall(b *testing.B) (*netns.Manager, *netns.Firewall) {
+	b.Helper()
 	m, err := netns.New(netns.Config{Prefix: netnstest.Prefix(b), Pool: netnstest.Pool(0)})
 	if err != nil {
 		b.Fatal(err)
@@ -484,6 +484,15 @@ func BenchmarkFirewallAttach(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	return m, fw
+}
+
+// BenchmarkFirewallAttach attaches one sandbox to a policy with egress
+// and detaches it, per iteration: after the first, its IPv6 is off and
+// its route in place, so this is the set element's transaction, in and
+// out. BenchmarkFirewallCreate has the firewall's share of a start.
+func BenchmarkFirewallAttach(b *testing.B) {
+	m, fw := benchFirewall(b)
 	defer fw.Close()
 	sb, err := m.Create(b.Context(), "bench")
 	if err != nil {
@@ -510,15 +519,7 @@ func BenchmarkFirewallAttach(b *testing.B) {
 // BenchmarkFirewallAttach attaches one sandbox again and again, which
 // finds IPv6 off and the route in place after the first time.
 func BenchmarkFirewallCreate(b *testing.B) {
-	m, err := netns.New(netns.Config{Prefix: netnstest.Prefix(b), Pool: netnstest.Pool(0)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	fw, err := netns.OpenFirewall(netns.FirewallConfig{Prefix: m.Prefix(),
-		Policies: []netns.Policy{{Name: "web", Egress: netns.EgressInternet}}})
-	if err != nil {
-		b.Fatal(err)
-	}
+	m, fw := benchFirewall(b)
 	b.Cleanup(func() {
 		fw.Close()
 		m.Settle(context.Background())

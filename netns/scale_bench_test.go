@@ -21,15 +21,7 @@ import (
 // policy_sandbox.go). The sandboxes it makes are destroyed out of the
 // timing, 32 at a time.
 func BenchmarkFirewallAttachLive(b *testing.B) {
-	m, err := netns.New(netns.Config{Prefix: netnstest.Prefix(b), Pool: netnstest.Pool(0)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	fw, err := netns.OpenFirewall(netns.FirewallConfig{Prefix: m.Prefix(),
-		Policies: []netns.Policy{{Name: "web", Egress: netns.EgressInternet}}})
-	if err != nil {
-		b.Fatal(err)
-	}
+	m, fw := benchFirewall(b)
 	var sbs []*netns.Sandbox
 	b.Cleanup(func() {
 		fw.Close()
