@@ -19,7 +19,7 @@ import (
 // once its process has exited (for children and non-children alike), so
 // the runtime's network poller can watch it like a socket: the waiting
 // goroutine parks and holds no thread. Once it is readable, the exit
-// status of a child is collected by wait4 (process.reap), or by cmd.Wait
+// status of a child is collected by wait4 (process.wait, released), or by cmd.Wait
 // where os/exec keeps the child (process.wait); either returns at once.
 
 // pidfdsWork reports whether the kernel has pidfd_open (5.3), and so
@@ -36,7 +36,7 @@ var pidfdsWork = sync.OnceValue(func() bool {
 // ownPidfd makes pidfd, the one clone gave for cmd's child
 // (SysProcAttr.PidFD), pollable and the only descriptor the gateway holds
 // for the child: os/exec's own copy goes with cmd.Process.Release, so
-// the child's exit is collected by process.reap, not cmd.Wait. Every
+// the child's exit is collected by wait4 in process.wait, not cmd.Wait. Every
 // descriptor the gateway holds is copied and closed at each later fork
 // and exec: at 2,000 live envs one descriptor per env costs about 0.7 ms
 // of CPU per start. On error pidfd is closed and cmd is untouched.

@@ -120,7 +120,7 @@ func (l *Launcher) spawn(sb lifecycle.Sandbox, x expanded, baseEnv []string, cg 
 	if pidfd >= 0 {
 		f, err := ownPidfd(cmd, pidfd)
 		if err == nil {
-			go p.reap(f)
+			go p.wait(f, true)
 			return p, nil
 		}
 		log.Warn().Err(err).Msg("pidfd of the dev server")
@@ -129,48 +129,43 @@ func (l *Launcher) spawn(sb lifecycle.Sandbox, x expanded, baseEnv []string, cg 
 	if perr != nil {
 		log.Warn().Err(perr).Msg("waiting for the dev server on a thread of its own")
 	}
-	go p.wait(f)
+	go p.wait(f, false)
 	return p, nil
 }
 
-// wait collects the exit of p's process through p.cmd and closes
-// p.exited.
-func (p *process) wait(pidfd *os.File) {
+// wait collects the exit of p's process and closes p.exited. With a
+// pidfd it first parks in the poller until the process has exited, so
+// that collecting it holds no thread. released: os/exec let the process
+// go (ownPidfd), so wait4 collects it; else cmd.Wait does.
+func (p *process) wait(pidfd *os.File, released bool) {
 	if pidfd != nil {
 		if err := awaitExit(pidfd); err != nil {
+			// The collection below blocks a thread instead.
 			p.log.Warn().Err(err).Msg("waiting for the dev server on a thread of its own")
 		}
-		pidfd.Close()
 	}
-	p.err = p.cmd.Wait()
-	if ps := p.cmd.ProcessState; ps != nil {
-		if ws, ok := ps.Sys().(syscall.WaitStatus); ok {
+	if released {
+		var ws syscall.WaitStatus
+		for {
+			// Our unreaped child: its pid is its own until this returns.
+			if _, p.err = syscall.Wait4(p.pid, &ws, 0, nil); p.err != syscall.EINTR {
+				break
+			}
+		}
+		if p.err == nil {
 			p.status = &ws
 		}
-	}
-	close(p.exited)
-}
-
-// reap is wait for a process released from os/exec (ownPidfd): it parks
-// on pidfd until the process has exited, then collects its status.
-func (p *process) reap(pidfd *os.File) {
-	if err := awaitExit(pidfd); err != nil {
-		// Wait4 below blocks a thread instead.
-		p.log.Warn().Err(err).Msg("waiting for the dev server on a thread of its own")
-	}
-	var ws syscall.WaitStatus
-	var err error
-	for {
-		// Our unreaped child: its pid is its own until this returns.
-		if _, err = syscall.Wait4(p.pid, &ws, 0, nil); err != syscall.EINTR {
-			break
+	} else {
+		p.err = p.cmd.Wait()
+		if ps := p.cmd.ProcessState; ps != nil {
+			if ws, ok := ps.Sys().(syscall.WaitStatus); ok {
+				p.status = &ws
+			}
 		}
 	}
-	pidfd.Close()
-	if err == nil {
-		p.status = &ws
+	if pidfd != nil {
+		pidfd.Close()
 	}
-	p.err = err
 	close(p.exited)
 }
 
