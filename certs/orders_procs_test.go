@@ -14,31 +14,31 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// ledgerChildEnv, set in a child process of TestOrderLedgerTwoProcesses,
+// ledgerChildEnv, set in a child process of TestOrderLedgerProcesses,
 // names the state dir whose ledger the child takes slots from.
 const ledgerChildEnv = "ENVGATE_TEST_LEDGER_DIR"
 
-// TestOrderLedgerTwoProcesses: two processes share one order ledger, as
-// the gateways of a cluster share state_dir. Each tries for more slots
-// than the weekly cap holds, from 8 goroutines, both at once: together
-// they get exactly the cap, and the file records each slot given. A
-// ledger that counted from its own stale copy would give more, and one
-// that lost a write would record fewer.
-func TestOrderLedgerTwoProcesses(t *testing.T) {
+// TestOrderLedgerProcesses: three processes share one order ledger, as
+// the three gateways of a cluster share state_dir. Each tries for more
+// slots than its share of the weekly cap, from 8 goroutines, all at once:
+// together they get exactly the cap, and the file records each slot
+// given. A ledger that counted from its own stale copy would give more,
+// and one that lost a write would record fewer.
+func TestOrderLedgerProcesses(t *testing.T) {
 	if dir := os.Getenv(ledgerChildEnv); dir != "" {
 		ledgerChild(dir)
 		return
 	}
-	const max, tries = 60, 50
+	const procs, max, tries = 3, 60, 50
 	dir := t.TempDir()
 	type child struct {
 		cmd   *exec.Cmd
 		start io.WriteCloser
 		out   strings.Builder
 	}
-	children := make([]*child, 2)
+	children := make([]*child, procs)
 	for i := range children {
-		c := &child{cmd: exec.Command(os.Args[0], "-test.run=^TestOrderLedgerTwoProcesses$")}
+		c := &child{cmd: exec.Command(os.Args[0], "-test.run=^TestOrderLedgerProcesses$")}
 		c.cmd.Env = append(os.Environ(), ledgerChildEnv+"="+dir, "ENVGATE_TEST_LEDGER_MAX="+strconv.Itoa(max), "ENVGATE_TEST_LEDGER_TRIES="+strconv.Itoa(tries))
 		c.cmd.Stdout = &c.out
 		c.cmd.Stderr = os.Stderr
@@ -52,7 +52,7 @@ func TestOrderLedgerTwoProcesses(t *testing.T) {
 		t.Cleanup(func() { c.cmd.Process.Kill(); c.cmd.Wait() })
 		children[i] = c
 	}
-	// Both are started: let them go at once (each waits for its stdin to close).
+	// All are started: let them go at once (each waits for its stdin to close).
 	for _, c := range children {
 		c.start.Close()
 	}
@@ -67,12 +67,12 @@ func TestOrderLedgerTwoProcesses(t *testing.T) {
 		}
 		t.Logf("process %d got %d slots of %d tried", i, n, tries)
 		if n == 0 || n == tries {
-			t.Logf("process %d got none or all it tried: the two may not have overlapped", i)
+			t.Logf("process %d got none or all it tried: the processes may not have overlapped", i)
 		}
 		granted += n
 	}
 	if granted != max {
-		t.Errorf("the two processes got %d slots together, want the cap, %d", granted, max)
+		t.Errorf("the %d processes got %d slots together, want the cap, %d", procs, granted, max)
 	}
 	l, err := newOrderLedger(dir, max, zerolog.Nop())
 	if err != nil {

@@ -101,11 +101,12 @@ const demoTemplate = `templates:
     allow_root: true
 `
 
-// startServe runs `envgate serve --config cfg` and waits until it answers.
-func startServe(t *testing.T, cfg, addr string) *gatewayProc {
+// startServe runs `envgate serve --config cfg` (and flags) and waits
+// until it answers.
+func startServe(t *testing.T, cfg, addr string, flags ...string) *gatewayProc {
 	t.Helper()
 	g := &gatewayProc{addr: addr, done: make(chan struct{}), log: &pebbletest.Buffer{}}
-	g.cmd = exec.Command(envgateBinary(t), "serve", "--config", cfg, "--log-format", "json")
+	g.cmd = exec.Command(envgateBinary(t), append([]string{"serve", "--config", cfg, "--log-format", "json"}, flags...)...)
 	g.cmd.Stdout = g.log
 	g.cmd.Stderr = g.log
 	g.cmd.WaitDelay = 5 * time.Second // a dev server left holding the output pipe

@@ -35,8 +35,9 @@ import (
 // clusterNode is one gateway of a test cluster.
 type clusterNode struct {
 	name, instance, cfgPath, addr string
-	httpsAddr                     string // with TLS on, if its test sets it
-	state                         string // the shared state_dir
+	httpsAddr                     string   // with TLS on, if its test sets it
+	flags                         []string // more flags for envgate serve, if its test sets them
+	state                         string   // the shared state_dir
 	g                             *gatewayProc
 }
 
@@ -84,7 +85,7 @@ cluster:
 		if err := os.WriteFile(c.cfgPath, []byte(cfg), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		c.g = startServe(t, c.cfgPath, c.addr)
+		c.g = startServe(t, c.cfgPath, c.addr, c.flags...)
 		// A clean stop removes the node's envs and namespaces (startServe's
 		// own cleanup only SIGKILLs).
 		t.Cleanup(func() { c.g.stop(t, syscall.SIGTERM) })

@@ -7,9 +7,12 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -19,34 +22,43 @@ import (
 	"github.com/envgate/envgate/lifecycle/cluster/clustertest"
 	"github.com/envgate/envgate/loadtest/demo"
 	"github.com/envgate/envgate/netns/netnstest"
+	"github.com/envgate/envgate/netns/netnstest/wait"
 )
 
-// TestClusterTLSOneOrder: certificates in cluster mode (issue 16). Two
+// TestClusterTLSOneOrder: certificates in cluster mode (issue 16). Three
 // nodes share one state dir, so one certmagic storage (state_dir/certs)
 // and one ACME order ledger (state_dir/acme-orders.json). Pebble
 // validates challenges on the first node's listeners only, as a CA
 // reaches whichever node DNS or the load balancer picks.
 //
-//   - Handshakes for a new name reach both nodes at once: exactly one
-//     ACME order is placed (at Pebble and in the ledger), and both nodes
-//     serve that one certificate.
+//   - Handshakes for a new name reach all three nodes at once: each node
+//     goes for the order (certmagic's lock file in the shared storage),
+//     exactly one ACME order is placed (at Pebble and in the ledger), the
+//     other two wait for the lock and find the certificate stored, and
+//     all three serve that one certificate.
 //   - A new name asked of the second node alone is ordered there, and the
 //     first node answers the CA's challenge from the shared storage; the
 //     first node then serves the certificate from storage, no new order.
 //   - envgate destroy removes the env's certificate from the storage and
-//     from both nodes' memory: the next handshakes get a new one.
+//     from every node's memory: the next handshakes get a new one.
 func TestClusterTLSOneOrder(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (network namespaces)")
 	}
 	te := clustertest.Start(t)
 	both, second := "feature-both", "feature-second"
+	name := both + "." + acmeDomain
+	// Pebble's challenges reach the first node through a gate that opens
+	// once every node has asked for the order's lock, so the three are
+	// sure to contend for one order rather than come one after the other.
+	open := make(chan struct{})
 	var p *pebbletest.Pebble
-	nodes := startTestClusterWith(t, []string{te.Endpoint}, "ttls", 2, 5*time.Second, func(c *clusterNode) string {
+	nodes := startTestClusterWith(t, []string{te.Endpoint}, "ttls", 3, 5*time.Second, func(c *clusterNode) string {
 		c.httpsAddr = fmt.Sprintf("127.0.0.1:%d", netnstest.LoopbackPort(t))
+		c.flags = []string{"--log-level", "debug"} // certmagic's lock steps
 		if p == nil {
 			// Pebble validates at the first node, on the ports it gets.
-			p = pebbletest.Start(t, pebbletest.Options{HTTPPort: listenPort(c.addr), TLSPort: listenPort(c.httpsAddr)})
+			p = pebbletest.Start(t, pebbletest.Options{HTTPPort: gatedForward(t, c.addr, open), TLSPort: gatedForward(t, c.httpsAddr, open)})
 		}
 		// Per-name ACME needs a source that lists its names; envs off
 		// localhost are closed to everyone by default.
@@ -60,10 +72,30 @@ access: [{allow_cidrs: [127.0.0.0/8]}]
 	ledger := filepath.Join(nodes[0].state, "acme-orders.json")
 
 	// Four handshakes per node for one new name, all let go at once.
-	name := both + "." + acmeDomain
+	asked, ended := make(chan bool, 1), make(chan struct{})
+	t.Cleanup(func() { close(ended) })
+	go func() {
+		defer close(open)
+		asked <- wait.Until(time.Minute, func() bool {
+			select {
+			case <-ended: // the test failed before the gate opened
+				return true
+			default:
+			}
+			for _, c := range nodes {
+				if logLines(c.g.log, `"acquiring lock"`, `"identifier":"`+name+`"`) == 0 {
+					return false
+				}
+			}
+			return true
+		})
+	}()
 	leaves := handshakeBurst(t, nodes, name, p.Roots)
+	if !<-asked {
+		t.Errorf("not every node asked for the lock of %s's order before the challenge was let through", name)
+	}
 	if got := p.Orders(); got != 1 {
-		t.Errorf("Pebble saw %d orders for %s asked of two nodes at once, want 1", got, name)
+		t.Errorf("Pebble saw %d orders for %s asked of three nodes at once, want 1", got, name)
 	}
 	if got := ledgerOrders(t, ledger); got != 1 {
 		t.Errorf("the order ledger records %d orders, want 1", got)
@@ -71,14 +103,18 @@ access: [{allow_cidrs: [127.0.0.0/8]}]
 	obtained := 0
 	for _, c := range nodes {
 		n := c.g.log.Count(`"certificate obtained"`)
-		t.Logf("%s logged %d certificate obtained", c.name, n)
+		stored := logLines(c.g.log, `"certificate already exists in storage"`, `"identifier":"`+name+`"`)
+		t.Logf("%s logged %d certificate obtained, %d found it stored after the lock", c.name, n, stored)
+		if n == 0 && stored == 0 {
+			t.Errorf("%s neither obtained %s nor found it in the storage after waiting for the lock", c.name, name)
+		}
 		obtained += n
 	}
 	if obtained != 1 {
 		t.Errorf("the nodes logged %d certificates obtained, want 1", obtained)
 	}
-	// The certificate serves the env over HTTPS through either node: the
-	// one that does not own it forwards to the owner's plain-HTTP
+	// The certificate serves the env over HTTPS through every node: one
+	// that does not own it forwards to the owner's plain-HTTP
 	// listener (cluster.advertise), which serves the hop rather than
 	// redirect it to https, and the env hears the client came by https.
 	for _, c := range nodes {
@@ -207,6 +243,62 @@ func ledgerOrders(t *testing.T, path string) int {
 	n := 0
 	for _, times := range lf.Orders {
 		n += len(times)
+	}
+	return n
+}
+
+// gatedForward listens on a loopback port, which it returns, and forwards
+// each connection to to once open is closed.
+func gatedForward(t *testing.T, to string, open <-chan struct{}) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		cancel()
+		ln.Close()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer in.Close()
+				select {
+				case <-open:
+				case <-ctx.Done():
+					return
+				}
+				out, err := (&net.Dialer{}).DialContext(ctx, "tcp", to)
+				if err != nil {
+					return
+				}
+				defer out.Close()
+				defer context.AfterFunc(ctx, func() { in.Close(); out.Close() })()
+				go func() {
+					io.Copy(out, in)
+					out.(*net.TCPConn).CloseWrite()
+				}()
+				io.Copy(in, out)
+			})
+		}
+	})
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// logLines counts the lines of log that hold every one of subs.
+func logLines(log *pebbletest.Buffer, subs ...string) int {
+	n := 0
+	for line := range strings.Lines(log.String()) {
+		if !slices.ContainsFunc(subs, func(s string) bool { return !strings.Contains(line, s) }) {
+			n++
+		}
 	}
 	return n
 }
