@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -108,8 +110,8 @@ func TestPreviewPRMapSurvivesRestart(t *testing.T) {
 
 // prNodeEnv, set in a child process of the test binary, makes
 // TestPRMapNodeHelper one node of TestPRMapNodesLoseNoUpdate: the path of
-// the shared file, the first pull request number and how many it
-// records.
+// the shared file, the first pull request number it records, how many,
+// and how many all nodes record together.
 const prNodeEnv = "ENVGATE_TEST_PRMAP_NODE"
 
 // recordPRs records pull requests first..first+n-1 in m, each with its
@@ -133,16 +135,41 @@ func recordPRs(m *prMap, first, n int) error {
 	return nil
 }
 
+// checkPRs returns what m, a node's view, gets wrong of pull requests
+// 1..total as the recordPRs of all nodes left them.
+func checkPRs(m *prMap, total int) []string {
+	var wrong []string
+	for i := 1; i <= total; i++ {
+		env := fmt.Sprintf("pr-%d", i)
+		pr, ok := m.byBranch("branch-" + env)
+		if i%5 == 0 {
+			if ok {
+				wrong = append(wrong, fmt.Sprintf("PR %d was closed, but is recorded: %+v", i, pr))
+			}
+			continue
+		}
+		if !ok || pr.Number != i || pr.Env != env || !slices.Equal(pr.Deployments, []int64{int64(i) * 10}) {
+			wrong = append(wrong, fmt.Sprintf("PR %d: %+v (recorded %v); want it with env %s and deployment %d", i, pr, ok, env, i*10))
+		}
+		if ids := m.deploymentsOf(env); !slices.Equal(ids, []int64{int64(i) * 10}) {
+			wrong = append(wrong, fmt.Sprintf("deployments %v for %s, want [%d]", ids, env, i*10))
+		}
+	}
+	return wrong
+}
+
 // TestPRMapNodeHelper is the other node of TestPRMapNodesLoseNoUpdate,
-// in a process of its own; run directly, it does nothing.
+// in a process of its own; run directly, it does nothing. Once it has
+// recorded its pull requests it says so on stdout, and when its stdin
+// closes (every node is done) it checks its own view of them all.
 func TestPRMapNodeHelper(t *testing.T) {
 	spec := os.Getenv(prNodeEnv)
 	if spec == "" {
 		t.Skip("a helper process of TestPRMapNodesLoseNoUpdate")
 	}
 	var path string
-	var first, n int
-	if _, err := fmt.Sscanf(spec, "%s %d %d", &path, &first, &n); err != nil {
+	var first, n, total int
+	if _, err := fmt.Sscanf(spec, "%s %d %d %d", &path, &first, &n, &total); err != nil {
 		t.Fatal(err)
 	}
 	m, err := loadPRMap(path, zerolog.Nop())
@@ -152,13 +179,23 @@ func TestPRMapNodeHelper(t *testing.T) {
 	if err := recordPRs(m, first, n); err != nil {
 		t.Fatal(err)
 	}
+	fmt.Println(prNodeRecorded)
+	io.Copy(io.Discard, os.Stdin)
+	for _, w := range checkPRs(m, total) {
+		t.Error("the other node's view: " + w)
+	}
 }
+
+// prNodeRecorded is the line TestPRMapNodeHelper writes once it has
+// recorded its pull requests.
+const prNodeRecorded = "recorded"
 
 // TestPRMapNodesLoseNoUpdate (issue 16): the nodes of a cluster share
 // state_dir, and so previews-prs.json. Two nodes (this process and a
 // child) and, in this one, two goroutines record pull requests,
 // deployments and closes at the same time: every change of each is in
-// the file afterwards, and each node reads the others' records.
+// the file afterwards, and each node's view (this one's, the child's,
+// and a node's that starts then) holds the others' records.
 func TestPRMapNodesLoseNoUpdate(t *testing.T) {
 	path := filepath.Join(t.TempDir(), prsFile)
 	const n = 60
@@ -166,13 +203,46 @@ func TestPRMapNodesLoseNoUpdate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	other := exec.Command(os.Args[0], "-test.run=^TestPRMapNodeHelper$", "-test.count=1")
-	other.Env = append(os.Environ(), fmt.Sprintf("%s=%s %d %d", prNodeEnv, path, 1, n))
-	var out strings.Builder
-	other.Stdout, other.Stderr = &out, &out
+	other := exec.Command(os.Args[0], "-test.run=^TestPRMapNodeHelper$", "-test.count=1", "-test.v")
+	other.Env = append(os.Environ(), fmt.Sprintf("%s=%s %d %d %d", prNodeEnv, path, 1, n, 3*n))
+	stdin, err := other.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := other.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	other.Stderr = &stderr
 	if err := other.Start(); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		other.Process.Kill()
+		other.Wait()
+	})
+	// The child's stdout: its line once it has recorded (recorded), then
+	// its test output (out, once done is closed).
+	recorded := make(chan bool, 1)
+	done := make(chan struct{})
+	var out strings.Builder
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(stdout)
+		said := false
+		for sc.Scan() {
+			if sc.Text() == prNodeRecorded && !said {
+				said = true
+				recorded <- true
+				continue
+			}
+			out.WriteString(sc.Text() + "\n")
+		}
+		if !said {
+			recorded <- false
+		}
+	}()
 	var wg sync.WaitGroup
 	errs := make(chan error, 2)
 	for _, first := range []int{1 + n, 1 + 2*n} {
@@ -185,29 +255,26 @@ func TestPRMapNodesLoseNoUpdate(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	if err := other.Wait(); err != nil {
-		t.Fatalf("the other node: %v\n%s", err, out.String())
+	if !<-recorded {
+		<-done
+		err := other.Wait()
+		t.Fatalf("the other node ended (%v) before it recorded its pull requests:\n%s%s", err, out.String(), stderr.String())
 	}
-	// A node that has just started (or any node: none keeps a copy)
-	// reads them all.
+	// Every node is done: the other checks its view, this one its own
+	// and that of a node that has just started (none keeps a copy).
+	stdin.Close()
+	<-done
+	if err := other.Wait(); err != nil {
+		t.Errorf("the other node: %v\n%s%s", err, out.String(), stderr.String())
+	}
 	later, err := loadPRMap(path, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := 1; i <= 3*n; i++ {
-		env := fmt.Sprintf("pr-%d", i)
-		pr, ok := later.byBranch("branch-" + env)
-		if i%5 == 0 {
-			if ok {
-				t.Errorf("PR %d was closed, but is recorded: %+v", i, pr)
-			}
-			continue
-		}
-		if !ok || pr.Number != i || pr.Env != env || !slices.Equal(pr.Deployments, []int64{int64(i) * 10}) {
-			t.Errorf("PR %d: %+v (recorded %v); want it with env %s and deployment %d", i, pr, ok, env, i*10)
-		}
-		if ids := node.deploymentsOf(env); !slices.Equal(ids, []int64{int64(i) * 10}) {
-			t.Errorf("this node reads deployments %v for %s, want [%d]", ids, env, i*10)
-		}
+	for _, w := range checkPRs(node, 3*n) {
+		t.Error("this node's view: " + w)
+	}
+	for _, w := range checkPRs(later, 3*n) {
+		t.Error("a new node's view: " + w)
 	}
 }
