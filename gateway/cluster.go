@@ -29,6 +29,9 @@ type Placer interface {
 	// OwnerAddr is the address of the live node other than this one that
 	// owns env, from memory; "" if this node or nobody does.
 	OwnerAddr(env string) string
+	// Live reports, from memory, whether a live node other than this
+	// one has the address addr: false once its session has ended.
+	Live(addr string) bool
 }
 
 // forwardKey holds the forward of a request to another node.

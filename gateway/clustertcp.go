@@ -91,13 +91,26 @@ func (e *TCPHopError) Error() string {
 	return fmt.Sprintf("gateway: tcp hop to %s: HTTP %d: %s", e.Node, e.Status, e.Body)
 }
 
+// ErrNodeLeft is the error of a TCP hop whose node's session ended
+// while the hop waited for its answer.
+var ErrNodeLeft = errors.New("the node left the cluster (its session ended) before it answered")
+
+// hopLivePoll is how often a TCP hop waiting for its node's answer
+// checks that the node is still a live member of the cluster.
+const hopLivePoll = time.Second
+
 // dialTCPHop sends req (a TCPHopRequest) to its node and returns the
 // connection once the node has answered 101: bytes written to it go to
 // the env's port, and it reads what the env sends. The owner answers
-// once the env is up, which may be a cold start; ctx (the listener's
-// life) bounds the wait.
+// once the env is up, which may be a cold start; ctx bounds the wait,
+// and its cause, if it ends first, is the error.
 func dialTCPHop(ctx context.Context, d *net.Dialer, req *http.Request) (_ net.Conn, err error) {
 	addr := req.URL.Host
+	defer func() {
+		if err != nil && ctx.Err() != nil {
+			err = fmt.Errorf("gateway: tcp hop to %s: %w", addr, context.Cause(ctx))
+		}
+	}()
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: tcp hop to %s: %w", addr, err)
@@ -213,8 +226,13 @@ func (p *TCPProxy) routeCluster(client net.Conn, env, serverName, port string, l
 	case errors.As(err, &he) && he.Status == http.StatusNotFound:
 		// A name anyone can make up, as on the local path.
 		log.Debug().Err(err).Msg("tcp: no such env")
+	case errors.As(err, &he):
+		log.Warn().Err(err).Str("node", addr).Msg("tcp: the env's node refused the connection")
 	case err != nil:
-		log.Warn().Err(err).Msg("tcp: relay to the env's node")
+		// Dead, partitioned or shutting down: the client's connection
+		// closes, as no env can answer it; a connection after the
+		// node's session_ttl is placed on a live node.
+		log.Warn().Err(err).Str("node", addr).Msg("tcp: the env's node is unreachable")
 	default:
 		log.Debug().Str("node", addr).Int64("bytes_up", up).Int64("bytes_down", down).Dur("took", time.Since(began)).Msg("tcp connection relayed")
 	}
@@ -222,14 +240,47 @@ func (p *TCPProxy) routeCluster(client net.Conn, env, serverName, port string, l
 }
 
 // relay splices client to the node at addr through a TCP hop for
-// serverName's port.
+// serverName's port. A node that stops answering while the hop waits
+// (frozen, or cut off from the others with its connections open) would
+// hold the client, which may have given up, as long as the listener
+// lives; so the wait also ends when the node's session does, and the
+// next connection places the env on a live node.
 func (p *TCPProxy) relay(client net.Conn, addr, serverName, port string) (up, down int64, err error) {
 	req := TCPHopRequest(p.cfg.ClusterSecret, p.cfg.Node, addr, serverName, port, time.Now())
-	node, err := dialTCPHop(p.ctx, &p.hopDialer, req)
+	ctx, cancel := context.WithCancelCause(p.ctx)
+	defer cancel(nil)
+	watched := p.watchNode(ctx, cancel, addr)
+	node, err := dialTCPHop(ctx, &p.hopDialer, req)
+	cancel(nil)
+	<-watched
 	if err != nil {
 		return 0, 0, err
 	}
 	defer node.Close()
 	up, down = splice(client, node)
 	return up, down, nil
+}
+
+// watchNode cancels ctx with ErrNodeLeft once the node at addr is no
+// longer a live member of the cluster; it checks every hopLivePoll until
+// ctx ends, and closes the channel it returns when it has stopped.
+func (p *TCPProxy) watchNode(ctx context.Context, cancel context.CancelCauseFunc, addr string) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(hopLivePoll)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if !p.cfg.Cluster.Live(addr) {
+					cancel(ErrNodeLeft)
+					return
+				}
+			}
+		}
+	}()
+	return done
 }

@@ -31,7 +31,7 @@ func startNode(t *testing.T, te *clustertest.Etcd, name, fenceDir string) *testN
 		Endpoints: []string{te.Endpoint},
 		Name:      "c",
 		Node:      name,
-		Advertise: "127.0.0.1:1",
+		Advertise: advertise(name),
 		FenceDir:  fenceDir,
 		// Each test node says it has 512 MiB left, over a 64 MiB floor.
 		MemAvailable:    func() int64 { return 512 << 20 },
@@ -60,6 +60,9 @@ func startNode(t *testing.T, te *clustertest.Etcd, name, fenceDir string) *testN
 	return tn
 }
 
+// advertise is the address test node name advertises (nothing listens).
+func advertise(name string) string { return name + ".node.invalid:1" }
+
 // waitFor fails the test if cond does not hold within 10 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -78,12 +81,25 @@ func ownerKey(t *testing.T, cli *clientv3.Client, env string) (string, int64) {
 	return string(resp.Kvs[0].Value), resp.Kvs[0].ModRevision
 }
 
-// TestClaimRelease: a start claims its env (the owner key's revision is
-// the token, recorded in the fence dir); another node's claim is refused;
-// a release with a stale token leaves the key, with the right token
-// deletes it, and is no loss; the next claim gets a newer token.
-// Each node publishes its available memory and floor with its capacity,
-// and the other nodes see them in their member list.
+// TestLive: a node counts another's address live while that node's
+// session lasts (a TCP hop waits for it that long), and not once the
+// session has ended; its own address, or one no node has, never.
+func TestLive(t *testing.T) {
+	te := clustertest.Start(t)
+	fence := t.TempDir()
+	a := startNode(t, te, "a", fence)
+	b := startNode(t, te, "b", fence)
+	waitFor(t, "b sees a live", func() bool { return b.Live(advertise("a")) })
+	if b.Live(advertise("b")) || b.Live("127.0.0.1:9") {
+		t.Errorf("b counts live: its own address %v, an address no node has %v", b.Live(advertise("b")), b.Live("127.0.0.1:9"))
+	}
+	a.Close() // ends its session
+	waitFor(t, "b sees a's session end", func() bool { return !b.Live(advertise("a")) })
+}
+
+// TestMembersCarryMemory: each node publishes its available memory and
+// floor with its capacity, and the other nodes see them in their member
+// list.
 func TestMembersCarryMemory(t *testing.T) {
 	te := clustertest.Start(t)
 	fence := t.TempDir()
@@ -99,6 +115,10 @@ func TestMembersCarryMemory(t *testing.T) {
 	})
 }
 
+// TestClaimRelease: a start claims its env (the owner key's revision is
+// the token, recorded in the fence dir); another node's claim is refused;
+// a release with a stale token leaves the key, with the right token
+// deletes it, and is no loss; the next claim gets a newer token.
 func TestClaimRelease(t *testing.T) {
 	te := clustertest.Start(t)
 	cli := te.Client(t)

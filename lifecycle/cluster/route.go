@@ -89,6 +89,21 @@ func (n *Node) OwnerAddr(env string) string {
 	return n.members[o.node].Advertise
 }
 
+// Live reports, from the cache, whether a live node of the cluster
+// other than this one advertises addr: false once that node's session
+// has ended (it died, froze or was cut off for session_ttl), when its
+// envs may be placed elsewhere.
+func (n *Node) Live(addr string) bool {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	for _, m := range n.members {
+		if m.Node != n.cfg.Node && m.Advertise == addr {
+			return true
+		}
+	}
+	return false
+}
+
 // Owner returns the node owning env and its fencing token, as the local
 // cache has it.
 func (n *Node) Owner(env string) (node string, token int64, ok bool) {
