@@ -23,3 +23,37 @@ var NewProcInstance = newProcInstance
 // HostFirewall is hostFirewall on a connection of its own: whether
 // OpenFirewall keeps the gateway's connections to sandboxes tracked.
 func HostFirewall() bool { return hostFirewall(&nftables.Conn{}) }
+
+// UseSpawner switches the spawner (spawner.go) off for a side-by-side
+// benchmark.
+var UseSpawner = &useSpawner
+
+// SpawnerTID is the thread of the running spawner, 0 if none runs.
+func SpawnerTID() int {
+	spawnerState.mu.Lock()
+	defer spawnerState.mu.Unlock()
+	if spawnerState.cur == nil {
+		return 0
+	}
+	return spawnerState.cur.tid
+}
+
+// StopSpawner ends the running spawner, if any, and waits until its
+// thread is gone: the next start makes a new one.
+func StopSpawner() {
+	spawnerState.mu.Lock()
+	sp := spawnerState.cur
+	spawnerState.cur = nil
+	spawnerState.mu.Unlock()
+	if sp != nil {
+		close(sp.reqs)
+		<-sp.dead
+	}
+}
+
+// SpawnerFailed is why no spawner could be made, if so.
+func SpawnerFailed() error {
+	spawnerState.mu.Lock()
+	defer spawnerState.mu.Unlock()
+	return spawnerState.failed
+}

@@ -18,7 +18,8 @@ import (
 // and about 8 ms more to strip of those mounts (which it must drop, or it
 // would keep every other env's network namespace alive), all under the
 // kernel's global mount lock. So such processes are forked from a thread
-// that has joined a base mount namespace made once: a slave copy of the
+// that has joined a base mount namespace made once (the spawner's thread,
+// spawner.go, or else a thread per start): a slave copy of the
 // caller's (mounts the host makes later still propagate into it) in which
 // RunDir is covered by an empty read-only tmpfs, so it holds no namespace
 // mount however many sandboxes live. Its copies cost the same at 0 and at

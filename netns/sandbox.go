@@ -321,6 +321,16 @@ func (s *Sandbox) StartWith(cmd *exec.Cmd, before, after func() error) error {
 	// A child with a mount namespace of its own is forked in the base
 	// mount namespace (mountns.go); the thread is then discarded.
 	newMountNS := useBaseMountNS && cmd.SysProcAttr != nil && cmd.SysProcAttr.Cloneflags&unix.CLONE_NEWNS != 0
+	if newMountNS {
+		// From the spawner's thread (spawner.go), if it can.
+		err := spawnIn(int(s.handle), cmd, before, after)
+		if !errors.Is(err, errNoSpawner) {
+			if err != nil {
+				return fmt.Errorf("netns: start %s in %s: %w", cmd.Path, s.Name, err)
+			}
+			return nil
+		}
+	}
 	err := onThreadIn(s.handle, func() error {
 		if newMountNS {
 			leave, err := enterBaseMountNS()
