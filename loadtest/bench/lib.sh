@@ -11,14 +11,15 @@ section() { printf '\n# %s\n' "$*" >>"$CMDS"; }
 # write_config FILE IDLE EXTRA_LIMITS TEMPLATE_ENV [TEMPLATE_EXTRA]: a gateway
 # config of our instance. EXTRA_LIMITS is a YAML block under limits:,
 # TEMPLATE_EXTRA lines added to the template (either may be empty);
-# $NET_EXTRA, if set, is added to the network: map (e.g. "warm_pool: 4").
+# $NET_EXTRA, if set, is added to the network: map (e.g. "warm_pool: 4");
+# $STATE_DIR, if set, replaces $TMP/state.
 write_config() {
 	local file=$1 idle=$2 limits=$3 tenv=$4 textra=${5:-}
 	{
 		echo "instance: $INSTANCE"
 		echo "domains: [localhost]"
 		echo "listen: {http: \"127.0.0.1:$GW_PORT\"}"
-		echo "state_dir: $TMP/state"
+		echo "state_dir: ${STATE_DIR:-$TMP/state}"
 		echo "tls: {mode: \"off\"}"
 		echo "network: {pool: $POOL${NET_EXTRA:+, $NET_EXTRA}}"
 		[[ -z $limits ]] || printf 'limits:\n%s\n' "$limits"

@@ -93,6 +93,8 @@ install_tools
 
 TMP=$(mktemp -d /tmp/envgate-bench.XXXXXX)
 PIDS=()
+# Functions the scenarios add, run at exit after their processes stopped.
+CLEANUP_HOOKS=()
 # forget PID: drop a process that has been waited for, so cleanup never
 # signals a reused PID.
 forget() {
@@ -108,6 +110,7 @@ cleanup() {
 	if ip netns list 2>/dev/null | grep -q "^$INSTANCE-"; then
 		"$BIN" --config "$TMP/gc.yaml" gc >/dev/null 2>&1 || true
 	fi
+	for h in "${CLEANUP_HOOKS[@]}"; do "$h"; done
 	[[ -n ${BENCH_KEEP:-} ]] || rm -rf "$TMP"
 	exit $rc
 }
@@ -153,12 +156,6 @@ log "CPU busy before the run (2 s, nothing of ours running): $BUSY_BEFORE %"
 for s in warm firewall cold herd churn scale cluster; do
 	[[ " $ONLY " != *" $s "* ]] || "scenario_$s"
 done
-# A run of §1c in a network namespace of its own (firewall.sh) hands its
-# parts of the report to the run that started it.
-if [[ -n ${FW_INNER:-} ]]; then
-	cp "$MD" "$FW_INNER.md" && cp "$SUM" "$FW_INNER.sum" && cp "$CMDS" "$FW_INNER.cmds"
-	exit 0
-fi
 BUSY_AFTER=$(busy_pct 2)
 
 # ---- BENCHMARKS.md -------------------------------------------------------------

@@ -30,7 +30,10 @@ const usage = `usage:
   benchtool etcd -dir D [-client URL] [-peer URL]
                  (a one-member etcd on loopback until SIGTERM, for the cluster scenario)
   benchtool load -addr HOST:PORT -hosts TEMPLATE -envs E -dist D -concurrency C -duration D
-                 (envgate loadtest --concurrency C --json, for when that command cannot run)`
+                 (envgate loadtest --concurrency C --json, for when that command cannot run)
+  benchtool paired [-diff] < PAIRS
+                 (pairs "a b", one per line: median, quartiles and a 95 % bootstrap
+                 interval of the median of (b/a − 1) in %, or of b − a with -diff)`
 
 func main() {
 	if len(os.Args) < 2 {
@@ -52,6 +55,8 @@ func main() {
 		out, err = runGrow(os.Args[2:])
 	case "plot":
 		out, err = runPlot(os.Args[2:])
+	case "paired":
+		out, err = runPaired(os.Args[2:])
 	case "etcd":
 		if err := runEtcd(os.Args[2:]); err != nil {
 			fmt.Fprintln(os.Stderr, "benchtool:", err)

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 )
@@ -79,5 +80,34 @@ func TestAnswerClass(t *testing.T) {
 				t.Errorf("ok=%v key=%q, want ok=%v key=%q", tt.a.ok(), tt.a.statusKey(), tt.ok, tt.key)
 			}
 		})
+	}
+}
+
+func TestPaired(t *testing.T) {
+	in := "100 103\n200 206\n\n50 51.5\n10 10.3\n"
+	effects, err := readEffects(strings.NewReader(in), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := pairedSummary(effects, 1000)
+	want := Paired{N: 4, Median: 3, Q1: 3, Q3: 3, CILo: 3, CIHi: 3}
+	if got != want {
+		t.Errorf("ratios: %+v, want %+v", got, want)
+	}
+	effects, err = readEffects(strings.NewReader("1 2\n1 3\n1 4\n1 5\n1 6\n"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = pairedSummary(effects, 2000)
+	if got.N != 5 || got.Median != 3 || got.Q1 != 2 || got.Q3 != 4 {
+		t.Errorf("diffs: %+v, want n 5, median 3, quartiles 2 and 4", got)
+	}
+	if got.CILo < 1 || got.CILo > 3 || got.CIHi < 3 || got.CIHi > 5 || got.CILo >= got.CIHi {
+		t.Errorf("diffs: interval %v … %v, want around 3 within the data's range", got.CILo, got.CIHi)
+	}
+	for _, bad := range []string{"", "1\n", "0 1\n", "a 1\n"} {
+		if _, err := readEffects(strings.NewReader(bad), false); err == nil {
+			t.Errorf("readEffects(%q): no error", bad)
+		}
 	}
 }
