@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/envgate/envgate/certs/pebbletest"
 	"github.com/envgate/envgate/netns/netnstest/wait"
 )
 
@@ -314,15 +315,15 @@ func randomRejectedName(rng *rand.Rand, i int) string {
 // TSIG-signed update to a loopback DNS server, and Pebble validates it by
 // querying that same server.
 func TestACMEWildcardDNS01(t *testing.T) {
-	dnsSrv := startTestDNS(t, "envgate.test")
+	dnsSrv := pebbletest.StartDNS(t, "envgate.test")
 	g := newTestGateway(t)
-	p := startPebbleWithDNS(t, g.httpPort, g.tlsPort, dnsSrv.addr)
+	p := startPebbleWithDNS(t, g.httpPort, g.tlsPort, dnsSrv.Addr)
 	cfg := acmeTestConfig(p, g, t.TempDir())
 	cfg.Wildcard = &WildcardConfig{
-		Nameserver:  dnsSrv.addr,
-		TSIGKeyName: testTSIGKey,
-		TSIGSecret:  testTSIGSecret,
-		Resolvers:   []string{dnsSrv.addr},
+		Nameserver:  dnsSrv.Addr,
+		TSIGKeyName: pebbletest.TSIGKey,
+		TSIGSecret:  pebbletest.TSIGSecret,
+		Resolvers:   []string{dnsSrv.Addr},
 		// The propagation check asks the zone's NS hosts on port 53, which
 		// do not exist here; Pebble's own lookup is the real check.
 		PropagationTimeout: -1,
@@ -338,7 +339,7 @@ func TestACMEWildcardDNS01(t *testing.T) {
 		t.Fatalf("served names %v, want the wildcard", leaf.DNSNames)
 	}
 	serial := leaf.SerialNumber.String()
-	if added, _ := dnsSrv.counts(); added < 1 {
+	if added, _ := dnsSrv.Counts(); added < 1 {
 		t.Fatal("certificate obtained without any TXT record added over RFC 2136")
 	}
 	ordersBefore := p.orders()
@@ -357,8 +358,8 @@ func TestACMEWildcardDNS01(t *testing.T) {
 		t.Fatalf("%d orders and %d allow calls after the wildcard; want none", got, allowCalls.Load())
 	}
 	// certmagic removes the challenge record once the order is done.
-	wait.Until(time.Minute, func() bool { return len(dnsSrv.records("_acme-challenge."+testDomain)) == 0 })
-	if recs := dnsSrv.records("_acme-challenge." + testDomain); len(recs) > 0 {
+	wait.Until(time.Minute, func() bool { return len(dnsSrv.Records("_acme-challenge."+testDomain)) == 0 })
+	if recs := dnsSrv.Records("_acme-challenge." + testDomain); len(recs) > 0 {
 		t.Errorf("challenge TXT records left behind: %q", recs)
 	}
 }

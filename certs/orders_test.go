@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/envgate/envgate/certs/pebbletest"
 	"github.com/rs/zerolog"
 )
 
@@ -158,16 +159,16 @@ func TestACMEAnySourcePerNameOrdersNothing(t *testing.T) {
 // wildcard through DNS-01: one order, then 100 random names are served
 // that certificate and order nothing.
 func TestACMEAnySourceWildcardOrdersOnce(t *testing.T) {
-	dnsSrv := startTestDNS(t, "envgate.test")
+	dnsSrv := pebbletest.StartDNS(t, "envgate.test")
 	g := newTestGateway(t)
-	p := startPebbleWithDNS(t, g.httpPort, g.tlsPort, dnsSrv.addr)
+	p := startPebbleWithDNS(t, g.httpPort, g.tlsPort, dnsSrv.Addr)
 	cfg := acmeTestConfig(p, g, t.TempDir())
 	cfg.AnyEnv = true
 	cfg.Wildcard = &WildcardConfig{
-		Nameserver:         dnsSrv.addr,
-		TSIGKeyName:        testTSIGKey,
-		TSIGSecret:         testTSIGSecret,
-		Resolvers:          []string{dnsSrv.addr},
+		Nameserver:         dnsSrv.Addr,
+		TSIGKeyName:        pebbletest.TSIGKey,
+		TSIGSecret:         pebbletest.TSIGSecret,
+		Resolvers:          []string{dnsSrv.Addr},
 		PropagationTimeout: -1, // see TestACMEWildcardDNS01
 	}
 	m := newTestManager(t, cfg, nil)

@@ -3,6 +3,8 @@
 // of real ACME flows. Validation is real (PEBBLE_VA_ALWAYS_VALID is unset):
 // Pebble fetches HTTP-01 and TLS-ALPN-01 challenges from 127.0.0.1 on the
 // ports the test names, so the code under test must serve them there.
+// For DNS-01, StartDNS serves a zone that takes RFC 2136 updates, and
+// Options.DNS makes it Pebble's resolver.
 //
 // The binaries are built from the module version pinned in go.mod (tool
 // dependencies) once per machine and version, into a cache directory under
