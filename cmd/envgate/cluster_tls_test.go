@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -189,6 +190,106 @@ access: [{allow_cidrs: [127.0.0.0/8]}]
 	}
 	if got := ledgerOrders(t, ledger); got != 3 {
 		t.Errorf("the order ledger records %d orders, want 3", got)
+	}
+}
+
+// TestClusterTLSWildcardOneOrder: with tls.wildcard every node manages
+// the wildcard from its start, so the nodes of a cluster started together
+// all go for its order at once. Pebble's ACME API reaches the nodes
+// through a gate that opens only once all three have asked for the
+// order's lock file in the shared storage: exactly one order (at Pebble
+// and in the ledger) and one DNS-01 challenge follow, one node obtains
+// the certificate, the other two find it stored after the lock, and all
+// three serve it.
+func TestClusterTLSWildcardOneOrder(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (network namespaces)")
+	}
+	te := clustertest.Start(t)
+	dnsSrv := pebbletest.StartDNS(t, "envgate.test")
+	wildcard := "*." + acmeDomain
+	open := make(chan struct{})
+	var p *pebbletest.Pebble
+	var dirURL string
+	nodes := startTestClusterWith(t, []string{te.Endpoint}, "twild", 3, 5*time.Second, func(c *clusterNode) string {
+		c.httpsAddr = fmt.Sprintf("127.0.0.1:%d", netnstest.LoopbackPort(t))
+		c.flags = []string{"--log-level", "debug"} // certmagic's lock steps
+		if p == nil {
+			p = pebbletest.Start(t, pebbletest.Options{HTTPPort: listenPort(c.addr), TLSPort: listenPort(c.httpsAddr), DNS: dnsSrv.Addr})
+			u, err := url.Parse(p.DirURL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The nodes' first request to the CA (its directory) waits at
+			// the gate; the directory names Pebble's own address for the
+			// rest.
+			u.Host = fmt.Sprintf("127.0.0.1:%d", gatedForward(t, u.Host, open))
+			dirURL = u.String()
+		}
+		return fmt.Sprintf(`domains: [%s]
+listen: {http: %q, https: %q}
+tls:
+  mode: acme
+  email: ops@envgate.test
+  ca: %q
+  ca_root: %q
+  wildcard: {nameserver: %q, tsig_key_name: %q, tsig_secret: %q, resolvers: [%q], propagation_timeout: "off"}
+access: [{allow_cidrs: [127.0.0.0/8]}]
+`, acmeDomain, c.addr, c.httpsAddr, dirURL, p.APIRootPEM, dnsSrv.Addr, pebbletest.TSIGKey, pebbletest.TSIGSecret, dnsSrv.Addr) + demoTemplate
+	})
+	asked := wait.Until(time.Minute, func() bool {
+		for _, c := range nodes {
+			if logLines(c.g.log, `"acquiring lock"`, `"identifier":"`+wildcard+`"`) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	close(open)
+	if !asked {
+		t.Errorf("not every node asked for the lock of the %s order before the CA was let through", wildcard)
+	}
+
+	name := "feature-x." + acmeDomain
+	leaves := make([]*x509.Certificate, len(nodes))
+	for i, c := range nodes {
+		var err error
+		if !wait.Until(3*time.Minute, func() bool {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			leaves[i], err = tlsHandshake(ctx, c.httpsAddr, name, p.Roots)
+			return err == nil
+		}) {
+			t.Fatalf("%s serves no certificate for %s after 3 minutes: %v", c.name, name, err)
+		}
+		if !slices.Equal(leaves[i].DNSNames, []string{wildcard}) {
+			t.Errorf("%s serves %s a certificate for %v, want %s", c.name, name, leaves[i].DNSNames, wildcard)
+		}
+		if !bytes.Equal(leaves[i].Raw, leaves[0].Raw) {
+			t.Errorf("%s serves serial %s, %s serial %s: the nodes serve different certificates", c.name, leaves[i].SerialNumber, nodes[0].name, leaves[0].SerialNumber)
+		}
+	}
+	if got := p.Orders(); got != 1 {
+		t.Errorf("Pebble saw %d orders for %s managed by three nodes started together, want 1", got, wildcard)
+	}
+	if got := ledgerOrders(t, filepath.Join(nodes[0].state, "acme-orders.json")); got != 1 {
+		t.Errorf("the order ledger records %d orders, want 1", got)
+	}
+	if added, _ := dnsSrv.Counts(); added != 1 {
+		t.Errorf("%d DNS-01 challenge records added, want 1", added)
+	}
+	obtained := 0
+	for _, c := range nodes {
+		n := c.g.log.Count(`"certificate obtained"`)
+		stored := logLines(c.g.log, `"certificate already exists in storage"`, `"identifier":"`+wildcard+`"`)
+		t.Logf("%s logged %d certificate obtained, %d found it stored after the lock", c.name, n, stored)
+		if n == 0 && stored == 0 {
+			t.Errorf("%s neither obtained %s nor found it in the storage after waiting for the lock", c.name, wildcard)
+		}
+		obtained += n
+	}
+	if obtained != 1 {
+		t.Errorf("the nodes logged %d certificates obtained, want 1", obtained)
 	}
 }
 
