@@ -83,12 +83,7 @@ access: [{allow_cidrs: [127.0.0.0/8]}]
 				return true
 			default:
 			}
-			for _, c := range nodes {
-				if logLines(c.g.log, `"acquiring lock"`, `"identifier":"`+name+`"`) == 0 {
-					return false
-				}
-			}
-			return true
+			return askedLock(nodes, name)
 		})
 	}()
 	leaves := handshakeBurst(t, nodes, name, p.Roots)
@@ -101,19 +96,7 @@ access: [{allow_cidrs: [127.0.0.0/8]}]
 	if got := ledgerOrders(t, ledger); got != 1 {
 		t.Errorf("the order ledger records %d orders, want 1", got)
 	}
-	obtained := 0
-	for _, c := range nodes {
-		n := c.g.log.Count(`"certificate obtained"`)
-		stored := logLines(c.g.log, `"certificate already exists in storage"`, `"identifier":"`+name+`"`)
-		t.Logf("%s logged %d certificate obtained, %d found it stored after the lock", c.name, n, stored)
-		if n == 0 && stored == 0 {
-			t.Errorf("%s neither obtained %s nor found it in the storage after waiting for the lock", c.name, name)
-		}
-		obtained += n
-	}
-	if obtained != 1 {
-		t.Errorf("the nodes logged %d certificates obtained, want 1", obtained)
-	}
+	oneObtained(t, nodes, name)
 	// The certificate serves the env over HTTPS through every node: one
 	// that does not own it forwards to the owner's plain-HTTP
 	// listener (cluster.advertise), which serves the hop rather than
@@ -237,14 +220,7 @@ tls:
 access: [{allow_cidrs: [127.0.0.0/8]}]
 `, acmeDomain, c.addr, c.httpsAddr, dirURL, p.APIRootPEM, dnsSrv.Addr, pebbletest.TSIGKey, pebbletest.TSIGSecret, dnsSrv.Addr) + demoTemplate
 	})
-	asked := wait.Until(time.Minute, func() bool {
-		for _, c := range nodes {
-			if logLines(c.g.log, `"acquiring lock"`, `"identifier":"`+wildcard+`"`) == 0 {
-				return false
-			}
-		}
-		return true
-	})
+	asked := wait.Until(time.Minute, func() bool { return askedLock(nodes, wildcard) })
 	close(open)
 	if !asked {
 		t.Errorf("not every node asked for the lock of the %s order before the CA was let through", wildcard)
@@ -278,19 +254,7 @@ access: [{allow_cidrs: [127.0.0.0/8]}]
 	if added, _ := dnsSrv.Counts(); added != 1 {
 		t.Errorf("%d DNS-01 challenge records added, want 1", added)
 	}
-	obtained := 0
-	for _, c := range nodes {
-		n := c.g.log.Count(`"certificate obtained"`)
-		stored := logLines(c.g.log, `"certificate already exists in storage"`, `"identifier":"`+wildcard+`"`)
-		t.Logf("%s logged %d certificate obtained, %d found it stored after the lock", c.name, n, stored)
-		if n == 0 && stored == 0 {
-			t.Errorf("%s neither obtained %s nor found it in the storage after waiting for the lock", c.name, wildcard)
-		}
-		obtained += n
-	}
-	if obtained != 1 {
-		t.Errorf("the nodes logged %d certificates obtained, want 1", obtained)
-	}
+	oneObtained(t, nodes, wildcard)
 }
 
 // handshakeBurst makes four TLS handshakes for name at each node, all let
@@ -391,6 +355,37 @@ func gatedForward(t *testing.T, to string, open <-chan struct{}) int {
 		}
 	})
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// askedLock tells whether every node has logged (at debug) that it asks
+// for certmagic's lock to order a certificate for identifier.
+func askedLock(nodes []*clusterNode, identifier string) bool {
+	for _, c := range nodes {
+		if logLines(c.g.log, `"acquiring lock"`, `"identifier":"`+identifier+`"`) == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// oneObtained checks that exactly one node obtained a certificate, and
+// that each other node found the one for identifier stored once it had
+// certmagic's lock (logged at debug).
+func oneObtained(t *testing.T, nodes []*clusterNode, identifier string) {
+	t.Helper()
+	obtained := 0
+	for _, c := range nodes {
+		n := c.g.log.Count(`"certificate obtained"`)
+		stored := logLines(c.g.log, `"certificate already exists in storage"`, `"identifier":"`+identifier+`"`)
+		t.Logf("%s logged %d certificate obtained, %d found it stored after the lock", c.name, n, stored)
+		if n == 0 && stored == 0 {
+			t.Errorf("%s neither obtained %s nor found it in the storage after waiting for the lock", c.name, identifier)
+		}
+		obtained += n
+	}
+	if obtained != 1 {
+		t.Errorf("the nodes logged %d certificates obtained, want 1", obtained)
+	}
 }
 
 // logLines counts the lines of log that hold every one of subs.
