@@ -43,7 +43,9 @@ type tcpNode struct {
 // and a hop is never forwarded again. When the owner dies, a connection
 // relayed to it while its session lasts fails at once, with a warning
 // naming the node, and once its session is gone the env starts again on
-// one other node, with its data dir.
+// one other node, with its data dir. When the next owner freezes, a
+// connection relayed to it is held until its session ends, then closed;
+// the env moves again, and the thawed node stops its copy.
 func TestClusterTCP(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (network namespaces)")
@@ -137,6 +139,24 @@ templates:
 		m := demoEnvRE.FindStringSubmatch(body)
 		if resp.StatusCode != 200 || m == nil || !strings.HasPrefix(m[1], env+".") {
 			t.Fatalf("via %s (terminate): %s, want %s's page:\n%s", node.name, resp.Status, env, body)
+		}
+		visits, _ = strconv.Atoi(resp.Header.Get("X-Demo-Visits"))
+		return strings.TrimPrefix(m[1], env+"."), visits
+	}
+	// terminateOK is terminate for a poll: "" when the connection fails
+	// or the answer is not env's page.
+	terminateOK := func(node *clusterNode) (boot string, visits int) {
+		c := tlsClient(t, tcps[node.name].terminate, gwRoots)
+		c.Timeout = 30 * time.Second
+		resp, err := c.Get(url)
+		if err != nil {
+			return "", 0
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		m := demoEnvRE.FindStringSubmatch(string(body))
+		if err != nil || resp.StatusCode != 200 || m == nil || !strings.HasPrefix(m[1], env+".") {
+			return "", 0
 		}
 		visits, _ = strconv.Atoi(resp.Header.Get("X-Demo-Visits"))
 		return strings.TrimPrefix(m[1], env+"."), visits
@@ -269,21 +289,24 @@ templates:
 	if n, _ := ownerKey(t, cli, "ttcp", env); n != owner.name {
 		t.Fatalf("%s's owner key names %q %v after the kill, want the killed %s still (its session_ttl is %v)", env, n, time.Since(killed), owner.name, ttl)
 	}
-	if n := via.g.log.Count("tcp: the env's node is unreachable"); n != 1 {
-		t.Errorf("%s logged %d unreachable owners, want 1", via.name, n)
+	// The gateway's log reaches the test through a pipe, after the
+	// connection's end.
+	logged := func(node *clusterNode, what, line string) {
+		t.Helper()
+		wait.For(t, 10*time.Second, node.name+" to log "+what, func() bool { return node.g.log.Count(line) > 0 })
+		if n := node.g.log.Count(line); n != 1 {
+			t.Errorf("%s logged %s %d times, want once", node.name, what, n)
+		}
 	}
+	logged(via, "an unreachable owner", "tcp: the env's node is unreachable")
 	// Then the env comes back on one of the others, from its data dir: a
 	// new start (a new token), the same one through both nodes.
 	bound := ttl + 30*time.Second // session_ttl, a cold start, and slack for a loaded machine
 	var moved string
 	var visits int
 	if !wait.Until(time.Until(killed.Add(bound)), func() bool {
-		resp, err := tlsClient(t, tcps[live[1].name].terminate, gwRoots).Get(url)
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
+		b, _ := terminateOK(live[1])
+		return b != ""
 	}) {
 		t.Fatalf("%s not answering through %s %v after the kill", env, live[1].name, bound)
 	}
@@ -306,9 +329,56 @@ templates:
 			t.Errorf("via %s (passthrough) after the move: start %q, want %q", node.name, b, moved)
 		}
 	}
-	newOwner := live[0]
+	newOwner, relay := live[0], live[1]
 	if n, _ := ownerKey(t, cli, "ttcp", env); n == live[1].name {
-		newOwner = live[1]
+		newOwner, relay = live[1], live[0]
 	}
 	onlyOn("after the move", newOwner, live)
+
+	// The new owner freezes (SIGSTOP): its kernel accepts the TCP hop,
+	// and nothing answers it. The relaying node holds the client until
+	// the frozen node's session ends, then closes the connection and
+	// says why; the next connection starts the env on a live node, and
+	// the frozen node, thawed, finds its env moved and stops its copy.
+	frozen := newOwner
+	t.Cleanup(func() { frozen.g.cmd.Process.Signal(syscall.SIGCONT) })
+	if err := frozen.g.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	froze := time.Now()
+	c = tlsClient(t, tcps[relay.name].terminate, gwRoots)
+	c.Timeout = bound + ttl
+	if resp, err := c.Get(url); err == nil {
+		resp.Body.Close()
+		t.Errorf("via %s to the frozen %s: %s, want the connection closed", relay.name, frozen.name, resp.Status)
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Errorf("via %s to the frozen %s: %v, want the connection closed once its session ended", relay.name, frozen.name, err)
+	}
+	t.Logf("a connection through %s to the frozen %s was closed %v after the freeze", relay.name, frozen.name, time.Since(froze).Round(time.Millisecond))
+	logged(relay, "a hop to a node that left the cluster", "left the cluster (its session ended) before it answered")
+	var last string
+	if !wait.Until(time.Until(froze.Add(bound)), func() bool {
+		last, visits = terminateOK(relay)
+		return last != ""
+	}) {
+		t.Fatalf("%s not answering through %s %v after %s froze", env, relay.name, bound, frozen.name)
+	}
+	if last == moved || last == boot {
+		t.Errorf("after %s froze, %s shows an earlier start %q", frozen.name, env, last)
+	}
+	// 10 visits before the freeze (8, then one through each live node).
+	if visits != 11 {
+		t.Errorf("after the second move, %s counted visit %d, want 11", env, visits)
+	}
+	if err := frozen.g.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, bound, "the thawed "+frozen.name+"'s namespaces to go", func() bool {
+		ns, _ := instanceState(t, frozen.instance)
+		return len(ns) == 0
+	})
+	if b, _ := terminate(frozen); b != last {
+		t.Errorf("via the thawed %s: start %q, want %q", frozen.name, b, last)
+	}
+	onlyOn("after the thaw", relay, live)
 }
