@@ -40,29 +40,12 @@ func (e noEnvs) Acquire(context.Context, string) (gateway.Lease, error) {
 func startClusterTCP(t *testing.T, pl gateway.Placer) (string, *lockedBuffer) {
 	t.Helper()
 	logs := &lockedBuffer{}
-	p, err := gateway.NewTCPProxy(gateway.TCPConfig{
+	addr := serveTCP(t, gateway.TCPConfig{
 		Domains: []string{testDomain}, Envs: noEnvs{t}, Mode: gateway.TLSPassthrough,
 		Access: loopbackAccess(t), Log: zerolog.New(logs),
 		Cluster: pl, Node: "gw-a", ClusterSecret: []byte("test-cluster-secret-0123456789"),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- p.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		p.Shutdown(ctx)
-		if err := <-served; err != nil {
-			t.Errorf("tcp serve: %v", err)
-		}
-	})
-	return ln.Addr().String(), logs
+	return addr, logs
 }
 
 // handshake starts TLS with SNI env.testDomain through the proxy at

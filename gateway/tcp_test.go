@@ -33,6 +33,13 @@ func startTCP(t *testing.T, g *gw, cfg gateway.TCPConfig) string {
 		cfg.Access = loopbackAccess(t)
 	}
 	cfg.Log = zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
+	return serveTCP(t, cfg)
+}
+
+// serveTCP serves a TCP proxy with cfg on a loopback port until the
+// test ends, and returns its address.
+func serveTCP(t *testing.T, cfg gateway.TCPConfig) string {
+	t.Helper()
 	p, err := gateway.NewTCPProxy(cfg)
 	if err != nil {
 		t.Fatal(err)
