@@ -36,30 +36,18 @@ type ShareKey struct {
 }
 
 // LoadShareKey reads the key at path, making a new random one there
-// (mode 0600) if there is none.
+// (mode 0600) if there is none. Processes that start together on a
+// state_dir without a key (the nodes of a cluster, which share it) all
+// load the one made first: a new key is written whole to a file of its
+// own and then linked to path, which fails if path exists, so no
+// process reads a key still being written, or replaces another's.
 func LoadShareKey(path string) (*ShareKey, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		b = make([]byte, 32)
-		rand.Read(b)
-		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-			return nil, fmt.Errorf("access: share key: %w", err)
-		}
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		b, err = makeShareKey(path)
 		if errors.Is(err, fs.ErrExist) {
-			return LoadShareKey(path) // made meanwhile by another process
+			b, err = os.ReadFile(path) // made meanwhile by another process
 		}
-		if err != nil {
-			return nil, fmt.Errorf("access: share key: %w", err)
-		}
-		_, err = f.Write(b)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return nil, fmt.Errorf("access: share key: %w", err)
-		}
-		return &ShareKey{key: b, now: time.Now}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("access: share key: %w", err)
@@ -68,6 +56,35 @@ func LoadShareKey(path string) (*ShareKey, error) {
 		return nil, fmt.Errorf("access: share key %s: too short (%d bytes); delete it to make a new one", path, len(b))
 	}
 	return &ShareKey{key: b, now: time.Now}, nil
+}
+
+// makeShareKey makes a new key at path unless a file is there already
+// (an error wrapping fs.ErrExist), and returns it.
+func makeShareKey(path string) ([]byte, error) {
+	b := make([]byte, 32)
+	rand.Read(b)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(f.Name())
+	_, err = f.Write(b)
+	if serr := f.Sync(); err == nil {
+		err = serr
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Link(f.Name(), path); err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 // Token is a share token for env, valid until until.
