@@ -55,8 +55,12 @@ var probeClient = &http.Client{
 // output (lines), at most every probeOutputGap: dev servers tend to say
 // when they listen ("ready", "listening on"), so the wait for a server
 // that boots in 5 ms ends with its message rather than the next tick.
-func probe(ctx context.Context, addr netip.AddrPort, httpPath string, exited <-chan struct{}, lines <-chan struct{}) error {
-	return defaultPace.probe(ctx, addr, httpPath, exited, lines)
+//
+// silent, if not nil, is asked before each probe: true means nothing
+// listens on addr yet (netns.ListenProbe asks the kernel's socket table),
+// so the probe would be refused and is skipped, as if it had been.
+func probe(ctx context.Context, addr netip.AddrPort, httpPath string, exited, lines <-chan struct{}, silent func() bool) error {
+	return defaultPace.probe(ctx, addr, httpPath, exited, lines, silent)
 }
 
 // probePace is the pace of probe: see the constants.
@@ -67,7 +71,7 @@ type probePace struct {
 
 var defaultPace = probePace{first: probeFirstGap, tightFor: probeTightFor, max: probeMaxGap, output: probeOutputGap, freeOutput: probeFreeOutput}
 
-func (pp probePace) probe(ctx context.Context, addr netip.AddrPort, httpPath string, exited <-chan struct{}, lines <-chan struct{}) error {
+func (pp probePace) probe(ctx context.Context, addr netip.AddrPort, httpPath string, exited, lines <-chan struct{}, silent func() bool) error {
 	gap, began := pp.first, time.Now()
 	free := pp.freeOutput // output lines that may prompt a probe at once
 	t := time.NewTimer(0)
@@ -79,7 +83,7 @@ func (pp probePace) probe(ctx context.Context, addr netip.AddrPort, httpPath str
 			return lifecycle.ErrExited
 		default:
 		}
-		if probeOnce(ctx, addr, httpPath) == nil {
+		if (silent == nil || !silent()) && probeOnce(ctx, addr, httpPath) == nil {
 			return nil
 		}
 		last := time.Now()

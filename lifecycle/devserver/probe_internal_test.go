@@ -45,7 +45,7 @@ func probeOnOutput(t *testing.T, slow probePace) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- slow.probe(ctx, addr, "/", nil, lines) }()
+	go func() { done <- slow.probe(ctx, addr, "/", nil, lines, nil) }()
 
 	select {
 	case <-failed:
@@ -90,5 +90,26 @@ func TestProbePace(t *testing.T) {
 		if n > tc.maxProbes || at-tc.ready > tc.maxLate {
 			t.Errorf("ready at %v: seen at %v after %d probes; want at most %d probes and %v late", tc.ready, at, n, tc.maxProbes, tc.maxLate)
 		}
+	}
+}
+
+// TestProbeSkipsWhileSilent checks that no probe connects while silent
+// says nothing listens, and that the first one after it does finds the
+// server.
+func TestProbeSkipsWhileSilent(t *testing.T) {
+	var requests atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { requests.Add(1) }))
+	defer srv.Close()
+	addr := netip.MustParseAddrPort(srv.Listener.Addr().String())
+	var asked atomic.Int32
+	silent := func() bool { return asked.Add(1) <= 5 }
+	pace := probePace{first: time.Millisecond, tightFor: time.Hour, max: time.Millisecond, output: time.Hour}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := pace.probe(ctx, addr, "/", nil, nil, silent); err != nil {
+		t.Fatal(err)
+	}
+	if a, r := asked.Load(), requests.Load(); a != 6 || r != 1 {
+		t.Errorf("silent asked %d times, server probed %d times; want 6 and 1", a, r)
 	}
 }
