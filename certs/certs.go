@@ -25,7 +25,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
+	"github.com/caddyserver/certmagic"
 	"github.com/rs/zerolog"
 )
 
@@ -189,6 +191,20 @@ func (m *Manager) Close() error {
 		m.closeErr = errors.Join(errs...)
 	})
 	return m.closeErr
+}
+
+// ReleaseLocks lets go of the locks in certmagic's storage that this
+// process holds, those of orders and renewals still in flight (an
+// on-demand order goes on after Close, for as long as the handshake that
+// started it). Without it a lock file stays behind the process and the
+// other nodes of a cluster, and a successor after a handoff, wait for it
+// to go stale (10 s) before they order, and then race to take it over.
+// Call it only right before the process exits, after Close: the orders
+// it lets go of must not go on.
+func ReleaseLocks(log zerolog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	certmagic.CleanUpOwnLocks(ctx, newZapLogger(log))
 }
 
 // decide is the gate in front of every issuance: the name must be one of

@@ -6,8 +6,10 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/url"
@@ -16,6 +18,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -199,15 +202,7 @@ func TestClusterTLSWildcardOneOrder(t *testing.T) {
 		c.flags = []string{"--log-level", "debug"} // certmagic's lock steps
 		if p == nil {
 			p = pebbletest.Start(t, pebbletest.Options{HTTPPort: listenPort(c.addr), TLSPort: listenPort(c.httpsAddr), DNS: dnsSrv.Addr})
-			u, err := url.Parse(p.DirURL)
-			if err != nil {
-				t.Fatal(err)
-			}
-			// The nodes' first request to the CA (its directory) waits at
-			// the gate; the directory names Pebble's own address for the
-			// rest.
-			u.Host = fmt.Sprintf("127.0.0.1:%d", gatedForward(t, u.Host, open))
-			dirURL = u.String()
+			dirURL = gatedDirURL(t, p.DirURL, open)
 		}
 		return fmt.Sprintf(`domains: [%s]
 listen: {http: %q, https: %q}
@@ -255,6 +250,94 @@ access: [{allow_cidrs: [127.0.0.0/8]}]
 		t.Errorf("%d DNS-01 challenge records added, want 1", added)
 	}
 	oneObtained(t, nodes, wildcard)
+}
+
+// TestClusterTLSStopWhileOrdering: a node stopped (SIGTERM) while it
+// holds certmagic's lock for an order lets the lock go as it exits, so
+// the nodes waiting for it need not wait for it to go stale (10 s) or
+// race to take a stale one over; one of them orders, and both serve that
+// certificate. Pebble's directory is behind a gate, so the stopped node's
+// order never reaches it.
+func TestClusterTLSStopWhileOrdering(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (network namespaces)")
+	}
+	te := clustertest.Start(t)
+	env := "feature-stop"
+	name := env + "." + acmeDomain
+	open := make(chan struct{})
+	var p *pebbletest.Pebble
+	var dirURL string
+	nodes := startTestClusterWith(t, []string{te.Endpoint}, "tstop", 3, 5*time.Second, func(c *clusterNode) string {
+		c.httpsAddr = fmt.Sprintf("127.0.0.1:%d", netnstest.LoopbackPort(t))
+		c.flags = []string{"--log-level", "debug"} // certmagic's lock steps
+		if p == nil {
+			// Pebble validates at the first node, which stays.
+			p = pebbletest.Start(t, pebbletest.Options{HTTPPort: listenPort(c.addr), TLSPort: listenPort(c.httpsAddr)})
+			dirURL = gatedDirURL(t, p.DirURL, open)
+		}
+		return fmt.Sprintf(`domains: [%s]
+listen: {http: %q, https: %q}
+tls: {mode: acme, email: ops@envgate.test, ca: %q, ca_root: %q}
+source: {kind: list, names: [%s]}
+access: [{allow_cidrs: [127.0.0.0/8]}]
+`, acmeDomain, c.addr, c.httpsAddr, dirURL, p.APIRootPEM, env) + demoTemplate
+	})
+	stopped, stay := nodes[2], nodes[:2]
+
+	// The node to stop takes the lock first; its order waits at the gate.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	go tlsHandshake(ctx, stopped.httpsAddr, name, p.Roots) // fails as the node stops
+	wait.For(t, time.Minute, stopped.name+" to take the lock for "+name, func() bool {
+		return logLines(stopped.g.log, `"lock acquired"`, `"identifier":"`+name+`"`) > 0
+	})
+	// The others ask for it and wait.
+	leaves := make([]*x509.Certificate, len(stay))
+	errs := make([]error, len(stay))
+	var wg sync.WaitGroup
+	for i, c := range stay {
+		wg.Go(func() { leaves[i], errs[i] = tlsHandshake(ctx, c.httpsAddr, name, p.Roots) })
+	}
+	wait.For(t, time.Minute, "the other nodes to ask for the lock", func() bool { return askedLock(stay, name) })
+
+	stopped.g.stop(t, syscall.SIGTERM)
+	exited := time.Now()
+	// Any lock file made before the exit would be the stopped node's.
+	locks, err := filepath.Glob(filepath.Join(stopped.state, "certs", "locks", "*.lock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range locks {
+		b, err := os.ReadFile(f)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // let go since the listing
+		}
+		var meta struct {
+			Created time.Time `json:"created"`
+		}
+		if err != nil || json.Unmarshal(b, &meta) != nil {
+			t.Fatalf("lock file %s: %v %q", f, err, b)
+		}
+		if meta.Created.Before(exited) {
+			t.Errorf("lock file %s, made %s before %s exited, is still there: the others wait for it to go stale", filepath.Base(f), exited.Sub(meta.Created).Round(time.Millisecond), stopped.name)
+		}
+	}
+
+	close(open)
+	wg.Wait()
+	for i, c := range stay {
+		if errs[i] != nil {
+			t.Fatalf("handshake for %s at %s: %v", name, c.name, errs[i])
+		}
+		if !bytes.Equal(leaves[i].Raw, leaves[0].Raw) {
+			t.Errorf("%s serves serial %s, %s serial %s", c.name, leaves[i].SerialNumber, stay[0].name, leaves[0].SerialNumber)
+		}
+	}
+	if got := p.Orders(); got != 1 {
+		t.Errorf("Pebble saw %d orders, want 1 (the stopped node's never got through)", got)
+	}
+	oneObtained(t, stay, name)
 }
 
 // handshakeBurst makes four TLS handshakes for name at each node, all let
@@ -355,6 +438,19 @@ func gatedForward(t *testing.T, to string, open <-chan struct{}) int {
 		}
 	})
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// gatedDirURL is the ACME directory at dir reached through a gatedForward:
+// a client's first request to the CA (for its directory) waits until
+// open is closed; the directory names the CA's own address for the rest.
+func gatedDirURL(t *testing.T, dir string, open <-chan struct{}) string {
+	t.Helper()
+	u, err := url.Parse(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Host = fmt.Sprintf("127.0.0.1:%d", gatedForward(t, u.Host, open))
+	return u.String()
 }
 
 // askedLock tells whether every node has logged (at debug) that it asks

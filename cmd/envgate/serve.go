@@ -204,7 +204,10 @@ func (a *app) run(ctx context.Context) (exitMode, error) {
 //  8. firewall: the envs' DNS forwarder stops; the table goes, unless
 //     handed off (a successor that took the envs took the table too) or
 //     not ours (ownsTable)
-//  9. pprof, then the instance lock, last
+//  9. pprof; then the locks in certmagic's storage this process still
+//     holds (orders in flight: certs.ReleaseLocks), so other nodes and a
+//     successor need not wait for them to go stale; then the instance
+//     lock, last
 func (a *app) shutdown(exit exitMode) {
 	log := a.log
 	if exit != exitHandoff {
@@ -256,6 +259,9 @@ func (a *app) shutdown(exit exitMode) {
 	}
 	if a.stopPprof != nil {
 		a.stopPprof()
+	}
+	if a.cm != nil {
+		certs.ReleaseLocks(log)
 	}
 	if a.unlock != nil {
 		a.unlock()
