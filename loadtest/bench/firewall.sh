@@ -17,6 +17,9 @@
 #            gateway's with envs untracked
 #   tracked  on, with network.track_listeners: true
 #   nonat    on, the template with egress: none and no DNS forwarder
+# and any of these as MODE@BINARY: that mode run by another build of
+# envgate (e.g. "on@/tmp/old/bin/envgate on": a change to the firewall
+# against the version before it, side by side).
 # The first mode is the base; every other is measured against it. The
 # default lists off twice: the second off against the first is the A/A
 # check, which must show no difference, and whose interval is the noise
@@ -85,17 +88,23 @@ in_ns() {
 # namespace (with pin: on CPU 1, GOMAXPROCS=1, as in §1); sets
 # FW_PID[SIDE] and FW_LOG[SIDE].
 fw_start() {
-	local mode=$1 side=$2 name=$3 pin=${4:-} cfg=$TMP/fw-$2.yaml
+	local mode=$1 side=$2 name=$3 pin=${4:-} cfg=$TMP/fw-$2.yaml bin=$BIN
+	# MODE@BINARY: another build of envgate in that mode (BINARY with
+	# its envgate-init and envgate-demo beside it), to compare two
+	# versions of the firewall side by side.
+	if [[ $mode == *@* ]]; then
+		bin=${mode#*@} mode=${mode%%@*}
+	fi
 	local pre=(nice -n "$FW_NICE")
 	[[ -z $pin ]] || pre+=(taskset -c 1 env GOMAXPROCS=1)
 	# nonat: no resolvers for the forwarder, so it does not start.
 	[[ $mode != nonat ]] || pre+=(env ENVGATE_HOST_RESOLV_CONF=/dev/null)
 	fw_config "$mode" "$side" "$cfg" "$name"
 	FW_LOG[$side]=$TMP/gateway-$name.log
-	cmd "nsenter --net=/run/netns/$(fw_ns "$side") ${pre[*]} bin/envgate --config fw-$side.yaml --log-format json serve 2>gateway-$name.log &  # firewall $mode"
+	cmd "nsenter --net=/run/netns/$(fw_ns "$side") ${pre[*]} ${bin#"$ROOT"/} --config fw-$side.yaml --log-format json serve 2>gateway-$name.log &  # firewall $mode"
 	# nsenter, nice, taskset and env each exec the next: $! is the
 	# gateway's pid (a function run with & would be a subshell's).
-	nsenter --net="/run/netns/$(fw_ns "$side")" "${pre[@]}" "$BIN" --config "$cfg" --log-format json serve 2>"${FW_LOG[$side]}" &
+	nsenter --net="/run/netns/$(fw_ns "$side")" "${pre[@]}" "$bin" --config "$cfg" --log-format json serve 2>"${FW_LOG[$side]}" &
 	FW_PID[$side]=$!
 	PIDS+=("${FW_PID[$side]}")
 	local rc
@@ -171,13 +180,15 @@ fw_slot() {
 # fw_round: one round of concurrent pairing: every side's wrk at once,
 # for BENCH_FW_SLOT s (so the machine's speed at each instant, a
 # neighbour's load included, is the same for all); prints per side, in
-# order, "rps cpu_us_per_request".
+# order, "rps cpu_us_per_request gateway_cpu_us_per_request" (the last
+# the gateway's alone: §1's CPU 1).
 fw_round() {
-	local dur=${BENCH_FW_SLOT:-2} i s t0=() t1=() w n rps
+	local dur=${BENCH_FW_SLOT:-2} i s t0=() t1=() g0=() g1=() w n rps
 	for ((i = 0; i < nm; i++)); do
 		s=$(fw_side "$i")
 		# shellcheck disable=SC2086 # the lists split into pids on purpose
 		t0+=("$(cpu_ns ${FW_TASKS[$s]})")
+		g0+=("$(cpu_ns "${FW_PID[$s]}")")
 	done
 	local k0 k1
 	# shellcheck disable=SC2086
@@ -196,6 +207,7 @@ fw_round() {
 		s=$(fw_side "$i")
 		# shellcheck disable=SC2086
 		t1+=("$(cpu_ns ${FW_TASKS[$s]})")
+		g1+=("$(cpu_ns "${FW_PID[$s]}")")
 	done
 	local req=() total=0
 	for ((i = 0; i < nm; i++)); do
@@ -209,8 +221,8 @@ fw_round() {
 		rps=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$TMP/wrk-$s.txt")
 		w=$(tail -1 "$TMP/time-$s.txt")
 		# ksoftirqd's time is shared out by requests.
-		awk -v ns="$((t1[i] - t0[i]))" -v k="$((k1 - k0))" -v w="$w" -v n="${req[i]}" -v total="$total" -v rps="$rps" '
-			BEGIN { split(w, x, " "); printf "%s %.3f\n", rps, ((ns + k * n / total) / 1e9 + x[1] + x[2]) * 1e6 / n }'
+		awk -v ns="$((t1[i] - t0[i]))" -v g="$((g1[i] - g0[i]))" -v k="$((k1 - k0))" -v w="$w" -v n="${req[i]}" -v total="$total" -v rps="$rps" '
+			BEGIN { split(w, x, " "); printf "%s %.3f %.3f\n", rps, ((ns + k * n / total) / 1e9 + x[1] + x[2]) * 1e6 / n, g / 1e3 / n }'
 	done
 }
 
@@ -279,9 +291,9 @@ scenario_firewall() {
 
 # fw_warm: the warm path, pinned and loaded as in §1.
 fw_warm() {
-	local quads=${BENCH_FW_QUADS:-30} slot=${BENCH_FW_SLOT:-2} q i j s pid p a b load0 load1
+	local quads=${BENCH_FW_QUADS:-30} slot=${BENCH_FW_SLOT:-2} q i j s pid p a b c load0 load1
 	((quads > 0)) || return 0
-	local -A rps cpu qr qc
+	local -A rps cpu gcpu qr qc
 	FW_KS=$(pgrep -x 'ksoftirqd/[0-9]+' | tr '\n' ' ')
 	for ((i = 0; i < nm; i++)); do
 		s=$(fw_side "$i")
@@ -304,9 +316,9 @@ fw_warm() {
 		((q % 4)) || log "1c. warm round $((q + 1))/$quads ($(cut -d' ' -f1 /proc/loadavg))"
 		if [[ $FW_PAIRING == concurrent ]]; then
 			i=0
-			while read -r a b; do
+			while read -r a b c; do
 				s=$(fw_side "$i")
-				rps[$s]+="$a " cpu[$s]+="$b "
+				rps[$s]+="$a " cpu[$s]+="$b " gcpu[$s]+="$c "
 				i=$((i + 1))
 			done < <(fw_round)
 			((i == nm)) || die "firewall round $q: $i results for $nm modes"
@@ -335,7 +347,8 @@ fw_warm() {
 	md "\`wrk -t1 -c50\`, keep-alive), $quads $unit. *CPU µs/req* is the CPU time of wrk, the"
 	md "gateway, the env's processes and ksoftirqd per request (every thread's sum_exec_runtime: this kernel has no"
 	md "IRQ time accounting, so the softirq work of loopback and veth receive, conntrack and nftables included, is"
-	md "charged to the task whose send triggered it, or to ksoftirqd, whose time is shared out by requests). The"
+	md "charged to the task whose send triggered it, or to ksoftirqd, whose time is shared out by requests);"
+	md "*the gateway's alone* is the gateway process's part of it, what §1's CPU 1 carries. The"
 	md "firewall's cost is CPU per packet, in the kernel: at §1's saturation req/s falls as CPU per request rises, so"
 	md "the verdict is on CPU per request, the figure a neighbour's load moves least. In concurrent pairing the modes"
 	md "share the CPUs at every instant (each gets a third of them, so req/s are far below §1's and split by the"
@@ -343,16 +356,18 @@ fw_warm() {
 	md "about three times tighter than alternating 1 s slots did on this machine (A/A quartiles ±2 % against ±6 %)."
 	md "Load average (1, 5, 15 min) before: $load0; after: $load1."
 	md ""
-	md "| mode vs ${modes[0]} (a) | pairs | CPU µs/req, a ; mode (medians) | CPU per request: effect % | req/s, a ; mode (medians) | req/s: effect % |"
-	md "|---|---:|---|---|---|---|"
+	md "| mode vs ${modes[0]} (a) | pairs | CPU µs/req, a ; mode (medians) | CPU per request: effect % | the gateway's alone (§1's CPU 1): effect % | req/s, a ; mode (medians) | req/s: effect % |"
+	md "|---|---:|---|---|---|---|---|"
 	local aa='' on='' on_r=''
 	for ((i = 1; i < nm; i++)); do
 		s=$(fw_side "$i")
 		local er ec
 		er=$(fw_pairs "${rps[a]}" "${rps[$s]}")
 		ec=$(fw_pairs "${cpu[a]}" "${cpu[$s]}")
+		local eg=n/a
+		[[ -z ${gcpu[a]:-} ]] || eg=$(fw_effect $(fw_pairs "${gcpu[a]}" "${gcpu[$s]}"))
 		# shellcheck disable=SC2086 # the lists split into numbers on purpose
-		md "| ${modes[i]} ($s) | $quads | $(median ${cpu[a]}) ; $(median ${cpu[$s]}) | $(fw_effect $ec) | $(median ${rps[a]}) ; $(median ${rps[$s]}) | $(fw_effect $er) |"
+		md "| ${modes[i]} ($s) | $quads | $(median ${cpu[a]}) ; $(median ${cpu[$s]}) | $(fw_effect $ec) | $eg | $(median ${rps[a]}) ; $(median ${rps[$s]}) | $(fw_effect $er) |"
 		[[ ${modes[i]} != off || -n $aa ]] || aa=$ec
 		[[ ${modes[i]} != on || -n $on ]] || { on=$ec on_r=$er; }
 	done
