@@ -507,7 +507,9 @@ func (f *Firewall) buildInput() {
 	// with DialMark (what conntrack would call established, without it:
 	// these connections may be untracked). A bare ACK or RST to any
 	// other host port, a listener's included, matches no such socket.
-	rule(cc, envIn, l4proto(unix.IPPROTO_TCP), socketMarkIs(DialMark), verdict(expr.VerdictReturn))
+	// (IPv4 only from here on: ip protocol, a compare of the header,
+	// rather than meta l4proto, a call.)
+	rule(cc, envIn, ipProto(unix.IPPROTO_TCP), socketMarkIs(DialMark), verdict(expr.VerdictReturn))
 	rule(cc, envIn, ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictReturn))
 	if f.dnsPort != 0 {
 		for _, proto := range []byte{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {

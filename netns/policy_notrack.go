@@ -97,20 +97,26 @@ func (f *Firewall) buildNotrack(carried []uint16) {
 	_ = cc.AddSet(f.listeners, portElements(carried)) // errors only for malformed sets; Flush reports them
 
 	pre := f.baseChain("notrack-in", nftables.ChainHookPrerouting, nftables.ChainTypeFilter, nftables.ChainPriorityRaw)
-	// Packets that arrive on lo were decided in output: they carry
-	// their conntrack verdict over loopback.
-	rule(cc, pre, ifIndexIs(expr.MetaKeyIIF, expr.CmpOpEq, loopbackIndex), verdict(expr.VerdictReturn))
-	switch {
-	case f.untrackGateway && f.pool.IsValid():
+	if f.untrackGateway && f.pool.IsValid() {
 		// A sandbox's TCP to an address in the pool (its host end, or
 		// another sandbox's, which the forward chain drops), but for DNS
 		// and the host ports, whose connections the policy accepts
 		// statefully: the gateway's connections are among these, and
 		// the input chain accepts only them (by socket, after the source
 		// address check). Compares of the header, no lookup of a socket.
-		rule(cc, pre, nfproto(unix.NFPROTO_IPV4), daddrIn(f.pool), ifPrefix(expr.MetaKeyIIFNAME, f.ifs(), expr.CmpOpEq),
-			l4proto(unix.IPPROTO_TCP), f.dportNotTracked(), notrack(), verdict(expr.VerdictReturn))
-	case f.untrackGateway:
+		// The destination is compared first, and before lo's rule: the
+		// kernel's rule interpreter loads and compares header bytes
+		// inline, where each meta match is a call, so every other
+		// packet of the host, lo's included, leaves this rule without
+		// one. (An IPv6 packet's bytes there are part of its source
+		// address; the IPv4 test follows.)
+		rule(cc, pre, daddrIn(f.pool), ifPrefix(expr.MetaKeyIIFNAME, f.ifs(), expr.CmpOpEq), nfproto(unix.NFPROTO_IPV4),
+			ipProto(unix.IPPROTO_TCP), f.dportNotTracked(), notrack(), verdict(expr.VerdictReturn))
+	}
+	// Packets that arrive on lo were decided in output: they carry
+	// their conntrack verdict over loopback.
+	rule(cc, pre, ifIndexIs(expr.MetaKeyIIF, expr.CmpOpEq, loopbackIndex), verdict(expr.VerdictReturn))
+	if f.untrackGateway && !f.pool.IsValid() {
 		// Without the pool: a sandbox's packets on a connection of the
 		// gateway's, a TCP socket of the host with DialMark. The input
 		// chain accepts them by the same test.
@@ -124,11 +130,14 @@ func (f *Firewall) buildNotrack(carried []uint16) {
 
 	out := f.baseChain("notrack-out", nftables.ChainHookOutput, nftables.ChainTypeFilter, nftables.ChainPriorityRaw)
 	// A local client's packets to a listener, and the listener's
-	// answers to it.
+	// answers to it: TCP on lo is decided in a chain of its own, so that
+	// its packets test lo and TCP once and the others (the gateway's to
+	// sandboxes) leave this rule at its first compare.
+	lo := f.chain("notrack-lo")
 	rule(cc, out, ifIndexIs(expr.MetaKeyOIF, expr.CmpOpEq, loopbackIndex), l4proto(unix.IPPROTO_TCP),
-		portInSet(2, f.listeners), notrack(), verdict(expr.VerdictReturn))
-	rule(cc, out, ifIndexIs(expr.MetaKeyOIF, expr.CmpOpEq, loopbackIndex), l4proto(unix.IPPROTO_TCP),
-		portInSet(0, f.listeners), notrack(), verdict(expr.VerdictReturn))
+		jump(expr.VerdictGoto, lo.Name))
+	rule(cc, lo, portInSet(2, f.listeners), notrack(), verdict(expr.VerdictReturn))
+	rule(cc, lo, portInSet(0, f.listeners), notrack())
 	if f.untrackGateway {
 		// The gateway's packets to sandboxes (its sockets carry
 		// DialMark; the output chain's check of new connections is for
