@@ -31,10 +31,15 @@ func TestConfigCluster(t *testing.T) {
 	if want := filepath.Join(c.StateDir, "run", "gw-a"); c.runDir() != want || filepath.Dir(c.Admin.Socket) != want || filepath.Dir(c.stateFile()) != want || filepath.Dir(pidFile(c)) != want {
 		t.Errorf("node files: run dir %s, socket %s, state file %s, pid file %s; want all in %s", c.runDir(), c.Admin.Socket, c.stateFile(), pidFile(c), want)
 	}
-	// advertise from the environment, for one config on every node.
+	// advertise from the environment, for one config on every node; the
+	// node's name is then the hostname.
 	t.Setenv(advertiseEnv, "10.0.0.7:8080")
-	if c, err := loadString(t, "cluster:\n  etcd: {endpoints: [\"http://e:2379\"]}\n  secret_file: /s\n"); err != nil || c.Cluster.Advertise != "10.0.0.7:8080" {
-		t.Errorf("advertise from $%s: %v, %v", advertiseEnv, c, err)
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := loadString(t, "cluster:\n  etcd: {endpoints: [\"http://e:2379\"]}\n  secret_file: /s\n"); err != nil || c.Cluster.Advertise != "10.0.0.7:8080" || c.Cluster.Node != host || c.clusterNode() != host {
+		t.Errorf("advertise from $%s, node from the hostname %q: %v, %v", advertiseEnv, host, c, err)
 	}
 	// The secret is read at start: too short a one is refused.
 	short := filepath.Join(t.TempDir(), "secret")

@@ -24,10 +24,11 @@ type testNode struct {
 	lost []string
 }
 
-func startNode(t *testing.T, te *clustertest.Etcd, name, fenceDir string) *testNode {
+// opts adjust the node's config before it starts.
+func startNode(t *testing.T, te *clustertest.Etcd, name, fenceDir string, opts ...func(*cluster.Config)) *testNode {
 	t.Helper()
 	tn := &testNode{}
-	n, err := cluster.New(cluster.Config{
+	cfg := cluster.Config{
 		Endpoints: []string{te.Endpoint},
 		Name:      "c",
 		Node:      name,
@@ -41,7 +42,11 @@ func startNode(t *testing.T, te *clustertest.Etcd, name, fenceDir string) *testN
 			tn.lost = append(tn.lost, envs...)
 			tn.mu.Unlock()
 		},
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	n, err := cluster.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
