@@ -4,12 +4,25 @@
 package clustertest
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
+	"math/big"
+	"net"
 	"net/url"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/envgate/envgate/certs/certstest"
 	"github.com/envgate/envgate/netns/netnstest"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
@@ -19,23 +32,53 @@ import (
 type Etcd struct {
 	cfg *embed.Config
 	e   *embed.Etcd
-	// Endpoint is its client URL, http://127.0.0.1:<port>.
+	// Endpoint is its client URL, http://127.0.0.1:<port> (https with
+	// StartTLS).
 	Endpoint string
+	// CAFile, CertFile and KeyFile are set by StartTLS: the CA that signed
+	// the server's certificate, and a client certificate and key it
+	// accepts.
+	CAFile, CertFile, KeyFile string
 }
 
 // Start runs an etcd until the test ends.
 func Start(t testing.TB) *Etcd {
 	t.Helper()
+	return start(t, false)
+}
+
+// StartTLS runs an etcd that serves its clients TLS only and admits only
+// those with a client certificate from its CA, until the test ends.
+func StartTLS(t testing.TB) *Etcd {
+	t.Helper()
+	return start(t, true)
+}
+
+func start(t testing.TB, withTLS bool) *Etcd {
+	t.Helper()
 	cfg := embed.NewConfig()
 	cfg.Dir = t.TempDir()
 	cfg.Name = "test"
 	cfg.LogLevel = "error"
-	cu, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", netnstest.LoopbackPort(t)))
+	scheme := "http"
+	te := &Etcd{cfg: cfg}
+	if withTLS {
+		scheme = "https"
+		dir := t.TempDir()
+		ca := certstest.NewCA(t)
+		te.CAFile = writePEM(t, dir, "ca.pem", "CERTIFICATE", ca.Cert.Raw)
+		// The server's certificate is its client one too (etcd dials
+		// itself for its gRPC gateway).
+		srvCert, srvKey := leaf(t, ca, dir, "server")
+		te.CertFile, te.KeyFile = leaf(t, ca, dir, "client")
+		cfg.ClientTLSInfo = transport.TLSInfo{CertFile: srvCert, KeyFile: srvKey, TrustedCAFile: te.CAFile, ClientCertAuth: true}
+	}
+	cu, _ := url.Parse(fmt.Sprintf("%s://127.0.0.1:%d", scheme, netnstest.LoopbackPort(t)))
 	pu, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", netnstest.LoopbackPort(t)))
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	te := &Etcd{cfg: cfg, Endpoint: cu.String()}
+	te.Endpoint = cu.String()
 	te.Resume(t)
 	t.Cleanup(te.Stop)
 	return te
@@ -69,10 +112,58 @@ func (te *Etcd) Stop() {
 // Client is a client of the server, closed when the test ends.
 func (te *Etcd) Client(t testing.TB) *clientv3.Client {
 	t.Helper()
-	c, err := clientv3.New(clientv3.Config{Endpoints: []string{te.Endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	var tc *tls.Config
+	if te.CAFile != "" {
+		var err error
+		tc, err = (&transport.TLSInfo{CertFile: te.CertFile, KeyFile: te.KeyFile, TrustedCAFile: te.CAFile}).ClientConfig()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := clientv3.New(clientv3.Config{Endpoints: []string{te.Endpoint}, TLS: tc, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// leaf writes a certificate for 127.0.0.1 signed by ca, good for a TLS
+// server and client both, and its key, in dir; it returns their paths.
+func leaf(t testing.TB, ca *certstest.CA, dir, name string) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sn, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: sn, Subject: pkix.Name{CommonName: "etcd test " + name},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:   time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return writePEM(t, dir, name+".pem", "CERTIFICATE", der), writePEM(t, dir, name+"-key.pem", "PRIVATE KEY", keyDER)
+}
+
+// writePEM writes der as one PEM block of typ to dir/name; it returns the path.
+func writePEM(t testing.TB, dir, name, typ string, der []byte) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
