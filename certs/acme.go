@@ -165,7 +165,7 @@ func (a *acmeManager) onEvent(ctx context.Context, event string, data map[string
 			// handshake's deadline and hold the client for minutes.
 			return certmagic.ErrNoRetry{Err: fmt.Errorf("certs: %s: %w", name, ErrIssuanceCap)}
 		}
-		if !renewal && !a.weekly.take(time.Now(), name) {
+		if !renewal && !a.weekly.take(ctx, time.Now(), name) {
 			return certmagic.ErrNoRetry{Err: fmt.Errorf("certs: %s: %w", name, ErrWeeklyCap)}
 		}
 		a.log.Debug().Str("server_name", name).Bool("renewal", renewal).Msg("ordering certificate")

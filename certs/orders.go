@@ -99,8 +99,10 @@ func registeredDomain(name string) string {
 // take records a new order for name at now, or reports false (with a
 // warning at most once a minute) when its registered domain already had
 // max orders in the last week. Failing to read or write the file refuses:
-// an order that is not recorded would not count after a restart.
-func (l *orderLedger) take(now time.Time, name string) bool {
+// an order that is not recorded would not count after a restart. So does
+// ctx ending (the order's own deadline) while another holder, on this
+// node or another, keeps the file's lock.
+func (l *orderLedger) take(ctx context.Context, now time.Time, name string) bool {
 	if l.max < 0 {
 		return true
 	}
@@ -108,7 +110,7 @@ func (l *orderLedger) take(now time.Time, name string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	// The same lock as every node of a cluster (state_dir is shared).
-	unlock, err := sharedfile.Lock(context.Background(), l.lock)
+	unlock, err := sharedfile.Lock(ctx, l.lock)
 	if err != nil {
 		l.log.Error().Err(err).Str("server_name", name).Msg("certificate refused: cannot lock the order ledger")
 		return false

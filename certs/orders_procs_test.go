@@ -1,6 +1,7 @@
 package certs
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -100,7 +101,7 @@ func ledgerChild(dir string) {
 	for g := range 8 {
 		wg.Go(func() {
 			for i := g; i < tries; i += 8 {
-				if l.take(time.Now(), fmt.Sprintf("e%d-%d.dev.example.com", os.Getpid(), i)) {
+				if l.take(context.Background(), time.Now(), fmt.Sprintf("e%d-%d.dev.example.com", os.Getpid(), i)) {
 					mu.Lock()
 					granted++
 					mu.Unlock()

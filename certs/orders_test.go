@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/envgate/envgate/certs/pebbletest"
+	"github.com/envgate/envgate/lifecycle/cluster/sharedfile"
 	"github.com/rs/zerolog"
 )
 
@@ -57,7 +58,7 @@ func TestOrderLedger(t *testing.T) {
 		{7*day + time.Second, "e.dev.example.com", false},
 	}
 	for i, s := range steps {
-		if got := l.take(t0.Add(s.at), s.name); got != s.want {
+		if got := l.take(context.Background(), t0.Add(s.at), s.name); got != s.want {
 			t.Fatalf("step %d (%s at %v): take = %v, want %v", i, s.name, s.at, got, s.want)
 		}
 	}
@@ -73,7 +74,7 @@ func TestOrderLedger(t *testing.T) {
 	if n, err := l2.count(t0.Add(7*day+time.Second), "x.example.com"); err != nil || n != 3 {
 		t.Fatalf("after a restart: %d orders (%v), want 3", n, err)
 	}
-	if l2.take(t0.Add(7*day+2*time.Second), "f.dev.example.com") {
+	if l2.take(context.Background(), t0.Add(7*day+2*time.Second), "f.dev.example.com") {
 		t.Fatal("a restart reset the weekly cap")
 	}
 	if info, err := os.Stat(filepath.Join(dir, ordersFile)); err != nil || info.Mode().Perm() != 0o600 {
@@ -85,7 +86,7 @@ func TestOrderLedger(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, ordersFile), []byte("{not json"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if l2.take(t0.Add(30*day), "g.dev.example.com") {
+	if l2.take(context.Background(), t0.Add(30*day), "g.dev.example.com") {
 		t.Fatal("an order was allowed on a damaged ledger")
 	}
 	if _, err := newOrderLedger(dir, 3, zerolog.Nop()); err == nil || !strings.Contains(err.Error(), "remove it to reset") {
@@ -97,9 +98,41 @@ func TestOrderLedger(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 100 {
-		if !unlimited.take(t0, "x.example.com") {
+		if !unlimited.take(context.Background(), t0, "x.example.com") {
 			t.Fatal("a cap of -1 refused")
 		}
+	}
+}
+
+// TestOrderLedgerLockHeld: while another holder (another node, or a
+// hung one) keeps the ledger's lock, take waits only as long as its
+// context (the order's deadline) and then refuses, saying why; once the
+// lock is let go it records the order.
+func TestOrderLedgerLockHeld(t *testing.T) {
+	dir := t.TempDir()
+	var logs lockedBuffer
+	l, err := newOrderLedger(dir, 3, zerolog.New(&logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := sharedfile.Lock(context.Background(), filepath.Join(dir, ordersLock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if l.take(ctx, time.Now(), "a.dev.example.com") {
+		t.Fatal("an order was recorded while another holder had the ledger's lock")
+	}
+	if logs.Count("cannot lock the order ledger") != 1 || logs.Count(sharedfile.ErrHeld.Error()) != 1 {
+		t.Fatalf("the refusal does not say the lock was held:\n%s", logs.String())
+	}
+	unlock()
+	if !l.take(context.Background(), time.Now(), "a.dev.example.com") {
+		t.Fatalf("refused once the lock was let go:\n%s", logs.String())
+	}
+	if n, err := l.count(time.Now(), "a.dev.example.com"); err != nil || n != 1 {
+		t.Fatalf("the ledger records %d orders (%v), want 1", n, err)
 	}
 }
 
