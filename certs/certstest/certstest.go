@@ -56,15 +56,25 @@ func (ca *CA) PEM() []byte {
 // its key, PEM-encoded (the key as PKCS #8), and the certificate's serial.
 func (ca *CA) Leaf(t testing.TB, names ...string) (certPEM, keyPEM []byte, serialNumber string) {
 	t.Helper()
+	tmpl := &x509.Certificate{
+		Subject: pkix.Name{CommonName: names[0]}, DNSNames: names,
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	certPEM, keyPEM = ca.Sign(t, tmpl)
+	return certPEM, keyPEM, tmpl.SerialNumber.String()
+}
+
+// Sign returns a new certificate made from tmpl, which Sign gives a
+// random serial and a validity from an hour ago for a day, signed by the
+// CA, and its new key, PEM-encoded (the key as PKCS #8).
+func (ca *CA) Sign(t testing.TB, tmpl *x509.Certificate) (certPEM, keyPEM []byte) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial(t), Subject: pkix.Name{CommonName: names[0]}, DNSNames: names,
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
+	tmpl.SerialNumber = serial(t)
+	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour)
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
 	if err != nil {
 		t.Fatal(err)
@@ -74,8 +84,7 @@ func (ca *CA) Leaf(t testing.TB, names ...string) (certPEM, keyPEM []byte, seria
 		t.Fatal(err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
-		tmpl.SerialNumber.String()
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
 }
 
 // TLSCert is Leaf as a tls.Certificate, for a test server.

@@ -4,15 +4,10 @@
 package clustertest
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"net/url"
 	"os"
@@ -66,7 +61,7 @@ func start(t testing.TB, withTLS bool) *Etcd {
 		scheme = "https"
 		dir := t.TempDir()
 		ca := certstest.NewCA(t)
-		te.CAFile = writePEM(t, dir, "ca.pem", "CERTIFICATE", ca.Cert.Raw)
+		te.CAFile = writeFile(t, dir, "ca.pem", ca.PEM())
 		// The server's certificate is its client one too (etcd dials
 		// itself for its gRPC gateway).
 		srvCert, srvKey := leaf(t, ca, dir, "server")
@@ -132,37 +127,18 @@ func (te *Etcd) Client(t testing.TB) *clientv3.Client {
 // server and client both, and its key, in dir; it returns their paths.
 func leaf(t testing.TB, ca *certstest.CA, dir, name string) (certFile, keyFile string) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sn, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: sn, Subject: pkix.Name{CommonName: "etcd test " + name},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:   time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return writePEM(t, dir, name+".pem", "CERTIFICATE", der), writePEM(t, dir, name+"-key.pem", "PRIVATE KEY", keyDER)
+	certPEM, keyPEM := ca.Sign(t, &x509.Certificate{
+		Subject: pkix.Name{CommonName: "etcd test " + name}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	})
+	return writeFile(t, dir, name+".pem", certPEM), writeFile(t, dir, name+"-key.pem", keyPEM)
 }
 
-// writePEM writes der as one PEM block of typ to dir/name; it returns the path.
-func writePEM(t testing.TB, dir, name, typ string, der []byte) string {
+// writeFile writes b to dir/name; it returns the path.
+func writeFile(t testing.TB, dir, name string, b []byte) string {
 	t.Helper()
 	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+	if err := os.WriteFile(p, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return p
