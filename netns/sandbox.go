@@ -176,25 +176,30 @@ func (m *Manager) CreateWith(ctx context.Context, id string, setup Setup) (_ *Sa
 	}
 	defer inner.Close()
 
-	lo, err := inner.LinkByName("lo")
-	if err == nil {
-		err = inner.LinkSetUp(lo)
-	}
-	if err != nil {
+	// A new namespace's loopback device is always index 1
+	// (LOOPBACK_IFINDEX): no lookup.
+	lo := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "lo", Index: 1}}
+	if err := inner.LinkSetUp(lo); err != nil {
 		return nil, fmt.Errorf("netns: %s: lo up: %w", sb.Name, err)
 	}
 
+	// The MACs are ours (vethMACs), so the host end needs no lookup: the
+	// neighbour entries need its MAC, and LinkAdd fills in its index.
+	hostMAC, peerMAC := vethMACs(slot)
 	veth := &netlink.Veth{
-		LinkAttrs:     netlink.LinkAttrs{Name: sb.HostIf},
-		PeerName:      PeerIfName,
-		PeerNamespace: netlink.NsFd(int(sb.handle)),
+		LinkAttrs:        netlink.LinkAttrs{Name: sb.HostIf, HardwareAddr: hostMAC},
+		PeerName:         PeerIfName,
+		PeerHardwareAddr: peerMAC,
+		PeerNamespace:    netlink.NsFd(int(sb.handle)),
 	}
 	if err := netlink.LinkAdd(veth); err != nil {
 		return nil, fmt.Errorf("netns: %s: add veth %s: %w", sb.Name, sb.HostIf, err)
 	}
-	host, err := netlink.LinkByName(sb.HostIf)
-	if err != nil {
-		return nil, fmt.Errorf("netns: %s: find %s: %w", sb.Name, sb.HostIf, err)
+	var host netlink.Link = veth
+	if veth.Index == 0 {
+		if host, err = netlink.LinkByName(sb.HostIf); err != nil {
+			return nil, fmt.Errorf("netns: %s: find %s: %w", sb.Name, sb.HostIf, err)
+		}
 	}
 	sb.hostIndex = host.Attrs().Index
 	if setup.NoIPv6 {
@@ -232,6 +237,14 @@ func (m *Manager) CreateWith(ctx context.Context, id string, setup Setup) (_ *Sa
 	}
 	success = true
 	return sb, nil
+}
+
+// vethMACs are the MACs of a slot's veth pair: locally administered
+// unicast, 02:65 (host end) and 02:67 (inside) followed by the end's IPv4
+// address, so distinct on every pair of this machine's pools.
+func vethMACs(slot Slot) (host, peer net.HardwareAddr) {
+	h, p := slot.Host.As4(), slot.Peer.As4()
+	return net.HardwareAddr{0x02, 0x65, h[0], h[1], h[2], h[3]}, net.HardwareAddr{0x02, 0x67, p[0], p[1], p[2], p[3]}
 }
 
 func addr30(a netip.Addr) *netlink.Addr {
