@@ -129,21 +129,31 @@ func (f *Firewall) buildNotrack(carried []uint16) {
 		ifPrefix(expr.MetaKeyIIFNAME, f.ifs(), expr.CmpOpNeq), daddrLocal(), notrack())
 
 	out := f.baseChain("notrack-out", nftables.ChainHookOutput, nftables.ChainTypeFilter, nftables.ChainPriorityRaw)
+	// The gateway's packets to sandboxes (its sockets carry DialMark;
+	// the output chain's check of new connections is for the others,
+	// which stay tracked). With the pool, first and starting with the
+	// inline compare of the destination against it (see buildNotrack's
+	// prerouting rule): lo's packets leave it without a call, and the
+	// gateway's to sandboxes skip lo's rule.
+	gateway := []expr.Any{}
+	if f.pool.IsValid() {
+		gateway = daddrIn(f.pool)
+	}
+	gateway = append(gateway, markIs(expr.CmpOpEq, DialMark)...)
+	gateway = append(gateway, ifPrefix(expr.MetaKeyOIFNAME, f.ifs(), expr.CmpOpEq)...)
+	if f.untrackGateway && f.pool.IsValid() {
+		rule(cc, out, gateway, notrack(), verdict(expr.VerdictReturn))
+	}
 	// A local client's packets to a listener, and the listener's
 	// answers to it: TCP on lo is decided in a chain of its own, so that
-	// its packets test lo and TCP once and the others (the gateway's to
-	// sandboxes) leave this rule at its first compare.
+	// its packets test lo and TCP once.
 	lo := f.chain("notrack-lo")
 	rule(cc, out, ifIndexIs(expr.MetaKeyOIF, expr.CmpOpEq, loopbackIndex), l4proto(unix.IPPROTO_TCP),
 		jump(expr.VerdictGoto, lo.Name))
 	rule(cc, lo, portInSet(2, f.listeners), notrack(), verdict(expr.VerdictReturn))
 	rule(cc, lo, portInSet(0, f.listeners), notrack())
-	if f.untrackGateway {
-		// The gateway's packets to sandboxes (its sockets carry
-		// DialMark; the output chain's check of new connections is for
-		// the others, which stay tracked).
-		rule(cc, out, markIs(expr.CmpOpEq, DialMark), ifPrefix(expr.MetaKeyOIFNAME, f.ifs(), expr.CmpOpEq),
-			notrack(), verdict(expr.VerdictReturn))
+	if f.untrackGateway && !f.pool.IsValid() {
+		rule(cc, out, gateway, notrack(), verdict(expr.VerdictReturn))
 	}
 	// The listeners' answers to other hosts. (A port is never the source
 	// of the host's other connections: the kernel picks no ephemeral port
