@@ -28,25 +28,31 @@ func HostFirewall() bool { return hostFirewall(&nftables.Conn{}) }
 // benchmark.
 var UseSpawner = &useSpawner
 
-// SpawnerTID is the thread of the running spawner, 0 if none runs.
-func SpawnerTID() int {
+// SpawnerTIDs are the threads of the running spawner's workers.
+func SpawnerTIDs() []int {
 	spawnerState.mu.Lock()
-	defer spawnerState.mu.Unlock()
-	if spawnerState.cur == nil {
-		return 0
+	sp := spawnerState.cur
+	spawnerState.mu.Unlock()
+	if sp == nil {
+		return nil
 	}
-	return spawnerState.cur.tid
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	var tids []int
+	for tid := range sp.workers {
+		tids = append(tids, tid)
+	}
+	return tids
 }
 
 // StopSpawner ends the running spawner, if any, and waits until its
-// thread is gone: the next start makes a new one.
+// workers have left: the next start makes a new one.
 func StopSpawner() {
 	spawnerState.mu.Lock()
 	sp := spawnerState.cur
-	spawnerState.cur = nil
 	spawnerState.mu.Unlock()
 	if sp != nil {
-		close(sp.reqs)
+		close(sp.stop)
 		<-sp.dead
 	}
 }

@@ -16,8 +16,8 @@ import (
 )
 
 // The spawner: children with a mount namespace of their own (isolated dev
-// servers) are forked from one long-lived thread whose descriptor table is
-// its own and nearly empty.
+// servers) are forked from long-lived threads whose descriptor tables are
+// their own and nearly empty (one thread per start in progress).
 //
 // A fork copies the forking thread's descriptor table, and the exec that
 // follows closes every close-on-exec descriptor of the copy, one by one:
@@ -25,13 +25,13 @@ import (
 // descriptors per live env (its pidfd, its output pipe, its namespace, an
 // idle connection to it), so at 2,000 envs every fork copied and exec
 // closed about 8,000 of them: 2-3 ms of CPU per start, a tenth of all
-// the CPU a start cost, growing with the number of envs. The spawner's
+// the CPU a start cost, growing with the number of envs. Each spawner
 // thread calls unshare(CLONE_FILES) once, closes its copies of the
 // descriptors of that moment, and gets the few a child needs from the
 // process's table by pidfd_getfd(2) at each start: its children copy and
 // close a handful, however many envs live.
 //
-// The thread stays locked for good, so the Go runtime runs nothing else
+// A spawner thread stays locked for good, so the Go runtime runs nothing else
 // on it, and it creates no thread from it either (a locked thread asks its
 // template thread to, see runtime.newm). It keeps its copies of the
 // runtime's own poller descriptors (anonymous epoll and eventfd
@@ -64,8 +64,8 @@ type spawnRequest struct {
 type spawnResult struct {
 	pid int
 	err error
-	// dead: the spawner's thread is no longer fit for use (after failed);
-	// it has exited, and the next start makes a new spawner.
+	// dead: the worker's thread is no longer fit for use (after failed);
+	// the worker has left the spawner.
 	dead bool
 }
 
@@ -73,12 +73,26 @@ type spawnResult struct {
 // be made): the caller starts it the ordinary way. Nothing was started.
 var errNoSpawner = errors.New("netns: no spawner")
 
-// spawner is a running spawner: its goroutine serves reqs until it
-// closes dead.
+// maxSpawnThreads bounds the spawner's threads. It has one per start
+// in progress, as many as ever ran at once: a fork waits until its child
+// has exec'd, and a child that boots at a low priority (devserver's
+// bootNice) on a busy machine may wait long for a CPU; one thread for all
+// would make every start wait for the slowest such child before it.
+const maxSpawnThreads = 16
+
+// spawner is the running spawner: threads (workers) that each serve reqs
+// until their thread is unfit or stop is closed. dead is closed once no
+// worker is left.
 type spawner struct {
-	reqs chan *spawnRequest
-	dead chan struct{}
-	tid  int // its thread
+	reqs  chan *spawnRequest
+	stop  chan struct{}
+	dead  chan struct{}
+	probe int // a descriptor of the process's, for a worker's test of pidfd_getfd
+
+	mu      sync.Mutex
+	workers map[int]bool // live workers' thread IDs
+	starts  int          // workers being started
+	ended   bool         // the last worker left: no more
 }
 
 // spawnerState is the one spawner of the process.
@@ -91,7 +105,8 @@ var spawnerState struct {
 // useSpawner is off only in tests and benchmarks that compare.
 var useSpawner = true
 
-// runningSpawner returns the running spawner, starting one if none runs.
+// runningSpawner returns the running spawner, starting one with one
+// worker if none runs.
 func runningSpawner() (*spawner, error) {
 	spawnerState.mu.Lock()
 	defer spawnerState.mu.Unlock()
@@ -104,36 +119,23 @@ func runningSpawner() (*spawner, error) {
 	if _, _, err := baseMountFDs(); err != nil {
 		return nil, err
 	}
-	// The runtime's poller descriptors must exist before the thread's
-	// table is split off, or the thread would hold the only ones.
+	// The runtime's poller descriptors must exist before a thread's
+	// table is split off, or the thread would hold the only ones. The
+	// pipe's read end stays open for the workers' test of pidfd_getfd.
 	r, w, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("netns: spawner: %w", err)
 	}
-	defer r.Close() // and a descriptor of the process's for a test of pidfd_getfd
 	w.Close()
-	probe := int(r.Fd())
-	sp := &spawner{reqs: make(chan *spawnRequest), dead: make(chan struct{})}
-	ready := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if unix.Gettid() != os.Getpid() {
-			sp.run(ready, probe)
-			return
-		}
-		// The main thread is the process to pidfd_getfd, and must keep
-		// the process's table: hold it until the spawner's goroutine
-		// has locked another.
-		locked := make(chan struct{})
-		go func() {
-			runtime.LockOSThread()
-			close(locked)
-			sp.run(ready, probe)
-		}()
-		<-locked
-		runtime.UnlockOSThread()
-	}()
-	if err := <-ready; err != nil {
+	fd, err := unix.FcntlInt(r.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	r.Close()
+	if err != nil {
+		return nil, fmt.Errorf("netns: spawner: %w", err)
+	}
+	sp := &spawner{reqs: make(chan *spawnRequest), stop: make(chan struct{}), dead: make(chan struct{}),
+		probe: fd, workers: map[int]bool{}}
+	if err := sp.grow(); err != nil {
+		unix.Close(fd)
 		spawnerState.failed = fmt.Errorf("%w: %w", errNoSpawner, err)
 		return nil, spawnerState.failed
 	}
@@ -141,48 +143,104 @@ func runningSpawner() (*spawner, error) {
 	return sp, nil
 }
 
-// died forgets sp, whose thread has exited.
-func (sp *spawner) died() {
-	spawnerState.mu.Lock()
-	defer spawnerState.mu.Unlock()
-	if spawnerState.cur == sp {
-		spawnerState.cur = nil
+// grow starts one more worker, unless sp has maxSpawnThreads, and waits
+// until it serves.
+func (sp *spawner) grow() error {
+	sp.mu.Lock()
+	if sp.ended || len(sp.workers)+sp.starts >= maxSpawnThreads {
+		sp.mu.Unlock()
+		return nil
 	}
+	sp.starts++
+	sp.mu.Unlock()
+	ready := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if unix.Gettid() != os.Getpid() {
+			sp.run(ready)
+			return
+		}
+		// The main thread is the process to pidfd_getfd, and must keep
+		// the process's table: hold it until the worker's goroutine
+		// has locked another.
+		locked := make(chan struct{})
+		go func() {
+			runtime.LockOSThread()
+			close(locked)
+			sp.run(ready)
+		}()
+		<-locked
+		runtime.UnlockOSThread()
+	}()
+	return <-ready
 }
 
-// spawnThread is the spawner's thread's own descriptors.
+// spawnThread is a worker's thread's own descriptors.
 type spawnThread struct {
 	self    int // pidfd of the process, for pidfd_getfd
 	devNull int
 	origNet int // the process's network namespace
 }
 
-// run is the spawner's goroutine, locked to a thread other than the
-// main one for good (the runtime ends the thread with it): it sets the
-// thread up (probe is a descriptor of the process's), says so on ready,
-// and serves sp.reqs until its thread is unfit.
-func (sp *spawner) run(ready chan<- error, probe int) {
-	defer close(sp.dead)
-	sp.tid = unix.Gettid()
+// run is a worker, locked to a thread other than the main one for good
+// (the runtime ends the thread with it): it sets the thread up, says so
+// on ready, and serves sp.reqs until its thread is unfit or sp stops.
+func (sp *spawner) run(ready chan<- error) {
+	tid := unix.Gettid()
 	var t *spawnThread
 	err := errors.New("on the main thread")
-	if sp.tid != os.Getpid() {
-		t, err = setupSpawnThread(probe)
+	if tid != os.Getpid() {
+		t, err = setupSpawnThread(sp.probe)
 	}
+	sp.mu.Lock()
+	sp.starts--
+	if err == nil {
+		sp.workers[tid] = true
+	}
+	sp.mu.Unlock()
 	ready <- err
 	if err != nil {
 		return
 	}
-	for r := range sp.reqs {
-		res := t.spawn(r)
-		if res.dead {
-			sp.died() // before anyone hears of it
-		}
-		r.done <- res
-		if res.dead {
+	defer sp.leave(tid)
+	for {
+		select {
+		case <-sp.stop:
 			return
+		case r := <-sp.reqs:
+			res := t.spawn(r)
+			if res.dead {
+				sp.leave(tid) // before anyone hears of it
+			}
+			r.done <- res
+			if res.dead {
+				return
+			}
 		}
 	}
+}
+
+// leave takes worker tid off sp; the last one to leave ends sp.
+func (sp *spawner) leave(tid int) {
+	sp.mu.Lock()
+	if !sp.workers[tid] {
+		sp.mu.Unlock()
+		return
+	}
+	delete(sp.workers, tid)
+	last := len(sp.workers) == 0 && sp.starts == 0
+	sp.ended = last
+	sp.mu.Unlock()
+	if !last {
+		return
+	}
+	spawnerState.mu.Lock()
+	if spawnerState.cur == sp {
+		spawnerState.cur = nil
+	}
+	spawnerState.mu.Unlock()
+	unix.Close(sp.probe)
+	close(sp.dead)
 }
 
 // setupSpawnThread gives the calling (locked) thread a descriptor table
@@ -262,7 +320,7 @@ func closeCopies(keep int) error {
 	return nil
 }
 
-// spawn forks and execs r on the spawner's thread.
+// spawn forks and execs r on the worker's thread.
 func (t *spawnThread) spawn(r *spawnRequest) spawnResult {
 	var fetched []int
 	defer func() {
@@ -397,8 +455,15 @@ func spawnIn(ns int, cmd *exec.Cmd, before, after func() error) error {
 	r.sys.PidFD = nil // opened below, on this side
 	select {
 	case sp.reqs <- r:
-	case <-sp.dead:
-		return errNoSpawner // it died after another start
+	default:
+		// Every worker is busy: one more (if it may), then the first
+		// to be free.
+		sp.grow()
+		select {
+		case sp.reqs <- r:
+		case <-sp.dead:
+			return errNoSpawner // it died after another start
+		}
 	}
 	res := <-r.done
 	runtime.KeepAlive(cmd)

@@ -79,8 +79,8 @@ func TestSpawnerForksFromASmallTable(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatal(err)
 	}
-	tid := netns.SpawnerTID()
-	if tid == 0 {
+	tids := netns.SpawnerTIDs()
+	if len(tids) == 0 {
 		t.Fatalf("no spawner runs after a start with a mount namespace of its own: %v", netns.SpawnerFailed())
 	}
 	got, err := os.ReadFile(out.Name())
@@ -92,15 +92,17 @@ func TestSpawnerForksFromASmallTable(t *testing.T) {
 		t.Errorf("child says %q, want its namespace %s first", got, want)
 	}
 
-	fds, err := os.ReadDir(fmt.Sprintf("/proc/self/task/%d/fd", tid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if all, _ := os.ReadDir("/proc/self/fd"); len(fds) > 16 || len(all) < 400 {
-		t.Errorf("the spawner's thread holds %d descriptors (the process %d), want at most 16", len(fds), len(all))
-	}
-	if got, want := nsID(t, fmt.Sprintf("/proc/self/task/%d/ns/net", tid)), nsID(t, "/proc/self/ns/net"); got != want {
-		t.Errorf("the spawner's thread stayed in network namespace %s, want the process's %s", got, want)
+	for _, tid := range tids {
+		fds, err := os.ReadDir(fmt.Sprintf("/proc/self/task/%d/fd", tid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if all, _ := os.ReadDir("/proc/self/fd"); len(fds) > 16 || len(all) < 400 {
+			t.Errorf("spawner thread %d holds %d descriptors (the process %d), want at most 16", tid, len(fds), len(all))
+		}
+		if got, want := nsID(t, fmt.Sprintf("/proc/self/task/%d/ns/net", tid)), nsID(t, "/proc/self/ns/net"); got != want {
+			t.Errorf("spawner thread %d stayed in network namespace %s, want the process's %s", tid, got, want)
+		}
 	}
 
 	// The pipe made before the spawner ends when the process closes its
@@ -157,5 +159,53 @@ func TestSpawnerExecsDescriptorPaths(t *testing.T) {
 	}
 	if err := cmd.Wait(); err != nil || buf.String() != "buffered\n" {
 		t.Errorf("wait: %v, output %q", err, buf.String())
+	}
+}
+
+// A start in progress does not hold up another: a fork waits for its
+// child's exec, which may be slow on a busy machine (a child booting at a
+// low priority), so the spawner has a thread per start in progress.
+func TestSpawnerStartsDoNotWaitForEachOther(t *testing.T) {
+	netnstest.RequireRoot(t)
+	m := newManager(t)
+	sb := create(t, m, "spw")
+	newCmd := func() *exec.Cmd {
+		cmd := exec.Command("/bin/true")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNS}
+		return cmd
+	}
+	held, release := make(chan struct{}), make(chan struct{})
+	first := newCmd()
+	firstDone := make(chan error, 1)
+	go func() {
+		firstDone <- sb.StartWith(first, func() error {
+			close(held)
+			<-release
+			return nil
+		}, nil)
+	}()
+	<-held
+	second := newCmd()
+	secondDone := make(chan error, 1)
+	go func() { secondDone <- sb.Start(second) }()
+	select {
+	case err := <-secondDone:
+		if err != nil {
+			t.Error(err)
+		} else if err := second.Wait(); err != nil {
+			t.Error(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("a start waited for another one in progress")
+	}
+	close(release)
+	if err := <-firstDone; err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Wait(); err != nil {
+		t.Error(err)
+	}
+	if n := len(netns.SpawnerTIDs()); n < 2 {
+		t.Errorf("%d spawner threads after two starts at once, want 2 or more", n)
 	}
 }
