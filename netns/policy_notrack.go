@@ -3,6 +3,7 @@ package netns
 import (
 	"encoding/binary"
 	"fmt"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -114,7 +115,12 @@ func (f *Firewall) buildNotrack(carried []uint16) {
 			ipProto(unix.IPPROTO_TCP), f.dportNotTracked(), notrack(), verdict(expr.VerdictReturn))
 	}
 	// Packets that arrive on lo were decided in output: they carry
-	// their conntrack verdict over loopback.
+	// their conntrack verdict over loopback. Those to 127.0.0.0/8 (lo's
+	// own, the local clients') are found by an inline compare first;
+	// the rest by lo's index. (This chain only exempts packets from
+	// tracking: the IPv6 packet whose bytes there happen to match, part
+	// of its source address, is merely tracked.)
+	rule(cc, pre, daddrIn(loopbackNet), verdict(expr.VerdictReturn))
 	rule(cc, pre, ifIndexIs(expr.MetaKeyIIF, expr.CmpOpEq, loopbackIndex), verdict(expr.VerdictReturn))
 	if f.untrackGateway && !f.pool.IsValid() {
 		// Without the pool: a sandbox's packets on a connection of the
@@ -194,6 +200,9 @@ func hostFirewall(cc *nftables.Conn) bool {
 
 // loopbackIndex is the index of lo in every network namespace.
 const loopbackIndex = 1
+
+// loopbackNet is IPv4's loopback range, routed to lo only.
+var loopbackNet = netip.MustParsePrefix("127.0.0.0/8")
 
 // portInSet is `th sport @s` (offset 0) or `th dport @s` (offset 2); use
 // after l4proto.
