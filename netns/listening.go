@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"sync"
 	"syscall"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -90,14 +89,6 @@ const (
 	tcpListen        = 10 // TCP_LISTEN
 )
 
-var nativeEndian = func() binary.ByteOrder {
-	x := uint16(1)
-	if *(*byte)(unsafe.Pointer(&x)) == 1 {
-		return binary.LittleEndian
-	}
-	return binary.BigEndian
-}()
-
 // listening asks the sock_diag socket fd for the socket a SYN to ap would
 // reach: an exact lookup (no dump), which answers with that socket or
 // ENOENT.
@@ -106,7 +97,7 @@ func listening(fd int, ap netip.AddrPort) (bool, error) {
 		return false, fmt.Errorf("netns: listen probe: %s is not IPv4", ap)
 	}
 	var req [unix.NLMSG_HDRLEN + inetDiagReqLen]byte
-	ne := nativeEndian
+	ne := binary.NativeEndian
 	ne.PutUint32(req[0:], uint32(len(req)))
 	ne.PutUint16(req[4:], sockDiagByFamily)
 	ne.PutUint16(req[6:], unix.NLM_F_REQUEST)
