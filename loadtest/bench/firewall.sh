@@ -244,6 +244,18 @@ fw_pairs() {
 
 # fw_effect MEDIAN Q1 Q3 LO HI N: "median (quartiles) [interval]" with signs.
 fw_effect() { awk -v m="$1" -v a="$2" -v b="$3" -v l="$4" -v h="$5" 'BEGIN { printf "%+.2f (%+.2f … %+.2f) [%+.2f … %+.2f]", m, a, b, l, h }'; }
+# fw_aa_ok LO HI BOUND: an A/A interval that holds 0 and lies within ±BOUND.
+fw_aa_ok() { awk -v l="$1" -v h="$2" -v b="$3" 'BEGIN { print (l <= 0 && h >= 0 && l > -b && h < b) ? "**met**" : "**not met**" }'; }
+# fw_target MEDIAN HI LIMIT UNIT: the verdict on a cost wanted under LIMIT.
+fw_target() {
+	if lt "$2" "$3"; then
+		echo "**met** (interval below $3 $4)"
+	elif lt "$1" "$3"; then
+		echo "**met** by the median; the interval reaches $3 $4"
+	else
+		echo "**not met**"
+	fi
+}
 
 # scenario_firewall: §1c.
 scenario_firewall() {
@@ -382,20 +394,14 @@ fw_warm() {
 	local m _q1 _q3 lo hi v
 	if [[ -n $aa ]]; then
 		read -r m _q1 _q3 lo hi _ <<<"$aa"
-		v=$(awk -v l="$lo" -v h="$hi" 'BEGIN { print (l <= 0 && h >= 0 && l > -3 && h < 3) ? "**met**" : "**not met**" }')
+		v=$(fw_aa_ok "$lo" "$hi" 3)
 		md "A/A check (off against off): CPU per request $(fw_effect $aa) %: the method sees no difference where there is"
 		md "none when that interval holds 0, and tells a 3 % cost from noise when it lies within ±3 %: $v."
 		summ "| 1c | A/A check of the paired method, warm: off vs off, CPU per request, median effect [95 % interval] (must hold 0, within ±3 %) | ≈ 0 % | $m % [$lo … $hi] | $v |"
 	fi
 	if [[ -n $on ]]; then
 		read -r m _q1 _q3 lo hi _ <<<"$on"
-		if lt "$hi" 3; then
-			v="**met** (interval below 3 %)"
-		elif lt "$m" 3; then
-			v="**met** by the median; the interval reaches 3 %"
-		else
-			v="**not met**"
-		fi
+		v=$(fw_target "$m" "$hi" 3 %)
 		local rm rlo rhi
 		read -r rm _q1 _q3 rlo rhi _ <<<"$on_r"
 		md "Warm path cost of the firewall (on against off): CPU per request $m % (95 % interval $lo … $hi %; wanted: under 3 %): $v."
@@ -474,20 +480,14 @@ fw_cold() {
 	if [[ -n $aa ]]; then
 		local m _q1 _q3 lo hi ok
 		read -r m _q1 _q3 lo hi _ <<<"$aa"
-		ok=$(awk -v l="$lo" -v h="$hi" 'BEGIN { print (l <= 0 && h >= 0 && l > -1 && h < 1) ? "**met**" : "**not met**" }')
+		ok=$(fw_aa_ok "$lo" "$hi" 1)
 		md "A/A check of cold starts (off against off): env ready $(fw_effect $aa) ms; holds 0 and within ±1 ms: $ok."
 		summ "| 1c | A/A check of paired cold starts: off vs off, env ready median effect [95 % interval] (must hold 0, within ±1 ms) | ≈ 0 ms | $m ms [$lo … $hi] | $ok |"
 	fi
 	if [[ -n $on ]]; then
 		local m _q1 _q3 lo hi v
 		read -r m _q1 _q3 lo hi _ <<<"$on"
-		if lt "$hi" 1; then
-			v="**met** (interval below 1 ms)"
-		elif lt "$m" 1; then
-			v="**met** by the median; the interval reaches 1 ms"
-		else
-			v="**not met**"
-		fi
+		v=$(fw_target "$m" "$hi" 1 ms)
 		md "Cold start added by the firewall (env ready, on − off): $m ms (95 % interval $lo … $hi ms; wanted: under 1 ms): $v."
 		summ "| 1c | cold start p50 added by the env firewall, env ready on − off: median of paired quads [95 % interval] (issue 12) | < 1 ms | $m ms [$lo … $hi] | $v |"
 	fi
