@@ -497,16 +497,7 @@ func (f *Firewall) buildInput() {
 	cc := f.conn
 	in := f.baseChain("input", nftables.ChainHookInput, nftables.ChainTypeFilter, nftables.ChainPriorityFilter)
 	envIn := f.chain("env-input")
-	if f.pool.IsValid() {
-		// A sandbox's packets to its host end: the inline compare of
-		// the destination against the pool first (see buildNotrack's
-		// prerouting rule), so that they skip lo's rule and lo's
-		// packets leave this one without a call. Whatever of a
-		// sandbox's this misses (another destination, IPv6) the rule
-		// after lo's sends to env-input all the same.
-		rule(cc, in, daddrIn(f.pool), ifPrefix(expr.MetaKeyIIFNAME, f.ifs(), expr.CmpOpEq), jump(expr.VerdictGoto, envIn.Name))
-	}
-	// lo next: one compare for the host's local traffic (the gateway's
+	// lo first: one compare for the host's local traffic (the gateway's
 	// with local clients), which a name compare costs more.
 	rule(cc, in, ifIndexIs(expr.MetaKeyIIF, expr.CmpOpEq, loopbackIndex), verdict(expr.VerdictReturn))
 	rule(cc, in, ifPrefix(expr.MetaKeyIIFNAME, f.ifs(), expr.CmpOpEq), jump(expr.VerdictGoto, envIn.Name))
@@ -516,9 +507,7 @@ func (f *Firewall) buildInput() {
 	// with DialMark (what conntrack would call established, without it:
 	// these connections may be untracked). A bare ACK or RST to any
 	// other host port, a listener's included, matches no such socket.
-	// (IPv4 only from here on: ip protocol, a compare of the header,
-	// rather than meta l4proto, a call.)
-	rule(cc, envIn, ipProto(unix.IPPROTO_TCP), socketMarkIs(DialMark), verdict(expr.VerdictReturn))
+	rule(cc, envIn, l4proto(unix.IPPROTO_TCP), socketMarkIs(DialMark), verdict(expr.VerdictReturn))
 	rule(cc, envIn, ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictReturn))
 	if f.dnsPort != 0 {
 		for _, proto := range []byte{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {

@@ -3,7 +3,6 @@ package netns
 import (
 	"encoding/binary"
 	"fmt"
-	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -98,31 +97,20 @@ func (f *Firewall) buildNotrack(carried []uint16) {
 	_ = cc.AddSet(f.listeners, portElements(carried)) // errors only for malformed sets; Flush reports them
 
 	pre := f.baseChain("notrack-in", nftables.ChainHookPrerouting, nftables.ChainTypeFilter, nftables.ChainPriorityRaw)
-	if f.untrackGateway && f.pool.IsValid() {
+	// Packets that arrive on lo were decided in output: they carry
+	// their conntrack verdict over loopback.
+	rule(cc, pre, ifIndexIs(expr.MetaKeyIIF, expr.CmpOpEq, loopbackIndex), verdict(expr.VerdictReturn))
+	switch {
+	case f.untrackGateway && f.pool.IsValid():
 		// A sandbox's TCP to an address in the pool (its host end, or
 		// another sandbox's, which the forward chain drops), but for DNS
 		// and the host ports, whose connections the policy accepts
 		// statefully: the gateway's connections are among these, and
 		// the input chain accepts only them (by socket, after the source
 		// address check). Compares of the header, no lookup of a socket.
-		// The destination is compared first, and before lo's rule: the
-		// kernel's rule interpreter loads and compares header bytes
-		// inline, where each meta match is a call, so every other
-		// packet of the host, lo's included, leaves this rule without
-		// one. (An IPv6 packet's bytes there are part of its source
-		// address; the IPv4 test follows.)
-		rule(cc, pre, daddrIn(f.pool), ifPrefix(expr.MetaKeyIIFNAME, f.ifs(), expr.CmpOpEq), nfproto(unix.NFPROTO_IPV4),
-			ipProto(unix.IPPROTO_TCP), f.dportNotTracked(), notrack(), verdict(expr.VerdictReturn))
-	}
-	// Packets that arrive on lo were decided in output: they carry
-	// their conntrack verdict over loopback. Those to 127.0.0.0/8 (lo's
-	// own, the local clients') are found by an inline compare first;
-	// the rest by lo's index. (This chain only exempts packets from
-	// tracking: the IPv6 packet whose bytes there happen to match, part
-	// of its source address, is merely tracked.)
-	rule(cc, pre, daddrIn(loopbackNet), verdict(expr.VerdictReturn))
-	rule(cc, pre, ifIndexIs(expr.MetaKeyIIF, expr.CmpOpEq, loopbackIndex), verdict(expr.VerdictReturn))
-	if f.untrackGateway && !f.pool.IsValid() {
+		rule(cc, pre, nfproto(unix.NFPROTO_IPV4), daddrIn(f.pool), ifPrefix(expr.MetaKeyIIFNAME, f.ifs(), expr.CmpOpEq),
+			l4proto(unix.IPPROTO_TCP), f.dportNotTracked(), notrack(), verdict(expr.VerdictReturn))
+	case f.untrackGateway:
 		// Without the pool: a sandbox's packets on a connection of the
 		// gateway's, a TCP socket of the host with DialMark. The input
 		// chain accepts them by the same test.
@@ -135,31 +123,18 @@ func (f *Firewall) buildNotrack(carried []uint16) {
 		ifPrefix(expr.MetaKeyIIFNAME, f.ifs(), expr.CmpOpNeq), daddrLocal(), notrack())
 
 	out := f.baseChain("notrack-out", nftables.ChainHookOutput, nftables.ChainTypeFilter, nftables.ChainPriorityRaw)
-	// The gateway's packets to sandboxes (its sockets carry DialMark;
-	// the output chain's check of new connections is for the others,
-	// which stay tracked). With the pool, first and starting with the
-	// inline compare of the destination against it (see buildNotrack's
-	// prerouting rule): lo's packets leave it without a call, and the
-	// gateway's to sandboxes skip lo's rule.
-	gateway := []expr.Any{}
-	if f.pool.IsValid() {
-		gateway = daddrIn(f.pool)
-	}
-	gateway = append(gateway, markIs(expr.CmpOpEq, DialMark)...)
-	gateway = append(gateway, ifPrefix(expr.MetaKeyOIFNAME, f.ifs(), expr.CmpOpEq)...)
-	if f.untrackGateway && f.pool.IsValid() {
-		rule(cc, out, gateway, notrack(), verdict(expr.VerdictReturn))
-	}
 	// A local client's packets to a listener, and the listener's
-	// answers to it: TCP on lo is decided in a chain of its own, so that
-	// its packets test lo and TCP once.
-	lo := f.chain("notrack-lo")
+	// answers to it.
 	rule(cc, out, ifIndexIs(expr.MetaKeyOIF, expr.CmpOpEq, loopbackIndex), l4proto(unix.IPPROTO_TCP),
-		jump(expr.VerdictGoto, lo.Name))
-	rule(cc, lo, portInSet(2, f.listeners), notrack(), verdict(expr.VerdictReturn))
-	rule(cc, lo, portInSet(0, f.listeners), notrack())
-	if f.untrackGateway && !f.pool.IsValid() {
-		rule(cc, out, gateway, notrack(), verdict(expr.VerdictReturn))
+		portInSet(2, f.listeners), notrack(), verdict(expr.VerdictReturn))
+	rule(cc, out, ifIndexIs(expr.MetaKeyOIF, expr.CmpOpEq, loopbackIndex), l4proto(unix.IPPROTO_TCP),
+		portInSet(0, f.listeners), notrack(), verdict(expr.VerdictReturn))
+	if f.untrackGateway {
+		// The gateway's packets to sandboxes (its sockets carry
+		// DialMark; the output chain's check of new connections is for
+		// the others, which stay tracked).
+		rule(cc, out, markIs(expr.CmpOpEq, DialMark), ifPrefix(expr.MetaKeyOIFNAME, f.ifs(), expr.CmpOpEq),
+			notrack(), verdict(expr.VerdictReturn))
 	}
 	// The listeners' answers to other hosts. (A port is never the source
 	// of the host's other connections: the kernel picks no ephemeral port
@@ -200,9 +175,6 @@ func hostFirewall(cc *nftables.Conn) bool {
 
 // loopbackIndex is the index of lo in every network namespace.
 const loopbackIndex = 1
-
-// loopbackNet is IPv4's loopback range, routed to lo only.
-var loopbackNet = netip.MustParsePrefix("127.0.0.0/8")
 
 // portInSet is `th sport @s` (offset 0) or `th dport @s` (offset 2); use
 // after l4proto.

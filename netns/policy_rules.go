@@ -63,17 +63,7 @@ func l4proto(proto byte) []expr.Any {
 	}
 }
 
-// ipProto is `ip protocol tcp|udp`: a load and compare of the IPv4
-// header, which the kernel's rule interpreter does inline (meta l4proto
-// is a call); use after nfproto(ipv4).
-func ipProto(proto byte) []expr.Any {
-	return []expr.Any{
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 9, Len: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
-	}
-}
-
-// dport is `th dport <port>`; use after l4proto (or ipProto).
+// dport is `th dport <port>`; use after l4proto.
 func dport(port uint16) []expr.Any {
 	return []expr.Any{
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
