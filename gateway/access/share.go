@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/envgate/envgate/lifecycle/cluster/sharedfile"
 )
 
 // SharePath, followed by a token, is a share link's path: the gateway
@@ -66,22 +68,7 @@ func makeShareKey(path string) ([]byte, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, err
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*")
-	if err != nil {
-		return nil, err
-	}
-	defer os.Remove(f.Name())
-	_, err = f.Write(b)
-	if serr := f.Sync(); err == nil {
-		err = serr
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return nil, err
-	}
-	if err := os.Link(f.Name(), path); err != nil {
+	if err := sharedfile.Create(path, b); err != nil {
 		return nil, err
 	}
 	return b, nil

@@ -18,6 +18,9 @@
 // the lock's own (the git mirror: git's commands on it wait for each
 // other instead of failing on git's own lock files).
 //
+// Create makes a file once, for files written once and then only read
+// (the share key), with no lock.
+//
 // It knows nothing of what the files hold.
 package sharedfile
 
@@ -127,20 +130,47 @@ func flock(ctx context.Context, f *os.File) error {
 // write writes b to a new file beside path, syncs it and renames it over
 // path, so a crash, and a reader, see one or the other whole.
 func write(path string, b []byte) error {
+	tmp, err := temp(path, b)
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("sharedfile: %w", err)
+	}
+	return nil
+}
+
+// Create makes the file at path with content b (mode 0600) unless one is
+// there already (an error wrapping fs.ErrExist), with no lock: b is
+// written whole to a new file beside path and then linked to path, so
+// processes that create the same file at once all find the first one
+// whole, and none replaces another's.
+func Create(path string, b []byte) error {
+	tmp, err := temp(path, b)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp)
+	if err := os.Link(tmp, path); err != nil {
+		return fmt.Errorf("sharedfile: %w", err)
+	}
+	return nil
+}
+
+// temp writes b to a new file (mode 0600) beside path, synced, and
+// returns its name.
+func temp(path string, b []byte) (string, error) {
 	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*")
 	if err != nil {
-		return fmt.Errorf("sharedfile: %w", err)
+		return "", fmt.Errorf("sharedfile: %w", err)
 	}
 	_, werr := f.Write(b)
 	serr := f.Sync()
 	cerr := f.Close()
 	if err := errors.Join(werr, serr, cerr); err != nil {
 		os.Remove(f.Name())
-		return fmt.Errorf("sharedfile: write %s: %w", path, err)
+		return "", fmt.Errorf("sharedfile: write %s: %w", path, err)
 	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		os.Remove(f.Name())
-		return fmt.Errorf("sharedfile: %w", err)
-	}
-	return nil
+	return f.Name(), nil
 }
