@@ -12,12 +12,24 @@ all: build
 # own, larger binary, a few milliseconds slower) and the demo dev server
 # in a small binary (cmd/envgate-demo: what "{{.Self}} demo-server" in a
 # template runs when it is there, about 5 ms of CPU less per env start).
-# Those two are linked statically (CGO_ENABLED=0): they start at every env
-# start, and a dynamically linked demo server (net's cgo resolver) spends
-# about 0.5-2 ms of CPU in the dynamic loader and libc's start-up first.
+# Those two are linked statically: they start at every env start, and a
+# dynamically linked demo server (net's cgo resolver) spends about 0.5-2 ms
+# of CPU in the dynamic loader and libc's start-up first. envgate-init is
+# built with cgo where a C compiler (and libc.a) is: its C fast path
+# (cmd/envgate-init/fastpath.c) then does the trampoline's work before the
+# Go runtime starts, and an isolated env's init stays a single-threaded C
+# process; without a C compiler it is the Go path alone (CGO_ENABLED=0).
+INIT_CC := $(shell cc=$$($(GO) env CC 2>/dev/null); command -v "$$cc" >/dev/null 2>&1 && "$$cc" -print-file-name=libc.a | grep -q / && echo yes)
+
 build:
 	$(GO) build -o bin/ ./cmd/envgate
-	CGO_ENABLED=0 $(GO) build -o bin/ ./cmd/envgate-init ./cmd/envgate-demo
+	CGO_ENABLED=0 $(GO) build -o bin/ ./cmd/envgate-demo
+ifeq ($(INIT_CC),yes)
+	CGO_ENABLED=1 $(GO) build -ldflags '-linkmode external -extldflags -static' -o bin/ ./cmd/envgate-init
+else
+	@echo "no C compiler with a static libc: bin/envgate-init without its C fast path (apt-get install gcc libc6-dev)"
+	CGO_ENABLED=0 $(GO) build -o bin/ ./cmd/envgate-init
+endif
 
 # Start the gateway on its embedded default: <env>.localhost on http://localhost:8080.
 run: build

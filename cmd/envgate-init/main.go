@@ -9,7 +9,13 @@
 // Without it the gateway re-executes its own, much larger binary, whose
 // package initialisation costs a few milliseconds of CPU at each start.
 // It imports only the standard library and golang.org/x/sys, so that it
-// starts in about a millisecond. It is not meant to be run by hand.
+// starts in about a millisecond. Built with cgo (make build does, where a
+// C compiler is), its C fast path (fastpath.c) does the same work from a
+// constructor before the Go runtime starts: an isolated env's init is
+// then a single-threaded C process that sleeps in one poll(2) until a
+// signal or its dev server's exit, with no runtime of its own to start at
+// each env start or to wake while the env idles. It is not meant to be
+// run by hand.
 package main
 
 import (

@@ -172,8 +172,31 @@ func envProcs(t *testing.T, f *fixture, name string) (init, server int) {
 // (a file of its own, Config.Mounts), read-only, and nothing of it on
 // its /tmp. Then a stop ends both of A's processes through SIGTERM, well
 // within the grace period.
+//
+// It runs with each trampoline (initVariants): the Go path and envgate-init's
+// C fast path must isolate alike.
 func TestIsolatedEnvsCannotReachEachOther(t *testing.T) {
 	netnstest.RequireRoot(t)
+	for _, v := range initVariants {
+		t.Run(v.name, func(t *testing.T) { isolatedEnvsCannotReachEachOther(t, v) })
+	}
+}
+
+// checkInitPath fails t unless env's init is single-threaded exactly when
+// v is the C fast path (the Go runtime has threads of its own): so the
+// variant ran the path it names.
+func checkInitPath(t *testing.T, v initVariant, init int) {
+	t.Helper()
+	thr := procStatus(t, init)["Threads"]
+	if v.fast && thr != "1" {
+		t.Errorf("%s: the init has %s threads, want 1 (the C fast path, no Go runtime)", v.name, thr)
+	}
+	if !v.fast && thr == "1" {
+		t.Errorf("%s: the init has 1 thread, want the Go path's runtime threads", v.name)
+	}
+}
+
+func isolatedEnvsCannotReachEachOther(t *testing.T, v initVariant) {
 	tp := &lifecycle.Template{
 		Name:      "probe",
 		Command:   []string{probeBinary(t)},
@@ -189,7 +212,7 @@ func TestIsolatedEnvsCannotReachEachOther(t *testing.T) {
 	parent := cgroupParent(t)
 	resolvConf := func(env string) string { return "# " + env + "\nnameserver 192.0.2.53\n" }
 	f := newFixture(t, lifecycle.Config{Templates: []*lifecycle.Template{tp}}, devserver.Config{Isolate: true, CgroupParent: parent,
-		Users: devserver.UIDRange{First: 3_000_000_000, Last: 3_000_000_099},
+		InitPath: v.path(t), Users: devserver.UIDRange{First: 3_000_000_000, Last: 3_000_000_099},
 		Mounts: func(env string, _ lifecycle.Sandbox) []devserver.BindMount {
 			return []devserver.BindMount{{Target: "/etc/resolv.conf", Content: resolvConf(env)}}
 		}})
@@ -201,6 +224,7 @@ func TestIsolatedEnvsCannotReachEachOther(t *testing.T) {
 	defer la.Release()
 	initA, serverA := envProcs(t, f, "alpha")
 	initB, serverB := envProcs(t, f, "bravo")
+	checkInitPath(t, v, initA)
 
 	// Who runs what, seen from the host.
 	uids := map[string]string{}
@@ -406,12 +430,19 @@ func BenchmarkIsolatedStart(b *testing.B) {
 // a SIGTERM the dev server handles, not a SIGKILL after the grace period.
 func TestIsolatedInitForwardsSignals(t *testing.T) {
 	netnstest.RequireRoot(t)
+	for _, v := range initVariants {
+		t.Run(v.name, func(t *testing.T) { isolatedInitForwardsSignals(t, v) })
+	}
+}
+
+func isolatedInitForwardsSignals(t *testing.T, v initVariant) {
 	tp := lifecycletest.Shell(`exec setsid "$DEMO"`, 20*time.Second)
 	tp.StopGrace = 20 * time.Second
-	f := newFixture(t, lifecycle.Config{Templates: []*lifecycle.Template{tp}}, devserver.Config{Isolate: true})
+	f := newFixture(t, lifecycle.Config{Templates: []*lifecycle.Template{tp}}, devserver.Config{Isolate: true, InitPath: v.path(t)})
 	l := acquire(t, f.M, "loner")
 	l.Release()
 	init, server := envProcs(t, f, "loner")
+	checkInitPath(t, v, init)
 	if pg, err := syscall.Getpgid(server); err != nil || pg == init {
 		t.Fatalf("dev server's process group %d (%v): want one of its own, not the init's %d", pg, err, init)
 	}
