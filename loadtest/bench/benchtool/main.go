@@ -26,6 +26,9 @@ const usage = `usage:
   benchtool herd -addr HOST:PORT -hosts TEMPLATE -envs E -n N [-path P]
   benchtool grow -addr HOST:PORT -hosts TEMPLATE -envs E -concurrency C [-path P]
                  (each of E hosts once, C at a time: the sustained start rate)
+  benchtool floor [-steps 500,1000,2000] [-concurrency C] [-pool P] -- COMMAND [ARGS...]
+                 (root: the start rate of bare kernel operations and COMMAND's boot, no
+                 gateway: new netns, veth, addresses, pid and mount namespace, fork/exec)
   benchtool plot -in scale.csv -out scale.svg [-title T]
   benchtool etcd -dir D [-client URL] [-peer URL]
                  (a one-member etcd on loopback until SIGTERM, for the cluster scenario)
@@ -53,6 +56,8 @@ func main() {
 		out, err = runHerd(os.Args[2:])
 	case "grow":
 		out, err = runGrow(os.Args[2:])
+	case "floor":
+		out, err = runFloor(os.Args[2:])
 	case "plot":
 		out, err = runPlot(os.Args[2:])
 	case "paired":

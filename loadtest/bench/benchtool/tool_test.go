@@ -2,9 +2,11 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"os/signal"
 	"strings"
 	"testing"
@@ -15,11 +17,32 @@ import (
 // fakeServerVar makes the test binary act as a dev server for TestRunBoot.
 const fakeServerVar = "BENCHTOOL_FAKE_SERVER"
 
+// fakeHTTPVar makes the test binary an HTTP dev server on the port it
+// names, for TestRunFloor.
+const fakeHTTPVar = "BENCHTOOL_FAKE_HTTP"
+
 func TestMain(m *testing.M) {
 	if os.Getenv(fakeServerVar) != "" {
 		fakeServer()
 	}
+	if p := os.Getenv(fakeHTTPVar); p != "" {
+		fakeHTTP(p)
+	}
 	os.Exit(m.Run())
+}
+
+// fakeHTTP listens on port p, says so as the demo server does and answers
+// every request with 200, until killed (or its parent dies).
+func fakeHTTP(p string) {
+	unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0)
+	ln, err := net.Listen("tcp", ":"+p)
+	if err != nil {
+		fmt.Println("fake:", err)
+		os.Exit(1)
+	}
+	fmt.Println("fake: env=x listening on", ln.Addr())
+	http.Serve(ln, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	os.Exit(1)
 }
 
 // fakeServer prints the line the boot loop times and then runs until the
@@ -167,5 +190,45 @@ func TestRunPlot(t *testing.T) {
 	}
 	if _, err := runPlot([]string{"-in", in, "-out", out}); err == nil || !strings.Contains(err.Error(), "cold_p99_ms") {
 		t.Errorf("plot of a CSV without cold_p99_ms: err = %v, want one naming the column", err)
+	}
+}
+
+// TestRunFloor starts a few envs of bare kernel operations (root: network
+// namespaces) and checks the rates, and that nothing is left after.
+func TestRunFloor(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (network namespaces)")
+	}
+	t.Setenv(fakeHTTPVar, "3000")
+	res, err := runFloor([]string{"-steps", "2,4", "-concurrency", "2", "-pool", "10.217.255.0/28", "-prefix", "bft", "--", os.Args[0]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Errors != 0 || len(res.Steps) != 2 {
+		t.Fatalf("floor = %+v, want 2 steps without errors", res)
+	}
+	for i, s := range res.Steps {
+		if s.Live != 2*(i+1) || s.Grown != 2 || s.Latency.N != 2 || s.StartsPerSecond <= 0 {
+			t.Errorf("step %d = %+v, want 2 envs grown to %d, timed", i, s, 2*(i+1))
+		}
+	}
+	links, err := net.Interfaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range links {
+		if strings.HasPrefix(l.Name, "bft-") {
+			t.Errorf("link %s left after the run", l.Name)
+		}
+	}
+	if out, _ := exec.Command("pgrep", "-f", "-c", "--", "^"+os.Args[0]+"$").Output(); strings.TrimSpace(string(out)) != "0" {
+		t.Errorf("%s servers left after the run", strings.TrimSpace(string(out)))
+	}
+	res, err = runFloor([]string{"-steps", "1", "-pool", "10.217.255.0/28", "-prefix", "bft", "-timeout", "5s", "--", "/bin/true"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Errors != 1 || res.FirstError == "" {
+		t.Errorf("floor of a server that never listens = %+v, want its start failed", res)
 	}
 }
