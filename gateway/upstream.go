@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"net"
 	"net/http"
 	"net/netip"
@@ -62,13 +63,14 @@ type upstreams struct {
 func newUpstreams(conns *envConns) upstreams {
 	h1 := &http.Transport{
 		Proxy: nil, // never an outbound proxy: envs are on local veths
-		DialContext: conns.track((&net.Dialer{
+		DialContext: conns.track(dialEnv(&net.Dialer{
 			Timeout:   5 * time.Second,
 			KeepAlive: 30 * time.Second,
 			// The firewall lets only the gateway's marked sockets
-			// connect into envs.
+			// connect into envs (a lease that dials from inside its
+			// env's namespace does not need it).
 			Control: netns.MarkSocket,
-		}).DialContext),
+		})),
 		MaxIdleConns:          4096,
 		MaxIdleConnsPerHost:   256,
 		IdleConnTimeout:       90 * time.Second,
@@ -108,3 +110,34 @@ type proxied struct {
 }
 
 type proxiedKey struct{}
+
+// envDialer is a Lease that connects to its env from inside the env's
+// network namespace (*lifecycle.Lease), so that the proxy's traffic
+// crosses neither the env's veth nor the host's netfilter hooks.
+type envDialer interface {
+	DialContext(ctx context.Context, d *net.Dialer, network, addr string) (net.Conn, error)
+}
+
+// dialLeaseKey is the context key of the Lease a dial to an env is for,
+// set by serveDirect; the ReverseProxy's requests carry it in proxied.
+type dialLeaseKey struct{}
+
+// dialEnv returns d's DialContext, through the dial's Lease (in its
+// context) when that is an envDialer.
+func dialEnv(d *net.Dialer) dialFunc {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var l Lease
+		if p, ok := ctx.Value(proxiedKey{}).(*proxied); ok {
+			l = p.lease
+		} else if dl, ok := ctx.Value(dialLeaseKey{}).(Lease); ok {
+			l = dl
+		}
+		if w, ok := l.(waitedLease); ok {
+			l = w.Lease
+		}
+		if ed, ok := l.(envDialer); ok {
+			return ed.DialContext(ctx, d, network, addr)
+		}
+		return d.DialContext(ctx, network, addr)
+	}
+}

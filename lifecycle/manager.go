@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -237,6 +238,26 @@ func (l *Lease) Env() string { return l.e.name }
 // ColdStart is Cold, for callers that see a lease through an interface
 // (gateway.Lease).
 func (l *Lease) ColdStart() time.Duration { return l.Cold }
+
+// sandboxDialer is a Sandbox that can dial from inside its network
+// namespace (*netns.Sandbox).
+type sandboxDialer interface {
+	DialContext(ctx context.Context, d *net.Dialer, network, addr string) (net.Conn, error)
+}
+
+// DialContext connects to addr, an address of the env's, with d: from
+// inside the env's network namespace when its sandbox can (so the
+// connection crosses neither its veth nor the host's firewall), from the
+// host's otherwise.
+func (l *Lease) DialContext(ctx context.Context, d *net.Dialer, network, addr string) (net.Conn, error) {
+	l.e.mu.Lock()
+	sb, ok := l.e.sb.(sandboxDialer)
+	l.e.mu.Unlock()
+	if ok {
+		return sb.DialContext(ctx, d, network, addr)
+	}
+	return d.DialContext(ctx, network, addr)
+}
 
 // Release ends the lease. Calling it more than once is harmless.
 func (l *Lease) Release() {
