@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -239,13 +242,48 @@ func TestBusyEnvIsNotReaped(t *testing.T) {
 	getPage(t, l)
 }
 
-func TestCrashedEnvRestartsOnNextAcquire(t *testing.T) {
+// TestLeaseDialsInsideEnv: a lease's DialContext connects from inside the
+// env's network namespace: the dev server sees the connection come from
+// the env's own address.
+func TestLeaseDialsInsideEnv(t *testing.T) {
 	f := newFixture(t, lifecycle.Config{Templates: []*lifecycle.Template{lifecycletest.Demo(lifecycletest.DemoOptions{})}})
+	l := acquire(t, f.M, "inside")
+	defer l.Release()
+	c, err := l.DialContext(context.Background(), &net.Dialer{Timeout: 5 * time.Second}, "tcp", l.Addr.String())
+	if err != nil {
+		t.Fatalf("dial %v through the lease: %v", l.Addr, err)
+	}
+	defer c.Close()
+	if from := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr(); from != l.Addr.Addr() {
+		t.Errorf("the lease's connection comes from %v, not from inside the env (%v)", from, l.Addr.Addr())
+	}
+}
+
+// TestCrashedEnvRestartsOnNextAcquire: a dev server that exits on its own
+// leaves its env Failed, BeforeStop called for it (the gateway's
+// connections to it are dead), and the next Acquire starts it anew.
+func TestCrashedEnvRestartsOnNextAcquire(t *testing.T) {
+	var mu sync.Mutex
+	var stops []string
+	f := newFixture(t, lifecycle.Config{
+		Templates: []*lifecycle.Template{lifecycletest.Demo(lifecycletest.DemoOptions{})},
+		BeforeStop: func(env string, addr netip.AddrPort) {
+			mu.Lock()
+			stops = append(stops, env+" "+addr.String())
+			mu.Unlock()
+		},
+	})
 	l := acquire(t, f.M, "crashy")
 	pid := getPage(t, l).PID
+	addr := l.Addr
 	l.Release()
 	syscall.Kill(pid, syscall.SIGKILL)
 	waitState(t, f.M, "crashy", lifecycle.Failed, 20*time.Second)
+	mu.Lock()
+	if want := "crashy " + addr.String(); !slices.Contains(stops, want) {
+		t.Errorf("BeforeStop calls %q, want %q among them", stops, want)
+	}
+	mu.Unlock()
 	l = acquire(t, f.M, "crashy")
 	defer l.Release()
 	if p := getPage(t, l); p.PID == pid {

@@ -48,6 +48,10 @@ type Config struct {
 	// was reached at. Unless the stop is forced (Stop, Close) nothing is
 	// in flight then: the gateway closes its idle connections to addr,
 	// so a dev server that drains keep-alive connections stops at once.
+	// It is called too when a dev server exited on its own, before its
+	// sandbox is destroyed: the gateway's connections to it are dead,
+	// and those made inside its network namespace would keep the
+	// namespace, and its veth, alive until they were closed.
 	BeforeStop func(env string, addr netip.AddrPort)
 	// WarmPool, if positive, is how many sandboxes are kept made ahead of
 	// time (with their addresses), so that a cold start only spawns the

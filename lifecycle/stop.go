@@ -32,6 +32,9 @@ func (m *Manager) supervise(e *env, proc Process) {
 	e.log.Warn().Str("exit", proc.ExitDescription()).Msg("dev server exited on its own")
 	m.observer().Stopped(e.name, StopCrashed)
 	m.releaseSlot(e)
+	if m.cfg.BeforeStop != nil {
+		m.cfg.BeforeStop(e.name, *e.addr.Load())
+	}
 	if err := m.cfg.Network.Destroy(sb); err != nil {
 		e.log.Error().Err(err).Msg("destroy sandbox")
 	}
