@@ -13,8 +13,9 @@
 # no other software's tables (a host firewall, Docker) make "off" pay for
 # tracking. Modes:
 #   off      network.firewall: off
-#   on       the default: firewall on, the listeners' traffic and the
-#            gateway's with envs untracked
+#   on       the default: firewall on, the listeners' traffic untracked
+#            (the proxy's connections to envs are made inside the envs'
+#            namespaces: they meet none of the host's hooks)
 #   tracked  on, with network.track_listeners: true
 #   nonat    on, the template with egress: none and no DNS forwarder
 # and any of these as MODE@BINARY: that mode run by another build of
@@ -288,8 +289,9 @@ scenario_firewall() {
 	md "so that drift hits every mode alike. Each round or quad gives one pair per mode against the base (a)."
 	md "The tables give, over them, the median of the pairs' effect, their quartiles in ( ) and a 95 % bootstrap"
 	md "interval of the median in [ ] (\`benchtool paired\`)."
-	md "Modes: *off* (\`network.firewall: off\`); *on* (the default: the table, with the listeners' client traffic and"
-	md "the gateway's connections to envs exempt from connection tracking); *tracked* (on, \`network.track_listeners: true\`);"
+	md "Modes: *off* (\`network.firewall: off\`); *on* (the default: the table, with the listeners' client traffic exempt from"
+	md "connection tracking; the proxy dials envs inside their namespaces, so its traffic with them meets none of the host's"
+	md "hooks); *tracked* (on, \`network.track_listeners: true\`);"
 	md "*nonat* (on, the template with \`egress: none\` and no DNS forwarder). A second *off* against the first is the A/A"
 	md "check: it must show no difference, and its interval is the noise the method does not see through."
 	md ""
