@@ -72,6 +72,20 @@ func runInit(sp *Spec) int {
 	if c := sp.Cred; c != nil && c.UID != 0 {
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: c.UID, Gid: c.GID, Groups: []uint32{}}
 	}
+	// Only 0, 1 and 2 reach the dev server: os/exec closes nothing else,
+	// and the trampoline's inherited descriptors are not close-on-exec
+	// (outputFD, and any the gateway itself inherited). They stay open
+	// here. Before kernel 5.11 (no CLOSE_RANGE_CLOEXEC) they are marked
+	// one by one.
+	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		if fds, err := os.ReadDir("/proc/self/fd"); err == nil {
+			for _, e := range fds {
+				if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+					unix.CloseOnExec(fd)
+				}
+			}
+		}
+	}
 	if sp.NNP {
 		// On this (locked) thread, which forks the dev server.
 		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
