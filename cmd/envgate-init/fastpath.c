@@ -415,14 +415,19 @@ static int spec_field(struct rd *r, const char *k, void *ctx) {
 
 // ---- failing as the Go path does -------------------------------------------
 
-// errstr is strerror as Go spells errno: lower-case first letter.
-static const char *errstr(int e) {
+// golike is libc's text of an errno or a signal as Go spells it: a
+// lower-case first letter, unless the word is an abbreviation ("I/O
+// possible", "CPU time limit exceeded").
+static const char *golike(const char *s) {
 	static char buf[128];
-	snprintf(buf, sizeof buf, "%s", strerror(e));
-	if (buf[0] >= 'A' && buf[0] <= 'Z' && !(buf[1] >= 'A' && buf[1] <= 'Z'))
+	snprintf(buf, sizeof buf, "%s", s ? s : "unknown");
+	if (buf[0] >= 'A' && buf[0] <= 'Z' && buf[1] >= 'a' && buf[1] <= 'z')
 		buf[0] = (char)(buf[0] - 'A' + 'a');
 	return buf;
 }
+
+// errstr is strerror as Go spells errno.
+static const char *errstr(int e) { return golike(strerror(e)); }
 
 static void kill_namespace(void);
 static int fenced;
@@ -441,9 +446,22 @@ __attribute__((noreturn, format(printf, 2, 3))) static void fail(int code, const
 
 static int fence_dir = -1, fence_lock = -1;
 
+// fence_name is Env+suffix in buf, or -1 (ENAMETOOLONG) rather than a
+// truncated name, which would be another file.
+static int fence_name(char *buf, size_t n, const struct spec *sp, const char *suffix) {
+	if ((size_t)snprintf(buf, n, "%s%s", sp->fenv, suffix) >= n) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	return 0;
+}
+
+static int is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
+
 static long long recorded(const struct spec *sp) {
 	char name[PATH_MAX];
-	snprintf(name, sizeof name, "%s.token", sp->fenv);
+	if (fence_name(name, sizeof name, sp, ".token") < 0)
+		return 0;
 	int fd = openat(fence_dir, name, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return 0;
@@ -454,16 +472,16 @@ static long long recorded(const struct spec *sp) {
 		return 0;
 	b[n] = 0;
 	char *p = b;
-	while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+	while (is_space(*p))
 		p++;
 	char *end;
 	errno = 0;
 	long long v = strtoll(p, &end, 10);
-	while (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r')
+	while (is_space(*end))
 		end++;
-	if (errno || end == p || *end)
-		return 0; // as strconv.ParseInt's error gives 0
-	return v;
+	if (end == p || *end || (errno && errno != ERANGE))
+		return 0; // as strconv.ParseInt's syntax error gives 0
+	return v;     // out of range: LLONG_MAX or LLONG_MIN, as ParseInt's range error
 }
 
 static void take_fence(const struct spec *sp) {
@@ -471,8 +489,9 @@ static void take_fence(const struct spec *sp) {
 	if (fence_dir < 0)
 		fail(126, "fence: open %s: %s", sp->fdir, errstr(errno));
 	char name[PATH_MAX];
-	snprintf(name, sizeof name, "%s.lock", sp->fenv);
-	fence_lock = openat(fence_dir, name, O_CREAT | O_RDWR | O_CLOEXEC, 0600);
+	fence_lock = fence_name(name, sizeof name, sp, ".lock");
+	if (fence_lock == 0)
+		fence_lock = openat(fence_dir, name, O_CREAT | O_RDWR | O_CLOEXEC, 0600);
 	if (fence_lock < 0)
 		fail(126, "fence: open %s/%s.lock: %s", sp->fdir, sp->fenv, errstr(errno));
 	int waiting = 0;
@@ -511,6 +530,10 @@ static void kill_namespace(void) {
 
 static int mkdir_all(const char *path) {
 	char p[PATH_MAX];
+	if (!*path) {
+		errno = ENOENT; // as os.MkdirAll("")
+		return -1;
+	}
 	if (snprintf(p, sizeof p, "%s", path) >= (int)sizeof p) {
 		errno = ENAMETOOLONG;
 		return -1;
@@ -543,7 +566,8 @@ static void mount_point(const char *path, int dir) {
 		return;
 	}
 	char d[PATH_MAX];
-	snprintf(d, sizeof d, "%s", path);
+	if (snprintf(d, sizeof d, "%s", path) >= (int)sizeof d)
+		fail(126, "isolate: mkdir %s: %s", path, errstr(ENAMETOOLONG));
 	char *slash = strrchr(d, '/');
 	if (slash && slash != d) {
 		*slash = 0;
@@ -568,8 +592,8 @@ static void isolate_mounts(const struct spec *sp) {
 				if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
 					continue;
 				char p[PATH_MAX];
-				snprintf(p, sizeof p, "%s/%s", h, e->d_name);
-				umount2(p, MNT_DETACH);
+				if (snprintf(p, sizeof p, "%s/%s", h, e->d_name) < (int)sizeof p)
+					umount2(p, MNT_DETACH);
 			}
 			if (d)
 				closedir(d);
@@ -625,8 +649,13 @@ static void isolate_mounts(const struct spec *sp) {
 				fail(126, "isolate: create %s: %s", own, errstr(errno));
 			const char *c = b->content ? b->content : "";
 			size_t n = strlen(c);
-			if (fchmod(binds[i], 0644) < 0 || write(binds[i], c, n) != (ssize_t)n)
-				fail(126, "isolate: write %s: %s", own, errstr(errno ? errno : EIO));
+			if (fchmod(binds[i], 0644) < 0)
+				fail(126, "isolate: write %s: %s", own, errstr(errno));
+			ssize_t w = write(binds[i], c, n);
+			if (w < 0)
+				fail(126, "isolate: write %s: %s", own, errstr(errno));
+			if ((size_t)w < n)
+				fail(126, "isolate: write %s: %s", own, errstr(EIO));
 		}
 		struct stat st;
 		if (fstat(binds[i], &st) < 0)
@@ -691,9 +720,9 @@ __attribute__((noreturn)) static void run_init(const struct spec *sp, char **arg
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
 		if (syscall(SYS_close_range, 3, ~0U, 4 /* CLOSE_RANGE_CLOEXEC */) < 0) {
-			for (int fd = 3; fd < 1024; fd++)
-				if (fd != ep[1])
-					fcntl(fd, F_SETFD, FD_CLOEXEC);
+			long max = sysconf(_SC_OPEN_MAX);
+			for (long fd = 3; fd < (max > 0 ? max : 1024); fd++)
+				fcntl((int)fd, F_SETFD, FD_CLOEXEC);
 		}
 		if (sp->has_cred && sp->uid != 0) {
 			if (setgroups(0, NULL) < 0 || setgid((gid_t)sp->gid) < 0 || setuid((uid_t)sp->uid) < 0)
@@ -729,8 +758,12 @@ __attribute__((noreturn)) static void run_init(const struct spec *sp, char **arg
 			timeout = d < 0 ? 0 : (int)d;
 		}
 		int r = poll(&p, 1, timeout);
-		if (r < 0 && errno != EINTR)
-			fail(1, "poll: %s", errstr(errno));
+		if (r < 0 && errno != EINTR) {
+			int e = errno;
+			if (fenced)
+				kill_namespace(); // before the lock goes, as every way out
+			fail(1, "poll: %s", errstr(e));
+		}
 		if (watching && now_ms() >= next) {
 			next = now_ms() + FENCE_POLL_MS;
 			long long tok = recorded(sp);
@@ -767,9 +800,10 @@ __attribute__((noreturn)) static void run_init(const struct spec *sp, char **arg
 			if (pid < 0) {
 				if (errno == EINTR)
 					continue;
+				int e = errno; // kill_namespace's own wait ends in ECHILD
 				if (fenced)
 					kill_namespace();
-				fail(1, "wait: %s", errstr(errno));
+				fail(1, "wait: %s", errstr(e));
 			}
 			if (pid != child)
 				continue; // an orphan, reaped
@@ -778,7 +812,7 @@ __attribute__((noreturn)) static void run_init(const struct spec *sp, char **arg
 				if (s != SIGTERM && s != SIGINT && s != SIGKILL) {
 					if (fenced)
 						kill_namespace();
-					fail(128 + s, "dev server killed by signal %s", strsignal(s));
+					fail(128 + s, "dev server killed by signal %s", golike(strsignal(s)));
 				}
 				finish(128 + s);
 			}
@@ -808,8 +842,9 @@ __attribute__((constructor)) static void envgate_init_fastpath(int argc, char **
 		int fd = open(sp.cgroups.v[i], O_WRONLY | O_TRUNC | O_CLOEXEC);
 		if (fd < 0)
 			fail(126, "join cgroup: open %s: %s", sp.cgroups.v[i], errstr(errno));
-		if (write(fd, "0", 1) != 1)
-			fail(126, "join cgroup: write %s: %s", sp.cgroups.v[i], errstr(errno));
+		ssize_t w = write(fd, "0", 1);
+		if (w != 1)
+			fail(126, "join cgroup: write %s: %s", sp.cgroups.v[i], errstr(w < 0 ? errno : EIO));
 		close(fd);
 	}
 	for (int i = 0; i < sp.nrl; i++) {
