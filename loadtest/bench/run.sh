@@ -16,7 +16,9 @@
 # Beside it: lib.sh (helpers), warm.sh (scenario 1), firewall.sh (1c, its
 # own knobs BENCH_FW_*), scenarios.sh (2-4),
 # scale.sh (5, with its own knobs SCALE_*), and benchtool/ (a Go program for
-# boot, cold, herd and growth timings and the plot), which it builds.
+# boot, cold, herd and growth timings, the plot, and `floor`: the start
+# rate without a gateway), which it builds; cpuacct.py (by hand, not run
+# here) splits the machine's CPU during a grow by process, for §5.
 #
 # Knobs (environment): BENCH_OUT (default BENCHMARKS.md at the repo root),
 # BENCH_DURATION (s per wrk run, 5), BENCH_ROUNDS (5), BENCH_PROFILE_S (10),

@@ -14,7 +14,9 @@
 # (requests in flight while growing, 16), SCALE_SETTLE (s of rest after each
 # growth, 2), SCALE_STOP_WAIT (s to wait for the exit and the cleanup after
 # SIGTERM, 120), SCALE_DIR (where the CSV, JSON and SVG go; default
-# loadtest/bench/results for the default BENCH_OUT, else BENCH_OUT's dir).
+# loadtest/bench/results for the default BENCH_OUT, else BENCH_OUT's dir),
+# SCALE_QUIET_WAIT (s to wait at most, before the gateway starts, for the
+# CPUs to be under 20 % busy, 60).
 
 # instance_left: "namespaces links processes" of our instance still on the
 # machine. Processes are found by their data dir under our state dir (every
@@ -61,6 +63,15 @@ scenario_scale() {
 		log "5. scale: kernel.pid_max $pid_max_was < $need tasks needed: raised to 4194304 for the run"
 		echo 4194304 >/proc/sys/kernel/pid_max
 	fi
+	# The kernel tears the namespaces of the scenarios before this one
+	# down after their gateways have exited (cleanup_net, in kworkers),
+	# for up to tens of seconds after 2,000 of them: measured then, the
+	# start rate is partly theirs. Wait until the CPUs are quiet (under
+	# 20 % busy over 2 s), at most SCALE_QUIET_WAIT s (60).
+	local quiet_t0=$SECONDS busy quiet_s
+	while busy=$(busy_pct 2) && ((busy >= 20 && SECONDS - quiet_t0 < ${SCALE_QUIET_WAIT:-60})); do :; done
+	quiet_s=$((SECONDS - quiet_t0))
+	log "5. scale: CPUs ${busy} % busy over 2 s after ${quiet_s} s of waiting for the machine to settle"
 	local cfg=$TMP/scale.yaml
 	# The /16 pool holds 16,384 envs of a /30 each: room for the largest step
 	# plus every step's cold starts.
@@ -182,7 +193,8 @@ scenario_scale() {
 	md "is from dial to response headers (latency, not throughput), *env ready* the gateway's own start"
 	md "time from its log. Those $cold_n envs stay, so the next step grows from there. *live* is the"
 	md "number of the instance's namespaces counted before the cold starts. Whole scenario: ${grown_s} s"
-	md "to grow and measure, then the shutdown."
+	md "to grow and measure, then the shutdown. Before the gateway started, the script waited ${quiet_s} s for the CPUs to"
+	md "settle (${busy} % busy over 2 s; the kernel tears earlier scenarios' namespaces down after their gateways exit)."
 	md ""
 	md "![cold-start TTFB p50 and p99, gateway RSS and threads against live envs]($img)"
 	md ""
