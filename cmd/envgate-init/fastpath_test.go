@@ -66,6 +66,19 @@ func TestFastPathMatchesGo(t *testing.T) {
 		t.Fatal(err)
 	}
 	target := filepath.Join(dir, "bound", "conf")
+	// Hidden: a mount point (gone), and a dir that is none, whose entries
+	// are (as the netns run dir's): both kept paths, so only the hiding
+	// keeps their mounts from the env.
+	hidden, hiddenDir := filepath.Join(dir, "hidden"), filepath.Join(dir, "run")
+	for _, m := range []string{hidden, filepath.Join(hiddenDir, "a"), filepath.Join(hiddenDir, "b")} {
+		if err := os.MkdirAll(m, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Mount("tmpfs", m, "tmpfs", 0, "size=64k"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { syscall.Unmount(m, syscall.MNT_DETACH) })
+	}
 	type tcase struct {
 		name   string
 		spec   trampoline.Spec
@@ -104,6 +117,12 @@ func TestFastPathMatchesGo(t *testing.T) {
 			during: nil, status: 0, want: "waiting for the previous owner's processes of env e to stop"},
 		{name: "exec", spec: trampoline.Spec{NNP: true, Rlimits: []trampoline.Rlimit{{Resource: syscall.RLIMIT_NOFILE, Max: 77}}, Unset: []string{"GOMAXPROCS"}},
 			script: `ulimit -n; grep NoNewPrivs /proc/self/status; env | grep -E '^(GOMAXPROCS|ENVGATE|KEEP)' | sort`, want: "77\nNoNewPrivs:\t1"},
+		{name: "hide", spec: trampoline.Spec{Init: true, Hide: []string{hidden, hiddenDir}, Keep: []string{hidden, hiddenDir}},
+			script: `grep -c 'size=64k' /proc/mounts; ls ` + hiddenDir, want: "0\na\nb\n", status: 0},
+		{name: "reaps", spec: trampoline.Spec{Init: true},
+			script: `( sh -c 'echo $$ > /tmp/orphan' & ); while [ ! -s /tmp/orphan ]; do sleep 0.01; done; p=$(cat /tmp/orphan); ` +
+				`for i in $(seq 200); do [ -e /proc/$p ] || break; sleep 0.05; done; [ -e /proc/$p ] && echo "orphan not reaped" || echo reaped`,
+			want: "reaped\n"},
 		{name: "exec-missing", spec: trampoline.Spec{Path: "/nonexistent/y"}, status: 127, want: "exec /nonexistent/y: no such file or directory"},
 	}
 	for _, c := range cases {
