@@ -42,8 +42,10 @@
 # interval of that median (benchtool paired).
 #
 # Knobs: BENCH_FW_QUADS (30) rounds (or quads) of BENCH_FW_SLOT (2) s wrk
-# runs on the warm path, 0 for cold only; BENCH_FW_COLD_QUADS (120) quads
-# of one cold start per slot, 0 for warm only; BENCH_FW_NICE (-10).
+# runs on the warm path, 0 for cold only; BENCH_FW_COLD_QUADS (300) quads
+# (or rounds) of BENCH_FW_COLD_PER_SLOT (5) cold starts per slot, whose
+# p50 is the slot's figure, 0 for warm only; BENCH_FW_COLD_PAIRING
+# (concurrent or alternate, as on the warm path); BENCH_FW_NICE (-10).
 
 FW_MODES=${BENCH_FW_MODES:-off off on}
 # The gateways, the envs and wrk run at this nice value, so that other
@@ -54,6 +56,10 @@ FW_NETNS=()
 # (palindromic quads of slots, one mode at a time) or concurrent (every
 # mode's wrk at once in each round).
 FW_PAIRING=${BENCH_FW_PAIRING:-concurrent}
+# How the modes take turns on cold starts (BENCH_FW_COLD_PAIRING):
+# alternate (palindromic quads of slots, one mode at a time) or
+# concurrent (every mode's slot at once, two slots per round).
+FW_COLD_PAIRING=${BENCH_FW_COLD_PAIRING:-alternate}
 
 # fw_side I: the letter of mode I (a, b, ...): its instance is egfw<letter>,
 # its network namespace egfw<letter><our pid>.
@@ -236,6 +242,40 @@ fw_order() {
 	for ((i = n - 1; i >= 0; i--)); do printf ' %s' "${fwd[i]}"; done
 }
 
+# fw_slot_p50 SIDE QUADS PER: reads SIDE's "env took sandbox spawn boot"
+# lines of cold starts (env c<side><quad>y<slot>x<i>) and prints per quad,
+# in order, "quad took sandbox spawn boot": each the mean over the quad's
+# two slots of the slot's p50 (the median of its PER starts). Fails
+# unless every quad has two slots of PER starts each.
+fw_slot_p50() {
+	awk -v side="$1" -v quads="$2" -v per="$3" '
+		function median(key, col,   n, i, j, x, v) {
+			n = cnt[key]
+			for (i = 1; i <= n; i++) v[i] = val[key, i, col]
+			for (i = 2; i <= n; i++) { x = v[i]; for (j = i - 1; j > 0 && v[j] > x; j--) v[j + 1] = v[j]; v[j + 1] = x }
+			return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+		}
+		match($1, "^c" side "[0-9]+y[0-9]+x[0-9]+$") {
+			slot = $1; sub(/x[0-9]+$/, "", slot)
+			q = substr(slot, 3); sub(/y.*/, "", q)
+			if (!(slot in cnt)) slots[q] = slots[q] " " slot
+			n = ++cnt[slot]
+			for (c = 2; c <= 5; c++) val[slot, n, c] = $c
+		}
+		END {
+			for (q = 0; q < quads; q++) {
+				k = split(slots[q], sl, " ")
+				if (k != 2) exit 1
+				for (c = 2; c <= 5; c++) sum[c] = 0
+				for (i = 1; i <= 2; i++) {
+					if (cnt[sl[i]] != per) exit 1
+					for (c = 2; c <= 5; c++) sum[c] += median(sl[i], c)
+				}
+				printf "%d %.4f %.4f %.4f %.4f\n", q, sum[2] / 2, sum[3] / 2, sum[4] / 2, sum[5] / 2
+			}
+		}'
+}
+
 # fw_pairs "A1 A2 .." "B1 B2 .." [-diff]: benchtool paired over the quads'
 # pairs; prints "median q1 q3 ci_lo ci_hi n".
 fw_pairs() {
@@ -413,58 +453,84 @@ fw_warm() {
 	fi
 }
 
-# fw_cold: cold starts, one per slot, in the same palindromic quads
-# (gateways not pinned, as in §2).
+# fw_cold: cold starts, BENCH_FW_COLD_PER_SLOT (5) fresh envs one after
+# another per slot, in the same palindromic quads (gateways not pinned,
+# as in §2). Each slot gives the p50 of its starts.
 fw_cold() {
-	local quads=${BENCH_FW_COLD_QUADS:-120} q j s i host load0 load1 a b c d
+	local quads=${BENCH_FW_COLD_QUADS:-300} per=${BENCH_FW_COLD_PER_SLOT:-5} q j s i host load0 load1 t0 t1
 	((quads > 0)) || return 0
+	((per > 0)) || die "BENCH_FW_COLD_PER_SLOT must be at least 1"
 	for ((i = 0; i < nm; i++)); do
 		s=$(fw_side "$i")
-		# Envs idle 5 s stop: a few hundred starts leave no more than a
+		# Envs idle 5 s stop: a few thousand starts leave no more than a
 		# few dozen dev servers running.
 		FW_IDLE=5s fw_start "${modes[i]}" "$s" "fw-cold-$s"
 	done
-	cmd "nsenter --net=/run/netns/egfw<mode><pid> benchtool cold -addr 127.0.0.1:$GW_PORT -hosts 'c<mode><quad><slot>x{{.I}}.localhost' -n 1 -path /healthz  # per slot"
-	local -A ttfb env_of
+	cmd "nsenter --net=/run/netns/egfw<mode><pid> benchtool cold -addr 127.0.0.1:$GW_PORT -hosts 'c<mode><quad>y<slot>x{{.I}}.localhost' -n $per -path /healthz  # per slot"
+	local -A ttfb
 	load0=$(cut -d' ' -f1-3 /proc/loadavg)
+	t0=$SECONDS
 	for ((q = 0; q < quads; q++)); do
-		((q % 20)) || log "1c. cold quad $((q + 1))/$quads ($(cut -d' ' -f1 /proc/loadavg))"
+		((q % 40)) || log "1c. cold quad $((q + 1))/$quads ($(cut -d' ' -f1 /proc/loadavg))"
 		local k=0
+		if [[ $FW_COLD_PAIRING == concurrent ]]; then
+			# Two slots, each with every mode's starts at once.
+			for k in 0 1; do
+				local pids=()
+				for ((i = 0; i < nm; i++)); do
+					s=$(fw_side "$i")
+					in_ns "$s" "$BT" cold -addr "127.0.0.1:$GW_PORT" -hosts "c$s${q}y${k}x{{.I}}.localhost" -n "$per" -path /healthz >"$TMP/cold-$s.json" &
+					pids+=($!)
+				done
+				for i in "${pids[@]}"; do wait "$i" || die "firewall cold round $q: benchtool failed"; done
+				for ((i = 0; i < nm; i++)); do
+					s=$(fw_side "$i")
+					ttfb[$q$s]+="$(jq .ttfb_ms.p50 "$TMP/cold-$s.json") "
+				done
+			done
+			continue
+		fi
 		for j in $(fw_order "$q" "$nm"); do
 			s=$(fw_side "$j")
 			host="c$s${q}y$k"
 			k=$((k + 1))
-			ttfb[$q$s]+="$(in_ns "$s" "$BT" cold -addr "127.0.0.1:$GW_PORT" -hosts "${host}x{{.I}}.localhost" -n 1 -path /healthz | jq .ttfb_ms.p50) "
-			env_of[$q$s]+="${host}x0 "
+			ttfb[$q$s]+="$(in_ns "$s" "$BT" cold -addr "127.0.0.1:$GW_PORT" -hosts "${host}x{{.I}}.localhost" -n "$per" -path /healthz | jq .ttfb_ms.p50) "
 		done
 	done
+	t1=$SECONDS
 	load1=$(cut -d' ' -f1-3 /proc/loadavg)
 	for ((i = 0; i < nm; i++)); do fw_stop "$(fw_side "$i")"; done
-	# Per quad and mode: the mean of its two starts' env ready, phases
-	# and TTFB.
+	# Per slot: the p50 of its starts' env ready, of each phase and (from
+	# benchtool) of TTFB; per quad and mode: the mean of its two slots'.
 	local -A ready ph1 ph2 ph3 tt
-	local f
+	local a b c d vals
 	for ((i = 0; i < nm; i++)); do
 		s=$(fw_side "$i")
-		f=$TMP/fw-ready-$s
-		jq -r 'select(.message=="env ready" and (.env|startswith("c"))) | "\(.env) \(.took) \(.sandbox) \(.spawn) \(.boot)"' "${FW_LOG[$s]}" >"$f"
-		for ((q = 0; q < quads; q++)); do
-			local e vals
-			vals=$(for e in ${env_of[$q$s]}; do awk -v e="$e" '$1 == e { print $2, $3, $4, $5 }' "$f"; done |
-				awk 'NF == 4 { n++; for (c = 1; c <= 4; c++) v[c] += $c } END { if (n != 2) exit 1; printf "%.3f %.3f %.3f %.3f", v[1] / 2, v[2] / 2, v[3] / 2, v[4] / 2 }') ||
-				die "firewall cold quad $q of $s: no two 'env ready' lines for ${env_of[$q$s]}"
-			read -r a b c d <<<"$vals"
+		vals=$(jq -r 'select(.message=="env ready" and (.env|startswith("c"))) | "\(.env) \(.took) \(.sandbox) \(.spawn) \(.boot)"' "${FW_LOG[$s]}" |
+			fw_slot_p50 "$s" "$quads" "$per") || die "firewall cold starts of $s: not $per 'env ready' lines in every slot"
+		while read -r q a b c d; do
 			ready[$s]+="$a " ph1[$s]+="$b " ph2[$s]+="$c " ph3[$s]+="$d "
+		done <<<"$vals"
+		for ((q = 0; q < quads; q++)); do
 			# shellcheck disable=SC2086
 			tt[$s]+="$(awk '{ print ($1 + $2) / 2 }' <<<"${ttfb[$q$s]}") "
 		done
 	done
-	md "**Cold starts**, $quads quads of one cold start per slot (\`benchtool cold -n 1\`, a fresh env each time, as in §2;"
-	md "gateways not pinned, at nice $FW_NICE; envs stop after 5 s idle, so that no more than a few dozen run). *env ready* is the gateway's own start time of the env (namespace, veth,"
-	md "firewall attach, spawn, readiness probe), from its \"env ready\" log line, with its phases: *sandbox* (namespace,"
-	md "veth, firewall attach), *spawn* (data dir, cgroup, the dev server's fork), *boot* (until the readiness probe"
-	md "succeeded). Effects are differences in ms (mode − a), per quad of the means of the two starts. Load average"
-	md "before the quads: $load0; after: $load1."
+	local unit="quads of $per cold starts per slot, one after another, the modes taking turns in palindromic order (alternate pairing)"
+	[[ $FW_COLD_PAIRING != concurrent ]] ||
+		unit="rounds of two slots of $per cold starts each, one after another, every mode's slot at the same time (concurrent pairing)"
+	md "**Cold starts**, $quads $unit (\`benchtool cold -n $per\`, a fresh env each time, as in §2; gateways not pinned,"
+	md "at nice $FW_NICE; envs stop after 5 s idle, so that no more than a few dozen run), $((t1 - t0)) s in all. *env ready* is the"
+	md "gateway's own start time of the env (namespace, veth, firewall attach, spawn, readiness probe), from its \"env ready\""
+	md "log line, with its phases: *sandbox* (namespace, veth, firewall attach), *spawn* (data dir, cgroup, the dev server's"
+	md "fork), *boot* (until the readiness probe succeeded); *TTFB* is benchtool's, from dial to the response's headers. A"
+	md "slot's figure is the p50 of its $per starts (each column's own median), a quad's or round's the mean of the mode's two"
+	md "slots; effects are differences in ms (mode − a) over the quads or rounds. Each mode's figure is thus still the p50 of its"
+	md "cold starts, paired in time with the base's. A slot's fixed cost (nsenter, benchtool, jq: about 30 ms) is paid once"
+	md "for $per starts. Concurrent pairing (BENCH_FW_COLD_PAIRING=concurrent: every mode's slot at the same instant, as the"
+	md "warm path pairs its load) is not the default: the three gateways' starts then share the two CPUs, which doubled each"
+	md "start (env ready p50 40 ms against 21 ms) and widened the pairs (quartiles ±5.5 ms against ±3.5 ms) in a 300-round"
+	md "run on this machine. Load average before: $load0; after: $load1."
 	md ""
 	md "| mode vs ${modes[0]} (a) | quads | env ready p50 ms, a ; mode | env ready: effect ms | TTFB: effect ms | sandbox ms | spawn ms | boot ms |"
 	md "|---|---:|---|---|---|---|---|---|"
