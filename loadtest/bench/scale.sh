@@ -63,11 +63,11 @@ scenario_scale() {
 		log "5. scale: kernel.pid_max $pid_max_was < $need tasks needed: raised to 4194304 for the run"
 		echo 4194304 >/proc/sys/kernel/pid_max
 	fi
-	# The kernel tears the namespaces of the scenarios before this one
-	# down after their gateways have exited (cleanup_net, in kworkers),
-	# for up to tens of seconds after 2,000 of them: measured then, the
-	# start rate is partly theirs. Wait until the CPUs are quiet (under
-	# 20 % busy over 2 s), at most SCALE_QUIET_WAIT s (60).
+	# Work left over from the scenarios before this one (the kernel frees
+	# a gateway's namespaces after it has exited, in kworkers; a
+	# neighbour's job) would be measured as part of the start rate. Wait
+	# until the CPUs are quiet (under 20 % busy over 2 s), at most
+	# SCALE_QUIET_WAIT s (60), and say how long it took.
 	local quiet_t0=$SECONDS busy quiet_s
 	while busy=$(busy_pct 2) && ((busy >= 20 && SECONDS - quiet_t0 < ${SCALE_QUIET_WAIT:-60})); do :; done
 	quiet_s=$((SECONDS - quiet_t0))
@@ -194,7 +194,7 @@ scenario_scale() {
 	md "time from its log. Those $cold_n envs stay, so the next step grows from there. *live* is the"
 	md "number of the instance's namespaces counted before the cold starts. Whole scenario: ${grown_s} s"
 	md "to grow and measure, then the shutdown. Before the gateway started, the script waited ${quiet_s} s for the CPUs to"
-	md "settle (${busy} % busy over 2 s; the kernel tears earlier scenarios' namespaces down after their gateways exit)."
+	md "settle (${busy} % busy over 2 s), so that work left over from earlier scenarios is not measured here."
 	md ""
 	md "![cold-start TTFB p50 and p99, gateway RSS and threads against live envs]($img)"
 	md ""
