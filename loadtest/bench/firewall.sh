@@ -42,8 +42,8 @@
 # interval of that median (benchtool paired).
 #
 # Knobs: BENCH_FW_QUADS (30) rounds (or quads) of BENCH_FW_SLOT (2) s wrk
-# runs on the warm path, 0 for cold only; BENCH_FW_COLD_QUADS (300) quads
-# (or rounds) of BENCH_FW_COLD_PER_SLOT (5) cold starts per slot, whose
+# runs on the warm path, 0 for cold only; BENCH_FW_COLD_QUADS (450) quads
+# (or rounds) of BENCH_FW_COLD_PER_SLOT (3) cold starts per slot, whose
 # p50 is the slot's figure, 0 for warm only; BENCH_FW_COLD_PAIRING
 # (concurrent or alternate, as on the warm path); BENCH_FW_NICE (-10).
 
@@ -453,11 +453,11 @@ fw_warm() {
 	fi
 }
 
-# fw_cold: cold starts, BENCH_FW_COLD_PER_SLOT (5) fresh envs one after
+# fw_cold: cold starts, BENCH_FW_COLD_PER_SLOT (3) fresh envs one after
 # another per slot, in the same palindromic quads (gateways not pinned,
 # as in §2). Each slot gives the p50 of its starts.
 fw_cold() {
-	local quads=${BENCH_FW_COLD_QUADS:-300} per=${BENCH_FW_COLD_PER_SLOT:-5} q j s i host load0 load1 t0 t1
+	local quads=${BENCH_FW_COLD_QUADS:-450} per=${BENCH_FW_COLD_PER_SLOT:-3} q j s i host load0 load1 t0 t1
 	((quads > 0)) || return 0
 	((per > 0)) || die "BENCH_FW_COLD_PER_SLOT must be at least 1"
 	for ((i = 0; i < nm; i++)); do
