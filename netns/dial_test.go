@@ -2,11 +2,14 @@ package netns_test
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/envgate/envgate/netns"
+	"github.com/envgate/envgate/netns/netnstest"
 )
 
 // TestSandboxDialContext: a connection DialContext makes belongs to the
@@ -43,6 +46,20 @@ func TestSandboxDialContext(t *testing.T) {
 		t.Errorf("the connection %v -> %v is tracked in the host's namespace", local, remote)
 	}
 
+	// Nothing listens on 3001: refused, as a dial from the host would be.
+	if c, err := a.DialContext(context.Background(), d, "tcp4", hostPort(a.Addr(), 3001)); err == nil {
+		c.Close()
+		t.Errorf("dialed a port of A where nothing listens")
+	} else if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("dial a port of A where nothing listens: %v, want connection refused", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if c, err := a.DialContext(ctx, d, "tcp4", addr); err == nil {
+		c.Close()
+		t.Errorf("dialed with a context already canceled")
+	}
+
 	b := create(t, m, "b")
 	listenIn(t, b, 3000, "b")
 	if err := m.Destroy(b); err != nil {
@@ -51,5 +68,71 @@ func TestSandboxDialContext(t *testing.T) {
 	if c, err := b.DialContext(context.Background(), d, "tcp4", hostPort(b.Addr(), 3000)); err == nil {
 		c.Close()
 		t.Errorf("dialed into B after it was destroyed")
+	}
+}
+
+// BenchmarkDial connects to a server in a sandbox and closes the
+// connection, side by side: from the host over the veth (as the gateway
+// did before it dialed inside, and as its readiness probe still does) and
+// with DialContext from inside (the setns at dial time included), and
+// with the whole dial on a thread switched inside; no firewall.
+func BenchmarkDial(b *testing.B) {
+	netnstest.RequireRoot(b)
+	m, err := netns.New(netns.Config{Prefix: netnstest.Prefix(b), Pool: netnstest.Pool(0)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	sb, err := m.Create(b.Context(), "dial")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		if err := m.Destroy(sb); err != nil {
+			b.Error(err)
+		}
+		m.Settle(b.Context())
+	})
+	var ln net.Listener
+	if err := sb.Do(func() (err error) {
+		ln, err = net.Listen("tcp", ":3000")
+		return err
+	}); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	addr := hostPort(sb.Addr(), 3000)
+	d := &net.Dialer{Control: netns.MarkSocket}
+	dials := map[string]func() (net.Conn, error){
+		"from=host":   func() (net.Conn, error) { return d.Dial("tcp4", addr) },
+		"from=inside": func() (net.Conn, error) { return sb.DialContext(b.Context(), d, "tcp4", addr) },
+		// The whole dial on the locked thread in the namespace, the
+		// connect's wait included (DialContext's first version).
+		"from=inside-locked": func() (c net.Conn, err error) {
+			err = sb.Do(func() (err error) {
+				c, err = d.Dial("tcp4", addr)
+				return err
+			})
+			return c, err
+		},
+	}
+	for _, name := range []string{"from=host", "from=inside", "from=inside-locked"} {
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				c, err := dials[name]()
+				if err != nil {
+					b.Fatal(err)
+				}
+				c.Close()
+			}
+		})
 	}
 }

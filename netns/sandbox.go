@@ -392,30 +392,3 @@ func (s *Sandbox) Do(fn func() error) error {
 	}
 	return onThreadIn(s.handle, fn)
 }
-
-// DialContext connects to addr with d from inside the sandbox's network
-// namespace: the socket is made on a thread switched into it (the one
-// setns per connection, at dial time; the connection then works from
-// any thread). Its packets stay in the sandbox's namespace, on its
-// loopback: they cross no veth and none of the host namespace's
-// netfilter hooks, where connection tracking and NAT run for every packet
-// once the firewall's table is there. The namespace is opened by its
-// path, so a sandbox destroyed meanwhile fails the dial rather than
-// reaching another.
-func (s *Sandbox) DialContext(ctx context.Context, d *net.Dialer, network, addr string) (net.Conn, error) {
-	h, err := netns.GetFromPath(s.Path())
-	if err != nil {
-		return nil, fmt.Errorf("netns: dial in %s: %w", s.Name, err)
-	}
-	defer h.Close()
-	var c net.Conn
-	err = onThreadIn(h, func() error {
-		var err error
-		c, err = d.DialContext(ctx, network, addr)
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	return c, nil
-}
