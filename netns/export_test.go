@@ -63,3 +63,13 @@ func SpawnerFailed() error {
 	defer spawnerState.mu.Unlock()
 	return spawnerState.failed
 }
+
+// CreateNamed and DeleteNamed are createNamed and deleteNamed, for a
+// test of the thread a namespace is made on.
+var (
+	CreateNamed = createNamed
+	DeleteNamed = deleteNamed
+)
+
+// ProcessNice is the process's nice value, as the package read it.
+func ProcessNice() int { return processNice }

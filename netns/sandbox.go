@@ -126,8 +126,25 @@ func (m *Manager) Create(ctx context.Context, id string) (*Sandbox, error) {
 	return m.CreateWith(ctx, id, Setup{})
 }
 
-// CreateWith is Create with setup done as the sandbox is made.
-func (m *Manager) CreateWith(ctx context.Context, id string, setup Setup) (_ *Sandbox, err error) {
+// CreateWith is Create with setup done as the sandbox is made. The work
+// runs on a thread at StartNice, so that it yields the CPUs to the
+// gateway's request path.
+func (m *Manager) CreateWith(ctx context.Context, id string, setup Setup) (sb *Sandbox, err error) {
+	err = onLockedThread(func() error {
+		if err := lowerThreadPriority(); err != nil {
+			return err
+		}
+		var err error
+		sb, err = m.createWith(ctx, id, setup)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return sb, nil
+}
+
+func (m *Manager) createWith(ctx context.Context, id string, setup Setup) (_ *Sandbox, err error) {
 	if err := validateID(id); err != nil {
 		return nil, err
 	}

@@ -39,6 +39,13 @@ func onLockedThread(fn func() error) error {
 		}
 		defer orig.Close()
 		ferr := fn()
+		if err := restoreThreadPriority(); err != nil {
+			// Stay locked: the thread dies with this goroutine rather
+			// than serve requests at a start's priority.
+			netns.Set(orig)
+			errc <- errors.Join(ferr, err)
+			return
+		}
 		var tainted threadTainted
 		if errors.As(ferr, &tainted) {
 			// fn left the thread in a state it could not undo: stay
@@ -86,6 +93,9 @@ func createNamed(name string, inside func() error) (netns.NsHandle, error) {
 	}
 	f.Close()
 	err = onLockedThread(func() error {
+		if err := lowerThreadPriority(); err != nil {
+			return err
+		}
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 			return fmt.Errorf("unshare: %w", err)
 		}
@@ -127,6 +137,48 @@ func deleteNamed(name string) error {
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("netns: delete %s: %w", name, err)
+	}
+	return nil
+}
+
+// StartNice is the nice value of the threads that make a sandbox (the
+// namespace's creation, its veth, addresses and routes: kernel work of a
+// few milliseconds per start). In a start storm on a small machine that
+// work would otherwise take the CPUs from the gateway's request path on
+// equal terms, and warm envs' requests would wait behind other envs'
+// starts; at a lower priority it yields to them, and on a quiet machine
+// nothing competes and nothing slows.
+const StartNice = 10
+
+// processNice is the gateway's own nice value, which every thread but
+// those making sandboxes keeps.
+var processNice = func() int {
+	// The raw getpriority returns 20 - nice.
+	if p, err := unix.Getpriority(unix.PRIO_PROCESS, 0); err == nil {
+		return 20 - p
+	}
+	return 0
+}()
+
+// lowerThreadPriority sets the calling (locked) thread's nice value to
+// StartNice; restoreThreadPriority sets it back to the process's, before
+// the thread returns to the runtime.
+func lowerThreadPriority() error {
+	if processNice >= StartNice {
+		return nil
+	}
+	if err := unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), StartNice); err != nil {
+		return fmt.Errorf("netns: nice %d: %w", StartNice, err)
+	}
+	return nil
+}
+
+func restoreThreadPriority() error {
+	if processNice >= StartNice {
+		return nil
+	}
+	if err := unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), processNice); err != nil {
+		return fmt.Errorf("netns: nice %d: %w", processNice, err)
 	}
 	return nil
 }
