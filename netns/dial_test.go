@@ -78,20 +78,9 @@ func TestSandboxDialContext(t *testing.T) {
 // with the whole dial on a thread switched inside; no firewall.
 func BenchmarkDial(b *testing.B) {
 	netnstest.RequireRoot(b)
-	m, err := netns.New(netns.Config{Prefix: netnstest.Prefix(b), Pool: netnstest.Pool(0)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	sb, err := m.Create(b.Context(), "dial")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		if err := m.Destroy(sb); err != nil {
-			b.Error(err)
-		}
-		m.Settle(b.Context())
-	})
+	m := newManager(b)
+	b.Cleanup(func() { m.Settle(context.Background()) }) // after create's destroy
+	sb := create(b, m, "dial")
 	var ln net.Listener
 	if err := sb.Do(func() (err error) {
 		ln, err = net.Listen("tcp", ":3000")

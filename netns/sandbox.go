@@ -130,10 +130,7 @@ func (m *Manager) Create(ctx context.Context, id string) (*Sandbox, error) {
 // runs on a thread at StartNice, so that it yields the CPUs to the
 // gateway's request path.
 func (m *Manager) CreateWith(ctx context.Context, id string, setup Setup) (sb *Sandbox, err error) {
-	err = onLockedThread(func() error {
-		if err := lowerThreadPriority(); err != nil {
-			return err
-		}
+	err = onStartThread(func() error {
 		var err error
 		sb, err = m.createWith(ctx, id, setup)
 		return err

@@ -19,7 +19,7 @@ import (
 	"github.com/vishvananda/netlink"
 )
 
-func newManager(t *testing.T) *netns.Manager {
+func newManager(t testing.TB) *netns.Manager {
 	t.Helper()
 	prefix := netnstest.Prefix(t)
 	m, err := netns.New(netns.Config{Prefix: prefix, Pool: netnstest.Pool(0)})
@@ -29,7 +29,7 @@ func newManager(t *testing.T) *netns.Manager {
 	return m
 }
 
-func create(t *testing.T, m *netns.Manager, id string) *netns.Sandbox {
+func create(t testing.TB, m *netns.Manager, id string) *netns.Sandbox {
 	t.Helper()
 	sb, err := m.Create(context.Background(), id)
 	if err != nil {

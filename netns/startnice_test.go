@@ -1,6 +1,7 @@
 package netns_test
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -57,20 +58,9 @@ func TestSandboxMadeAtStartNice(t *testing.T) {
 		t.Errorf("the namespace was made at nice %d, want %d", inside, netns.StartNice)
 	}
 
-	m, err := netns.New(netns.Config{Prefix: netnstest.Prefix(t), Pool: netnstest.Pool(0)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sb, err := m.Create(t.Context(), "nice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := m.Destroy(sb); err != nil {
-			t.Error(err)
-		}
-		m.Settle(t.Context())
-	})
+	m := newManager(t)
+	t.Cleanup(func() { m.Settle(context.Background()) }) // after create's destroy
+	create(t, m, "nice")
 	tasks, err := os.ReadDir("/proc/self/task")
 	if err != nil {
 		t.Fatal(err)

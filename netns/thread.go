@@ -39,13 +39,6 @@ func onLockedThread(fn func() error) error {
 		}
 		defer orig.Close()
 		ferr := fn()
-		if err := restoreThreadPriority(); err != nil {
-			// Stay locked: the thread dies with this goroutine rather
-			// than serve requests at a start's priority.
-			netns.Set(orig)
-			errc <- errors.Join(ferr, err)
-			return
-		}
 		var tainted threadTainted
 		if errors.As(ferr, &tainted) {
 			// fn left the thread in a state it could not undo: stay
@@ -92,10 +85,7 @@ func createNamed(name string, inside func() error) (netns.NsHandle, error) {
 		return netns.None(), fmt.Errorf("netns: create %s: %w", name, err)
 	}
 	f.Close()
-	err = onLockedThread(func() error {
-		if err := lowerThreadPriority(); err != nil {
-			return err
-		}
+	err = onStartThread(func() error {
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 			return fmt.Errorf("unshare: %w", err)
 		}
@@ -160,25 +150,31 @@ var processNice = func() int {
 	return 0
 }()
 
-// lowerThreadPriority sets the calling (locked) thread's nice value to
-// StartNice; restoreThreadPriority sets it back to the process's, before
-// the thread returns to the runtime.
-func lowerThreadPriority() error {
+// onStartThread is onLockedThread with fn run at StartNice (unless the
+// process runs at that or lower a priority already). The thread is set
+// back to the process's nice value before it returns to the runtime; one
+// that cannot be is discarded rather than serve requests at a start's
+// priority.
+func onStartThread(fn func() error) error {
 	if processNice >= StartNice {
-		return nil
+		return onLockedThread(fn)
 	}
-	if err := unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), StartNice); err != nil {
-		return fmt.Errorf("netns: nice %d: %w", StartNice, err)
-	}
-	return nil
+	return onLockedThread(func() error {
+		if err := setThreadNice(StartNice); err != nil {
+			return err
+		}
+		ferr := fn()
+		if err := setThreadNice(processNice); err != nil {
+			return threadTainted{errors.Join(ferr, err)}
+		}
+		return ferr
+	})
 }
 
-func restoreThreadPriority() error {
-	if processNice >= StartNice {
-		return nil
-	}
-	if err := unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), processNice); err != nil {
-		return fmt.Errorf("netns: nice %d: %w", processNice, err)
+// setThreadNice sets the calling (locked) thread's nice value.
+func setThreadNice(nice int) error {
+	if err := unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), nice); err != nil {
+		return fmt.Errorf("netns: nice %d: %w", nice, err)
 	}
 	return nil
 }
