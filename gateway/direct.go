@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bufio"
-	"context"
 	"io"
 	"net/http"
 	"net/netip"
@@ -171,7 +170,7 @@ func (h *Handler) serveDirect(w http.ResponseWriter, r *http.Request, lease Leas
 	}
 	// The client's Connection: close is about its own connection, not
 	// the gateway's to the env (ReverseProxy clears Close likewise).
-	res, err := h.up.direct.exchange(context.WithValue(r.Context(), dialLeaseKey{}, lease), target, r, false, write, got1xx)
+	res, err := h.up.direct.exchange(r.Context(), lease, target, r, false, write, got1xx)
 	if err != nil {
 		h.upstreamError(w, r, lease.Env(), err)
 		return upstreamErrorStatus(r)

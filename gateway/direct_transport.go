@@ -82,9 +82,10 @@ func newDirectTransport(t *http.Transport) *directTransport {
 // the kept-alive one turns out closed, and req may be retried) on a new
 // one. req gives the method (for the response's framing and retries);
 // closeAfter says the request asked the env to close the connection
-// (Connection: close); got1xx, if not nil, receives informational
+// (Connection: close); lease, if not nil, is what a new connection is
+// dialed through (dialEnv); got1xx, if not nil, receives informational
 // responses other than 101.
-func (t *directTransport) exchange(ctx context.Context, addr netip.AddrPort, req *http.Request, closeAfter bool, write func(*bufio.Writer) error, got1xx func(int, textproto.MIMEHeader) error) (*http.Response, error) {
+func (t *directTransport) exchange(ctx context.Context, lease Lease, addr netip.AddrPort, req *http.Request, closeAfter bool, write func(*bufio.Writer) error, got1xx func(int, textproto.MIMEHeader) error) (*http.Response, error) {
 	fc := t.get(addr)
 	if fc != nil {
 		res, err := fc.roundTrip(t, ctx, req, closeAfter, write, got1xx)
@@ -94,7 +95,13 @@ func (t *directTransport) exchange(ctx context.Context, addr netip.AddrPort, req
 		// A kept-alive connection the server had closed: once more on a
 		// new one, which is what http.Transport does too.
 	}
-	c, err := t.dial(ctx, "tcp", addr.String())
+	// The lease goes with a dial only (dialEnv dials through it), not
+	// with every request on a kept-alive connection.
+	dctx := ctx
+	if lease != nil {
+		dctx = context.WithValue(ctx, dialLeaseKey{}, lease)
+	}
+	c, err := t.dial(dctx, "tcp", addr.String())
 	if err != nil {
 		return nil, err
 	}

@@ -46,7 +46,7 @@ func (t *directTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	return t.exchange(req.Context(), addr, req, req.Close, func(w *bufio.Writer) error { return req.Write(w) }, got1xx)
+	return t.exchange(req.Context(), nil, addr, req, req.Close, func(w *bufio.Writer) error { return req.Write(w) }, got1xx)
 }
 
 // connServer is an httptest server that counts the connections it
