@@ -457,7 +457,7 @@ fw_warm() {
 # another per slot, in the same palindromic quads (gateways not pinned,
 # as in §2). Each slot gives the p50 of its starts.
 fw_cold() {
-	local quads=${BENCH_FW_COLD_QUADS:-450} per=${BENCH_FW_COLD_PER_SLOT:-3} q j s i host load0 load1 t0 t1
+	local quads=${BENCH_FW_COLD_QUADS:-450} per=${BENCH_FW_COLD_PER_SLOT:-3} q s i load0 load1 t0 t1
 	((quads > 0)) || return 0
 	((per > 0)) || die "BENCH_FW_COLD_PER_SLOT must be at least 1"
 	for ((i = 0; i < nm; i++)); do
@@ -466,37 +466,19 @@ fw_cold() {
 		# few dozen dev servers running.
 		FW_IDLE=5s fw_start "${modes[i]}" "$s" "fw-cold-$s"
 	done
-	cmd "nsenter --net=/run/netns/egfw<mode><pid> benchtool cold -addr 127.0.0.1:$GW_PORT -hosts 'c<mode><quad>y<slot>x{{.I}}.localhost' -n $per -path /healthz  # per slot"
-	local -A ttfb
+	local targets=()
+	for ((i = 0; i < nm; i++)); do
+		s=$(fw_side "$i")
+		targets+=("$s=/run/netns/$(fw_ns "$s"),127.0.0.1:$GW_PORT")
+	done
+	cmd "benchtool coldquads -quads $quads -per $per -pairing $FW_COLD_PAIRING -hosts 'c{{.Mode}}{{.Quad}}y{{.Slot}}x{{.I}}.localhost' -path /healthz a=/run/netns/egfwa<pid>,127.0.0.1:$GW_PORT b=... > cold.json"
 	load0=$(cut -d' ' -f1-3 /proc/loadavg)
 	t0=$SECONDS
-	for ((q = 0; q < quads; q++)); do
-		((q % 40)) || log "1c. cold quad $((q + 1))/$quads ($(cut -d' ' -f1 /proc/loadavg))"
-		local k=0
-		if [[ $FW_COLD_PAIRING == concurrent ]]; then
-			# Two slots, each with every mode's starts at once.
-			for k in 0 1; do
-				local pids=()
-				for ((i = 0; i < nm; i++)); do
-					s=$(fw_side "$i")
-					in_ns "$s" "$BT" cold -addr "127.0.0.1:$GW_PORT" -hosts "c$s${q}y${k}x{{.I}}.localhost" -n "$per" -path /healthz >"$TMP/cold-$s.json" &
-					pids+=($!)
-				done
-				for i in "${pids[@]}"; do wait "$i" || die "firewall cold round $q: benchtool failed"; done
-				for ((i = 0; i < nm; i++)); do
-					s=$(fw_side "$i")
-					ttfb[$q$s]+="$(jq .ttfb_ms.p50 "$TMP/cold-$s.json") "
-				done
-			done
-			continue
-		fi
-		for j in $(fw_order "$q" "$nm"); do
-			s=$(fw_side "$j")
-			host="c$s${q}y$k"
-			k=$((k + 1))
-			ttfb[$q$s]+="$(in_ns "$s" "$BT" cold -addr "127.0.0.1:$GW_PORT" -hosts "${host}x{{.I}}.localhost" -n "$per" -path /healthz | jq .ttfb_ms.p50) "
-		done
-	done
+	log "1c. cold: $quads quads of $per starts per slot ($(cut -d' ' -f1 /proc/loadavg))"
+	# One process for every slot: nothing but the requests runs between
+	# two starts (see benchtool's coldquads).
+	"$BT" coldquads -quads "$quads" -per "$per" -pairing "$FW_COLD_PAIRING" -hosts 'c{{.Mode}}{{.Quad}}y{{.Slot}}x{{.I}}.localhost' -path /healthz "${targets[@]}" >"$TMP/cold.json" ||
+		die "firewall cold starts: benchtool coldquads failed"
 	t1=$SECONDS
 	load1=$(cut -d' ' -f1-3 /proc/loadavg)
 	for ((i = 0; i < nm; i++)); do fw_stop "$(fw_side "$i")"; done
@@ -511,23 +493,21 @@ fw_cold() {
 		while read -r q a b c d; do
 			ready[$s]+="$a " ph1[$s]+="$b " ph2[$s]+="$c " ph3[$s]+="$d "
 		done <<<"$vals"
-		for ((q = 0; q < quads; q++)); do
-			# shellcheck disable=SC2086
-			tt[$s]+="$(awk '{ print ($1 + $2) / 2 }' <<<"${ttfb[$q$s]}") "
-		done
+		tt[$s]=$(jq -r --arg s "$s" '.ttfb_ms[$s] | map(tostring) | join(" ")' "$TMP/cold.json")
 	done
 	local unit="quads of $per cold starts per slot, one after another, the modes taking turns in palindromic order (alternate pairing)"
 	[[ $FW_COLD_PAIRING != concurrent ]] ||
 		unit="rounds of two slots of $per cold starts each, one after another, every mode's slot at the same time (concurrent pairing)"
-	md "**Cold starts**, $quads $unit (\`benchtool cold -n $per\`, a fresh env each time, as in §2; gateways not pinned,"
+	md "**Cold starts**, $quads $unit (\`benchtool coldquads -per $per\`, a fresh env each time, as in §2; gateways not pinned,"
 	md "at nice $FW_NICE; envs stop after 5 s idle, so that no more than a few dozen run), $((t1 - t0)) s in all. *env ready* is the"
 	md "gateway's own start time of the env (namespace, veth, firewall attach, spawn, readiness probe), from its \"env ready\""
 	md "log line, with its phases: *sandbox* (namespace, veth, firewall attach), *spawn* (data dir, cgroup, the dev server's"
 	md "fork), *boot* (until the readiness probe succeeded); *TTFB* is benchtool's, from dial to the response's headers. A"
 	md "slot's figure is the p50 of its $per starts (each column's own median), a quad's or round's the mean of the mode's two"
 	md "slots; effects are differences in ms (mode − a) over the quads or rounds. Each mode's figure is thus still the p50 of its"
-	md "cold starts, paired in time with the base's. A slot's fixed cost (nsenter, benchtool, jq: about 30 ms) is paid once"
-	md "for $per starts. Concurrent pairing (BENCH_FW_COLD_PAIRING=concurrent: every mode's slot at the same instant, as the"
+	md "cold starts, paired in time with the base's. One benchtool process makes every request, from a socket it makes in each"
+	md "gateway's namespace: nothing else starts between two cold starts (a benchtool started per slot made each slot's first"
+	md "start about twice as slow as the next, and widened the pairs). Concurrent pairing (BENCH_FW_COLD_PAIRING=concurrent: every mode's slot at the same instant, as the"
 	md "warm path pairs its load) is not the default: the three gateways' starts then share the two CPUs, which doubled each"
 	md "start (env ready p50 40 ms against 21 ms) and widened the pairs (quartiles ±5.5 ms against ±3.5 ms) in a 300-round"
 	md "run on this machine. Load average before: $load0; after: $load1."

@@ -34,6 +34,9 @@ const usage = `usage:
                  (a one-member etcd on loopback until SIGTERM, for the cluster scenario)
   benchtool load -addr HOST:PORT -hosts TEMPLATE -envs E -dist D -concurrency C -duration D
                  (envgate loadtest --concurrency C --json, for when that command cannot run)
+  benchtool coldquads [-quads N] [-per K] [-pairing alternate|concurrent] [-hosts T] MODE=NETNS,ADDR ...
+                 (root: §1c's cold starts from one process, dialing each gateway in its own
+                 network namespace: per mode, per quad, the mean of its two slots' TTFB p50)
   benchtool paired [-diff] < PAIRS
                  (pairs "a b", one per line: median, quartiles and a 95 % bootstrap
                  interval of the median of (b/a − 1) in %, or of b − a with -diff)`
@@ -60,6 +63,8 @@ func main() {
 		out, err = runFloor(os.Args[2:])
 	case "plot":
 		out, err = runPlot(os.Args[2:])
+	case "coldquads":
+		out, err = runColdQuads(os.Args[2:])
 	case "paired":
 		out, err = runPaired(os.Args[2:])
 	case "etcd":

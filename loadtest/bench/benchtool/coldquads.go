@@ -1,0 +1,243 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"text/template"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ColdQuadsResult is what `benchtool coldquads` prints: per mode, per
+// quad (or round), the mean over the mode's two slots of each slot's
+// TTFB p50, in ms, in quad order.
+type ColdQuadsResult struct {
+	Quads   int                  `json:"quads"`
+	Per     int                  `json:"per"`
+	Pairing string               `json:"pairing"`
+	TTFB    map[string][]float64 `json:"ttfb_ms"`
+	Seconds float64              `json:"seconds"`
+}
+
+// coldTarget is one gateway of `benchtool coldquads`: its mode's name,
+// the network namespace it listens in and its address there.
+type coldTarget struct {
+	mode string
+	ns   *os.File // the namespace, opened once
+	addr string
+}
+
+// runColdQuads runs the cold starts of loadtest/bench's §1c from one
+// process: the modes take turns in palindromic quads of slots of per
+// fresh envs one after another (alternate pairing), or every mode's slot
+// at once, two per round (concurrent). Each gateway listens in a network
+// namespace of its own; the process dials each from a socket made in
+// that namespace, so nothing but the requests themselves runs between
+// two starts: `benchtool cold` run once per slot cost a process start
+// (nsenter, the Go runtime) just before each slot's first start, which
+// made that start about twice as slow as the next ones and widened the
+// pairs.
+func runColdQuads(args []string) (*ColdQuadsResult, error) {
+	fs := flag.NewFlagSet("coldquads", flag.ContinueOnError)
+	quads := fs.Int("quads", 450, "quads (alternate) or rounds (concurrent)")
+	per := fs.Int("per", 3, "cold starts per slot")
+	pairing := fs.String("pairing", "alternate", "alternate (palindromic quads) or concurrent (every mode's slot at once)")
+	hosts := fs.String("hosts", "c{{.Mode}}{{.Quad}}y{{.Slot}}x{{.I}}.localhost", "hostname template over {{.Mode}}, {{.Quad}}, {{.Slot}} and {{.I}}")
+	path := fs.String("path", "/healthz", "request path")
+	timeout := fs.Duration("timeout", 30*time.Second, "per-request timeout")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if *quads < 1 || *per < 1 {
+		return nil, errors.New("coldquads: -quads and -per must be at least 1")
+	}
+	if *pairing != "alternate" && *pairing != "concurrent" {
+		return nil, fmt.Errorf("coldquads: -pairing %q: want alternate or concurrent", *pairing)
+	}
+	namer, err := template.New("hosts").Option("missingkey=error").Parse(*hosts)
+	if err != nil {
+		return nil, fmt.Errorf("coldquads: -hosts: %w", err)
+	}
+	targets, err := parseColdTargets(fs.Args())
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		for _, t := range targets {
+			t.ns.Close()
+		}
+	}()
+	clients := make([]*http.Client, len(targets))
+	for i, t := range targets {
+		clients[i] = nsClient(t, *timeout)
+	}
+	res := &ColdQuadsResult{Quads: *quads, Per: *per, Pairing: *pairing, TTFB: map[string][]float64{}}
+	// slot runs target i's slot k of quad q and returns its TTFB p50 (ms).
+	slot := func(i, q, k int) (float64, error) {
+		ttfb := make([]time.Duration, 0, *per)
+		for n := range *per {
+			var b strings.Builder
+			if err := namer.Execute(&b, struct{ Mode, Quad, Slot, I any }{targets[i].mode, q, k, n}); err != nil {
+				return 0, fmt.Errorf("coldquads: -hosts: %w", err)
+			}
+			a := get(context.Background(), clients[i], b.String(), *path)
+			if !a.ok() {
+				return 0, fmt.Errorf("coldquads: mode %s, %s: %s (status %d, env %q, error %v)", targets[i].mode, b.String(), a.statusKey(), a.status, a.env, a.err)
+			}
+			ttfb = append(ttfb, a.ttfb)
+		}
+		return summarize(ttfb).P50, nil
+	}
+	began := time.Now()
+	for q := range *quads {
+		sums := make([]float64, len(targets))
+		if *pairing == "concurrent" {
+			for k := range 2 {
+				var wg sync.WaitGroup
+				errs := make([]error, len(targets))
+				for i := range targets {
+					wg.Go(func() {
+						v, err := slot(i, q, k)
+						sums[i] += v
+						errs[i] = err
+					})
+				}
+				wg.Wait()
+				if err := errors.Join(errs...); err != nil {
+					return nil, err
+				}
+			}
+		} else {
+			for k, i := range palindrome(q, len(targets)) {
+				v, err := slot(i, q, k)
+				if err != nil {
+					return nil, err
+				}
+				sums[i] += v
+			}
+		}
+		for i, t := range targets {
+			res.TTFB[t.mode] = append(res.TTFB[t.mode], sums[i]/2)
+		}
+	}
+	res.Seconds = time.Since(began).Seconds()
+	return res, nil
+}
+
+// palindrome is the order of quad q's slots over n modes: the modes from
+// q mod n onwards, then the same backwards (0 1 2 2 1 0, then 1 2 0 0 2 1).
+func palindrome(q, n int) []int {
+	order := make([]int, 0, 2*n)
+	for i := range n {
+		order = append(order, (q+i)%n)
+	}
+	for i := n - 1; i >= 0; i-- {
+		order = append(order, order[i])
+	}
+	return order
+}
+
+// parseColdTargets reads MODE=NETNS,ADDR arguments; modes are distinct.
+func parseColdTargets(args []string) ([]coldTarget, error) {
+	if len(args) < 2 {
+		return nil, errors.New("coldquads: want at least two targets MODE=NETNS,ADDR")
+	}
+	var ts []coldTarget
+	for _, arg := range args {
+		mode, rest, ok1 := strings.Cut(arg, "=")
+		path, addr, ok2 := strings.Cut(rest, ",")
+		if !ok1 || !ok2 || mode == "" || path == "" || addr == "" {
+			return nil, fmt.Errorf("coldquads: target %q: want MODE=NETNS,ADDR", arg)
+		}
+		if slices.ContainsFunc(ts, func(t coldTarget) bool { return t.mode == mode }) {
+			return nil, fmt.Errorf("coldquads: mode %q named twice", mode)
+		}
+		if _, err := net.ResolveTCPAddr("tcp", addr); err != nil {
+			return nil, fmt.Errorf("coldquads: target %q: %w", arg, err)
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, fmt.Errorf("coldquads: target %q: %w", arg, err)
+		}
+		ts = append(ts, coldTarget{mode: mode, ns: f, addr: addr})
+	}
+	return ts, nil
+}
+
+// nsClient is newClient (a fresh connection per request) whose
+// connections are made in t's network namespace.
+func nsClient(t coldTarget, timeout time.Duration) *http.Client {
+	c := newClient(t.addr, timeout, true)
+	c.Transport.(*http.Transport).DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return dialInNS(ctx, t.ns, t.addr)
+	}
+	return c
+}
+
+// dialInNS connects to addr (an IPv4 address and port) from a socket made
+// in the network namespace ns: the socket is made on a thread switched
+// into ns and back; it stays in ns whichever thread uses it.
+func dialInNS(_ context.Context, ns *os.File, addr string) (net.Conn, error) {
+	ta, err := net.ResolveTCPAddr("tcp4", addr)
+	if err != nil {
+		return nil, err
+	}
+	fd, err := socketIn(ns)
+	if err != nil {
+		return nil, fmt.Errorf("socket in %s: %w", ns.Name(), err)
+	}
+	f := os.NewFile(uintptr(fd), "dial "+addr)
+	defer f.Close() // net.FileConn keeps a duplicate
+	var sa unix.SockaddrInet4
+	sa.Port = ta.Port
+	copy(sa.Addr[:], ta.IP.To4())
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	// A blocking connect: on loopback it is answered at once.
+	var cerr error
+	if err := rc.Control(func(fd uintptr) { cerr = unix.Connect(int(fd), &sa) }); err != nil {
+		return nil, err
+	}
+	if cerr != nil {
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: ta, Err: cerr}
+	}
+	return net.FileConn(f)
+}
+
+// socketIn makes a TCP socket in the network namespace ns.
+func socketIn(ns *os.File) (int, error) {
+	runtime.LockOSThread()
+	self, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		runtime.UnlockOSThread()
+		return -1, err
+	}
+	defer self.Close()
+	if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		return -1, err
+	}
+	fd, serr := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
+		// The thread stays locked and in ns: it ends with this
+		// goroutine, so nothing else runs in the wrong namespace.
+		if serr == nil {
+			unix.Close(fd)
+		}
+		return -1, err
+	}
+	runtime.UnlockOSThread()
+	return fd, serr
+}
