@@ -18,6 +18,8 @@
 #            namespaces: they meet none of the host's hooks)
 #   tracked  on, with network.track_listeners: true
 #   nonat    on, the template with egress: none and no DNS forwarder
+#   nodns    on, without the DNS forwarder (so no resolv.conf of its own
+#            in each env)
 # and any of these as MODE@BINARY: that mode run by another build of
 # envgate (e.g. "on@/tmp/old/bin/envgate on": a change to the firewall
 # against the version before it, side by side).
@@ -44,8 +46,10 @@
 # Knobs: BENCH_FW_QUADS (30) rounds (or quads) of BENCH_FW_SLOT (2) s wrk
 # runs on the warm path, 0 for cold only; BENCH_FW_COLD_QUADS (450) quads
 # (or rounds) of BENCH_FW_COLD_PER_SLOT (3) cold starts per slot, whose
-# p50 is the slot's figure, 0 for warm only; BENCH_FW_COLD_PAIRING
-# (concurrent or alternate, as on the warm path); BENCH_FW_NICE (-10).
+# p50 is the slot's figure, 0 for warm only; BENCH_FW_COLD_BATCH (10)
+# quads between two stops of the envs they started (0: envs then run
+# until the gateways stop); BENCH_FW_COLD_PAIRING (concurrent or
+# alternate, as on the warm path); BENCH_FW_NICE (-10).
 
 FW_MODES=${BENCH_FW_MODES:-off off on}
 # The gateways, the envs and wrk run at this nice value, so that other
@@ -72,7 +76,7 @@ fw_config() {
 	local mode=$1 side=$2 file=$3 name=$4 net tmpl=
 	case $mode in
 	off) net="firewall: off" ;;
-	on) net="firewall: on" ;;
+	on | nodns) net="firewall: on" ;;
 	tracked) net="firewall: on, track_listeners: true" ;;
 	nonat)
 		net="firewall: on"
@@ -104,8 +108,8 @@ fw_start() {
 	fi
 	local pre=(nice -n "$FW_NICE")
 	[[ -z $pin ]] || pre+=(taskset -c 1 env GOMAXPROCS=1)
-	# nonat: no resolvers for the forwarder, so it does not start.
-	[[ $mode != nonat ]] || pre+=(env ENVGATE_HOST_RESOLV_CONF=/dev/null)
+	# nonat, nodns: no resolvers for the forwarder, so it does not start.
+	[[ $mode != nonat && $mode != nodns ]] || pre+=(env ENVGATE_HOST_RESOLV_CONF=/dev/null)
 	fw_config "$mode" "$side" "$cfg" "$name"
 	FW_LOG[$side]=$TMP/gateway-$name.log
 	cmd "nsenter --net=/run/netns/$(fw_ns "$side") ${pre[*]} ${bin#"$ROOT"/} --config fw-$side.yaml --log-format json serve 2>gateway-$name.log &  # firewall $mode"
@@ -332,7 +336,7 @@ scenario_firewall() {
 	md "Modes: *off* (\`network.firewall: off\`); *on* (the default: the table, with the listeners' client traffic exempt from"
 	md "connection tracking; the proxy dials envs inside their namespaces, so its traffic with them meets none of the host's"
 	md "hooks); *tracked* (on, \`network.track_listeners: true\`);"
-	md "*nonat* (on, the template with \`egress: none\` and no DNS forwarder). A second *off* against the first is the A/A"
+	md "*nonat* (on, the template with \`egress: none\` and no DNS forwarder); *nodns* (on, no DNS forwarder). A second *off* against the first is the A/A"
 	md "check: it must show no difference, and its interval is the noise the method does not see through."
 	md ""
 	fw_warm
@@ -457,27 +461,26 @@ fw_warm() {
 # another per slot, in the same palindromic quads (gateways not pinned,
 # as in §2). Each slot gives the p50 of its starts.
 fw_cold() {
-	local quads=${BENCH_FW_COLD_QUADS:-450} per=${BENCH_FW_COLD_PER_SLOT:-3} q s i load0 load1 t0 t1
+	local quads=${BENCH_FW_COLD_QUADS:-450} per=${BENCH_FW_COLD_PER_SLOT:-3} batch=${BENCH_FW_COLD_BATCH:-10} q s i load0 load1 t0 t1
 	((quads > 0)) || return 0
 	((per > 0)) || die "BENCH_FW_COLD_PER_SLOT must be at least 1"
 	for ((i = 0; i < nm; i++)); do
 		s=$(fw_side "$i")
-		# Envs idle 5 s stop: a few thousand starts leave no more than a
-		# few dozen dev servers running.
-		FW_IDLE=5s fw_start "${modes[i]}" "$s" "fw-cold-$s"
+		# No env stops while idle: benchtool stops each batch's envs.
+		FW_IDLE=1h fw_start "${modes[i]}" "$s" "fw-cold-$s"
 	done
 	local targets=()
 	for ((i = 0; i < nm; i++)); do
 		s=$(fw_side "$i")
-		targets+=("$s=/run/netns/$(fw_ns "$s"),127.0.0.1:$GW_PORT")
+		targets+=("$s=/run/netns/$(fw_ns "$s"),127.0.0.1:$GW_PORT,$TMP/state-fw-cold-$s/run/egfw$s.sock")
 	done
-	cmd "benchtool coldquads -quads $quads -per $per -pairing $FW_COLD_PAIRING -hosts 'c{{.Mode}}{{.Quad}}y{{.Slot}}x{{.I}}.localhost' -path /healthz a=/run/netns/egfwa<pid>,127.0.0.1:$GW_PORT b=... > cold.json"
+	cmd "benchtool coldquads -quads $quads -per $per -batch $batch -pairing $FW_COLD_PAIRING -hosts 'c{{.Mode}}{{.Quad}}y{{.Slot}}x{{.I}}.localhost' -path /healthz a=/run/netns/egfwa<pid>,127.0.0.1:$GW_PORT,state-fw-cold-a/run/egfwa.sock b=... > cold.json"
 	load0=$(cut -d' ' -f1-3 /proc/loadavg)
 	t0=$SECONDS
 	log "1c. cold: $quads quads of $per starts per slot ($(cut -d' ' -f1 /proc/loadavg))"
 	# One process for every slot: nothing but the requests runs between
 	# two starts (see benchtool's coldquads).
-	"$BT" coldquads -quads "$quads" -per "$per" -pairing "$FW_COLD_PAIRING" -hosts 'c{{.Mode}}{{.Quad}}y{{.Slot}}x{{.I}}.localhost' -path /healthz "${targets[@]}" >"$TMP/cold.json" ||
+	"$BT" coldquads -quads "$quads" -per "$per" -batch "$batch" -pairing "$FW_COLD_PAIRING" -hosts 'c{{.Mode}}{{.Quad}}y{{.Slot}}x{{.I}}.localhost' -path /healthz "${targets[@]}" >"$TMP/cold.json" ||
 		die "firewall cold starts: benchtool coldquads failed"
 	t1=$SECONDS
 	load1=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -499,7 +502,9 @@ fw_cold() {
 	[[ $FW_COLD_PAIRING != concurrent ]] ||
 		unit="rounds of two slots of $per cold starts each, one after another, every mode's slot at the same time (concurrent pairing)"
 	md "**Cold starts**, $quads $unit (\`benchtool coldquads -per $per\`, a fresh env each time, as in §2; gateways not pinned,"
-	md "at nice $FW_NICE; envs stop after 5 s idle, so that no more than a few dozen run), $((t1 - t0)) s in all. *env ready* is the"
+	md "at nice $FW_NICE; after every $batch quads benchtool stops the envs they started, through each gateway's admin socket, and"
+	md "waits until the CPUs are quiet: the kernel tears a network namespace down in the background, and envs stopping while"
+	md "others start (as when they stopped after 5 s idle) slowed half the boots two- or threefold), $((t1 - t0)) s in all. *env ready* is the"
 	md "gateway's own start time of the env (namespace, veth, firewall attach, spawn, readiness probe), from its \"env ready\""
 	md "log line, with its phases: *sandbox* (namespace, veth, firewall attach), *spawn* (data dir, cgroup, the dev server's"
 	md "fork), *boot* (until the readiness probe succeeded); *TTFB* is benchtool's, from dial to the response's headers. A"

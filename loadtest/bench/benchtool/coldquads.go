@@ -15,6 +15,7 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/envgate/envgate/gateway/admin"
 	"golang.org/x/sys/unix"
 )
 
@@ -32,9 +33,10 @@ type ColdQuadsResult struct {
 // coldTarget is one gateway of `benchtool coldquads`: its mode's name,
 // the network namespace it listens in and its address there.
 type coldTarget struct {
-	mode string
-	ns   *os.File // the namespace, opened once
-	addr string
+	mode  string
+	ns    *os.File // the namespace, opened once
+	addr  string
+	admin string // the gateway's admin socket; "" for none
 }
 
 // runColdQuads runs the cold starts of loadtest/bench's §1c from one
@@ -55,6 +57,8 @@ func runColdQuads(args []string) (*ColdQuadsResult, error) {
 	hosts := fs.String("hosts", "c{{.Mode}}{{.Quad}}y{{.Slot}}x{{.I}}.localhost", "hostname template over {{.Mode}}, {{.Quad}}, {{.Slot}} and {{.I}}")
 	path := fs.String("path", "/healthz", "request path")
 	timeout := fs.Duration("timeout", 30*time.Second, "per-request timeout")
+	batch := fs.Int("batch", 0, "after every BATCH quads, stop the envs they started through each gateway's admin socket and wait until the CPUs are quiet (0: never)")
+	quiet := fs.Float64("quiet", 0.2, "with -batch: the busy share of the CPUs, over 100 ms, under which the machine counts as quiet")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -72,6 +76,9 @@ func runColdQuads(args []string) (*ColdQuadsResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	if *batch > 0 && slices.ContainsFunc(targets, func(t coldTarget) bool { return t.admin == "" }) {
+		return nil, errors.New("coldquads: -batch needs every target's admin socket (MODE=NETNS,ADDR,ADMIN)")
+	}
 	defer func() {
 		for _, t := range targets {
 			t.ns.Close()
@@ -82,6 +89,7 @@ func runColdQuads(args []string) (*ColdQuadsResult, error) {
 		clients[i] = nsClient(t, *timeout)
 	}
 	res := &ColdQuadsResult{Quads: *quads, Per: *per, Pairing: *pairing, TTFB: map[string][]float64{}}
+	started := make([][]string, len(targets)) // per target, the envs since the last batch
 	// slot runs target i's slot k of quad q and returns its TTFB p50 (ms).
 	slot := func(i, q, k int) (float64, error) {
 		ttfb := make([]time.Duration, 0, *per)
@@ -90,6 +98,7 @@ func runColdQuads(args []string) (*ColdQuadsResult, error) {
 			if err := namer.Execute(&b, struct{ Mode, Quad, Slot, I any }{targets[i].mode, q, k, n}); err != nil {
 				return 0, fmt.Errorf("coldquads: -hosts: %w", err)
 			}
+			started[i] = append(started[i], envOf(b.String()))
 			a := get(context.Background(), clients[i], b.String(), *path)
 			if !a.ok() {
 				return 0, fmt.Errorf("coldquads: mode %s, %s: %s (status %d, env %q, error %v)", targets[i].mode, b.String(), a.statusKey(), a.status, a.env, a.err)
@@ -129,6 +138,12 @@ func runColdQuads(args []string) (*ColdQuadsResult, error) {
 		for i, t := range targets {
 			res.TTFB[t.mode] = append(res.TTFB[t.mode], sums[i]/2)
 		}
+		if *batch > 0 && (q+1)%*batch == 0 && q+1 < *quads {
+			if err := stopAll(targets, started); err != nil {
+				return nil, err
+			}
+			waitQuiet(*quiet, 5*time.Second)
+		}
 	}
 	res.Seconds = time.Since(began).Seconds()
 	return res, nil
@@ -147,7 +162,96 @@ func palindrome(q, n int) []int {
 	return order
 }
 
-// parseColdTargets reads MODE=NETNS,ADDR arguments; modes are distinct.
+// stopAll stops the envs each target started (through its admin socket,
+// a few at a time) and forgets them.
+func stopAll(targets []coldTarget, started [][]string) error {
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	for i, t := range targets {
+		c := &http.Client{Timeout: time.Minute, Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "unix", t.admin)
+			},
+		}}
+		envs := make(chan string)
+		for range 4 {
+			wg.Go(func() {
+				for env := range envs {
+					req, err := http.NewRequest(http.MethodPost, "http://admin/v1/envs/"+env+"/stop", nil)
+					if err != nil {
+						panic(err) // env names are the hosts' first labels
+					}
+					req.Header.Set(admin.ActionHeader, "1")
+					resp, err := c.Do(req)
+					if err == nil {
+						resp.Body.Close()
+						if resp.StatusCode != http.StatusOK {
+							err = fmt.Errorf("status %d", resp.StatusCode)
+						}
+					}
+					if err != nil {
+						mu.Lock()
+						errs = append(errs, fmt.Errorf("coldquads: mode %s: stop %s: %w", t.mode, env, err))
+						mu.Unlock()
+					}
+				}
+			})
+		}
+		wg.Go(func() {
+			defer close(envs)
+			for _, env := range started[i] {
+				envs <- env
+			}
+		})
+	}
+	wg.Wait()
+	for i := range started {
+		started[i] = started[i][:0]
+	}
+	return errors.Join(errs...)
+}
+
+// waitQuiet waits until the CPUs' busy share over 100 ms (from
+// /proc/stat) is under share, or for limit at most: the kernel finishes a
+// network namespace's teardown in the background, after its stop.
+func waitQuiet(share float64, limit time.Duration) {
+	end := time.Now().Add(limit)
+	busy0, total0 := cpuTimes()
+	for time.Now().Before(end) {
+		time.Sleep(100 * time.Millisecond)
+		busy, total := cpuTimes()
+		if total > total0 && float64(busy-busy0)/float64(total-total0) < share {
+			return
+		}
+		busy0, total0 = busy, total
+	}
+}
+
+// cpuTimes is the busy and total time of all CPUs, in ticks, from the
+// first line of /proc/stat.
+func cpuTimes() (busy, total uint64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	for i, f := range strings.Fields(line)[1:] {
+		var v uint64
+		fmt.Sscan(f, &v)
+		total += v
+		if i != 3 && i != 4 { // idle, iowait
+			busy += v
+		}
+	}
+	return busy, total
+}
+
+// parseColdTargets reads MODE=NETNS,ADDR[,ADMIN] arguments; modes are
+// distinct.
 func parseColdTargets(args []string) ([]coldTarget, error) {
 	if len(args) < 2 {
 		return nil, errors.New("coldquads: want at least two targets MODE=NETNS,ADDR")
@@ -156,8 +260,9 @@ func parseColdTargets(args []string) ([]coldTarget, error) {
 	for _, arg := range args {
 		mode, rest, ok1 := strings.Cut(arg, "=")
 		path, addr, ok2 := strings.Cut(rest, ",")
+		addr, admin, _ := strings.Cut(addr, ",")
 		if !ok1 || !ok2 || mode == "" || path == "" || addr == "" {
-			return nil, fmt.Errorf("coldquads: target %q: want MODE=NETNS,ADDR", arg)
+			return nil, fmt.Errorf("coldquads: target %q: want MODE=NETNS,ADDR[,ADMIN]", arg)
 		}
 		if slices.ContainsFunc(ts, func(t coldTarget) bool { return t.mode == mode }) {
 			return nil, fmt.Errorf("coldquads: mode %q named twice", mode)
@@ -169,7 +274,7 @@ func parseColdTargets(args []string) ([]coldTarget, error) {
 		if err != nil {
 			return nil, fmt.Errorf("coldquads: target %q: %w", arg, err)
 		}
-		ts = append(ts, coldTarget{mode: mode, ns: f, addr: addr})
+		ts = append(ts, coldTarget{mode: mode, ns: f, addr: addr, admin: admin})
 	}
 	return ts, nil
 }

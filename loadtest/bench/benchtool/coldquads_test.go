@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/envgate/envgate/gateway/admin"
 	"github.com/envgate/envgate/netns/netnstest"
 	"golang.org/x/sys/unix"
 )
@@ -52,8 +53,32 @@ func TestRunColdQuads(t *testing.T) {
 		c.Close()
 		t.Skipf("%s answers in the host's namespace too: the test cannot tell where coldquads dials", inside.Addr())
 	}
-	res, err := runColdQuads([]string{"-quads", "3", "-per", "2", "-hosts", "c{{.Mode}}{{.Quad}}y{{.Slot}}x{{.I}}.localhost",
-		"a=/proc/self/ns/net," + host.Addr().String(), "b=" + nsPath + "," + inside.Addr().String()})
+	stopped := map[string][]string{}
+	adminSock := func(mode string) string {
+		sock := t.TempDir() + "/admin.sock"
+		ln, err := net.Listen("unix", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("POST /v1/envs/{name}/stop", func(w http.ResponseWriter, r *http.Request) {
+			if r.Header.Get(admin.ActionHeader) == "" {
+				http.Error(w, "no "+admin.ActionHeader, http.StatusForbidden)
+				return
+			}
+			mu.Lock()
+			stopped[mode] = append(stopped[mode], r.PathValue("name"))
+			mu.Unlock()
+		})
+		srv := &http.Server{Handler: mux}
+		go srv.Serve(ln)
+		t.Cleanup(func() { srv.Close() })
+		return sock
+	}
+	// Batches of 2 quads: the envs of quads 0 and 1 are stopped, those of
+	// the last quad are not (the run ends there).
+	res, err := runColdQuads([]string{"-quads", "3", "-per", "2", "-batch", "2", "-quiet", "1.1", "-hosts", "c{{.Mode}}{{.Quad}}y{{.Slot}}x{{.I}}.localhost",
+		"a=/proc/self/ns/net," + host.Addr().String() + "," + adminSock("a"), "b=" + nsPath + "," + inside.Addr().String() + "," + adminSock("b")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,6 +95,23 @@ func TestRunColdQuads(t *testing.T) {
 	}
 	if !slices.Equal(seen, want) {
 		t.Errorf("hosts in order\n%v\nwant\n%v", seen, want)
+	}
+	for _, mode := range []string{"a", "b"} {
+		var envs []string
+		for _, h := range want[:16] { // quads 0 and 1
+			if env, _, _ := strings.Cut(h, "."); env[1:2] == mode {
+				envs = append(envs, env)
+			}
+		}
+		got := stopped[mode]
+		slices.Sort(got)
+		slices.Sort(envs)
+		if !slices.Equal(got, envs) {
+			t.Errorf("mode %s: stopped %v, want %v", mode, got, envs)
+		}
+	}
+	if _, err := runColdQuads([]string{"-quads", "1", "-batch", "1", "a=/proc/self/ns/net," + host.Addr().String(), "b=" + nsPath + "," + inside.Addr().String()}); err == nil {
+		t.Error("-batch without admin sockets: no error")
 	}
 	_, err = runColdQuads([]string{"-quads", "1", "a=/proc/self/ns/net," + host.Addr().String(), "b=/proc/self/ns/net," + inside.Addr().String()})
 	if err == nil || !strings.Contains(err.Error(), "mode b") {
