@@ -515,7 +515,7 @@ fw_cold() {
 	md "start about twice as slow as the next, and widened the pairs). Concurrent pairing (BENCH_FW_COLD_PAIRING=concurrent: every mode's slot at the same instant, as the"
 	md "warm path pairs its load) is not the default: the three gateways' starts then share the two CPUs, which doubled each"
 	md "start (env ready p50 40 ms against 21 ms) and widened the pairs (quartiles ±5.5 ms against ±3.5 ms) in a 300-round"
-	md "run on this machine. Load average before: $load0; after: $load1."
+	md "run on this machine (with a benchtool per slot, envs stopping after 5 s idle). Load average before: $load0; after: $load1."
 	md ""
 	md "| mode vs ${modes[0]} (a) | quads | env ready p50 ms, a ; mode | env ready: effect ms | TTFB: effect ms | sandbox ms | spawn ms | boot ms |"
 	md "|---|---:|---|---|---|---|---|---|"
