@@ -173,7 +173,7 @@ func (h *Handler) serveTCPHop(w http.ResponseWriter, r *http.Request, env string
 		return
 	}
 	d := net.Dialer{Timeout: 5 * time.Second, Control: netns.MarkSocket}
-	backend, err := d.DialContext(r.Context(), "tcp", target.String())
+	backend, err := dialLease(r.Context(), &d, lease, "tcp", target.String())
 	if err != nil {
 		h.upstreamError(w, r, env, err)
 		h.logRequest(r, env, http.StatusBadGateway, began)

@@ -20,7 +20,8 @@ import (
 )
 
 // Extra servers a multi-port env runs next to the demo, in the same
-// process: a TCP echo server, a TLS echo server and a second HTTP server.
+// process: a TCP echo server, a TLS echo server, a second HTTP server and
+// a TCP server that tells each client its address as the env sees it.
 // init starts them before TestMain hands the process to the demo.
 const (
 	echoVar     = "ENVGATE_TEST_ECHO"      // listen address of the TCP echo
@@ -28,6 +29,7 @@ const (
 	echoCertVar = "ENVGATE_TEST_ECHO_CERT" // its certificate and key, PEM
 	echoKeyVar  = "ENVGATE_TEST_ECHO_KEY"
 	altHTTPVar  = "ENVGATE_TEST_ALT_HTTP" // listen address of the second HTTP server
+	whoVar      = "ENVGATE_TEST_WHO"      // listen address of the address teller
 )
 
 func init() {
@@ -52,6 +54,19 @@ func init() {
 			fmt.Fprintf(w, "alt port of %s", os.Getenv("ENVGATE_ENV"))
 		})}
 		go srv.Serve(ln)
+	}
+	if a := os.Getenv(whoVar); a != "" {
+		ln := mustListen(a)
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				fmt.Fprintln(c, c.RemoteAddr())
+				c.Close()
+			}
+		}()
 	}
 }
 
@@ -159,11 +174,12 @@ func serveEcho(ln net.Listener, wrap func(net.Conn) (net.Conn, error)) {
 }
 
 // multiPortTemplate is the demo (web, the default, on 3000) plus db (TCP
-// echo, 5432), dbtls (TLS echo, 5433, with cert) and alt (HTTP, 3001).
+// echo, 5432), dbtls (TLS echo, 5433, with cert), alt (HTTP, 3001) and
+// who (5434: the client's address, as the env sees it).
 func multiPortTemplate(t *testing.T, cert tls.Certificate) *lifecycle.Template {
 	t.Helper()
 	tm := lifecycletest.Demo(lifecycletest.DemoOptions{})
-	tm.Ports = map[string]int{"web": 3000, "db": 5432, "dbtls": 5433, "alt": 3001}
+	tm.Ports = map[string]int{"web": 3000, "db": 5432, "dbtls": 5433, "alt": 3001, "who": 5434}
 	tm.DefaultPort = "web"
 	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]})
 	keyDER, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
@@ -175,6 +191,7 @@ func multiPortTemplate(t *testing.T, cert tls.Certificate) *lifecycle.Template {
 	tm.Env[echoCertVar] = string(certPEM)
 	tm.Env[echoKeyVar] = string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
 	tm.Env[altHTTPVar] = ":3001"
+	tm.Env[whoVar] = ":5434"
 	if err := tm.Prepare(); err != nil {
 		t.Fatal(err)
 	}

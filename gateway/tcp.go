@@ -245,7 +245,7 @@ func (p *TCPProxy) handle(c net.Conn) {
 		log.Warn().Msg("tcp: the env's template has no such port")
 		return
 	}
-	backend, err := p.dialer.DialContext(p.ctx, "tcp", addr.String())
+	backend, err := dialLease(p.ctx, &p.dialer, lease, "tcp", addr.String())
 	if err != nil {
 		log.Warn().Err(err).Str("addr", addr.String()).Msg("tcp: dial env")
 		return

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -143,6 +144,27 @@ func TestTCPBySNI(t *testing.T) {
 		}
 		if n := g.Net.Creates.Load(); n != 1 {
 			t.Fatalf("sandboxes created = %d, want still 1", n)
+		}
+	})
+	t.Run("the env sees the connection come from its own address", func(t *testing.T) {
+		// The listener dials the env from inside its namespace, as the
+		// HTTP proxy does: not over the veth, whose host end the env
+		// would see.
+		got, err := echoOnce(t, terminate, "who--feature-x."+testDomain, gwRoots, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		from, err := netip.ParseAddrPort(strings.TrimSpace(got))
+		if err != nil {
+			t.Fatalf("who: %q: %v", got, err)
+		}
+		lease, err := g.Envs.Acquire(context.Background(), "feature-x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer lease.Release()
+		if from.Addr() != lease.Addr.Addr() {
+			t.Errorf("the env saw the connection from %v, want from its own address %v", from, lease.Addr.Addr())
 		}
 	})
 	t.Run("refused names", func(t *testing.T) {

@@ -132,12 +132,19 @@ func dialEnv(d *net.Dialer) dialFunc {
 		} else if dl, ok := ctx.Value(dialLeaseKey{}).(Lease); ok {
 			l = dl
 		}
-		if w, ok := l.(waitedLease); ok {
-			l = w.Lease
-		}
-		if ed, ok := l.(envDialer); ok {
-			return ed.DialContext(ctx, d, network, addr)
-		}
-		return d.DialContext(ctx, network, addr)
+		return dialLease(ctx, d, l, network, addr)
 	}
+}
+
+// dialLease connects to addr, a port of l's env, with d: from inside the
+// env's network namespace when l can (an envDialer), else from the
+// gateway's (l nil, or a Lease of another kind).
+func dialLease(ctx context.Context, d *net.Dialer, l Lease, network, addr string) (net.Conn, error) {
+	if w, ok := l.(waitedLease); ok {
+		l = w.Lease
+	}
+	if ed, ok := l.(envDialer); ok {
+		return ed.DialContext(ctx, d, network, addr)
+	}
+	return d.DialContext(ctx, network, addr)
 }
