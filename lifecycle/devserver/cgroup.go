@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -41,7 +43,24 @@ type envCgroup interface {
 	memoryUsage() int64
 	// remove kills what is left and deletes the cgroup.
 	remove() error
+	// serving gives the cgroup the CPU weight of a serving env: it was
+	// made with the weight of a booting one (see bootCPUShares).
+	serving() error
 }
+
+// The CPU weight of an env's cgroup while its dev server boots, and once
+// it serves. Each env has a cgroup of its own, and the kernel shares the
+// CPUs among sibling cgroups by their weights, whatever the nice values
+// of the tasks inside: the boot's nice value (bootNice) orders it only
+// against its own env's processes. So, in a start storm, each booting
+// env's cgroup took as large a share as an env already serving; made at
+// the weight of a nice 19 task, it yields to them as bootNice meant.
+const (
+	bootCPUShares    = 15 // v1 cpu.shares: a nice 19 task's weight
+	servingCPUShares = 1024
+	bootCPUWeight    = 1 // v2 cpu.weight, the least
+	servingCPUWeight = 100
+)
 
 // newCgroup makes the cgroup parent/name with limits r.
 func newCgroup(parent, name string, r lifecycle.Resources) (envCgroup, error) {
@@ -134,6 +153,11 @@ func newCgroupV1(p string, r lifecycle.Resources) (*cgroupV1, error) {
 	if r.Pids > 0 {
 		res.Pids = &specs.LinuxPids{Limit: &r.Pids}
 	}
+	shares := uint64(bootCPUShares)
+	if res.CPU == nil {
+		res.CPU = &specs.LinuxCPU{}
+	}
+	res.CPU.Shares = &shares
 	cg, err := cgroup1.New(cgroup1.StaticPath(p), res, cgroup1.WithHierarchy(v1Hierarchy))
 	if err != nil {
 		return nil, fmt.Errorf("devserver: cgroup v1 %s: %w", p, err)
@@ -174,6 +198,10 @@ func (c *cgroupV1) kill() error {
 		}
 		return pids, err
 	})
+}
+
+func (c *cgroupV1) serving() error {
+	return writeCPUWeight(filepath.Join(cgroupMount, "cpu", c.p, "cpu.shares"), servingCPUShares)
 }
 
 func (c *cgroupV1) memoryUsage() int64 {
@@ -220,6 +248,13 @@ func newCgroupV2(p string, r lifecycle.Resources) (*cgroupV2, error) {
 	if r.Pids > 0 {
 		res.Pids = &cgroup2.Pids{Max: r.Pids}
 	}
+	if cpuControlled(p) {
+		weight := uint64(bootCPUWeight)
+		if res.CPU == nil {
+			res.CPU = &cgroup2.CPU{}
+		}
+		res.CPU.Weight = &weight
+	}
 	m, err := cgroup2.NewManager(cgroupMount, p, res)
 	if err != nil {
 		return nil, fmt.Errorf("devserver: cgroup v2 %s: %w", p, err)
@@ -250,6 +285,27 @@ func (c *cgroupV2) kill() error {
 		}
 		return pids, err
 	})
+}
+
+func (c *cgroupV2) serving() error {
+	return writeCPUWeight(filepath.Join(cgroupMount, c.p, "cpu.weight"), servingCPUWeight)
+}
+
+// cpuControlled reports whether the v2 cgroup p gets the cpu controller
+// (its parent's subtree_control names it): only then has it a cpu.weight.
+func cpuControlled(p string) bool {
+	b, err := os.ReadFile(filepath.Join(cgroupMount, filepath.Dir(p), "cgroup.subtree_control"))
+	return err == nil && slices.Contains(strings.Fields(string(b)), "cpu")
+}
+
+// writeCPUWeight writes w to the weight file at path; a cgroup without
+// the cpu controller has none, which is no error.
+func writeCPUWeight(path string, w int) error {
+	err := os.WriteFile(path, []byte(strconv.Itoa(w)), 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
 }
 
 func (c *cgroupV2) memoryUsage() int64 {

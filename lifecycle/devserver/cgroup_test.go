@@ -182,3 +182,49 @@ func TestMemoryPressureEvictsLargestIdleEnvFirst(t *testing.T) {
 		t.Fatalf("small env is %v, want ready: the largest goes first", s)
 	}
 }
+
+// TestBootCPUWeight: an env's cgroup has a booting env's CPU weight (that
+// of a nice 19 task) until its dev server is ready, and a serving env's
+// after. The kernel shares the CPUs among sibling cgroups by weight, so
+// the dev server's own nice value does not make a booting env yield to
+// envs already serving; the weight does.
+func TestBootCPUWeight(t *testing.T) {
+	file, boot, serving := "cpu.shares", "15", "1024"
+	if cgroups.Mode() == cgroups.Unified {
+		file, boot, serving = "cpu.weight", "1", "100"
+	}
+	parent := cgroupParent(t)
+	slow := lifecycletest.Demo(lifecycletest.DemoOptions{BootDelay: 2 * time.Second})
+	f := newFixture(t, lifecycle.Config{Templates: []*lifecycle.Template{slow}}, devserver.Config{CgroupParent: parent})
+	cg := parent + "/w"
+	type result struct {
+		l   *lifecycle.Lease
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		l, err := f.M.Acquire(t.Context(), "w")
+		got <- result{l, err}
+	}()
+	wait.For(t, 10*time.Second, "the env's cgroup", func() bool {
+		_, err := os.Stat(cgFile(cg, "pids", ""))
+		return err == nil
+	})
+	_, noCPU := os.Stat(cgFile(cg, "cpu", file))
+	if noCPU == nil {
+		if w := readCg(t, cg, "cpu", file); w != boot {
+			t.Errorf("while the dev server boots: %s = %s, want %s", file, w, boot)
+		}
+	}
+	r := <-got
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	defer r.l.Release()
+	if noCPU != nil {
+		t.Skipf("the env's cgroup has no cpu controller: %v", noCPU)
+	}
+	if w := readCg(t, cg, "cpu", file); w != serving {
+		t.Errorf("once it is ready: %s = %s, want %s", file, w, serving)
+	}
+}

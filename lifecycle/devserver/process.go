@@ -223,6 +223,11 @@ func (p *process) WaitReady(ctx context.Context, addr netip.AddrPort, pr lifecyc
 		return err
 	}
 	setGroupNice(p.pid, 0)
+	if p.cg != nil {
+		if err := p.cg.serving(); err != nil {
+			p.log.Warn().Err(err).Str("cgroup", p.cg.path()).Msg("cannot give the env the CPU weight of a serving one")
+		}
+	}
 	return nil
 }
 
@@ -315,6 +320,8 @@ func (p *process) HandOver() (pipe, pidfd *os.File, err error) {
 // start storm on a small machine the booting dev servers (each a runtime's
 // start-up and its package init) would otherwise take the CPUs from the envs
 // already serving; on a quiet machine nothing competes and nothing slows.
+// A nice value only orders tasks of one cgroup: an env in a cgroup of its
+// own yields to the others by its cgroup's weight (bootCPUShares).
 const bootNice = 19
 
 // setGroupNice sets the nice value of every thread in process group pgid.
