@@ -268,22 +268,10 @@ func (f *Firewall) Attach(sb *Sandbox, policy string) error {
 
 // Setup is what Manager.CreateWith does for a sandbox to be attached to
 // policy ("" for the zero Policy), as Attach would do it: IPv6 off on
-// both ends, a default route when the policy has egress, and the host
-// link's name in the policy's set, put there while the sandbox is made
-// (a set matches names: the link need not exist yet). Attach then has
-// nothing left to do. Until Attach returns, no process runs in the
-// sandbox, so an element put there early grants nothing.
+// both ends, and a default route when the policy has egress.
 func (f *Firewall) Setup(policy string) (Setup, error) {
 	p, err := f.policy(policy)
-	if err != nil {
-		return Setup{}, err
-	}
-	s := Setup{NoIPv6: true, DefaultRoute: p.Egress != EgressNone}
-	if policy != "" {
-		s.Join = func(ifname string) error { return f.setMember(ifname, policy) }
-		s.Leave = func(ifname string) error { return f.setMember(ifname, "") }
-	}
-	return s, nil
+	return Setup{NoIPv6: true, DefaultRoute: p.Egress != EgressNone}, err
 }
 
 // policy is the policy named name ("" for the zero Policy).

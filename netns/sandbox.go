@@ -107,14 +107,6 @@ type Setup struct {
 	NoIPv6 bool
 	// DefaultRoute gives the sandbox a default route via its host end.
 	DefaultRoute bool
-	// Join, if set, is called with the sandbox's host link name on a
-	// goroutine of its own as soon as that name is known, while the
-	// namespace and veth are made: work that needs the name only, not
-	// the link (a firewall's set element, matched by name), then costs
-	// a start no time of its own. CreateWith waits for it and fails
-	// with its error. Leave undoes a Join that succeeded when CreateWith
-	// fails after all.
-	Join, Leave func(hostIf string) error
 }
 
 // routeState is whether a sandbox has a default route, as far as its
@@ -167,11 +159,6 @@ func (m *Manager) createWith(ctx context.Context, id string, setup Setup) (_ *Sa
 		Slot:   slot,
 		handle: netns.None(),
 	}
-	var joined chan error // Join's outcome, once
-	if setup.Join != nil {
-		joined = make(chan error, 1)
-		go func() { joined <- setup.Join(sb.HostIf) }()
-	}
 	success, madeNS := false, false
 	defer func() {
 		switch {
@@ -182,9 +169,6 @@ func (m *Manager) createWith(ctx context.Context, id string, setup Setup) (_ *Sa
 			// The name may belong to a live sandbox (a second Create for
 			// one ID): undo only what this call did, never touch it.
 			m.pool.Release(slot.Index)
-		}
-		if !success && joined != nil && <-joined == nil && setup.Leave != nil {
-			setup.Leave(sb.HostIf) // best effort, as above
 		}
 	}()
 
@@ -264,12 +248,6 @@ func (m *Manager) createWith(ctx context.Context, id string, setup Setup) (_ *Sa
 			return nil, fmt.Errorf("netns: %s: default route: %w", sb.Name, err)
 		}
 		sb.route = routeDefault
-	}
-	if joined != nil {
-		err, joined = <-joined, nil
-		if err != nil {
-			return nil, fmt.Errorf("netns: %s: join: %w", sb.Name, err)
-		}
 	}
 	success = true
 	return sb, nil

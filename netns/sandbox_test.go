@@ -8,10 +8,8 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -443,55 +441,5 @@ func TestDestroyTwiceLeavesTheSlotsNextSandboxAlone(t *testing.T) {
 	}
 	if n := m.Pool().InUse(); n != len(made) {
 		t.Fatalf("%d slots in use, want %d", n, len(made))
-	}
-}
-
-// TestCreateWithJoin: Setup.Join gets the host link's name while the
-// sandbox is made and CreateWith returns only once it has finished; a
-// Join that fails fails CreateWith and leaves nothing; when CreateWith
-// fails after a Join succeeded, Leave undoes it.
-func TestCreateWithJoin(t *testing.T) {
-	m := newManager(t)
-	var done atomic.Bool
-	var joinedName, left string
-	setup := netns.Setup{
-		Join: func(hostIf string) error {
-			joinedName = hostIf
-			time.Sleep(50 * time.Millisecond) // far longer than the rest of CreateWith
-			done.Store(true)
-			return nil
-		},
-		Leave: func(hostIf string) error { left = hostIf; return nil },
-	}
-	sb, err := m.CreateWith(context.Background(), "j", setup)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Destroy(sb) })
-	if !done.Load() || joinedName != sb.HostIf || left != "" {
-		t.Errorf("after CreateWith: Join done %v, with %q (host link %s); Leave with %q", done.Load(), joinedName, sb.HostIf, left)
-	}
-
-	boom := errors.New("boom")
-	setup.Join = func(string) error { return boom }
-	if _, err := m.CreateWith(context.Background(), "jfail", setup); !errors.Is(err, boom) {
-		t.Errorf("CreateWith with a failing Join: err = %v, want %v", err, boom)
-	}
-	if left != "" {
-		t.Errorf("Leave called (%q) for a Join that failed", left)
-	}
-	if _, err := os.Stat(filepath.Join(netns.RunDir, m.Prefix()+"-jfail")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("namespace of the failed CreateWith: %v", err)
-	}
-
-	// A second sandbox for a live ID fails once its namespace's name is
-	// found taken, after Join: Leave gets the name Join got, a slot of
-	// its own, not the live sandbox's.
-	setup.Join = func(hostIf string) error { joinedName = hostIf; return nil }
-	if _, err := m.CreateWith(context.Background(), "j", setup); err == nil {
-		t.Fatal("a second CreateWith for a live ID succeeded")
-	}
-	if left == "" || left != joinedName || left == sb.HostIf {
-		t.Errorf("after a failed CreateWith: Leave with %q, Join with %q (the live sandbox's link is %s)", left, joinedName, sb.HostIf)
 	}
 }
