@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/vishvananda/netns"
@@ -26,9 +27,17 @@ import (
 // another. d's Timeout, Deadline, Control and KeepAlive apply; its other
 // fields (LocalAddr, dual-stack fallbacks, resolver) do not.
 func (s *Sandbox) DialContext(ctx context.Context, d *net.Dialer, network, addr string) (net.Conn, error) {
+	return DialIn(ctx, s.Path(), d, network, addr)
+}
+
+// DialIn is Sandbox.DialContext for the network namespace at path (a bind
+// mount such as /run/netns/NAME, or /proc/PID/ns/net), named in errors
+// by the path's last element.
+func DialIn(ctx context.Context, path string, d *net.Dialer, network, addr string) (net.Conn, error) {
+	name := filepath.Base(path)
 	ap, err := netip.ParseAddrPort(addr)
 	if err != nil || (network != "tcp" && network != "tcp4" && network != "tcp6") {
-		return nil, fmt.Errorf("netns: dial %s %s in %s: want TCP to an IP address and port", network, addr, s.Name)
+		return nil, fmt.Errorf("netns: dial %s %s in %s: want TCP to an IP address and port", network, addr, name)
 	}
 	family, sa := unix.AF_INET, unix.Sockaddr(&unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()})
 	if ap.Addr().Is6() && !ap.Addr().Is4In6() {
@@ -37,9 +46,9 @@ func (s *Sandbox) DialContext(ctx context.Context, d *net.Dialer, network, addr 
 	if err := ctx.Err(); err != nil {
 		return nil, &net.OpError{Op: "dial", Net: network, Addr: net.TCPAddrFromAddrPort(ap), Err: err}
 	}
-	h, err := netns.GetFromPath(s.Path())
+	h, err := netns.GetFromPath(path)
 	if err != nil {
-		return nil, fmt.Errorf("netns: dial in %s: %w", s.Name, err)
+		return nil, fmt.Errorf("netns: dial in %s: %w", name, err)
 	}
 	defer h.Close()
 	fd := -1
@@ -49,7 +58,7 @@ func (s *Sandbox) DialContext(ctx context.Context, d *net.Dialer, network, addr 
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("netns: dial in %s: socket: %w", s.Name, err)
+		return nil, fmt.Errorf("netns: dial in %s: socket: %w", name, err)
 	}
 	return connectFD(ctx, d, fd, sa, network, addr)
 }

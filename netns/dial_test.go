@@ -81,23 +81,7 @@ func BenchmarkDial(b *testing.B) {
 	m := newManager(b)
 	b.Cleanup(func() { m.Settle(context.Background()) }) // after create's destroy
 	sb := create(b, m, "dial")
-	var ln net.Listener
-	if err := sb.Do(func() (err error) {
-		ln, err = net.Listen("tcp", ":3000")
-		return err
-	}); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	listenIn(b, sb, 3000, "dial")
 	addr := hostPort(sb.Addr(), 3000)
 	d := &net.Dialer{Control: netns.MarkSocket}
 	dials := map[string]func() (net.Conn, error){

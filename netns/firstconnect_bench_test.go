@@ -76,16 +76,7 @@ func BenchmarkFirewallFirstConnect(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer ln.Close()
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.Write([]byte("env\n"))
-				c.Close()
-			}
-		}()
+		serveGreetings(ln, "env")
 		addr := hostPort(sb.Addr(), 3000)
 		var took [2]time.Duration
 		for i := range took {

@@ -111,16 +111,7 @@ func hostListener(t *testing.T, addr string) int {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Write([]byte("host\n"))
-			c.Close()
-		}
-	}()
+	serveGreetings(ln, "host")
 	return ln.Addr().(*net.TCPAddr).Port
 }
 

@@ -45,7 +45,7 @@ func create(t testing.TB, m *netns.Manager, id string) *netns.Sandbox {
 
 // listenIn opens a TCP listener inside sb on port and serves one-line
 // greetings naming who until the test ends.
-func listenIn(t *testing.T, sb *netns.Sandbox, port int, who string) net.Listener {
+func listenIn(t testing.TB, sb *netns.Sandbox, port int, who string) net.Listener {
 	t.Helper()
 	var ln net.Listener
 	err := sb.Do(func() (err error) {
@@ -56,6 +56,13 @@ func listenIn(t *testing.T, sb *netns.Sandbox, port int, who string) net.Listene
 		t.Fatalf("listen in %s: %v", sb.Name, err)
 	}
 	t.Cleanup(func() { ln.Close() })
+	serveGreetings(ln, who)
+	return ln
+}
+
+// serveGreetings answers every connection ln accepts with the line who
+// and closes it, until ln is closed.
+func serveGreetings(ln net.Listener, who string) {
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -66,7 +73,6 @@ func listenIn(t *testing.T, sb *netns.Sandbox, port int, who string) net.Listene
 			c.Close()
 		}
 	}()
-	return ln
 }
 
 func readGreeting(c net.Conn) (string, error) {

@@ -7,16 +7,17 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
-	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"text/template"
 	"time"
 
 	"github.com/envgate/envgate/gateway/admin"
-	"golang.org/x/sys/unix"
+	"github.com/envgate/envgate/netns"
 )
 
 // ColdQuadsResult is what `benchtool coldquads` prints: per mode, per
@@ -34,7 +35,7 @@ type ColdQuadsResult struct {
 // the network namespace it listens in and its address there.
 type coldTarget struct {
 	mode  string
-	ns    *os.File // the namespace, opened once
+	ns    string // the network namespace's path
 	addr  string
 	admin string // the gateway's admin socket; "" for none
 }
@@ -79,11 +80,6 @@ func runColdQuads(args []string) (*ColdQuadsResult, error) {
 	if *batch > 0 && slices.ContainsFunc(targets, func(t coldTarget) bool { return t.admin == "" }) {
 		return nil, errors.New("coldquads: -batch needs every target's admin socket (MODE=NETNS,ADDR,ADMIN)")
 	}
-	defer func() {
-		for _, t := range targets {
-			t.ns.Close()
-		}
-	}()
 	clients := make([]*http.Client, len(targets))
 	for i, t := range targets {
 		clients[i] = nsClient(t, *timeout)
@@ -240,8 +236,7 @@ func cpuTimes() (busy, total uint64) {
 	}
 	line, _, _ := strings.Cut(string(b), "\n")
 	for i, f := range strings.Fields(line)[1:] {
-		var v uint64
-		fmt.Sscan(f, &v)
+		v, _ := strconv.ParseUint(f, 10, 64)
 		total += v
 		if i != 3 && i != 4 { // idle, iowait
 			busy += v
@@ -267,82 +262,24 @@ func parseColdTargets(args []string) ([]coldTarget, error) {
 		if slices.ContainsFunc(ts, func(t coldTarget) bool { return t.mode == mode }) {
 			return nil, fmt.Errorf("coldquads: mode %q named twice", mode)
 		}
-		if _, err := net.ResolveTCPAddr("tcp", addr); err != nil {
+		if _, err := netip.ParseAddrPort(addr); err != nil {
 			return nil, fmt.Errorf("coldquads: target %q: %w", arg, err)
 		}
-		f, err := os.Open(path)
-		if err != nil {
+		if _, err := os.Stat(path); err != nil {
 			return nil, fmt.Errorf("coldquads: target %q: %w", arg, err)
 		}
-		ts = append(ts, coldTarget{mode: mode, ns: f, addr: addr, admin: admin})
+		ts = append(ts, coldTarget{mode: mode, ns: path, addr: addr, admin: admin})
 	}
 	return ts, nil
 }
 
 // nsClient is newClient (a fresh connection per request) whose
-// connections are made in t's network namespace.
+// connections are made in t's network namespace (netns.DialIn).
 func nsClient(t coldTarget, timeout time.Duration) *http.Client {
 	c := newClient(t.addr, timeout, true)
+	d := &net.Dialer{Timeout: timeout}
 	c.Transport.(*http.Transport).DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
-		return dialInNS(ctx, t.ns, t.addr)
+		return netns.DialIn(ctx, t.ns, d, network, t.addr)
 	}
 	return c
-}
-
-// dialInNS connects to addr (an IPv4 address and port) from a socket made
-// in the network namespace ns: the socket is made on a thread switched
-// into ns and back; it stays in ns whichever thread uses it.
-func dialInNS(_ context.Context, ns *os.File, addr string) (net.Conn, error) {
-	ta, err := net.ResolveTCPAddr("tcp4", addr)
-	if err != nil {
-		return nil, err
-	}
-	fd, err := socketIn(ns)
-	if err != nil {
-		return nil, fmt.Errorf("socket in %s: %w", ns.Name(), err)
-	}
-	f := os.NewFile(uintptr(fd), "dial "+addr)
-	defer f.Close() // net.FileConn keeps a duplicate
-	var sa unix.SockaddrInet4
-	sa.Port = ta.Port
-	copy(sa.Addr[:], ta.IP.To4())
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	// A blocking connect: on loopback it is answered at once.
-	var cerr error
-	if err := rc.Control(func(fd uintptr) { cerr = unix.Connect(int(fd), &sa) }); err != nil {
-		return nil, err
-	}
-	if cerr != nil {
-		return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: ta, Err: cerr}
-	}
-	return net.FileConn(f)
-}
-
-// socketIn makes a TCP socket in the network namespace ns.
-func socketIn(ns *os.File) (int, error) {
-	runtime.LockOSThread()
-	self, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		runtime.UnlockOSThread()
-		return -1, err
-	}
-	defer self.Close()
-	if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return -1, err
-	}
-	fd, serr := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
-	if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
-		// The thread stays locked and in ns: it ends with this
-		// goroutine, so nothing else runs in the wrong namespace.
-		if serr == nil {
-			unix.Close(fd)
-		}
-		return -1, err
-	}
-	runtime.UnlockOSThread()
-	return fd, serr
 }
